@@ -1,0 +1,294 @@
+//! Topic administration and offset look-ups.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ListOffsetsRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::backoff::Backoff;
+use super::cluster::Cluster;
+use super::error::{Error, KafkaCode, Location, Phase, Result};
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Its name.
+    pub name: String,
+    /// Partition count (at least 1).
+    pub partitions: i32,
+    /// Replication factor (at least 1, at most the number of brokers).
+    pub replication_factor: i16,
+    /// Topic configs such as `("retention.ms", "3600000")`.
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    /// A topic with `partitions` partitions and `replication_factor` replicas, default configs.
+    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i16) -> Self {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Add a topic config.
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// Which offset ListOffsets should return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The first offset still in the log.
+    Earliest,
+    /// The offset the next record will get (the high watermark).
+    Latest,
+    /// The first offset whose timestamp is at or after this many ms since the epoch
+    /// (or the latest offset if there is none).
+    Timestamp(i64),
+}
+
+impl OffsetSpec {
+    fn wire(self) -> i64 {
+        match self {
+            OffsetSpec::Earliest => -2,
+            OffsetSpec::Latest => -1,
+            OffsetSpec::Timestamp(t) => t,
+        }
+    }
+}
+
+/// One answer of [`Cluster::list_offsets`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// The partition.
+    pub partition: i32,
+    /// The offset, or -1 if a timestamp look-up found none (see [`OffsetSpec::Timestamp`]).
+    pub offset: i64,
+    /// The timestamp of the record at `offset`, -1 when not a timestamp look-up.
+    pub timestamp: i64,
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_owned()))
+}
+
+fn timeout_ms(timeout: Duration) -> i32 {
+    timeout.as_millis().min(i32::MAX as u128) as i32
+}
+
+impl Cluster {
+    /// Create a topic and wait (at most `timeout`) until every partition has a leader.
+    ///
+    /// A topic that exists already is `Err(Error::Broker { code: TopicAlreadyExists, .. })`;
+    /// test for it with [`Error::kafka_code`].
+    pub fn create_topic(&mut self, topic: &NewTopic, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut req = CreateTopicsRequest::default();
+        let mut t = CreatableTopic::default();
+        t.name = topic_name(&topic.name);
+        t.num_partitions = topic.partitions;
+        t.replication_factor = topic.replication_factor;
+        t.configs = topic
+            .configs
+            .iter()
+            .map(|(k, v)| {
+                let mut c = CreatableTopicConfig::default();
+                c.name = StrBytes::from_string(k.clone());
+                c.value = Some(StrBytes::from_string(v.clone()));
+                c
+            })
+            .collect();
+        req.topics.push(t);
+        req.timeout_ms = timeout_ms(timeout);
+        req.validate_only = false;
+        let (broker, resp) = self.request_any(&req)?;
+        for r in &resp.topics {
+            Error::check(
+                r.error_code,
+                || Location {
+                    broker: broker.clone(),
+                    api: "CreateTopics",
+                    topic: Some(topic.name.clone()),
+                    partition: None,
+                },
+                r.error_message.as_deref(),
+            )?;
+        }
+        let expected = topic.partitions;
+        self.await_topic(&topic.name, deadline, "to be created", |t| {
+            t.is_some_and(|t| t.all_led() && t.partitions.len() == expected as usize)
+        })
+    }
+
+    /// Delete a topic and wait (at most `timeout`) until metadata no longer lists it.
+    pub fn delete_topic(&mut self, name: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut req = DeleteTopicsRequest::default();
+        // v6+ names topics in `topics`, older versions in `topic_names`: fill both.
+        let mut state = DeleteTopicState::default();
+        state.name = Some(topic_name(name));
+        req.topics.push(state);
+        req.topic_names.push(topic_name(name));
+        req.timeout_ms = timeout_ms(timeout);
+        let (broker, resp) = self.request_any(&req)?;
+        for r in &resp.responses {
+            Error::check(
+                r.error_code,
+                || Location {
+                    broker: broker.clone(),
+                    api: "DeleteTopics",
+                    topic: Some(name.to_owned()),
+                    partition: None,
+                },
+                r.error_message.as_deref(),
+            )?;
+        }
+        self.await_topic(name, deadline, "to disappear", |t| t.is_none())
+    }
+
+    /// Grow a topic to `total` partitions and wait (at most `timeout`) until all have leaders.
+    pub fn create_partitions(&mut self, name: &str, total: i32, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut req = CreatePartitionsRequest::default();
+        let mut t = CreatePartitionsTopic::default();
+        t.name = topic_name(name);
+        t.count = total;
+        t.assignments = None;
+        req.topics.push(t);
+        req.timeout_ms = timeout_ms(timeout);
+        req.validate_only = false;
+        let (broker, resp) = self.request_any(&req)?;
+        for r in &resp.results {
+            Error::check(
+                r.error_code,
+                || Location {
+                    broker: broker.clone(),
+                    api: "CreatePartitions",
+                    topic: Some(name.to_owned()),
+                    partition: None,
+                },
+                r.error_message.as_deref(),
+            )?;
+        }
+        self.await_topic(name, deadline, "to grow", |t| {
+            t.is_some_and(|t| t.all_led() && t.partitions.len() == total as usize)
+        })
+    }
+
+    /// Poll metadata until `done` holds for the topic, or the deadline passes.
+    fn await_topic(
+        &mut self,
+        name: &str,
+        deadline: Instant,
+        what: &str,
+        done: impl Fn(Option<&super::cluster::TopicInfo>) -> bool,
+    ) -> Result<()> {
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
+        loop {
+            self.invalidate(Some(name));
+            let state = match self.topic(name) {
+                Ok(t) => Some(t.clone()),
+                Err(Error::UnknownTopic { .. }) => None,
+                Err(e) if e.is_retriable() => None,
+                Err(e) => return Err(e),
+            };
+            if done(state.as_ref()) {
+                return Ok(());
+            }
+            let delay = backoff.next_delay();
+            if Instant::now() + delay > deadline {
+                return Err(Error::Timeout {
+                    phase: Phase::Read,
+                    broker: format!("metadata (waiting for topic {name} {what})"),
+                    api: Some("Metadata"),
+                    after: deadline.saturating_duration_since(Instant::now()),
+                });
+            }
+            std::thread::sleep(delay);
+        }
+    }
+
+    /// Look up offsets of `partitions` of `topic` (each asked of its leader).
+    pub fn list_offsets(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        spec: OffsetSpec,
+    ) -> Result<Vec<ListedOffset>> {
+        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for &p in partitions {
+            by_leader.entry(self.leader(topic, p)?).or_default().push(p);
+        }
+        let mut out = Vec::with_capacity(partitions.len());
+        for (leader, parts) in by_leader {
+            let mut req = ListOffsetsRequest::default();
+            req.replica_id = (-1).into();
+            req.isolation_level = 0;
+            req.timeout_ms = timeout_ms(self.config().connection.request_timeout);
+            let mut t = ListOffsetsTopic::default();
+            t.name = topic_name(topic);
+            t.partitions = parts
+                .iter()
+                .map(|&p| {
+                    let mut lp = ListOffsetsPartition::default();
+                    lp.partition_index = p;
+                    lp.current_leader_epoch = -1;
+                    lp.timestamp = spec.wire();
+                    lp
+                })
+                .collect();
+            req.topics.push(t);
+            let conn = self.broker(leader)?;
+            let broker = conn.broker().to_owned();
+            let resp = match conn.request(&req) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.note_error(&e, Some(topic));
+                    return Err(e);
+                }
+            };
+            for t in &resp.topics {
+                for p in &t.partitions {
+                    let checked = Error::check(
+                        p.error_code,
+                        || Location {
+                            broker: broker.clone(),
+                            api: "ListOffsets",
+                            topic: Some(topic.to_owned()),
+                            partition: Some(p.partition_index),
+                        },
+                        None,
+                    );
+                    if let Err(e) = checked {
+                        self.note_error(&e, Some(topic));
+                        return Err(e);
+                    }
+                    out.push(ListedOffset {
+                        partition: p.partition_index,
+                        offset: p.offset,
+                        timestamp: p.timestamp,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|o| o.partition);
+        Ok(out)
+    }
+}
+
+/// Whether `err` says the topic already exists.
+pub fn is_already_exists(err: &Error) -> bool {
+    err.kafka_code() == Some(KafkaCode::TopicAlreadyExists)
+}

@@ -1,0 +1,369 @@
+//! The cluster as one thread sees it: bootstrap, metadata, and one lazily opened connection
+//! per broker.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::{Request, StrBytes};
+use uuid::Uuid;
+
+use super::config::ClientConfig;
+use super::connection::Connection;
+use super::error::{Error, KafkaCode, Location, Result};
+
+/// A broker as the metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    /// Node id.
+    pub id: i32,
+    /// `host:port` to connect to.
+    pub addr: String,
+    /// Rack, if configured.
+    pub rack: Option<String>,
+}
+
+/// One partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Partition index.
+    pub id: i32,
+    /// Leader broker id, or -1 while there is none.
+    pub leader: i32,
+    /// Leader epoch.
+    pub leader_epoch: i32,
+    /// Replica broker ids.
+    pub replicas: Vec<i32>,
+    /// In-sync replica broker ids.
+    pub isr: Vec<i32>,
+}
+
+/// A topic and its partitions, sorted by index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Topic id (nil on brokers that predate topic ids).
+    pub id: Uuid,
+    /// Partitions, index `i` at position `i`.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+impl TopicInfo {
+    /// Whether every partition has a leader.
+    pub fn all_led(&self) -> bool {
+        !self.partitions.is_empty() && self.partitions.iter().all(|p| p.leader >= 0)
+    }
+}
+
+/// A client's connections to one cluster and what it knows of the cluster's layout.
+///
+/// Single-threaded by design: the thread that owns a `Cluster` owns its sockets.
+#[derive(Debug)]
+pub struct Cluster {
+    config: ClientConfig,
+    brokers: HashMap<i32, BrokerInfo>,
+    topics: HashMap<String, (TopicInfo, Instant)>,
+    connections: HashMap<i32, Connection>,
+    /// The connection made while bootstrapping, used until broker ids are known.
+    bootstrap: Option<Connection>,
+    cluster_id: Option<String>,
+    controller: i32,
+}
+
+impl Cluster {
+    /// Validate `config`, connect to the first reachable bootstrap broker (all are tried, in
+    /// order) and load the broker list.
+    pub fn connect(config: ClientConfig) -> Result<Self> {
+        config.validate()?;
+        let mut failures = Vec::new();
+        let mut bootstrap = None;
+        for addr in &config.bootstrap {
+            match Connection::connect(addr, &config.connection) {
+                Ok(conn) => {
+                    bootstrap = Some(conn);
+                    break;
+                }
+                Err(e) => {
+                    log::debug!("bootstrap {addr}: {e}");
+                    failures.push((addr, e));
+                }
+            }
+        }
+        let Some(bootstrap) = bootstrap else {
+            // One address: its own error says most. Several: list each with its reason.
+            if failures.len() == 1 {
+                return Err(failures.pop().expect("one failure").1);
+            }
+            let tried = failures
+                .iter()
+                .map(|(addr, e)| format!("{addr}: {}", short_reason(e)))
+                .collect();
+            return Err(Error::NoBrokerReachable { tried });
+        };
+        let mut cluster = Cluster {
+            config,
+            brokers: HashMap::new(),
+            topics: HashMap::new(),
+            connections: HashMap::new(),
+            bootstrap: Some(bootstrap),
+            cluster_id: None,
+            controller: -1,
+        };
+        cluster.fetch_metadata(Some(&[]))?;
+        Ok(cluster)
+    }
+
+    /// The configuration this cluster was opened with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Known brokers by id.
+    pub fn brokers(&self) -> &HashMap<i32, BrokerInfo> {
+        &self.brokers
+    }
+
+    /// The cluster id the brokers reported.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    /// The topic's metadata, loading or refreshing it when unknown or older than
+    /// `metadata_max_age`. A topic the cluster does not have is [`Error::UnknownTopic`].
+    pub fn topic(&mut self, name: &str) -> Result<&TopicInfo> {
+        let fresh = self
+            .topics
+            .get(name)
+            .is_some_and(|(_, at)| at.elapsed() < self.config.metadata_max_age);
+        if !fresh {
+            self.fetch_metadata(Some(&[name]))?;
+        }
+        match self.topics.get(name) {
+            Some((info, _)) => Ok(info),
+            None => Err(Error::UnknownTopic {
+                topic: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Forget what is known of `topic` (or of every topic), so the next use reloads it.
+    /// Call this when an error says the map is stale (see [`Error::invalidates_metadata`]).
+    pub fn invalidate(&mut self, topic: Option<&str>) {
+        match topic {
+            Some(t) => {
+                self.topics.remove(t);
+            }
+            None => self.topics.clear(),
+        }
+    }
+
+    /// React to an error from a request: stale metadata is dropped, and a broken
+    /// connection was already closed by the connection itself.
+    pub fn note_error(&mut self, err: &Error, topic: Option<&str>) {
+        if err.invalidates_metadata() {
+            self.invalidate(topic);
+        }
+    }
+
+    /// Fetch metadata for `topics` (`None`: all topics) and merge it into the map.
+    pub fn fetch_metadata(&mut self, topics: Option<&[&str]>) -> Result<()> {
+        let mut req = MetadataRequest::default();
+        req.topics = topics.map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    let mut mt = MetadataRequestTopic::default();
+                    mt.name = Some(TopicName(StrBytes::from_string((*t).to_owned())));
+                    mt
+                })
+                .collect()
+        });
+        req.allow_auto_topic_creation = false;
+        let (broker, resp) = self.request_any(&req)?;
+        self.apply_metadata(&broker, resp)
+    }
+
+    fn apply_metadata(&mut self, broker: &str, resp: MetadataResponse) -> Result<()> {
+        let now = Instant::now();
+        if !resp.brokers.is_empty() {
+            self.brokers = resp
+                .brokers
+                .iter()
+                .map(|b| {
+                    let info = BrokerInfo {
+                        id: b.node_id.0,
+                        addr: format!("{}:{}", b.host.as_str(), b.port),
+                        rack: b.rack.as_ref().map(|r| r.to_string()),
+                    };
+                    (info.id, info)
+                })
+                .collect();
+            // Drop connections to brokers that left or moved.
+            let brokers = &self.brokers;
+            self.connections
+                .retain(|id, c| brokers.get(id).is_some_and(|b| b.addr == c.broker()));
+        }
+        self.cluster_id = resp.cluster_id.as_ref().map(|c| c.to_string());
+        self.controller = resp.controller_id.0;
+        for t in resp.topics {
+            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            match KafkaCode::try_from_code(t.error_code) {
+                None => {}
+                Some(KafkaCode::UnknownTopicOrPartition) => {
+                    self.topics.remove(&name);
+                    continue;
+                }
+                // Leaders are being elected: keep what we know and let callers retry.
+                Some(code) if code.is_retriable() => {
+                    self.topics.remove(&name);
+                    continue;
+                }
+                Some(code) => {
+                    return Err(Error::Broker {
+                        code,
+                        at: Location {
+                            broker: broker.to_owned(),
+                            api: "Metadata",
+                            topic: Some(name),
+                            partition: None,
+                        },
+                        message: None,
+                    })
+                }
+            }
+            let mut partitions: Vec<PartitionInfo> = t
+                .partitions
+                .iter()
+                .map(|p| PartitionInfo {
+                    id: p.partition_index,
+                    leader: if p.error_code == 0 || p.error_code == KafkaCode::ReplicaNotAvailable.code() {
+                        p.leader_id.0
+                    } else {
+                        -1
+                    },
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                    isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                })
+                .collect();
+            partitions.sort_by_key(|p| p.id);
+            let contiguous = partitions.iter().enumerate().all(|(i, p)| p.id == i as i32);
+            if !contiguous {
+                return Err(Error::Protocol {
+                    broker: broker.to_owned(),
+                    detail: format!("metadata for {name} lists partitions with gaps"),
+                });
+            }
+            let info = TopicInfo {
+                name: name.clone(),
+                id: t.topic_id,
+                partitions,
+            };
+            self.topics.insert(name, (info, now));
+        }
+        Ok(())
+    }
+
+    /// The connection to broker `id`, opened on first use and reopened after a failure.
+    pub fn broker(&mut self, id: i32) -> Result<&mut Connection> {
+        if self.connections.get(&id).is_some_and(|c| !c.is_open()) {
+            self.connections.remove(&id);
+        }
+        if !self.connections.contains_key(&id) {
+            let info = self.brokers.get(&id).ok_or_else(|| Error::Protocol {
+                broker: format!("node {id}"),
+                detail: format!("broker {id} is not in the cluster metadata"),
+            })?;
+            let conn = match self.bootstrap.take() {
+                // Reuse the bootstrap connection if it is this broker's.
+                Some(b) if b.is_open() && b.broker() == info.addr => b,
+                other => {
+                    self.bootstrap = other;
+                    Connection::connect(&info.addr, &self.config.connection)?
+                }
+            };
+            self.connections.insert(id, conn);
+        }
+        Ok(self.connections.get_mut(&id).expect("inserted above"))
+    }
+
+    /// The leader of `topic`/`partition`, as a broker id.
+    pub fn leader(&mut self, topic: &str, partition: i32) -> Result<i32> {
+        let info = self.topic(topic)?;
+        let p = info.partitions.get(partition as usize).ok_or_else(|| Error::Broker {
+            code: KafkaCode::UnknownTopicOrPartition,
+            at: Location {
+                broker: "metadata".into(),
+                api: "Metadata",
+                topic: Some(topic.to_owned()),
+                partition: Some(partition),
+            },
+            message: Some(format!("the topic has {} partitions", info.partitions.len())),
+        })?;
+        if p.leader < 0 {
+            let err = Error::Broker {
+                code: KafkaCode::LeaderNotAvailable,
+                at: Location {
+                    broker: "metadata".into(),
+                    api: "Metadata",
+                    topic: Some(topic.to_owned()),
+                    partition: Some(partition),
+                },
+                message: None,
+            };
+            self.invalidate(Some(topic));
+            return Err(err);
+        }
+        Ok(p.leader)
+    }
+
+    /// Send `req` to any broker that answers (an open connection first, then known brokers,
+    /// then the bootstrap list) and return the broker's address with the response.
+    pub fn request_any<R: Request>(&mut self, req: &R) -> Result<(String, R::Response)> {
+        if let Some(conn) = self.bootstrap.as_mut().filter(|c| c.is_open()) {
+            return Ok((conn.broker().to_owned(), conn.request(req)?));
+        }
+        let mut ids: Vec<i32> = self.connections.keys().copied().collect();
+        ids.extend(self.brokers.keys().filter(|id| !self.connections.contains_key(id)));
+        let mut last = None;
+        for id in ids {
+            match self.broker(id).and_then(|c| Ok((c.broker().to_owned(), c.request(req)?))) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retriable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        // Everything known failed: go back to the bootstrap list.
+        for addr in &self.config.bootstrap {
+            match Connection::connect(addr, &self.config.connection) {
+                Ok(mut conn) => {
+                    let resp = conn.request(req);
+                    let addr = conn.broker().to_owned();
+                    self.bootstrap = Some(conn);
+                    return Ok((addr, resp?));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NoBrokerReachable { tried: self.config.bootstrap.clone() }))
+    }
+
+    /// Send `req` to broker `id` and wait for the response.
+    pub fn request_broker<R: Request>(&mut self, id: i32, req: &R) -> Result<R::Response> {
+        self.broker(id)?.request(req)
+    }
+
+    /// The controller id reported by the last metadata response.
+    pub fn controller(&self) -> i32 {
+        self.controller
+    }
+}
+
+fn short_reason(e: &Error) -> String {
+    match e {
+        Error::Connect { source, .. } => source.to_string(),
+        Error::Timeout { phase, after, .. } => format!("{phase} timed out after {after:?}"),
+        other => other.to_string(),
+    }
+}

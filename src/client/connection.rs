@@ -1,0 +1,657 @@
+//! One blocking connection to one broker, and the one generic request path.
+//!
+//! ```text
+//!   send::<R>(req) ──frame──▶ [size i32][header][body] ──▶ broker
+//!   receive::<R>(pending) ◀── [size i32][header: correlation id][body] ◀── broker
+//! ```
+//!
+//! Requests may be pipelined: `send` several, then `receive` each in the order sent (Kafka
+//! answers in request order on one connection). Every wait is bounded by a deadline, and a
+//! connection that failed mid-request is closed and refuses further use.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
+
+use super::config::ConnectionConfig;
+use super::error::{Error, Phase, Result};
+use super::versions::{api_name, client_range, BrokerVersions};
+
+/// A byte stream a [`Connection`] can run over, with settable timeouts.
+///
+/// Implemented for [`TcpStream`]; a TLS or SASL wrapper implements it by delegating the
+/// timeouts to the socket underneath.
+pub trait Transport: Read + Write + Send {
+    /// Bound the next reads (`None` blocks forever; kpipe never passes `None`).
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Bound the next writes.
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl Transport for TcpStream {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, timeout)
+    }
+}
+
+/// A request that was sent and whose response has not been read yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a sent request must be received, or the connection falls out of step"]
+pub struct Pending {
+    correlation_id: i32,
+    api_key: i16,
+    version: i16,
+    sent_at: Instant,
+}
+
+impl Pending {
+    /// The version the request was encoded with.
+    pub fn version(&self) -> i16 {
+        self.version
+    }
+}
+
+/// One connection to one broker. Not thread-safe by design: one thread owns it.
+pub struct Connection<S: Transport = TcpStream> {
+    stream: Option<S>,
+    broker: String,
+    config: ConnectionConfig,
+    versions: BrokerVersions,
+    next_correlation_id: i32,
+    pending: VecDeque<Pending>,
+    write_buf: BytesMut,
+}
+
+impl<S: Transport> std::fmt::Debug for Connection<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("broker", &self.broker)
+            .field("open", &self.stream.is_some())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl Connection<TcpStream> {
+    /// Open a TCP connection to `addr` (`host:port`) within the connect timeout, then
+    /// negotiate API versions.
+    pub fn connect(addr: &str, config: &ConnectionConfig) -> Result<Self> {
+        let stream = tcp_connect(addr, config.connect_timeout)?;
+        Connection::handshake(stream, addr, config.clone())
+    }
+}
+
+fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
+    let connect_err = |source| Error::Connect {
+        addr: addr.to_owned(),
+        source,
+    };
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(connect_err)?.collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
+    for sock in addrs {
+        match TcpStream::connect_timeout(&sock, timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true).map_err(connect_err)?;
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(Error::Timeout {
+                    phase: Phase::Connect,
+                    broker: addr.to_owned(),
+                    api: None,
+                    after: timeout,
+                })
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(connect_err(last))
+}
+
+impl<S: Transport> Connection<S> {
+    /// Wrap an open stream and negotiate API versions over it (ApiVersions, with the
+    /// UNSUPPORTED_VERSION fallback of brokers that do not know our ApiVersions version).
+    pub fn handshake(mut stream: S, broker: &str, config: ConnectionConfig) -> Result<Self> {
+        stream
+            .set_write_timeout(Some(config.request_timeout))
+            .map_err(|source| Error::Io {
+                broker: broker.to_owned(),
+                api: "ApiVersions",
+                source,
+            })?;
+        let mut conn = Connection {
+            stream: Some(stream),
+            broker: broker.to_owned(),
+            config,
+            versions: BrokerVersions::default(),
+            next_correlation_id: 0,
+            pending: VecDeque::new(),
+            write_buf: BytesMut::with_capacity(1024),
+        };
+        conn.negotiate()?;
+        Ok(conn)
+    }
+
+    fn negotiate(&mut self) -> Result<()> {
+        let mut req = ApiVersionsRequest::default();
+        req.client_software_name = StrBytes::from_static_str("kpipe");
+        req.client_software_version = StrBytes::from_static_str(env!("CARGO_PKG_VERSION"));
+        let mut version = ApiVersionsRequest::VERSIONS.max;
+        for _ in 0..2 {
+            let pending = self.send_versioned(&req, version, true)?;
+            let mut body = self.receive_body(pending, 0)?;
+            // A broker that does not know our version answers error 35 encoded as v0,
+            // listing its own ApiVersions range: retry inside it.
+            let code = if body.len() >= 2 { (&body[..2]).get_i16() } else { 0 };
+            let decode_version = if code == 35 { 0 } else { version };
+            let resp: ApiVersionsResponse = self.decode(&mut body, decode_version, "ApiVersions")?;
+            if resp.error_code == 35 {
+                let theirs = BrokerVersions::from_response(&resp).range(ApiKey::ApiVersions as i16);
+                match theirs {
+                    Some(r) if r.max < version && r.max >= 0 => {
+                        version = r.max.min(ApiVersionsRequest::VERSIONS.max);
+                        continue;
+                    }
+                    _ => {
+                        return Err(self.poison(Error::UnsupportedVersion {
+                            broker: self.broker.clone(),
+                            api: "ApiVersions",
+                            ours: ApiVersionsRequest::VERSIONS.to_string(),
+                            theirs: theirs.map_or_else(|| "none".into(), |r| r.to_string()),
+                        }))
+                    }
+                }
+            }
+            Error::check(
+                resp.error_code,
+                || super::error::Location {
+                    broker: self.broker.clone(),
+                    api: "ApiVersions",
+                    ..Default::default()
+                },
+                None,
+            )?;
+            self.versions = BrokerVersions::from_response(&resp);
+            return Ok(());
+        }
+        Err(self.poison(Error::Protocol {
+            broker: self.broker.clone(),
+            detail: "ApiVersions kept answering UNSUPPORTED_VERSION".into(),
+        }))
+    }
+
+    /// The broker this connection talks to, `host:port`.
+    pub fn broker(&self) -> &str {
+        &self.broker
+    }
+
+    /// Whether the connection is still usable (it has not failed).
+    pub fn is_open(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Requests sent and not yet received.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The API version ranges the broker advertised.
+    pub fn broker_versions(&self) -> &BrokerVersions {
+        &self.versions
+    }
+
+    /// The version that will be used for requests of type `R`: the highest both sides support,
+    /// never below the Kafka 4 floor.
+    pub fn version<R: Request>(&self) -> Result<i16> {
+        let key = api_key::<R>();
+        let ours = client_range(key, R::VERSIONS);
+        self.versions
+            .choose(key, ours)
+            .map_err(|(ours, theirs)| Error::UnsupportedVersion {
+                broker: self.broker.clone(),
+                api: api_name(key),
+                ours,
+                theirs,
+            })
+    }
+
+    /// Send one request and wait for its response.
+    pub fn request<R: Request>(&mut self, req: &R) -> Result<R::Response> {
+        let pending = self.send(req)?;
+        self.receive::<R>(pending)
+    }
+
+    /// Send one request at the negotiated version without waiting for the response.
+    pub fn send<R: Request>(&mut self, req: &R) -> Result<Pending> {
+        let version = self.version::<R>()?;
+        self.send_versioned(req, version, true)
+    }
+
+    /// Send a request the broker will not answer (Produce with acks=0).
+    pub fn send_without_response<R: Request>(&mut self, req: &R) -> Result<()> {
+        let version = self.version::<R>()?;
+        self.send_versioned(req, version, false).map(|_| ())
+    }
+
+    /// Send at an explicit version. `expect_response` false means the broker sends nothing back.
+    pub fn send_versioned<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        expect_response: bool,
+    ) -> Result<Pending> {
+        let api = api_name(api_key::<R>());
+        if self.stream.is_none() {
+            return Err(Error::Closed {
+                broker: self.broker.clone(),
+            });
+        }
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        self.write_buf.clear();
+        if let Err(e) = encode_request(
+            &mut self.write_buf,
+            req,
+            version,
+            correlation_id,
+            &self.config.client_id,
+        ) {
+            // Nothing was written: the connection is still in step.
+            return Err(Error::Protocol {
+                broker: self.broker.clone(),
+                detail: format!("cannot encode {api} v{version}: {e}"),
+            });
+        }
+        let stream = self.stream.as_mut().expect("checked above");
+        if let Err(source) = stream.write_all(&self.write_buf).and_then(|()| stream.flush()) {
+            let err = io_error(source, &self.broker, api, Phase::Write, self.config.request_timeout);
+            return Err(self.poison(err));
+        }
+        let pending = Pending {
+            correlation_id,
+            api_key: R::KEY,
+            version,
+            sent_at: Instant::now(),
+        };
+        if expect_response {
+            self.pending.push_back(pending);
+        }
+        Ok(pending)
+    }
+
+    /// Read and decode the response to `pending`, which must be the oldest request in flight.
+    pub fn receive<R: Request>(&mut self, pending: Pending) -> Result<R::Response> {
+        let header_version = <R::Response as HeaderVersion>::header_version(pending.version);
+        let mut body = self.receive_body(pending, header_version)?;
+        self.decode(&mut body, pending.version, api_name(api_key::<R>()))
+    }
+
+    fn decode<T: Decodable>(&mut self, body: &mut Bytes, version: i16, api: &str) -> Result<T> {
+        match decode_exact::<T>(body, version) {
+            Ok(v) => Ok(v),
+            Err(detail) => {
+                let err = Error::Protocol {
+                    broker: self.broker.clone(),
+                    detail: format!("cannot decode {api} v{version} response: {detail}"),
+                };
+                Err(self.poison(err))
+            }
+        }
+    }
+
+    /// Read one response frame for `pending` and return its body (after the header).
+    fn receive_body(&mut self, pending: Pending, header_version: i16) -> Result<Bytes> {
+        let api = ApiKey::try_from(pending.api_key).map_or("request", api_name);
+        if self.stream.is_none() {
+            return Err(Error::Closed {
+                broker: self.broker.clone(),
+            });
+        }
+        match self.pending.front() {
+            Some(front) if front.correlation_id == pending.correlation_id => {}
+            _ => {
+                return Err(Error::Protocol {
+                    broker: self.broker.clone(),
+                    detail: format!(
+                        "{api} response awaited out of order (responses arrive in request order)"
+                    ),
+                })
+            }
+        }
+        let deadline = pending.sent_at + self.config.request_timeout;
+        let limit = self.config.max_response_bytes;
+        let stream = self.stream.as_mut().expect("checked above");
+        let frame = match read_frame(stream, deadline, limit) {
+            Ok(frame) => frame,
+            Err(FrameError::Io(source)) => {
+                let err = io_error(source, &self.broker, api, Phase::Read, self.config.request_timeout);
+                return Err(self.poison(err));
+            }
+            Err(FrameError::TooLarge(actual)) => {
+                let err = Error::FrameTooLarge {
+                    broker: self.broker.clone(),
+                    limit,
+                    actual,
+                };
+                return Err(self.poison(err));
+            }
+        };
+        self.pending.pop_front();
+        let mut frame = Bytes::from(frame);
+        let header = match ResponseHeader::decode(&mut frame, header_version) {
+            Ok(h) => h,
+            Err(e) => {
+                let err = Error::Protocol {
+                    broker: self.broker.clone(),
+                    detail: format!("cannot decode {api} response header: {e}"),
+                };
+                return Err(self.poison(err));
+            }
+        };
+        if header.correlation_id != pending.correlation_id {
+            let err = Error::Protocol {
+                broker: self.broker.clone(),
+                detail: format!(
+                    "{api} response has correlation id {}, expected {}",
+                    header.correlation_id, pending.correlation_id
+                ),
+            };
+            return Err(self.poison(err));
+        }
+        Ok(frame)
+    }
+
+    /// Close the connection after a failure; it is never reused.
+    fn poison(&mut self, err: Error) -> Error {
+        if self.stream.take().is_some() {
+            log::debug!("closing connection to {}: {err}", self.broker);
+        }
+        self.pending.clear();
+        err
+    }
+}
+
+fn api_key<R: Request>() -> ApiKey {
+    ApiKey::try_from(R::KEY).expect("every Request type has a known key")
+}
+
+/// Map an I/O error to a timeout (naming the phase) or a broken connection.
+fn io_error(source: io::Error, broker: &str, api: &'static str, phase: Phase, after: Duration) -> Error {
+    match source.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout {
+            phase,
+            broker: broker.to_owned(),
+            api: Some(api),
+            after,
+        },
+        _ => Error::Io {
+            broker: broker.to_owned(),
+            api,
+            source,
+        },
+    }
+}
+
+/// Encode `[size][request header][body]` into `buf`.
+pub fn encode_request<R: Request>(
+    buf: &mut BytesMut,
+    req: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+) -> std::result::Result<(), String> {
+    let start = buf.len();
+    buf.put_i32(0);
+    let mut header = RequestHeader::default();
+    header.request_api_key = R::KEY;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(StrBytes::from_string(client_id.to_owned()));
+    header
+        .encode(buf, R::header_version(version))
+        .map_err(|e| e.to_string())?;
+    req.encode(buf, version).map_err(|e| e.to_string())?;
+    let size = buf.len() - start - 4;
+    let size = i32::try_from(size).map_err(|_| format!("request of {size} bytes is too large"))?;
+    buf[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    Ok(())
+}
+
+/// Decode a whole body, rejecting trailing bytes.
+pub fn decode_exact<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, String> {
+    let value = T::decode(body, version).map_err(|e| e.to_string())?;
+    if body.has_remaining() {
+        return Err(format!("{} trailing bytes after the body", body.remaining()));
+    }
+    Ok(value)
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The stream failed, timed out or ended early.
+    Io(io::Error),
+    /// The announced size is negative or over the limit (the size is given).
+    TooLarge(i64),
+}
+
+/// Read one `[size i32][payload]` frame, every read bounded by `deadline`.
+pub fn read_frame<S: Transport + ?Sized>(
+    stream: &mut S,
+    deadline: Instant,
+    limit: usize,
+) -> Result<Vec<u8>, FrameError> {
+    let mut size = [0u8; 4];
+    read_exact_by(stream, &mut size, deadline).map_err(FrameError::Io)?;
+    let size = i32::from_be_bytes(size);
+    if size < 0 || size as usize > limit {
+        return Err(FrameError::TooLarge(size.into()));
+    }
+    let mut frame = vec![0u8; size as usize];
+    read_exact_by(stream, &mut frame, deadline).map_err(FrameError::Io)?;
+    Ok(frame)
+}
+
+fn read_exact_by<S: Transport + ?Sized>(stream: &mut S, mut buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+    while !buf.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(buf) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the broker closed the connection mid-frame",
+                ))
+            }
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ResponseHeader};
+    use std::io::Cursor;
+
+    /// An in-memory transport: reads come from `input`, writes go to `output`.
+    pub(crate) struct Memory {
+        pub input: Cursor<Vec<u8>>,
+        pub output: Vec<u8>,
+    }
+
+    impl Read for Memory {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+    impl Write for Memory {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Transport for Memory {
+        fn set_read_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_write_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn frame<T: Encodable + HeaderVersion>(correlation_id: i32, body: &T, version: i16) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        let mut header = ResponseHeader::default();
+        header.correlation_id = correlation_id;
+        header.encode(&mut buf, T::header_version(version)).unwrap();
+        body.encode(&mut buf, version).unwrap();
+        let mut out = (buf.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(&buf);
+        out
+    }
+
+    pub(crate) fn api_versions(ranges: &[(ApiKey, i16, i16)]) -> ApiVersionsResponse {
+        let mut resp = ApiVersionsResponse::default();
+        for &(key, min, max) in ranges {
+            let mut v = ApiVersion::default();
+            v.api_key = key as i16;
+            v.min_version = min;
+            v.max_version = max;
+            resp.api_keys.push(v);
+        }
+        resp
+    }
+
+    fn connect_with(after_handshake: &[u8]) -> Result<Connection<Memory>> {
+        let resp = api_versions(&[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 12)]);
+        let mut input = frame(0, &resp, 4);
+        input.extend_from_slice(after_handshake);
+        let mem = Memory {
+            input: Cursor::new(input),
+            output: Vec::new(),
+        };
+        Connection::handshake(mem, "mem:1", ConnectionConfig::default())
+    }
+
+    #[test]
+    fn handshake_negotiates_and_requests_round_trip() {
+        let mut md = MetadataResponse::default();
+        md.controller_id = 7.into();
+        let conn = connect_with(&frame(1, &md, 12)).unwrap();
+        let mut conn = conn;
+        assert_eq!(conn.version::<MetadataRequest>().unwrap(), 12);
+        let got = conn.request(&MetadataRequest::default()).unwrap();
+        assert_eq!(got.controller_id.0, 7);
+        assert!(conn.is_open());
+        // Two frames written, each starting with its size.
+        let out = &conn.stream.as_ref().unwrap().output;
+        let first = i32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
+        let second = i32::from_be_bytes(out[4 + first..8 + first].try_into().unwrap()) as usize;
+        assert_eq!(out.len(), 8 + first + second);
+    }
+
+    #[test]
+    fn falls_back_when_broker_answers_unsupported_version() {
+        let mut old = api_versions(&[(ApiKey::ApiVersions, 0, 2), (ApiKey::Metadata, 0, 9)]);
+        old.error_code = 35;
+        let mut input = frame(0, &old, 0);
+        let mut ok = api_versions(&[(ApiKey::ApiVersions, 0, 2), (ApiKey::Metadata, 0, 9)]);
+        ok.error_code = 0;
+        input.extend(frame(1, &ok, 2));
+        let mem = Memory {
+            input: Cursor::new(input),
+            output: Vec::new(),
+        };
+        let conn = Connection::handshake(mem, "mem:1", ConnectionConfig::default()).unwrap();
+        assert_eq!(conn.version::<MetadataRequest>().unwrap(), 9);
+    }
+
+    #[test]
+    fn no_common_version_names_the_api_and_both_ranges() {
+        let conn = connect_with(&[]).unwrap();
+        let err = conn.version::<kafka_protocol::messages::ProduceRequest>().unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::UnsupportedVersion { api: "Produce", .. }), "{text}");
+        assert!(text.contains("3..13") && text.contains("none"), "{text}");
+    }
+
+    #[test]
+    fn wrong_correlation_id_poisons_the_connection() {
+        let md = MetadataResponse::default();
+        let mut conn = connect_with(&frame(99, &md, 12)).unwrap();
+        let err = conn.request(&MetadataRequest::default()).unwrap_err();
+        assert!(err.to_string().contains("correlation id 99"), "{err}");
+        assert!(!conn.is_open());
+        let again = conn.request(&MetadataRequest::default()).unwrap_err();
+        assert!(matches!(again, Error::Closed { .. }), "{again}");
+    }
+
+    #[test]
+    fn truncated_oversized_and_garbage_frames_are_errors() {
+        // Truncated: announces 100 bytes, sends 3.
+        let mut conn = connect_with(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
+        let err = conn.request(&MetadataRequest::default()).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        // Oversized: announces 2 GiB.
+        let mut conn = connect_with(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
+        let err = conn.request(&MetadataRequest::default()).unwrap_err();
+        assert!(matches!(err, Error::FrameTooLarge { actual: 2147483647, .. }), "{err}");
+        // Negative size.
+        let mut conn = connect_with(&[0xff, 0xff, 0xff, 0xfe]).unwrap();
+        let err = conn.request(&MetadataRequest::default()).unwrap_err();
+        assert!(matches!(err, Error::FrameTooLarge { actual: -2, .. }), "{err}");
+        // Garbage body with the right correlation id.
+        let mut conn = connect_with(&[0, 0, 0, 6, 0, 0, 0, 1, 0xff, 0xff]).unwrap();
+        let err = conn.request(&MetadataRequest::default()).unwrap_err();
+        assert!(matches!(err, Error::Protocol { .. }), "{err}");
+        assert!(!conn.is_open());
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let md = MetadataResponse::default();
+        let mut f = frame(1, &md, 12);
+        f.push(0);
+        let size = i32::from_be_bytes(f[..4].try_into().unwrap()) + 1;
+        f[..4].copy_from_slice(&size.to_be_bytes());
+        let mut conn = connect_with(&f).unwrap();
+        let err = conn.request(&MetadataRequest::default()).unwrap_err();
+        assert!(err.to_string().contains("trailing"), "{err}");
+    }
+
+    #[test]
+    fn pipelined_responses_must_be_read_in_order() {
+        let md = MetadataResponse::default();
+        let mut input = frame(1, &md, 12);
+        input.extend(frame(2, &md, 12));
+        let mut conn = connect_with(&input).unwrap();
+        let first = conn.send(&MetadataRequest::default()).unwrap();
+        let second = conn.send(&MetadataRequest::default()).unwrap();
+        assert_eq!(conn.in_flight(), 2);
+        assert!(conn.receive::<MetadataRequest>(second).is_err());
+        assert!(conn.is_open(), "asking out of order is a caller error, not a broken stream");
+        conn.receive::<MetadataRequest>(first).unwrap();
+        conn.receive::<MetadataRequest>(second).unwrap();
+        assert_eq!(conn.in_flight(), 0);
+    }
+}

@@ -1,0 +1,203 @@
+//! The Fetch primitive: one request per leader, records decoded batch by batch.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::cluster::Cluster;
+use super::error::{Error, Location, Result};
+use super::produce::PartitionResult;
+use super::records::{decode_batches, FetchedRecord};
+
+/// Request-wide fetch settings (the Go design's MinBytes / MaxBytes / MaxWait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchParams {
+    /// How long the broker may hold the request waiting for `min_bytes`. Default 500 ms.
+    pub max_wait: Duration,
+    /// Bytes the broker should gather before answering early. Default 1.
+    pub min_bytes: i32,
+    /// Cap on the whole response (the broker still returns at least one batch). Default 50 MiB.
+    pub max_bytes: i32,
+    /// Cap on one partition's data in a response. Default 1 MiB.
+    pub partition_max_bytes: i32,
+    /// Largest size one compressed batch may expand to. Default 256 MiB.
+    pub max_decompressed: usize,
+}
+
+impl Default for FetchParams {
+    /// The Java consumer's defaults.
+    fn default() -> Self {
+        FetchParams {
+            max_wait: Duration::from_millis(500),
+            min_bytes: 1,
+            max_bytes: 50 << 20,
+            partition_max_bytes: 1 << 20,
+            max_decompressed: 256 << 20,
+        }
+    }
+}
+
+/// One partition to fetch from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchTarget {
+    /// Topic name.
+    pub topic: String,
+    /// Topic id (needed from Fetch v13 on).
+    pub topic_id: Uuid,
+    /// Partition index.
+    pub partition: i32,
+    /// First offset wanted.
+    pub offset: i64,
+}
+
+/// What one partition returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedPartition {
+    /// Records at or after the requested offset, in order.
+    pub records: Vec<FetchedRecord>,
+    /// Where the next fetch should start (past control batches and the last record).
+    pub next_offset: i64,
+    /// The partition's high watermark.
+    pub high_watermark: i64,
+    /// The first offset still in the log.
+    pub log_start_offset: i64,
+    /// The data ended with an incomplete batch (a byte limit cut it).
+    pub truncated: bool,
+}
+
+/// Build a Fetch request for `targets` (all led by the same broker).
+pub fn fetch_request(params: &FetchParams, targets: &[FetchTarget]) -> FetchRequest {
+    let mut req = FetchRequest::default();
+    req.replica_id = (-1).into();
+    req.replica_state.replica_id = (-1).into();
+    req.max_wait_ms = params.max_wait.as_millis().min(i32::MAX as u128) as i32;
+    req.min_bytes = params.min_bytes;
+    req.max_bytes = params.max_bytes;
+    req.isolation_level = 0;
+    req.session_id = 0;
+    req.session_epoch = -1; // no fetch session: every request is a full fetch
+    for t in targets {
+        let idx = match req.topics.iter().position(|x| x.topic.0.as_str() == t.topic) {
+            Some(i) => i,
+            None => {
+                let mut ft = FetchTopic::default();
+                ft.topic = TopicName(StrBytes::from_string(t.topic.clone()));
+                ft.topic_id = t.topic_id;
+                req.topics.push(ft);
+                req.topics.len() - 1
+            }
+        };
+        let mut p = FetchPartition::default();
+        p.partition = t.partition;
+        p.fetch_offset = t.offset;
+        p.current_leader_epoch = -1;
+        p.last_fetched_epoch = -1;
+        p.log_start_offset = -1;
+        p.partition_max_bytes = params.partition_max_bytes;
+        req.topics[idx].partitions.push(p);
+    }
+    req
+}
+
+/// Turn a Fetch response into one result per partition, decoding the records.
+pub fn fetch_results(
+    resp: &FetchResponse,
+    targets: &[FetchTarget],
+    params: &FetchParams,
+    broker: &str,
+) -> Vec<PartitionResult<FetchedPartition>> {
+    let mut out = Vec::new();
+    for t in &resp.responses {
+        let name = if t.topic.0.is_empty() {
+            targets
+                .iter()
+                .find(|x| x.topic_id == t.topic_id)
+                .map(|x| x.topic.clone())
+                .unwrap_or_else(|| t.topic_id.to_string())
+        } else {
+            t.topic.0.to_string()
+        };
+        for p in &t.partitions {
+            let at = || Location {
+                broker: broker.to_owned(),
+                api: "Fetch",
+                topic: Some(name.clone()),
+                partition: Some(p.partition_index),
+            };
+            let requested = targets
+                .iter()
+                .find(|x| x.topic == name && x.partition == p.partition_index)
+                .map_or(0, |x| x.offset);
+            let result = Error::check(p.error_code, at, None).and_then(|()| {
+                let mut records = Vec::new();
+                let empty = bytes::Bytes::new();
+                let data = p.records.as_ref().unwrap_or(&empty);
+                let info = decode_batches(data, requested, params.max_decompressed, &mut records)
+                    .map_err(|detail| Error::Protocol {
+                        broker: broker.to_owned(),
+                        detail: format!("{name}-{}: {detail}", p.partition_index),
+                    })?;
+                Ok(FetchedPartition {
+                    records,
+                    next_offset: info.next_offset.unwrap_or(requested).max(requested),
+                    high_watermark: p.high_watermark,
+                    log_start_offset: p.log_start_offset,
+                    truncated: info.truncated,
+                })
+            });
+            out.push(PartitionResult {
+                topic: name.clone(),
+                partition: p.partition_index,
+                result,
+            });
+        }
+    }
+    out
+}
+
+impl Cluster {
+    /// Fetch `targets` from their leaders: one request per leader, all sent before any
+    /// response is read, so the brokers work in parallel.
+    pub fn fetch(
+        &mut self,
+        params: &FetchParams,
+        targets: &[FetchTarget],
+    ) -> Result<Vec<PartitionResult<FetchedPartition>>> {
+        let mut by_leader: BTreeMap<i32, Vec<FetchTarget>> = BTreeMap::new();
+        for t in targets {
+            let leader = self.leader(&t.topic, t.partition)?;
+            by_leader.entry(leader).or_default().push(t.clone());
+        }
+        let mut sent = Vec::new();
+        for (leader, group) in by_leader {
+            let req = fetch_request(params, &group);
+            let pending = self.broker(leader)?.send(&req)?;
+            sent.push((leader, group, pending));
+        }
+        let mut out = Vec::new();
+        for (leader, group, pending) in sent {
+            let conn = self.broker(leader)?;
+            let broker = conn.broker().to_owned();
+            match conn.receive::<FetchRequest>(pending) {
+                Ok(resp) => {
+                    let results = fetch_results(&resp, &group, params, &broker);
+                    for r in &results {
+                        if let Err(e) = &r.result {
+                            self.note_error(e, Some(&r.topic));
+                        }
+                    }
+                    out.extend(results);
+                }
+                Err(e) => {
+                    self.note_error(&e, None);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

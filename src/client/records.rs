@@ -1,0 +1,598 @@
+//! Record batches, message format v2: building them for Produce and reading them from Fetch.
+//!
+//! kpipe writes this codec itself rather than going through `kafka_protocol::records`,
+//! because that one keeps headers in a map (duplicate header keys, legal in Kafka, collapse),
+//! needs an owned `Record` struct per record before encoding, fails on the truncated last
+//! batch a fetch may end with, and pre-allocates from record counts read off the wire.
+//! The tests check both directions against `kafka_protocol::records` as an oracle.
+//!
+//! ```text
+//! batch:  baseOffset i64 | length i32 | leaderEpoch i32 | magic i8 = 2 | crc32c u32 |
+//!         attributes i16 | lastOffsetDelta i32 | baseTimestamp i64 | maxTimestamp i64 |
+//!         producerId i64 | producerEpoch i16 | baseSequence i32 | count i32 | records...
+//! record: length varint | attributes i8 | timestampDelta varlong | offsetDelta varint |
+//!         key varbytes | value varbytes | headers: count varint, (key varstr, value varbytes)*
+//! ```
+
+use bytes::Bytes;
+
+use super::compression::{self, Compression};
+
+/// Bytes in a v2 batch header, before the records.
+pub const BATCH_HEADER_LEN: usize = 61;
+/// Offset of the `length` field's end: `length` counts the bytes after it.
+const LOG_OVERHEAD: usize = 12;
+const CRC_START: usize = 21;
+
+/// One record header. Keys need not be unique.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The header's name.
+    pub key: String,
+    /// Its value; `None` is a null value, distinct from an empty one.
+    pub value: Option<Bytes>,
+}
+
+impl Header {
+    /// A header with a value.
+    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Header {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    /// The key; records with the same key go to the same partition under the hash balancer.
+    pub key: Option<Bytes>,
+    /// The value (payload); `None` is a tombstone.
+    pub value: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<Header>,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+}
+
+/// A record read back from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedRecord {
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// Milliseconds since the Unix epoch (create time, or log-append time if the topic says so).
+    pub timestamp: i64,
+    /// The key.
+    pub key: Option<Bytes>,
+    /// The value.
+    pub value: Option<Bytes>,
+    /// Headers, in order, duplicates kept.
+    pub headers: Vec<Header>,
+}
+
+/// Accumulates records for one partition, then writes them as one v2 batch.
+#[derive(Debug, Clone, Default)]
+pub struct BatchBuilder {
+    body: Vec<u8>,
+    count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+}
+
+impl BatchBuilder {
+    /// An empty builder with room for `bytes` bytes of records.
+    pub fn with_capacity(bytes: usize) -> Self {
+        BatchBuilder {
+            body: Vec::with_capacity(bytes),
+            ..Default::default()
+        }
+    }
+
+    /// Records appended so far.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether no record was appended.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The size of the batch if written uncompressed now.
+    pub fn size(&self) -> usize {
+        BATCH_HEADER_LEN + self.body.len()
+    }
+
+    /// Forget all records, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.body.clear();
+        self.count = 0;
+    }
+
+    /// Append one record; returns the bytes it takes in the batch.
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) -> usize {
+        if self.count == 0 {
+            self.base_timestamp = timestamp;
+            self.max_timestamp = timestamp;
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        let ts_delta = timestamp.wrapping_sub(self.base_timestamp);
+        let offset_delta = self.count;
+        let mut size = 1 + varlong_len(ts_delta) + varint_len(offset_delta as i64);
+        size += bytes_len(key) + bytes_len(value) + varint_len(headers.len() as i64);
+        for h in headers {
+            size += bytes_len(Some(h.key.as_bytes())) + bytes_len(h.value.as_deref());
+        }
+        let before = self.body.len();
+        let buf = &mut self.body;
+        put_varint(buf, size as i64);
+        buf.push(0); // record attributes: unused
+        put_varint(buf, ts_delta);
+        put_varint(buf, offset_delta as i64);
+        put_bytes(buf, key);
+        put_bytes(buf, value);
+        put_varint(buf, headers.len() as i64);
+        for h in headers {
+            put_bytes(buf, Some(h.key.as_bytes()));
+            put_bytes(buf, h.value.as_deref());
+        }
+        self.count += 1;
+        self.body.len() - before
+    }
+
+    /// Append a [`Record`].
+    pub fn push_record(&mut self, r: &Record) -> usize {
+        self.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &r.headers)
+    }
+
+    /// Write the batch (header, then the records compressed with `codec`) to the end of `out`.
+    /// The base offset is 0: the broker assigns offsets.
+    pub fn finish(&self, codec: Compression, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let start = out.len();
+        out.extend_from_slice(&0i64.to_be_bytes()); // base offset
+        out.extend_from_slice(&0i32.to_be_bytes()); // length, filled below
+        out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+        out.push(2); // magic
+        out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
+        out.extend_from_slice(&codec.attribute().to_be_bytes());
+        out.extend_from_slice(&(self.count - 1).max(0).to_be_bytes()); // last offset delta
+        out.extend_from_slice(&self.base_timestamp.to_be_bytes());
+        out.extend_from_slice(&self.max_timestamp.to_be_bytes());
+        out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+        out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+        out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+        out.extend_from_slice(&self.count.to_be_bytes());
+        compression::compress(codec, &self.body, out)?;
+        let length = i32::try_from(out.len() - start - LOG_OVERHEAD)
+            .map_err(|_| std::io::Error::other("record batch over 2 GiB"))?;
+        out[start + 8..start + 12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&out[start + CRC_START..]);
+        out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// Encode `records` as one batch.
+pub fn encode_batch(records: &[Record], codec: Compression) -> std::io::Result<Bytes> {
+    let mut builder = BatchBuilder::default();
+    for r in records {
+        builder.push_record(r);
+    }
+    let mut out = Vec::with_capacity(builder.size());
+    builder.finish(codec, &mut out)?;
+    Ok(out.into())
+}
+
+/// What [`decode_batches`] found besides the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeInfo {
+    /// The offset after the last complete batch seen (control batches included), which is
+    /// where the next fetch should start; `None` if no complete batch was seen.
+    pub next_offset: Option<i64>,
+    /// Whether the data ended with an incomplete batch (normal: fetches cut at byte limits).
+    pub truncated: bool,
+    /// Complete batches seen.
+    pub batches: usize,
+}
+
+/// Decode every complete v2 batch in `data`, appending records at or above `min_offset` to
+/// `out`. Control batches are skipped, a truncated last batch ends decoding, and compressed
+/// batches may expand to at most `max_decompressed` bytes each.
+pub fn decode_batches(
+    data: &Bytes,
+    min_offset: i64,
+    max_decompressed: usize,
+    out: &mut Vec<FetchedRecord>,
+) -> Result<DecodeInfo, String> {
+    let mut info = DecodeInfo::default();
+    let mut at = 0usize;
+    while at < data.len() {
+        let rest = &data[at..];
+        if rest.len() < LOG_OVERHEAD {
+            info.truncated = true;
+            break;
+        }
+        let length = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+        if length < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
+            return Err(format!("batch at byte {at} has length {length}, below the v2 header size"));
+        }
+        let total = LOG_OVERHEAD + length as usize;
+        if rest.len() < total {
+            info.truncated = true;
+            break;
+        }
+        let batch = data.slice(at..at + total);
+        at += total;
+        let next = decode_one(&batch, min_offset, max_decompressed, out)?;
+        info.next_offset = Some(next);
+        info.batches += 1;
+    }
+    Ok(info)
+}
+
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Decode one complete batch; returns the offset after it.
+fn decode_one(
+    batch: &Bytes,
+    min_offset: i64,
+    max_decompressed: usize,
+    out: &mut Vec<FetchedRecord>,
+) -> Result<i64, String> {
+    let base_offset = be_i64(batch, 0);
+    let magic = batch[16] as i8;
+    if magic != 2 {
+        return Err(format!(
+            "batch at offset {base_offset} has magic {magic}; only message format v2 is supported (Kafka 0.11+)"
+        ));
+    }
+    let crc = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
+    let actual = crc32c::crc32c(&batch[CRC_START..]);
+    if crc != actual {
+        return Err(format!(
+            "batch at offset {base_offset} is corrupt (crc {crc:#x}, computed {actual:#x})"
+        ));
+    }
+    let attributes = i16::from_be_bytes(batch[21..23].try_into().expect("2 bytes"));
+    let last_offset_delta = be_i32(batch, 23);
+    let base_timestamp = be_i64(batch, 27);
+    let max_timestamp = be_i64(batch, 35);
+    let count = be_i32(batch, 57);
+    let next = base_offset.wrapping_add(last_offset_delta as i64).wrapping_add(1);
+    let control = attributes & (1 << 5) != 0;
+    if control || count <= 0 {
+        return Ok(next);
+    }
+    let log_append_time = attributes & (1 << 3) != 0;
+    let codec = Compression::from_attributes(attributes)
+        .ok_or_else(|| format!("batch at offset {base_offset} uses unknown compression {}", attributes & 7))?;
+    let body = if codec == Compression::None {
+        batch.slice(BATCH_HEADER_LEN..)
+    } else {
+        compression::decompress(codec, &batch[BATCH_HEADER_LEN..], max_decompressed)
+            .map(Bytes::from)
+            .map_err(|e| format!("batch at offset {base_offset}: {codec} data {e}"))?
+    };
+    // Every record takes at least 7 bytes: never trust the count beyond what the bytes hold.
+    if count as usize > body.len() / 7 {
+        return Err(format!(
+            "batch at offset {base_offset} claims {count} records in {} bytes",
+            body.len()
+        ));
+    }
+    let mut r = Reader { buf: &body, at: 0 };
+    for _ in 0..count {
+        let rec = r
+            .record(&body, base_offset, base_timestamp)
+            .map_err(|e| format!("batch at offset {base_offset}: record {e}"))?;
+        if rec.offset >= min_offset {
+            out.push(FetchedRecord {
+                timestamp: if log_append_time { max_timestamp } else { rec.timestamp },
+                ..rec
+            });
+        }
+    }
+    Ok(next)
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn varint(&mut self) -> Result<i64, String> {
+        let mut value: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let byte = *self.buf.get(self.at).ok_or("varint runs past the end")?;
+            self.at += 1;
+            if shift == 63 && byte > 1 {
+                return Err("varint overflows 64 bits".into());
+            }
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+            }
+        }
+        Err("varint longer than 10 bytes".into())
+    }
+
+    fn bytes(&mut self, whole: &Bytes, end: usize) -> Result<Option<Bytes>, String> {
+        let len = self.varint()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| "length overflows")?;
+        if len > end.saturating_sub(self.at) {
+            return Err(format!("field of {len} bytes runs past the record's end"));
+        }
+        let b = whole.slice(self.at..self.at + len);
+        self.at += len;
+        Ok(Some(b))
+    }
+
+    fn record(&mut self, whole: &Bytes, base_offset: i64, base_ts: i64) -> Result<FetchedRecord, String> {
+        let size = self.varint()?;
+        let size = usize::try_from(size).map_err(|_| format!("has negative size {size}"))?;
+        let end = self.at.checked_add(size).filter(|&e| e <= self.buf.len());
+        let end = end.ok_or_else(|| format!("of {size} bytes runs past the batch's end"))?;
+        self.at += 1; // attributes
+        let ts_delta = self.varint()?;
+        let offset_delta = self.varint()?;
+        let key = self.bytes(whole, end)?;
+        let value = self.bytes(whole, end)?;
+        let n_headers = self.varint()?;
+        if n_headers < 0 || n_headers as usize > end.saturating_sub(self.at) {
+            return Err(format!("claims {n_headers} headers"));
+        }
+        let mut headers = Vec::with_capacity(n_headers as usize);
+        for _ in 0..n_headers {
+            let key = self.bytes(whole, end)?.ok_or("header with a null key")?;
+            let value = self.bytes(whole, end)?;
+            headers.push(Header {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                value,
+            });
+        }
+        if self.at != end {
+            return Err(format!("size {size} disagrees with its fields"));
+        }
+        Ok(FetchedRecord {
+            offset: base_offset.wrapping_add(offset_delta),
+            timestamp: base_ts.wrapping_add(ts_delta),
+            key,
+            value,
+            headers,
+        })
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn varlong_len(v: i64) -> usize {
+    let bits = 64 - zigzag(v).leading_zeros() as usize;
+    bits.max(1).div_ceil(7)
+}
+
+fn varint_len(v: i64) -> usize {
+    varlong_len(v)
+}
+
+fn bytes_len(b: Option<&[u8]>) -> usize {
+    match b {
+        None => 1,
+        Some(b) => varint_len(b.len() as i64) + b.len(),
+    }
+}
+
+fn put_varint(buf: &mut Vec<u8>, v: i64) {
+    let mut z = zigzag(v);
+    while z >= 0x80 {
+        buf.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    buf.push(z as u8);
+}
+
+fn put_bytes(buf: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => put_varint(buf, -1),
+        Some(b) => {
+            put_varint(buf, b.len() as i64);
+            buf.extend_from_slice(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records as oracle;
+
+    fn sample(n: usize) -> Vec<Record> {
+        (0..n)
+            .map(|i| Record {
+                key: (i % 3 != 0).then(|| Bytes::from(format!("key-{i}"))),
+                value: (i % 7 != 0).then(|| Bytes::from(vec![i as u8; i % 300])),
+                headers: (0..i % 3)
+                    .map(|h| Header {
+                        key: format!("h{h}"),
+                        value: (h != 1).then(|| Bytes::from(format!("v{i}"))),
+                    })
+                    .collect(),
+                timestamp: 1_700_000_000_000 + (i as i64 * 37) % 1000 - 500,
+            })
+            .collect()
+    }
+
+    fn decode_all(data: &Bytes, min_offset: i64) -> (Vec<FetchedRecord>, DecodeInfo) {
+        let mut out = Vec::new();
+        let info = decode_batches(data, min_offset, 1 << 30, &mut out).unwrap();
+        (out, info)
+    }
+
+    #[test]
+    fn round_trips_with_every_codec() {
+        let records = sample(500);
+        for codec in Compression::ALL {
+            let data = encode_batch(&records, codec).unwrap();
+            let (got, info) = decode_all(&data, 0);
+            assert_eq!(info.next_offset, Some(500));
+            assert!(!info.truncated);
+            assert_eq!(got.len(), records.len(), "{codec}");
+            for (i, (r, g)) in records.iter().zip(&got).enumerate() {
+                assert_eq!(g.offset, i as i64);
+                assert_eq!((&g.key, &g.value, &g.headers, g.timestamp), (&r.key, &r.value, &r.headers, r.timestamp));
+            }
+        }
+    }
+
+    #[test]
+    fn the_oracle_reads_what_we_write() {
+        let records = sample(200);
+        for codec in Compression::ALL {
+            let mut data = encode_batch(&records, codec).unwrap();
+            let set = oracle::RecordBatchDecoder::decode(&mut data).unwrap();
+            assert_eq!(set.records.len(), 200, "{codec}");
+            for (r, o) in records.iter().zip(&set.records) {
+                assert_eq!((&o.key, &o.value, o.timestamp), (&r.key, &r.value, r.timestamp));
+                let theirs: Vec<_> = o.headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+                let ours: Vec<_> = r.headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect();
+                assert_eq!(theirs, ours);
+            }
+        }
+    }
+
+    #[test]
+    fn we_read_what_the_oracle_writes() {
+        let records: Vec<oracle::Record> = (0..100)
+            .map(|i| oracle::Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: oracle::TimestampType::Creation,
+                offset: 40 + i,
+                sequence: -1 + (40 + i) as i32,
+                timestamp: 1000 + i,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: IndexMap::from([(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"x")))]),
+            })
+            .collect();
+        for codec in [oracle::Compression::None, oracle::Compression::Gzip, oracle::Compression::Snappy, oracle::Compression::Lz4, oracle::Compression::Zstd] {
+            let mut buf = bytes::BytesMut::new();
+            let opts = oracle::RecordEncodeOptions { version: 2, compression: codec };
+            oracle::RecordBatchEncoder::encode(&mut buf, &records, &opts).unwrap();
+            let (got, info) = decode_all(&buf.freeze(), 0);
+            assert_eq!(got.len(), 100, "{codec:?}");
+            assert_eq!(info.next_offset, Some(140));
+            assert_eq!(got[7].offset, 47);
+            assert_eq!(got[7].key.as_deref(), Some(&b"k7"[..]));
+            assert_eq!(got[7].headers, vec![Header::new("h", "x")]);
+        }
+    }
+
+    #[test]
+    fn duplicate_header_keys_survive() {
+        let r = Record {
+            headers: vec![Header::new("a", "1"), Header::new("a", "2")],
+            ..Default::default()
+        };
+        let (got, _) = decode_all(&encode_batch(&[r.clone()], Compression::None).unwrap(), 0);
+        assert_eq!(got[0].headers, r.headers);
+    }
+
+    #[test]
+    fn truncated_last_batch_is_dropped_quietly() {
+        let mut data = encode_batch(&sample(10), Compression::None).unwrap().to_vec();
+        let second = encode_batch(&sample(10), Compression::Lz4).unwrap();
+        data.extend_from_slice(&second[..second.len() - 5]);
+        let (got, info) = decode_all(&Bytes::from(data.clone()), 0);
+        assert_eq!(got.len(), 10);
+        assert!(info.truncated);
+        assert_eq!(info.batches, 1);
+        // Cut inside the length prefix too.
+        data.truncate(data.len() - second.len() + 5 + 7);
+        let (got, info) = decode_all(&Bytes::from(data), 0);
+        assert_eq!((got.len(), info.truncated), (10, true));
+    }
+
+    #[test]
+    fn records_below_the_requested_offset_are_dropped() {
+        let (got, info) = decode_all(&encode_batch(&sample(10), Compression::Zstd).unwrap(), 6);
+        assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), [6, 7, 8, 9]);
+        assert_eq!(info.next_offset, Some(10));
+    }
+
+    #[test]
+    fn control_batches_are_skipped_but_advance_the_offset() {
+        let mut data = encode_batch(&sample(3), Compression::None).unwrap().to_vec();
+        data[0..8].copy_from_slice(&100i64.to_be_bytes());
+        data[21..23].copy_from_slice(&(1i16 << 5).to_be_bytes());
+        let crc = crc32c::crc32c(&data[21..]);
+        data[17..21].copy_from_slice(&crc.to_be_bytes());
+        let (got, info) = decode_all(&Bytes::from(data), 0);
+        assert!(got.is_empty());
+        assert_eq!(info.next_offset, Some(103));
+    }
+
+    #[test]
+    fn corruption_is_an_error() {
+        let mut data = encode_batch(&sample(3), Compression::None).unwrap().to_vec();
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        let mut out = Vec::new();
+        let err = decode_batches(&Bytes::from(data.clone()), 0, 1 << 20, &mut out).unwrap_err();
+        assert!(err.contains("corrupt"), "{err}");
+        data[16] = 1;
+        let err = decode_batches(&Bytes::from(data), 0, 1 << 20, &mut out).unwrap_err();
+        assert!(err.contains("magic 1"), "{err}");
+    }
+
+    #[test]
+    fn a_lying_record_count_is_rejected_without_allocating() {
+        let mut data = encode_batch(&sample(2), Compression::None).unwrap().to_vec();
+        data[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&data[21..]);
+        data[17..21].copy_from_slice(&crc.to_be_bytes());
+        let mut out = Vec::new();
+        let err = decode_batches(&Bytes::from(data), 0, 1 << 20, &mut out).unwrap_err();
+        assert!(err.contains("claims 2147483647 records"), "{err}");
+    }
+
+    #[test]
+    fn varints_match_the_zigzag_spec() {
+        for (v, bytes) in [(0i64, vec![0u8]), (-1, vec![1]), (1, vec![2]), (63, vec![126]), (-64, vec![127]), (64, vec![128, 1])] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, v);
+            assert_eq!(buf, bytes, "{v}");
+            assert_eq!(varlong_len(v), bytes.len());
+            assert_eq!(Reader { buf: &buf, at: 0 }.varint().unwrap(), v);
+        }
+        for v in [i64::MIN, i64::MAX, i32::MIN as i64, 300, -300] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, v);
+            assert_eq!(varlong_len(v), buf.len());
+            assert_eq!(Reader { buf: &buf, at: 0 }.varint().unwrap(), v);
+        }
+    }
+}

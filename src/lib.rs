@@ -1,0 +1,2 @@
+//! kpipe
+pub mod client;
