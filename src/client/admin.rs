@@ -8,7 +8,8 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ListOffsetsRequest, TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ListOffsetsRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -220,8 +221,20 @@ impl Cluster {
         }
     }
 
-    /// Look up offsets of `partitions` of `topic` (each asked of its leader).
+    /// Look up offsets of `partitions` of `topic` (each asked of its leader), retrying
+    /// retriable errors such as a leader that is still being elected.
     pub fn list_offsets(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        spec: OffsetSpec,
+    ) -> Result<Vec<ListedOffset>> {
+        self.retrying(Some(topic), |c| {
+            c.list_offsets_once(topic, partitions, spec)
+        })
+    }
+
+    fn list_offsets_once(
         &mut self,
         topic: &str,
         partitions: &[i32],

@@ -114,14 +114,21 @@ mod tests {
         assert!(seen >= 2, "retried {seen} times");
 
         let mut n = 0;
-        let ok = retry(Instant::now() + Duration::from_secs(5), &mut Backoff::default(), |_| {}, || {
-            n += 1;
-            if n < 2 {
-                Err(Error::Closed { broker: "b:1".into() })
-            } else {
-                Ok(n)
-            }
-        });
+        let ok = retry(
+            Instant::now() + Duration::from_secs(5),
+            &mut Backoff::default(),
+            |_| {},
+            || {
+                n += 1;
+                if n < 2 {
+                    Err(Error::Closed {
+                        broker: "b:1".into(),
+                    })
+                } else {
+                    Ok(n)
+                }
+            },
+        );
         assert_eq!(ok.unwrap(), 2);
     }
 }

@@ -2,13 +2,14 @@
 //! per broker.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::{Request, StrBytes};
 use uuid::Uuid;
 
+use super::backoff::Backoff;
 use super::config::ClientConfig;
 use super::connection::Connection;
 use super::error::{Error, KafkaCode, Location, Result};
@@ -237,7 +238,9 @@ impl Cluster {
                 .iter()
                 .map(|p| PartitionInfo {
                     id: p.partition_index,
-                    leader: if p.error_code == 0 || p.error_code == KafkaCode::ReplicaNotAvailable.code() {
+                    leader: if p.error_code == 0
+                        || p.error_code == KafkaCode::ReplicaNotAvailable.code()
+                    {
                         p.leader_id.0
                     } else {
                         -1
@@ -290,17 +293,19 @@ impl Cluster {
 
     /// The leader of `topic`/`partition`, as a broker id.
     pub fn leader(&mut self, topic: &str, partition: i32) -> Result<i32> {
-        let info = self.topic(topic)?;
-        let p = info.partitions.get(partition as usize).ok_or_else(|| Error::Broker {
-            code: KafkaCode::UnknownTopicOrPartition,
-            at: Location {
-                broker: "metadata".into(),
-                api: "Metadata",
-                topic: Some(topic.to_owned()),
-                partition: Some(partition),
-            },
-            message: Some(format!("the topic has {} partitions", info.partitions.len())),
-        })?;
+        let mut info = self.topic(topic)?;
+        if info.partitions.get(partition as usize).is_none() {
+            // Maybe the topic grew since we looked: check fresh metadata before refusing.
+            self.invalidate(Some(topic));
+            info = self.topic(topic)?;
+        }
+        let Some(p) = info.partitions.get(partition as usize) else {
+            return Err(Error::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                count: info.partitions.len(),
+            });
+        };
         if p.leader < 0 {
             let err = Error::Broker {
                 code: KafkaCode::LeaderNotAvailable,
@@ -325,10 +330,17 @@ impl Cluster {
             return Ok((conn.broker().to_owned(), conn.request(req)?));
         }
         let mut ids: Vec<i32> = self.connections.keys().copied().collect();
-        ids.extend(self.brokers.keys().filter(|id| !self.connections.contains_key(id)));
+        ids.extend(
+            self.brokers
+                .keys()
+                .filter(|id| !self.connections.contains_key(id)),
+        );
         let mut last = None;
         for id in ids {
-            match self.broker(id).and_then(|c| Ok((c.broker().to_owned(), c.request(req)?))) {
+            match self
+                .broker(id)
+                .and_then(|c| Ok((c.broker().to_owned(), c.request(req)?)))
+            {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retriable() => last = Some(e),
                 Err(e) => return Err(e),
@@ -346,12 +358,41 @@ impl Cluster {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::NoBrokerReachable { tried: self.config.bootstrap.clone() }))
+        Err(last.unwrap_or_else(|| Error::NoBrokerReachable {
+            tried: self.config.bootstrap.clone(),
+        }))
     }
 
     /// Send `req` to broker `id` and wait for the response.
     pub fn request_broker<R: Request>(&mut self, id: i32, req: &R) -> Result<R::Response> {
         self.broker(id)?.request(req)
+    }
+
+    /// Run `op` again while it fails with a retriable error, for at most the request timeout:
+    /// stale metadata is dropped between tries, with exponential backoff. Leadership settles
+    /// a moment after a topic is created or a broker moves, and this absorbs that.
+    pub fn retrying<T>(
+        &mut self,
+        topic: Option<&str>,
+        mut op: impl FnMut(&mut Cluster) -> Result<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + self.config.connection.request_timeout;
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
+        loop {
+            match op(self) {
+                Ok(v) => return Ok(v),
+                Err(e) if !e.is_retriable() => return Err(e),
+                Err(e) => {
+                    self.note_error(&e, topic);
+                    let delay = backoff.next_delay();
+                    if Instant::now() + delay >= deadline {
+                        return Err(e);
+                    }
+                    log::debug!("retrying in {delay:?} after: {e}");
+                    std::thread::sleep(delay);
+                }
+            }
+        }
     }
 
     /// The controller id reported by the last metadata response.

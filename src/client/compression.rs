@@ -77,7 +77,9 @@ impl FromStr for Compression {
         Compression::ALL
             .into_iter()
             .find(|c| c.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown compression {s:?}; use one of none, gzip, snappy, lz4, zstd"))
+            .ok_or_else(|| {
+                format!("unknown compression {s:?}; use one of none, gzip, snappy, lz4, zstd")
+            })
     }
 }
 
@@ -103,7 +105,9 @@ pub fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> io::Resu
                 let at = out.len();
                 out.extend_from_slice(&[0; 4]);
                 out.resize(at + 4 + snap::raw::max_compress_len(block.len()), 0);
-                let n = enc.compress(block, &mut out[at + 4..]).map_err(io::Error::other)?;
+                let n = enc
+                    .compress(block, &mut out[at + 4..])
+                    .map_err(io::Error::other)?;
                 out.truncate(at + 4 + n);
                 out[at..at + 4].copy_from_slice(&(n as u32).to_be_bytes());
             }
@@ -128,10 +132,16 @@ pub fn decompress(codec: Compression, input: &[u8], limit: usize) -> io::Result<
     let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(limit));
     match codec {
         Compression::None => out.extend_from_slice(input),
-        Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(input), limit, &mut out)?,
+        Compression::Gzip => {
+            read_bounded(flate2::read::MultiGzDecoder::new(input), limit, &mut out)?
+        }
         Compression::Snappy => decompress_snappy(input, limit, &mut out)?,
-        Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(input), limit, &mut out)?,
-        Compression::Zstd => read_bounded(zstd::stream::read::Decoder::new(input)?, limit, &mut out)?,
+        Compression::Lz4 => {
+            read_bounded(lz4_flex::frame::FrameDecoder::new(input), limit, &mut out)?
+        }
+        Compression::Zstd => {
+            read_bounded(zstd::stream::read::Decoder::new(input)?, limit, &mut out)?
+        }
     }
     Ok(out)
 }
@@ -160,7 +170,9 @@ fn decompress_snappy(input: &[u8], limit: usize, out: &mut Vec<u8>) -> io::Resul
         }
         let at = out.len();
         out.resize(at + n, 0);
-        let written = dec.decompress(block, &mut out[at..]).map_err(io::Error::other)?;
+        let written = dec
+            .decompress(block, &mut out[at..])
+            .map_err(io::Error::other)?;
         out.truncate(at + written);
         Ok(())
     };
@@ -168,11 +180,17 @@ fn decompress_snappy(input: &[u8], limit: usize, out: &mut Vec<u8>) -> io::Resul
         // Plain snappy (what some non-Java clients write).
         return raw_block(input, out);
     }
-    let mut rest = input.get(16..).ok_or_else(|| truncated("xerial snappy header"))?;
+    let mut rest = input
+        .get(16..)
+        .ok_or_else(|| truncated("xerial snappy header"))?;
     while !rest.is_empty() {
-        let len = rest.get(..4).ok_or_else(|| truncated("xerial snappy block length"))?;
+        let len = rest
+            .get(..4)
+            .ok_or_else(|| truncated("xerial snappy block length"))?;
         let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-        let block = rest.get(4..4 + len).ok_or_else(|| truncated("xerial snappy block"))?;
+        let block = rest
+            .get(4..4 + len)
+            .ok_or_else(|| truncated("xerial snappy block"))?;
         raw_block(block, out)?;
         rest = &rest[4 + len..];
     }
@@ -189,14 +207,20 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips() {
-        let input: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let input: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         for codec in Compression::ALL {
             let mut packed = Vec::new();
             compress(codec, &input, &mut packed).unwrap();
             if codec != Compression::None {
                 assert!(packed.len() < input.len(), "{codec} did not compress");
             }
-            assert_eq!(decompress(codec, &packed, 1 << 30).unwrap(), input, "{codec}");
+            assert_eq!(
+                decompress(codec, &packed, 1 << 30).unwrap(),
+                input,
+                "{codec}"
+            );
         }
     }
 
@@ -210,15 +234,26 @@ mod tests {
             if codec == Compression::None {
                 continue; // stored bytes are bounded by the frame itself
             }
-            assert!(err.unwrap_err().to_string().contains("more than 1000"), "{codec}");
+            assert!(
+                err.unwrap_err().to_string().contains("more than 1000"),
+                "{codec}"
+            );
         }
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for codec in Compression::ALL.into_iter().skip(1) {
-            assert!(decompress(codec, b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01\xff\xff\xff\xff", 1 << 20).is_err());
-            assert!(decompress(codec, &[1, 2, 3, 4, 5], 1 << 20).is_err(), "{codec}");
+            assert!(decompress(
+                codec,
+                b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01\xff\xff\xff\xff",
+                1 << 20
+            )
+            .is_err());
+            assert!(
+                decompress(codec, &[1, 2, 3, 4, 5], 1 << 20).is_err(),
+                "{codec}"
+            );
         }
     }
 

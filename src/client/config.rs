@@ -81,7 +81,9 @@ impl ClientConfig {
         if self.bootstrap.is_empty() {
             return Err(Error::Config {
                 field: "bootstrap",
-                reason: "the broker list is empty; give at least one host:port, e.g. localhost:9092".into(),
+                reason:
+                    "the broker list is empty; give at least one host:port, e.g. localhost:9092"
+                        .into(),
             });
         }
         for addr in &self.bootstrap {
@@ -90,7 +92,10 @@ impl ClientConfig {
         if self.connection.client_id.len() > i16::MAX as usize {
             return Err(Error::Config {
                 field: "client_id",
-                reason: format!("{} bytes is longer than the 32767 Kafka allows", self.connection.client_id.len()),
+                reason: format!(
+                    "{} bytes is longer than the 32767 Kafka allows",
+                    self.connection.client_id.len()
+                ),
             });
         }
         for (field, value) in [
@@ -104,10 +109,15 @@ impl ClientConfig {
                 });
             }
         }
-        if self.connection.max_response_bytes < 1024 || self.connection.max_response_bytes > i32::MAX as usize {
+        if self.connection.max_response_bytes < 1024
+            || self.connection.max_response_bytes > i32::MAX as usize
+        {
             return Err(Error::Config {
                 field: "max_response_bytes",
-                reason: format!("{} is outside 1 KiB..2 GiB", self.connection.max_response_bytes),
+                reason: format!(
+                    "{} is outside 1 KiB..2 GiB",
+                    self.connection.max_response_bytes
+                ),
             });
         }
         Ok(())
@@ -143,7 +153,9 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let err = ClientConfig::new(Vec::<String>::new()).validate().unwrap_err();
+        let err = ClientConfig::new(Vec::<String>::new())
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("`bootstrap`"), "{err}");
         for bad in ["localhost", ":9092", "host:0", "host:99999", "host:x"] {
             let err = ClientConfig::new([bad]).validate().unwrap_err();
@@ -151,6 +163,10 @@ mod tests {
         }
         let mut c = ClientConfig::default();
         c.connection.request_timeout = Duration::ZERO;
-        assert!(c.validate().unwrap_err().to_string().contains("request_timeout"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("request_timeout"));
     }
 }

@@ -104,7 +104,9 @@ fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
                 stream.set_nodelay(true).map_err(connect_err)?;
                 return Ok(stream);
             }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
+            Err(e)
+                if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock =>
+            {
                 return Err(Error::Timeout {
                     phase: Phase::Connect,
                     broker: addr.to_owned(),
@@ -152,9 +154,14 @@ impl<S: Transport> Connection<S> {
             let mut body = self.receive_body(pending, 0)?;
             // A broker that does not know our version answers error 35 encoded as v0,
             // listing its own ApiVersions range: retry inside it.
-            let code = if body.len() >= 2 { (&body[..2]).get_i16() } else { 0 };
+            let code = if body.len() >= 2 {
+                (&body[..2]).get_i16()
+            } else {
+                0
+            };
             let decode_version = if code == 35 { 0 } else { version };
-            let resp: ApiVersionsResponse = self.decode(&mut body, decode_version, "ApiVersions")?;
+            let resp: ApiVersionsResponse =
+                self.decode(&mut body, decode_version, "ApiVersions")?;
             if resp.error_code == 35 {
                 let theirs = BrokerVersions::from_response(&resp).range(ApiKey::ApiVersions as i16);
                 match theirs {
@@ -273,8 +280,17 @@ impl<S: Transport> Connection<S> {
             });
         }
         let stream = self.stream.as_mut().expect("checked above");
-        if let Err(source) = stream.write_all(&self.write_buf).and_then(|()| stream.flush()) {
-            let err = io_error(source, &self.broker, api, Phase::Write, self.config.request_timeout);
+        if let Err(source) = stream
+            .write_all(&self.write_buf)
+            .and_then(|()| stream.flush())
+        {
+            let err = io_error(
+                source,
+                &self.broker,
+                api,
+                Phase::Write,
+                self.config.request_timeout,
+            );
             return Err(self.poison(err));
         }
         let pending = Pending {
@@ -334,7 +350,13 @@ impl<S: Transport> Connection<S> {
         let frame = match read_frame(stream, deadline, limit) {
             Ok(frame) => frame,
             Err(FrameError::Io(source)) => {
-                let err = io_error(source, &self.broker, api, Phase::Read, self.config.request_timeout);
+                let err = io_error(
+                    source,
+                    &self.broker,
+                    api,
+                    Phase::Read,
+                    self.config.request_timeout,
+                );
                 return Err(self.poison(err));
             }
             Err(FrameError::TooLarge(actual)) => {
@@ -386,7 +408,13 @@ fn api_key<R: Request>() -> ApiKey {
 }
 
 /// Map an I/O error to a timeout (naming the phase) or a broken connection.
-fn io_error(source: io::Error, broker: &str, api: &'static str, phase: Phase, after: Duration) -> Error {
+fn io_error(
+    source: io::Error,
+    broker: &str,
+    api: &'static str,
+    phase: Phase,
+    after: Duration,
+) -> Error {
     match source.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout {
             phase,
@@ -431,7 +459,10 @@ pub fn encode_request<R: Request>(
 pub fn decode_exact<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, String> {
     let value = T::decode(body, version).map_err(|e| e.to_string())?;
     if body.has_remaining() {
-        return Err(format!("{} trailing bytes after the body", body.remaining()));
+        return Err(format!(
+            "{} trailing bytes after the body",
+            body.remaining()
+        ));
     }
     Ok(value)
 }
@@ -462,7 +493,11 @@ pub fn read_frame<S: Transport + ?Sized>(
     Ok(frame)
 }
 
-fn read_exact_by<S: Transport + ?Sized>(stream: &mut S, mut buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+fn read_exact_by<S: Transport + ?Sized>(
+    stream: &mut S,
+    mut buf: &mut [u8],
+    deadline: Instant,
+) -> io::Result<()> {
     while !buf.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -519,7 +554,11 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn frame<T: Encodable + HeaderVersion>(correlation_id: i32, body: &T, version: i16) -> Vec<u8> {
+    pub(crate) fn frame<T: Encodable + HeaderVersion>(
+        correlation_id: i32,
+        body: &T,
+        version: i16,
+    ) -> Vec<u8> {
         let mut buf = BytesMut::new();
         let mut header = ResponseHeader::default();
         header.correlation_id = correlation_id;
@@ -589,9 +628,14 @@ pub(crate) mod tests {
     #[test]
     fn no_common_version_names_the_api_and_both_ranges() {
         let conn = connect_with(&[]).unwrap();
-        let err = conn.version::<kafka_protocol::messages::ProduceRequest>().unwrap_err();
+        let err = conn
+            .version::<kafka_protocol::messages::ProduceRequest>()
+            .unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, Error::UnsupportedVersion { api: "Produce", .. }), "{text}");
+        assert!(
+            matches!(err, Error::UnsupportedVersion { api: "Produce", .. }),
+            "{text}"
+        );
         assert!(text.contains("3..13") && text.contains("none"), "{text}");
     }
 
@@ -615,11 +659,23 @@ pub(crate) mod tests {
         // Oversized: announces 2 GiB.
         let mut conn = connect_with(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
         let err = conn.request(&MetadataRequest::default()).unwrap_err();
-        assert!(matches!(err, Error::FrameTooLarge { actual: 2147483647, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::FrameTooLarge {
+                    actual: 2147483647,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // Negative size.
         let mut conn = connect_with(&[0xff, 0xff, 0xff, 0xfe]).unwrap();
         let err = conn.request(&MetadataRequest::default()).unwrap_err();
-        assert!(matches!(err, Error::FrameTooLarge { actual: -2, .. }), "{err}");
+        assert!(
+            matches!(err, Error::FrameTooLarge { actual: -2, .. }),
+            "{err}"
+        );
         // Garbage body with the right correlation id.
         let mut conn = connect_with(&[0, 0, 0, 6, 0, 0, 0, 1, 0xff, 0xff]).unwrap();
         let err = conn.request(&MetadataRequest::default()).unwrap_err();
@@ -649,7 +705,10 @@ pub(crate) mod tests {
         let second = conn.send(&MetadataRequest::default()).unwrap();
         assert_eq!(conn.in_flight(), 2);
         assert!(conn.receive::<MetadataRequest>(second).is_err());
-        assert!(conn.is_open(), "asking out of order is a caller error, not a broken stream");
+        assert!(
+            conn.is_open(),
+            "asking out of order is a caller error, not a broken stream"
+        );
         conn.receive::<MetadataRequest>(first).unwrap();
         conn.receive::<MetadataRequest>(second).unwrap();
         assert_eq!(conn.in_flight(), 0);

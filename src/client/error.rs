@@ -156,6 +156,17 @@ pub enum Error {
         topic: String,
     },
 
+    /// A partition index the topic does not have (checked against fresh metadata).
+    #[error("topic {topic:?} has {count} partitions, so partition {partition} does not exist")]
+    UnknownPartition {
+        /// The topic's name.
+        topic: String,
+        /// The partition asked for.
+        partition: i32,
+        /// How many partitions the topic has.
+        count: usize,
+    },
+
     /// A record batch could not be encoded or decoded.
     #[error("record batch {0}")]
     Records(String),
@@ -270,7 +281,10 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("MessageTooLarge"), "{text}");
-        assert!(text.contains("Produce from 127.0.0.1:9092 for t-3"), "{text}");
+        assert!(
+            text.contains("Produce from 127.0.0.1:9092 for t-3"),
+            "{text}"
+        );
         assert!(text.contains("max.message.bytes"), "{text}");
         assert!(!err.is_retriable());
         assert!(Error::check(0, Location::default, None).is_ok());

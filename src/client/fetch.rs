@@ -81,7 +81,11 @@ pub fn fetch_request(params: &FetchParams, targets: &[FetchTarget]) -> FetchRequ
     req.session_id = 0;
     req.session_epoch = -1; // no fetch session: every request is a full fetch
     for t in targets {
-        let idx = match req.topics.iter().position(|x| x.topic.0.as_str() == t.topic) {
+        let idx = match req
+            .topics
+            .iter()
+            .position(|x| x.topic.0.as_str() == t.topic)
+        {
             Some(i) => i,
             None => {
                 let mut ft = FetchTopic::default();
@@ -138,9 +142,9 @@ pub fn fetch_results(
                 let data = p.records.as_ref().unwrap_or(&empty);
                 let info = decode_batches(data, requested, params.max_decompressed, &mut records)
                     .map_err(|detail| Error::Protocol {
-                        broker: broker.to_owned(),
-                        detail: format!("{name}-{}: {detail}", p.partition_index),
-                    })?;
+                    broker: broker.to_owned(),
+                    detail: format!("{name}-{}: {detail}", p.partition_index),
+                })?;
                 Ok(FetchedPartition {
                     records,
                     next_offset: info.next_offset.unwrap_or(requested).max(requested),

@@ -19,9 +19,15 @@ pub use backoff::{retry, Backoff};
 pub use cluster::{BrokerInfo, Cluster, PartitionInfo, TopicInfo};
 pub use compression::Compression;
 pub use config::{validate_addr, ClientConfig, ConnectionConfig};
-pub use connection::{decode_exact, encode_request, read_frame, Connection, FrameError, Pending, Transport};
+pub use connection::{
+    decode_exact, encode_request, read_frame, Connection, FrameError, Pending, Transport,
+};
 pub use error::{Error, KafkaCode, Location, Phase, Result};
 pub use fetch::{fetch_request, fetch_results, FetchParams, FetchTarget, FetchedPartition};
-pub use produce::{produce_request, produce_results, Acks, PartitionBatch, PartitionResult, ProduceAck};
-pub use records::{decode_batches, encode_batch, BatchBuilder, DecodeInfo, FetchedRecord, Header, Record};
+pub use produce::{
+    produce_request, produce_results, Acks, PartitionBatch, PartitionResult, ProduceAck,
+};
+pub use records::{
+    decode_batches, encode_batch, BatchBuilder, DecodeInfo, FetchedRecord, Header, Record,
+};
 pub use versions::{api_name, client_range, floor, BrokerVersions};

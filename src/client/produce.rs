@@ -90,13 +90,21 @@ pub struct PartitionResult<T> {
 }
 
 /// Build a Produce request carrying `batches`.
-pub fn produce_request(acks: Acks, timeout: Duration, batches: &[PartitionBatch]) -> ProduceRequest {
+pub fn produce_request(
+    acks: Acks,
+    timeout: Duration,
+    batches: &[PartitionBatch],
+) -> ProduceRequest {
     let mut req = ProduceRequest::default();
     req.acks = acks.wire();
     req.timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     req.transactional_id = None;
     for b in batches {
-        let idx = match req.topic_data.iter().position(|t| t.name.0.as_str() == b.topic) {
+        let idx = match req
+            .topic_data
+            .iter()
+            .position(|t| t.name.0.as_str() == b.topic)
+        {
             Some(i) => i,
             None => {
                 let mut t = TopicProduceData::default();
@@ -136,7 +144,11 @@ pub fn produce_results(
             let detail = p
                 .record_errors
                 .iter()
-                .filter_map(|e| e.batch_index_error_message.as_ref().map(|m| format!("record {}: {m}", e.batch_index)))
+                .filter_map(|e| {
+                    e.batch_index_error_message
+                        .as_ref()
+                        .map(|m| format!("record {}: {m}", e.batch_index))
+                })
                 .chain(p.error_message.as_ref().map(|m| m.to_string()))
                 .collect::<Vec<_>>()
                 .join("; ");
@@ -165,11 +177,27 @@ pub fn produce_results(
 }
 
 impl Cluster {
-    /// Produce one encoded batch to one partition and wait for the acknowledgement.
+    /// Produce one encoded batch to one partition and wait for the acknowledgement,
+    /// retrying retriable errors (leader moves, broken connections) for up to the request
+    /// timeout.
     ///
     /// A building block for tests and tools; the producer pipelines many of these.
     /// With [`Acks::None`] nothing comes back and the offset is reported as -1.
+    /// Without idempotence a retry after a lost response may write the batch twice.
     pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<ProduceAck> {
+        self.retrying(Some(topic), |c| {
+            c.produce_once(topic, partition, records.clone(), acks, timeout)
+        })
+    }
+
+    fn produce_once(
         &mut self,
         topic: &str,
         partition: i32,

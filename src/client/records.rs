@@ -149,7 +149,12 @@ impl BatchBuilder {
 
     /// Append a [`Record`].
     pub fn push_record(&mut self, r: &Record) -> usize {
-        self.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &r.headers)
+        self.push(
+            r.timestamp,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+        )
     }
 
     /// Write the batch (header, then the records compressed with `codec`) to the end of `out`.
@@ -221,7 +226,9 @@ pub fn decode_batches(
         }
         let length = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
         if length < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
-            return Err(format!("batch at byte {at} has length {length}, below the v2 header size"));
+            return Err(format!(
+                "batch at byte {at} has length {length}, below the v2 header size"
+            ));
         }
         let total = LOG_OVERHEAD + length as usize;
         if rest.len() < total {
@@ -270,14 +277,20 @@ fn decode_one(
     let base_timestamp = be_i64(batch, 27);
     let max_timestamp = be_i64(batch, 35);
     let count = be_i32(batch, 57);
-    let next = base_offset.wrapping_add(last_offset_delta as i64).wrapping_add(1);
+    let next = base_offset
+        .wrapping_add(last_offset_delta as i64)
+        .wrapping_add(1);
     let control = attributes & (1 << 5) != 0;
     if control || count <= 0 {
         return Ok(next);
     }
     let log_append_time = attributes & (1 << 3) != 0;
-    let codec = Compression::from_attributes(attributes)
-        .ok_or_else(|| format!("batch at offset {base_offset} uses unknown compression {}", attributes & 7))?;
+    let codec = Compression::from_attributes(attributes).ok_or_else(|| {
+        format!(
+            "batch at offset {base_offset} uses unknown compression {}",
+            attributes & 7
+        )
+    })?;
     let body = if codec == Compression::None {
         batch.slice(BATCH_HEADER_LEN..)
     } else {
@@ -299,7 +312,11 @@ fn decode_one(
             .map_err(|e| format!("batch at offset {base_offset}: record {e}"))?;
         if rec.offset >= min_offset {
             out.push(FetchedRecord {
-                timestamp: if log_append_time { max_timestamp } else { rec.timestamp },
+                timestamp: if log_append_time {
+                    max_timestamp
+                } else {
+                    rec.timestamp
+                },
                 ..rec
             });
         }
@@ -343,7 +360,12 @@ impl Reader<'_> {
         Ok(Some(b))
     }
 
-    fn record(&mut self, whole: &Bytes, base_offset: i64, base_ts: i64) -> Result<FetchedRecord, String> {
+    fn record(
+        &mut self,
+        whole: &Bytes,
+        base_offset: i64,
+        base_ts: i64,
+    ) -> Result<FetchedRecord, String> {
         let size = self.varint()?;
         let size = usize::try_from(size).map_err(|_| format!("has negative size {size}"))?;
         let end = self.at.checked_add(size).filter(|&e| e <= self.buf.len());
@@ -458,7 +480,10 @@ mod tests {
             assert_eq!(got.len(), records.len(), "{codec}");
             for (i, (r, g)) in records.iter().zip(&got).enumerate() {
                 assert_eq!(g.offset, i as i64);
-                assert_eq!((&g.key, &g.value, &g.headers, g.timestamp), (&r.key, &r.value, &r.headers, r.timestamp));
+                assert_eq!(
+                    (&g.key, &g.value, &g.headers, g.timestamp),
+                    (&r.key, &r.value, &r.headers, r.timestamp)
+                );
             }
         }
     }
@@ -471,9 +496,20 @@ mod tests {
             let set = oracle::RecordBatchDecoder::decode(&mut data).unwrap();
             assert_eq!(set.records.len(), 200, "{codec}");
             for (r, o) in records.iter().zip(&set.records) {
-                assert_eq!((&o.key, &o.value, o.timestamp), (&r.key, &r.value, r.timestamp));
-                let theirs: Vec<_> = o.headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-                let ours: Vec<_> = r.headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect();
+                assert_eq!(
+                    (&o.key, &o.value, o.timestamp),
+                    (&r.key, &r.value, r.timestamp)
+                );
+                let theirs: Vec<_> = o
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
+                let ours: Vec<_> = r
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.clone(), h.value.clone()))
+                    .collect();
                 assert_eq!(theirs, ours);
             }
         }
@@ -495,12 +531,24 @@ mod tests {
                 timestamp: 1000 + i,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(format!("v{i}"))),
-                headers: IndexMap::from([(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"x")))]),
+                headers: IndexMap::from([(
+                    StrBytes::from_static_str("h"),
+                    Some(Bytes::from_static(b"x")),
+                )]),
             })
             .collect();
-        for codec in [oracle::Compression::None, oracle::Compression::Gzip, oracle::Compression::Snappy, oracle::Compression::Lz4, oracle::Compression::Zstd] {
+        for codec in [
+            oracle::Compression::None,
+            oracle::Compression::Gzip,
+            oracle::Compression::Snappy,
+            oracle::Compression::Lz4,
+            oracle::Compression::Zstd,
+        ] {
             let mut buf = bytes::BytesMut::new();
-            let opts = oracle::RecordEncodeOptions { version: 2, compression: codec };
+            let opts = oracle::RecordEncodeOptions {
+                version: 2,
+                compression: codec,
+            };
             oracle::RecordBatchEncoder::encode(&mut buf, &records, &opts).unwrap();
             let (got, info) = decode_all(&buf.freeze(), 0);
             assert_eq!(got.len(), 100, "{codec:?}");
@@ -517,13 +565,18 @@ mod tests {
             headers: vec![Header::new("a", "1"), Header::new("a", "2")],
             ..Default::default()
         };
-        let (got, _) = decode_all(&encode_batch(&[r.clone()], Compression::None).unwrap(), 0);
+        let (got, _) = decode_all(
+            &encode_batch(std::slice::from_ref(&r), Compression::None).unwrap(),
+            0,
+        );
         assert_eq!(got[0].headers, r.headers);
     }
 
     #[test]
     fn truncated_last_batch_is_dropped_quietly() {
-        let mut data = encode_batch(&sample(10), Compression::None).unwrap().to_vec();
+        let mut data = encode_batch(&sample(10), Compression::None)
+            .unwrap()
+            .to_vec();
         let second = encode_batch(&sample(10), Compression::Lz4).unwrap();
         data.extend_from_slice(&second[..second.len() - 5]);
         let (got, info) = decode_all(&Bytes::from(data.clone()), 0);
@@ -539,13 +592,18 @@ mod tests {
     #[test]
     fn records_below_the_requested_offset_are_dropped() {
         let (got, info) = decode_all(&encode_batch(&sample(10), Compression::Zstd).unwrap(), 6);
-        assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), [6, 7, 8, 9]);
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            [6, 7, 8, 9]
+        );
         assert_eq!(info.next_offset, Some(10));
     }
 
     #[test]
     fn control_batches_are_skipped_but_advance_the_offset() {
-        let mut data = encode_batch(&sample(3), Compression::None).unwrap().to_vec();
+        let mut data = encode_batch(&sample(3), Compression::None)
+            .unwrap()
+            .to_vec();
         data[0..8].copy_from_slice(&100i64.to_be_bytes());
         data[21..23].copy_from_slice(&(1i16 << 5).to_be_bytes());
         let crc = crc32c::crc32c(&data[21..]);
@@ -557,7 +615,9 @@ mod tests {
 
     #[test]
     fn corruption_is_an_error() {
-        let mut data = encode_batch(&sample(3), Compression::None).unwrap().to_vec();
+        let mut data = encode_batch(&sample(3), Compression::None)
+            .unwrap()
+            .to_vec();
         let last = data.len() - 1;
         data[last] ^= 0xff;
         let mut out = Vec::new();
@@ -570,7 +630,9 @@ mod tests {
 
     #[test]
     fn a_lying_record_count_is_rejected_without_allocating() {
-        let mut data = encode_batch(&sample(2), Compression::None).unwrap().to_vec();
+        let mut data = encode_batch(&sample(2), Compression::None)
+            .unwrap()
+            .to_vec();
         data[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
         let crc = crc32c::crc32c(&data[21..]);
         data[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -581,7 +643,14 @@ mod tests {
 
     #[test]
     fn varints_match_the_zigzag_spec() {
-        for (v, bytes) in [(0i64, vec![0u8]), (-1, vec![1]), (1, vec![2]), (63, vec![126]), (-64, vec![127]), (64, vec![128, 1])] {
+        for (v, bytes) in [
+            (0i64, vec![0u8]),
+            (-1, vec![1]),
+            (1, vec![2]),
+            (63, vec![126]),
+            (-64, vec![127]),
+            (64, vec![128, 1]),
+        ] {
             let mut buf = Vec::new();
             put_varint(&mut buf, v);
             assert_eq!(buf, bytes, "{v}");

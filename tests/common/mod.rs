@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests: the real broker, unique topics, deadlines.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use kpipe::client::{ClientConfig, Cluster, NewTopic};
+
+/// The broker the tests run against: `KPIPE_BROKERS`, or the one `./scripts/kafka up` starts.
+pub fn brokers() -> String {
+    std::env::var("KPIPE_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// A client config for the test broker with short timeouts.
+pub fn config() -> ClientConfig {
+    let mut c = ClientConfig::new([brokers()]);
+    c.connection.client_id = "kpipe-tests".into();
+    c.connection.connect_timeout = Duration::from_secs(5);
+    c.connection.request_timeout = Duration::from_secs(20);
+    c
+}
+
+/// Connect to the test broker, failing loudly (never skipping) when it is not there.
+pub fn cluster() -> Cluster {
+    match Cluster::connect(config()) {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "integration tests need a real Kafka broker at {}: {e}\n\
+             start one with ./scripts/kafka up (./scripts/test does this for you)",
+            brokers()
+        ),
+    }
+}
+
+/// A topic name no other test (or earlier run) uses.
+pub fn unique_topic(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "kpipe-test-{prefix}-{}-{nanos:x}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Create a fresh topic with `partitions` partitions and return its name.
+pub fn new_topic(cluster: &mut Cluster, prefix: &str, partitions: i32) -> String {
+    let name = unique_topic(prefix);
+    cluster
+        .create_topic(
+            &NewTopic::new(&name, partitions, 1),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("creating topic {name}: {e}"));
+    name
+}
+
+/// Wait until `cond` holds, polling, or panic after `limit` with `what`.
+pub fn await_condition(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
