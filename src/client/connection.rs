@@ -96,26 +96,36 @@ fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
         addr: addr.to_owned(),
         source,
     };
+    // Note: name resolution itself (getaddrinfo) has no timeout of its own.
     let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(connect_err)?.collect();
+    let deadline = Instant::now() + timeout;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
+    // Try every address the name resolves to (localhost may be ::1 first), all within one
+    // connect timeout.
     for sock in addrs {
-        match TcpStream::connect_timeout(&sock, timeout) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&sock, left) {
             Ok(stream) => {
                 stream.set_nodelay(true).map_err(connect_err)?;
                 return Ok(stream);
             }
-            Err(e)
-                if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock =>
-            {
-                return Err(Error::Timeout {
-                    phase: Phase::Connect,
-                    broker: addr.to_owned(),
-                    api: None,
-                    after: timeout,
-                })
-            }
             Err(e) => last = e,
         }
+    }
+    if matches!(
+        last.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    ) || Instant::now() >= deadline
+    {
+        return Err(Error::Timeout {
+            phase: Phase::Connect,
+            broker: addr.to_owned(),
+            api: None,
+            after: timeout,
+        });
     }
     Err(connect_err(last))
 }
@@ -336,12 +346,10 @@ impl<S: Transport> Connection<S> {
         match self.pending.front() {
             Some(front) if front.correlation_id == pending.correlation_id => {}
             _ => {
-                return Err(Error::Protocol {
-                    broker: self.broker.clone(),
-                    detail: format!(
-                        "{api} response awaited out of order (responses arrive in request order)"
-                    ),
-                })
+                return Err(Error::Misuse(format!(
+                    "{api} response to {} awaited out of order (responses arrive in request order)",
+                    self.broker
+                )))
             }
         }
         let deadline = pending.sent_at + self.config.request_timeout;

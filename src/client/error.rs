@@ -171,6 +171,11 @@ pub enum Error {
     #[error("record batch {0}")]
     Records(String),
 
+    /// The client layer was called in a way it does not support (a kpipe bug if it comes
+    /// from kpipe's own threads).
+    #[error("client misuse: {0}")]
+    Misuse(String),
+
     /// A configuration value is not usable.
     #[error("invalid config `{field}`: {reason}")]
     Config {

@@ -179,15 +179,30 @@ impl Cluster {
         let mut sent = Vec::new();
         for (leader, group) in by_leader {
             let req = fetch_request(params, &group);
-            let pending = self.broker(leader)?.send(&req)?;
-            sent.push((leader, group, pending));
+            match self.broker(leader).and_then(|c| c.send(&req)) {
+                Ok(pending) => sent.push((leader, group, pending)),
+                Err(e) => {
+                    // Read what was already sent, so those connections stay in step.
+                    for (leader, _, pending) in sent {
+                        if let Ok(c) = self.broker(leader) {
+                            let _ = c.receive::<FetchRequest>(pending);
+                        }
+                    }
+                    self.note_error(&e, None);
+                    return Err(e);
+                }
+            }
         }
         let mut out = Vec::new();
+        let mut first_error = None;
         for (leader, group, pending) in sent {
-            let conn = self.broker(leader)?;
-            let broker = conn.broker().to_owned();
-            match conn.receive::<FetchRequest>(pending) {
-                Ok(resp) => {
+            let received = self.broker(leader).and_then(|conn| {
+                let broker = conn.broker().to_owned();
+                conn.receive::<FetchRequest>(pending)
+                    .map(|resp| (broker, resp))
+            });
+            match received {
+                Ok((broker, resp)) => {
                     let results = fetch_results(&resp, &group, params, &broker);
                     for r in &results {
                         if let Err(e) = &r.result {
@@ -197,11 +212,17 @@ impl Cluster {
                     out.extend(results);
                 }
                 Err(e) => {
-                    self.note_error(&e, None);
-                    return Err(e);
+                    // This connection is closed now; others still owe responses.
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        Ok(out)
+        match first_error {
+            Some(e) => {
+                self.note_error(&e, None);
+                Err(e)
+            }
+            None => Ok(out),
+        }
     }
 }
