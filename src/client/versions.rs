@@ -113,18 +113,10 @@ impl BrokerVersions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use crate::client::connection::tests::api_versions;
 
     fn broker(ranges: &[(ApiKey, i16, i16)]) -> BrokerVersions {
-        let mut resp = ApiVersionsResponse::default();
-        for &(key, min, max) in ranges {
-            let mut v = ApiVersion::default();
-            v.api_key = key as i16;
-            v.min_version = min;
-            v.max_version = max;
-            resp.api_keys.push(v);
-        }
-        BrokerVersions::from_response(&resp)
+        BrokerVersions::from_response(&api_versions(ranges))
     }
 
     #[test]
