@@ -291,6 +291,12 @@ impl Cluster {
         Ok(self.connections.get_mut(&id).expect("inserted above"))
     }
 
+    /// The open connection to broker `id`, if there is one. Unlike [`broker`](Self::broker)
+    /// this never connects, so responses owed on a connection are never awaited on another.
+    pub fn existing(&mut self, id: i32) -> Option<&mut Connection> {
+        self.connections.get_mut(&id).filter(|c| c.is_open())
+    }
+
     /// The leader of `topic`/`partition`, as a broker id.
     pub fn leader(&mut self, topic: &str, partition: i32) -> Result<i32> {
         let mut info = self.topic(topic)?;

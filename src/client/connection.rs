@@ -33,6 +33,10 @@ pub trait Transport: Read + Write + Send {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
     /// Bound the next writes.
     fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Wait at most `timeout` (zero: do not wait) until a read would not block, without
+    /// consuming anything. `Ok(true)` also when the peer closed or the stream failed, so
+    /// that the next read reports it.
+    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool>;
 }
 
 impl Transport for TcpStream {
@@ -41,6 +45,32 @@ impl Transport for TcpStream {
     }
     fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         TcpStream::set_write_timeout(self, timeout)
+    }
+    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
+        let mut probe = [0u8; 1];
+        let peeked = if timeout.is_zero() {
+            // SO_RCVTIMEO rounds up to a scheduler tick: poll without blocking instead.
+            self.set_nonblocking(true)?;
+            let r = self.peek(&mut probe);
+            self.set_nonblocking(false)?;
+            r
+        } else {
+            TcpStream::set_read_timeout(self, Some(timeout))?;
+            self.peek(&mut probe)
+        };
+        match peeked {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            Err(_) => Ok(true),
+        }
     }
 }
 
@@ -240,6 +270,24 @@ impl<S: Transport> Connection<S> {
                 ours,
                 theirs,
             })
+    }
+
+    /// Wait at most `timeout` (zero: just look) for the oldest in-flight response to start
+    /// arriving. `true` means [`receive`](Self::receive) will not wait long (or will report
+    /// a failure); `false` with requests in flight means nothing has arrived yet.
+    pub fn poll_response(&mut self, timeout: Duration) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        match self.stream.as_mut() {
+            None => true,
+            Some(s) => s.wait_readable(timeout).unwrap_or(true),
+        }
+    }
+
+    /// When the oldest request in flight was sent.
+    pub fn oldest_sent_at(&self) -> Option<Instant> {
+        self.pending.front().map(|p| p.sent_at)
     }
 
     /// Send one request and wait for its response.
@@ -556,6 +604,9 @@ pub(crate) mod tests {
     impl Transport for Memory {
         fn set_read_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
             Ok(())
+        }
+        fn wait_readable(&mut self, _: Duration) -> io::Result<bool> {
+            Ok(self.input.position() < self.input.get_ref().len() as u64)
         }
         fn set_write_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
             Ok(())

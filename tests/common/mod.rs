@@ -69,3 +69,57 @@ pub fn await_condition(limit: Duration, what: &str, mut cond: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Every record of every partition of `topic`, read from offset 0 to the end as it is now.
+pub fn fetch_all(cluster: &mut Cluster, topic: &str) -> Vec<(i32, kpipe::client::FetchedRecord)> {
+    use kpipe::client::{FetchParams, FetchTarget, OffsetSpec};
+    let info = cluster.topic(topic).unwrap().clone();
+    let parts: Vec<i32> = info.partitions.iter().map(|p| p.id).collect();
+    let end = cluster
+        .list_offsets(topic, &parts, OffsetSpec::Latest)
+        .unwrap();
+    let mut offsets = vec![0i64; parts.len()];
+    let mut out = Vec::new();
+    let params = FetchParams {
+        max_wait: Duration::from_millis(50),
+        partition_max_bytes: 4 << 20,
+        ..FetchParams::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while offsets.iter().zip(&end).any(|(o, e)| *o < e.offset) {
+        assert!(
+            Instant::now() < deadline,
+            "fetching {topic} back took over 60 s"
+        );
+        let targets: Vec<FetchTarget> = parts
+            .iter()
+            .filter(|&&p| offsets[p as usize] < end[p as usize].offset)
+            .map(|&p| FetchTarget {
+                topic: topic.to_owned(),
+                topic_id: info.id,
+                partition: p,
+                offset: offsets[p as usize],
+            })
+            .collect();
+        for r in cluster.fetch(&params, &targets).unwrap() {
+            let part = r.result.unwrap();
+            offsets[r.partition as usize] = part.next_offset;
+            let limit = end[r.partition as usize].offset;
+            out.extend(
+                part.records
+                    .into_iter()
+                    .filter(|rec| rec.offset < limit)
+                    .map(|rec| (r.partition, rec)),
+            );
+        }
+    }
+    out
+}
+
+/// A producer config for the test broker with test-sized timeouts.
+pub fn producer_config(topic: &str) -> kpipe::ProducerConfig {
+    let mut c = kpipe::ProducerConfig::new(&brokers()).topic(topic);
+    c.client = config();
+    c.delivery_timeout = Duration::from_secs(60);
+    c
+}

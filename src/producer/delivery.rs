@@ -1,0 +1,217 @@
+//! Records going in, and what becomes of them: delivery reports, errors, receipts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::client::{self, Header};
+
+/// A record to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// Topic; `None` uses the producer's default topic.
+    pub topic: Option<Arc<str>>,
+    /// Key: records with the same key go to the same partition.
+    pub key: Option<Bytes>,
+    /// Value; `None` is a tombstone.
+    pub value: Option<Bytes>,
+    /// Headers, in order (duplicate keys allowed).
+    pub headers: Vec<Header>,
+    /// Milliseconds since the Unix epoch; `None` means the moment of sending.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record with this value, for the default topic.
+    pub fn new(value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Set the topic.
+    pub fn topic(mut self, topic: impl Into<Arc<str>>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// Set the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Add a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header::new(key, value));
+        self
+    }
+
+    /// Set the timestamp (ms since the Unix epoch).
+    pub fn timestamp(mut self, ms: i64) -> Self {
+        self.timestamp = Some(ms);
+        self
+    }
+
+    /// Bytes this record takes in a batch, at most (used for size limits and balancing).
+    pub fn encoded_size(&self) -> usize {
+        let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len) + 5;
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| h.key.len() + 5 + len(&h.value))
+            .sum();
+        // length, attributes, timestamp delta, offset delta, header count: at most 21 bytes.
+        21 + len(&self.key) + len(&self.value) + headers
+    }
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// Offset in the partition; -1 with acks=0, where the broker says nothing.
+    pub offset: i64,
+    /// Timestamp of the record (create time, or log-append time if the topic uses it).
+    pub timestamp: i64,
+}
+
+/// Why a record was not delivered. Cheap to clone: one failure often concerns many records.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The broker refused the record for good (too large, invalid, not authorised...).
+    #[error("rejected by the broker: {0}")]
+    Rejected(Arc<client::Error>),
+    /// Retries did not succeed within `delivery_timeout`.
+    #[error("not acknowledged within the delivery timeout of {after:?}{}", last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default())]
+    TimedOut {
+        /// The delivery timeout.
+        after: Duration,
+        /// The last error seen, if any.
+        last_error: Option<Arc<client::Error>>,
+    },
+    /// The topic does not exist and topic creation is off.
+    #[error("topic {0:?} does not exist; create it first or set create_topics")]
+    UnknownTopic(Arc<str>),
+    /// The producer closed before the record was sent (its deadline passed first).
+    #[error("the producer closed before this record was sent")]
+    NotAttempted,
+    /// The record was sent, but the producer closed before the broker answered: it may or
+    /// may not have been written.
+    #[error("the producer closed while this record awaited its acknowledgement (it may have been written)")]
+    Unacknowledged,
+}
+
+/// The outcome of one record.
+pub type DeliveryResult = Result<Delivery, DeliveryError>;
+
+/// How the writer reports one record's outcome. `None` costs nothing.
+pub(crate) enum Report {
+    None,
+    Wait(Sender<DeliveryResult>),
+    Callback(Box<dyn FnOnce(DeliveryResult) + Send>),
+}
+
+impl Report {
+    pub(crate) fn deliver(self, result: DeliveryResult) {
+        match self {
+            Report::None => {}
+            // The receipt may have been dropped: nobody is waiting then.
+            Report::Wait(tx) => {
+                let _ = tx.send(result);
+            }
+            Report::Callback(f) => f(result),
+        }
+    }
+}
+
+/// A handle on one record's delivery, from [`Producer::send_tracked`](super::Producer::send_tracked).
+#[derive(Debug)]
+pub struct DeliveryReceipt {
+    pub(crate) rx: Receiver<DeliveryResult>,
+    pub(crate) bound: Duration,
+}
+
+/// Waiting on a [`DeliveryReceipt`] did not give an outcome.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum WaitError {
+    /// No outcome within the wait's bound.
+    #[error("no delivery outcome within {0:?}")]
+    Timeout(Duration),
+    /// The writer thread is gone without reporting (a bug: it always reports).
+    #[error("the producer's writer thread ended without reporting this record")]
+    Lost,
+}
+
+impl DeliveryReceipt {
+    /// Wait for the outcome, at most the producer's delivery timeout plus its close timeout
+    /// (the writer always reports by then).
+    pub fn wait(self) -> Result<DeliveryResult, WaitError> {
+        let bound = self.bound;
+        self.wait_timeout(bound)
+    }
+
+    /// Wait for the outcome at most `timeout`.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<DeliveryResult, WaitError> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(r) => Ok(r),
+            Err(RecvTimeoutError::Timeout) => Err(WaitError::Timeout(timeout)),
+            Err(RecvTimeoutError::Disconnected) => Err(WaitError::Lost),
+        }
+    }
+
+    /// The outcome if it is already known.
+    pub fn try_result(&self) -> Option<DeliveryResult> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// A record on its way from a sender to the writer.
+pub(crate) struct Envelope {
+    pub(crate) record: ProducerRecord,
+    pub(crate) enqueued: Instant,
+    pub(crate) report: Report,
+    /// `record.encoded_size()`, computed once.
+    pub(crate) size: usize,
+    /// How many times it was sent.
+    pub(crate) attempts: u32,
+}
+
+/// Why a record was handed back instead of accepted. Nothing is dropped: every variant
+/// carries the record (boxed, so that the accepted path returns a small value).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The queue stayed full for the whole `write_timeout` (or, for `try_send`, was full).
+    #[error("the producer queue is full (backpressure: the brokers are slower than the senders)")]
+    QueueFull(Box<ProducerRecord>),
+    /// The producer is closing or closed.
+    #[error("the producer is closed")]
+    Closed(Box<ProducerRecord>),
+    /// The record can never be sent as it is.
+    #[error("invalid record: {reason}")]
+    Invalid {
+        /// The record.
+        record: Box<ProducerRecord>,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl SendError {
+    /// Take the record back.
+    pub fn into_record(self) -> ProducerRecord {
+        match self {
+            SendError::QueueFull(r)
+            | SendError::Closed(r)
+            | SendError::Invalid { record: r, .. } => *r,
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! The event producer: many threads, one bounded channel, one writer thread that owns every
+//! broker connection.
+//!
+//! ```text
+//!  app thread ─┐                                   ┌──────────── writer thread ────────────┐
+//!  app thread ─┼─ send(record) ─▶ [bounded channel] ─▶ balance ─▶ per-partition queues     │
+//!  app thread ─┘   (blocks at most                 │   linger / batch_bytes ─▶ encode,     │
+//!                   write_timeout when full)       │   compress ─▶ Produce requests,       │
+//!                                                  │   max_in_flight per broker ─▶ acks,   │
+//!                                                  │   retries ─▶ delivery reports         │
+//!                                                  └───────────────────────────────────────┘
+//! ```
+//!
+//! Per-partition order is kept: a partition has at most one batch in flight, so a retried
+//! batch can never be overtaken. Requests still pipeline, up to `max_in_flight` per broker,
+//! across partitions.
+
+mod balancer;
+mod config;
+mod delivery;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
+
+use crate::client::{self, Cluster, NewTopic};
+use crate::stats::{Counter, Histogram, Percentiles};
+
+pub use balancer::{java_partition, murmur2, Balance, Balancer};
+pub use config::{ProducerConfig, TopicDefaults};
+pub use delivery::{
+    Delivery, DeliveryError, DeliveryReceipt, DeliveryResult, ProducerRecord, SendError, WaitError,
+};
+
+use delivery::{Envelope, Report};
+
+/// Errors building or closing a producer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cluster could not be reached or refused a request.
+    #[error(transparent)]
+    Client(#[from] client::Error),
+    /// A configuration value is not usable.
+    #[error("invalid producer config `{field}`: {reason}")]
+    Config {
+        /// The field.
+        field: &'static str,
+        /// What is wrong and what would be valid.
+        reason: String,
+    },
+    /// `close` was called before; the first call's summary is returned by it only.
+    #[error("the producer was already closed")]
+    AlreadyClosed,
+    /// The writer thread panicked (a kpipe bug); records it held are lost.
+    #[error("the producer's writer thread panicked")]
+    WriterPanicked,
+}
+
+/// What became of every accepted record, from [`Producer::close`].
+/// `delivered + failed + not_attempted == accepted`, always.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records the producer took from senders.
+    pub accepted: u64,
+    /// Records the brokers acknowledged (or sent, with acks=0).
+    pub delivered: u64,
+    /// Records that failed, with how many failed for each reason.
+    pub failed: u64,
+    /// Failure reasons and their counts.
+    pub failures: BTreeMap<String, u64>,
+    /// Records never sent because the close deadline came first.
+    pub not_attempted: u64,
+}
+
+/// A snapshot of the producer's counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProducerStats {
+    /// Records taken from senders.
+    pub accepted: u64,
+    /// Records acknowledged.
+    pub delivered: u64,
+    /// Records failed.
+    pub failed: u64,
+    /// Record bytes (uncompressed, as encoded) acknowledged.
+    pub bytes_delivered: u64,
+    /// Produce batches sent.
+    pub batches: u64,
+    /// Mean records per batch.
+    pub avg_batch_records: f64,
+    /// Produce requests awaiting a response.
+    pub requests_in_flight: u64,
+    /// Batches sent again after a retriable error.
+    pub retries: u64,
+    /// Errors seen, by kind (retried ones included).
+    pub errors: BTreeMap<String, u64>,
+    /// Records waiting in the channel.
+    pub queue_depth: usize,
+    /// Time from `send` to acknowledgement.
+    pub latency: Percentiles,
+}
+
+/// State shared by the handles and the writer.
+pub(crate) struct Shared {
+    pub(crate) accepted: AtomicU64,
+    /// Senders between their closing check and their enqueue (see `Producer::enqueue`).
+    pub(crate) sending: AtomicUsize,
+    pub(crate) closing: AtomicBool,
+    pub(crate) close_deadline: Mutex<Option<Instant>>,
+    pub(crate) delivered: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) bytes_delivered: Counter,
+    pub(crate) batches: Counter,
+    pub(crate) batch_records: Counter,
+    pub(crate) in_flight: Counter,
+    pub(crate) retries: Counter,
+    pub(crate) errors: Mutex<BTreeMap<String, u64>>,
+    pub(crate) latency: Histogram,
+}
+
+impl Shared {
+    pub(crate) fn count_error(&self, kind: String) {
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+}
+
+pub(crate) enum Msg {
+    Record(Envelope),
+    /// Wakes the writer (close was called).
+    Wake,
+}
+
+/// A thread-safe producer handle: clone it into every thread that sends.
+///
+/// All clones share one channel and one writer thread. The producer closes when
+/// [`close`](Self::close) is called on any clone, when the shutdown flag from the config is
+/// set, or when the last clone is dropped (then within `close_timeout`, logging what could
+/// not be delivered).
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Sender<Msg>,
+    shared: Arc<Shared>,
+    default_topic: Option<Arc<str>>,
+    write_timeout: Duration,
+    wait_bound: Duration,
+    max_record_bytes: usize,
+    close_timeout: Duration,
+    writer: Mutex<Option<JoinHandle<Summary>>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("default_topic", &self.inner.default_topic)
+            .field("queue_depth", &self.inner.tx.len())
+            .finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Producer {
+    /// Validate `config`, connect to the cluster (an unreachable broker is an error within
+    /// the connect timeout), check the default topic, and start the writer thread.
+    pub fn new(config: ProducerConfig) -> Result<Producer, Error> {
+        config.validate()?;
+        let mut cluster = Cluster::connect(config.client.clone())?;
+        if let Some(topic) = &config.topic {
+            ensure_topic(&mut cluster, topic, config.create_topics)?;
+        }
+        let shared = Arc::new(Shared {
+            accepted: AtomicU64::new(0),
+            sending: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            close_deadline: Mutex::new(None),
+            delivered: Counter::default(),
+            failed: Counter::default(),
+            bytes_delivered: Counter::default(),
+            batches: Counter::default(),
+            batch_records: Counter::default(),
+            in_flight: Counter::default(),
+            retries: Counter::default(),
+            errors: Mutex::new(BTreeMap::new()),
+            latency: Histogram::default(),
+        });
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
+        let inner = Inner {
+            tx,
+            shared: shared.clone(),
+            default_topic: config.topic.as_deref().map(Arc::from),
+            write_timeout: config.write_timeout,
+            wait_bound: config.delivery_timeout + config.close_timeout + config.write_timeout,
+            max_record_bytes: config.max_request_bytes - 200,
+            close_timeout: config.close_timeout,
+            writer: Mutex::new(None),
+        };
+        let writer = writer::Writer::new(config, cluster, rx, shared);
+        let handle = std::thread::Builder::new()
+            .name("kpipe-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::Config {
+                field: "threads",
+                reason: format!("cannot start the writer thread: {e}"),
+            })?;
+        *inner.writer.lock().expect("fresh mutex") = Some(handle);
+        Ok(Producer {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Send a record, fire and forget: blocks while the queue is full, at most
+    /// `write_timeout`, then hands the record back in [`SendError::QueueFull`]. Failures
+    /// after acceptance show in [`stats`](Self::stats) and the close [`Summary`].
+    pub fn send(&self, record: ProducerRecord) -> Result<(), SendError> {
+        self.enqueue(record, Report::None, Some(self.inner.write_timeout))
+    }
+
+    /// Like [`send`](Self::send), but never blocks: a full queue hands the record back at once.
+    pub fn try_send(&self, record: ProducerRecord) -> Result<(), SendError> {
+        self.enqueue(record, Report::None, None)
+    }
+
+    /// Send, and get a receipt to wait on for the partition and offset (or the error).
+    pub fn send_tracked(&self, record: ProducerRecord) -> Result<DeliveryReceipt, SendError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.enqueue(record, Report::Wait(tx), Some(self.inner.write_timeout))?;
+        Ok(DeliveryReceipt {
+            rx,
+            bound: self.inner.wait_bound,
+        })
+    }
+
+    /// Send and wait for the outcome.
+    pub fn send_and_wait(&self, record: ProducerRecord) -> Result<Delivery, SendAndWaitError> {
+        let receipt = self.send_tracked(record).map_err(SendAndWaitError::Send)?;
+        match receipt.wait() {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => Err(SendAndWaitError::Delivery(e)),
+            Err(e) => Err(SendAndWaitError::Wait(e)),
+        }
+    }
+
+    /// Send, and have `callback` called with the outcome. It runs on the writer thread:
+    /// keep it short and never block in it.
+    pub fn send_with_callback(
+        &self,
+        record: ProducerRecord,
+        callback: impl FnOnce(DeliveryResult) + Send + 'static,
+    ) -> Result<(), SendError> {
+        self.enqueue(
+            record,
+            Report::Callback(Box::new(callback)),
+            Some(self.inner.write_timeout),
+        )
+    }
+
+    fn enqueue(
+        &self,
+        mut record: ProducerRecord,
+        report: Report,
+        wait: Option<Duration>,
+    ) -> Result<(), SendError> {
+        let inner = &*self.inner;
+        if record.topic.is_none() {
+            match &inner.default_topic {
+                Some(t) => record.topic = Some(t.clone()),
+                None => {
+                    return Err(SendError::Invalid {
+                        record: Box::new(record),
+                        reason: "it names no topic and the producer has no default topic".into(),
+                    })
+                }
+            }
+        }
+        let size = record.encoded_size();
+        if size > inner.max_record_bytes {
+            return Err(SendError::Invalid {
+                record: Box::new(record),
+                reason: format!(
+                    "it takes {size} bytes, more than max_request_bytes allows ({}); \
+                     raise max_request_bytes (and the topic's max.message.bytes)",
+                    inner.max_record_bytes
+                ),
+            });
+        }
+        if record.timestamp.is_none() {
+            record.timestamp = Some(now_ms());
+        }
+        // The writer stops only when `closing` is set and no sender is between the check
+        // below and its enqueue, so an accepted record is always drained.
+        let shared = &*inner.shared;
+        shared.sending.fetch_add(1, Ordering::SeqCst);
+        if shared.closing.load(Ordering::SeqCst) {
+            shared.sending.fetch_sub(1, Ordering::SeqCst);
+            return Err(SendError::Closed(Box::new(record)));
+        }
+        let msg = Msg::Record(Envelope {
+            record,
+            enqueued: Instant::now(),
+            report,
+            size,
+            attempts: 0,
+        });
+        let sent = match wait {
+            Some(t) => inner.tx.send_timeout(msg, t).map_err(|e| match e {
+                SendTimeoutError::Timeout(m) => (m, false),
+                SendTimeoutError::Disconnected(m) => (m, true),
+            }),
+            None => inner.tx.try_send(msg).map_err(|e| match e {
+                TrySendError::Full(m) => (m, false),
+                TrySendError::Disconnected(m) => (m, true),
+            }),
+        };
+        if sent.is_ok() {
+            shared.accepted.fetch_add(1, Ordering::SeqCst);
+        }
+        shared.sending.fetch_sub(1, Ordering::SeqCst);
+        match sent {
+            Ok(()) => Ok(()),
+            Err((Msg::Record(env), disconnected)) => Err(if disconnected {
+                SendError::Closed(Box::new(env.record))
+            } else {
+                SendError::QueueFull(Box::new(env.record))
+            }),
+            Err((Msg::Wake, _)) => unreachable!("only records are sent here"),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ProducerStats {
+        let s = &*self.inner.shared;
+        let batches = s.batches.get();
+        ProducerStats {
+            accepted: s.accepted.load(Ordering::Relaxed),
+            delivered: s.delivered.get(),
+            failed: s.failed.get(),
+            bytes_delivered: s.bytes_delivered.get(),
+            batches,
+            avg_batch_records: if batches == 0 {
+                0.0
+            } else {
+                s.batch_records.get() as f64 / batches as f64
+            },
+            requests_in_flight: s.in_flight.get(),
+            retries: s.retries.get(),
+            errors: s.errors.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            queue_depth: self.inner.tx.len(),
+            latency: s.latency.percentiles(),
+        }
+    }
+
+    /// Stop intake, send everything queued, wait for acknowledgements, and report, all
+    /// within `timeout`. Records still unsent at the deadline count as not attempted.
+    /// Closes the producer for every clone; a second call returns [`Error::AlreadyClosed`].
+    pub fn close(&self, timeout: Duration) -> Result<Summary, Error> {
+        self.inner.close(timeout)
+    }
+
+    /// Whether the producer stopped taking records.
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.closing.load(Ordering::SeqCst)
+    }
+}
+
+/// Why [`Producer::send_and_wait`] gave no delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum SendAndWaitError {
+    /// The record was not accepted (it is inside).
+    #[error(transparent)]
+    Send(SendError),
+    /// It was accepted but not delivered.
+    #[error(transparent)]
+    Delivery(DeliveryError),
+    /// No outcome came in time.
+    #[error(transparent)]
+    Wait(WaitError),
+}
+
+impl Inner {
+    fn close(&self, timeout: Duration) -> Result<Summary, Error> {
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or(Error::AlreadyClosed)?;
+        {
+            let mut d = self
+                .shared
+                .close_deadline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let deadline = Instant::now() + timeout;
+            *d = Some(d.map_or(deadline, |old| old.min(deadline)));
+        }
+        self.shared.closing.store(true, Ordering::SeqCst);
+        let _ = self.tx.try_send(Msg::Wake);
+        // The writer gives up at the deadline and returns right after; the join is bounded.
+        handle.join().map_err(|_| Error::WriterPanicked)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            return;
+        }
+        match self.close(self.close_timeout) {
+            Ok(s) if s.failed == 0 && s.not_attempted == 0 => {
+                log::debug!("producer dropped: {} records delivered", s.delivered)
+            }
+            Ok(s) => log::warn!(
+                "producer dropped: {} delivered, {} failed ({:?}), {} not attempted",
+                s.delivered,
+                s.failed,
+                s.failures,
+                s.not_attempted
+            ),
+            Err(e) => log::error!("producer dropped: {e}"),
+        }
+    }
+}
+
+/// Make sure `topic` exists, creating it if `create` says how.
+pub(crate) fn ensure_topic(
+    cluster: &mut Cluster,
+    topic: &str,
+    create: Option<TopicDefaults>,
+) -> Result<(), client::Error> {
+    match cluster.topic(topic) {
+        Ok(_) => Ok(()),
+        Err(client::Error::UnknownTopic { .. }) if create.is_some() => {
+            let d = create.expect("checked");
+            let t = NewTopic::new(topic, d.partitions, d.replication_factor);
+            let timeout = cluster.config().connection.request_timeout;
+            match cluster.create_topic(&t, timeout) {
+                Ok(()) => Ok(()),
+                // Someone else created it meanwhile: fine.
+                Err(e) if client::is_already_exists(&e) => cluster.topic(topic).map(|_| ()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,926 @@
+//! The writer thread: the only thread that touches the producer's sockets.
+//!
+//! One loop: take records from the channel, route them to per-partition queues, send the
+//! batches that are due (linger passed, `batch_bytes` reached, or closing), read whatever
+//! responses have arrived, and when there is nothing else to do wait briefly on the oldest
+//! response. A partition has at most one batch in flight, so retries never reorder it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use kafka_protocol::messages::ProduceRequest;
+use uuid::Uuid;
+
+use crate::client::{
+    self, produce_request, produce_results, Acks, BatchBuilder, Cluster, Compression, KafkaCode,
+    PartitionBatch, Pending, ProduceAck,
+};
+use crate::shutdown::Shutdown;
+
+use super::balancer::Chooser;
+use super::config::{ProducerConfig, TopicDefaults};
+use super::delivery::{Delivery, DeliveryError, Envelope};
+use super::{ensure_topic, Msg, Shared, Summary};
+
+/// Records taken from the channel per intake round, so responses are read in between.
+const MAX_INTAKE: usize = 16_384;
+/// Longest sleep while idle, so the shutdown flag is seen promptly.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+/// Longest wait on a socket while records may be arriving in the channel.
+const SOCKET_TICK: Duration = Duration::from_millis(2);
+
+struct Settings {
+    linger: Duration,
+    buffer_bytes: u64,
+    batch_bytes: usize,
+    max_request_bytes: usize,
+    max_in_flight: usize,
+    acks: Acks,
+    compression: Compression,
+    delivery_timeout: Duration,
+    request_timeout: Duration,
+    retry_backoff: Duration,
+    retry_backoff_max: Duration,
+    create_topics: Option<TopicDefaults>,
+    shutdown: Option<Shutdown>,
+    close_timeout: Duration,
+}
+
+/// One partition's queue.
+struct Part {
+    queue: VecDeque<Envelope>,
+    queued_bytes: u64,
+    /// A batch of this partition is in flight: nothing else may be sent until it returns.
+    busy: bool,
+    retry_at: Option<Instant>,
+    backoff: client::Backoff,
+    /// After MESSAGE_TOO_LARGE: send smaller batches until one succeeds.
+    max_records: Option<usize>,
+    last_error: Option<Arc<client::Error>>,
+}
+
+struct TopicState {
+    id: Uuid,
+    parts: Vec<Part>,
+    /// Bytes queued or in flight per partition, for the balancer.
+    load: Vec<u64>,
+}
+
+enum Topic {
+    Ready(TopicState),
+    /// Metadata could not be loaded yet (say, the broker is down): records wait here.
+    Unresolved {
+        held: VecDeque<Envelope>,
+        retry_at: Instant,
+        backoff: client::Backoff,
+        last_error: Option<Arc<client::Error>>,
+    },
+}
+
+struct SentBatch {
+    topic: Arc<str>,
+    partition: i32,
+    records: Vec<Envelope>,
+    bytes: u64,
+}
+
+struct Request {
+    broker: i32,
+    pending: Pending,
+    meta: Vec<PartitionBatch>,
+    batches: Vec<SentBatch>,
+}
+
+pub(crate) struct Writer {
+    cluster: Cluster,
+    rx: Receiver<Msg>,
+    shared: Arc<Shared>,
+    cfg: Settings,
+    chooser: Chooser,
+    topics: HashMap<Arc<str>, Topic>,
+    in_flight: Vec<Request>,
+    builder: BatchBuilder,
+    delivered: u64,
+    failed: u64,
+    not_attempted: u64,
+    failures: BTreeMap<String, u64>,
+}
+
+fn reason_of(err: &DeliveryError) -> String {
+    match err {
+        DeliveryError::Rejected(e) => match e.kafka_code() {
+            Some(code) => format!("rejected: {code:?}"),
+            None => format!("rejected: {e}"),
+        },
+        DeliveryError::TimedOut { .. } => "delivery timeout".into(),
+        DeliveryError::UnknownTopic(_) => "unknown topic".into(),
+        DeliveryError::NotAttempted => "not attempted".into(),
+        DeliveryError::Unacknowledged => "unacknowledged at close".into(),
+    }
+}
+
+fn error_kind(e: &client::Error) -> String {
+    match e {
+        client::Error::Broker { code, .. } => format!("{code:?}"),
+        client::Error::Timeout { phase, .. } => format!("timeout ({phase})"),
+        client::Error::Connect { .. } | client::Error::NoBrokerReachable { .. } => "connect".into(),
+        client::Error::Io { .. } | client::Error::Closed { .. } => "network".into(),
+        client::Error::Protocol { .. } | client::Error::FrameTooLarge { .. } => "protocol".into(),
+        other => format!("{other}"),
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(
+        config: ProducerConfig,
+        cluster: Cluster,
+        rx: Receiver<Msg>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Writer {
+            cfg: Settings {
+                linger: config.linger,
+                buffer_bytes: config.buffer_bytes as u64,
+                batch_bytes: config.batch_bytes,
+                max_request_bytes: config.max_request_bytes,
+                max_in_flight: config.max_in_flight,
+                acks: config.acks,
+                compression: config.compression,
+                delivery_timeout: config.delivery_timeout,
+                request_timeout: config.client.connection.request_timeout,
+                retry_backoff: config.retry_backoff,
+                retry_backoff_max: config.retry_backoff_max,
+                create_topics: config.create_topics,
+                shutdown: config.shutdown,
+                close_timeout: config.close_timeout,
+            },
+            chooser: Chooser::new(config.balancer),
+            cluster,
+            rx,
+            shared,
+            topics: HashMap::new(),
+            in_flight: Vec::new(),
+            builder: BatchBuilder::with_capacity(config.batch_bytes),
+            delivered: 0,
+            failed: 0,
+            not_attempted: 0,
+            failures: BTreeMap::new(),
+        }
+    }
+
+    fn backoff(&self) -> client::Backoff {
+        client::Backoff::new(self.cfg.retry_backoff, self.cfg.retry_backoff_max)
+    }
+
+    pub(crate) fn run(mut self) -> Summary {
+        loop {
+            self.watch_shutdown_flag();
+            let closing = self.shared.closing.load(Ordering::SeqCst);
+            let now = Instant::now();
+            let wait = self.intake_wait(now, closing);
+            self.intake(wait);
+            let now = Instant::now();
+            self.expire(now);
+            self.resolve_held(now);
+            self.send_due(closing);
+            let got = self.read_responses(Duration::ZERO);
+            if !got && !self.in_flight.is_empty() && self.rx.is_empty() {
+                let wait = self.next_event(Instant::now(), closing).min(SOCKET_TICK);
+                self.read_responses(wait);
+            }
+            if closing {
+                if self.shared.sending.load(Ordering::SeqCst) == 0
+                    && self.rx.is_empty()
+                    && self.is_idle()
+                {
+                    break;
+                }
+                let deadline = self.close_deadline();
+                if Instant::now() >= deadline {
+                    self.abandon();
+                    break;
+                }
+            }
+        }
+        let accepted = self.shared.accepted.load(Ordering::SeqCst);
+        let summary = Summary {
+            accepted,
+            delivered: self.delivered,
+            failed: self.failed,
+            failures: std::mem::take(&mut self.failures),
+            not_attempted: self.not_attempted,
+        };
+        if summary.delivered + summary.failed + summary.not_attempted != accepted {
+            log::error!("kpipe bug: producer summary does not add up: {summary:?}");
+        }
+        summary
+    }
+
+    fn close_deadline(&self) -> Instant {
+        self.shared
+            .close_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(Instant::now)
+    }
+
+    fn watch_shutdown_flag(&mut self) {
+        let Some(flag) = &self.cfg.shutdown else {
+            return;
+        };
+        if flag.is_triggered() && !self.shared.closing.load(Ordering::SeqCst) {
+            *self
+                .shared
+                .close_deadline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + self.cfg.close_timeout);
+            self.shared.closing.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.in_flight.is_empty()
+            && self.topics.values().all(|t| match t {
+                Topic::Ready(s) => s.parts.iter().all(|p| p.queue.is_empty()),
+                Topic::Unresolved { held, .. } => held.is_empty(),
+            })
+    }
+
+    /// Bytes waiting in partition queues and held topics.
+    fn buffered(&self) -> u64 {
+        self.topics
+            .values()
+            .map(|t| match t {
+                Topic::Ready(s) => s.parts.iter().map(|p| p.queued_bytes).sum::<u64>(),
+                Topic::Unresolved { held, .. } => held.iter().map(|e| e.size as u64).sum(),
+            })
+            .sum()
+    }
+
+    /// How long intake may block: not at all when there is work, else until the next due
+    /// batch, retry or expiry.
+    fn intake_wait(&self, now: Instant, closing: bool) -> Duration {
+        if closing || !self.in_flight.is_empty() || !self.rx.is_empty() {
+            return Duration::ZERO;
+        }
+        self.next_event(now, closing)
+    }
+
+    /// Time until something is due: a linger, a retry, an expiry.
+    fn next_event(&self, now: Instant, closing: bool) -> Duration {
+        let mut next = now + IDLE_TICK;
+        for t in self.topics.values() {
+            match t {
+                Topic::Ready(s) => {
+                    for p in &s.parts {
+                        if let Some(front) = p.queue.front() {
+                            let mut due = if p.busy || closing {
+                                front.enqueued + self.cfg.delivery_timeout
+                            } else {
+                                front.enqueued + self.cfg.linger
+                            };
+                            if let Some(r) = p.retry_at {
+                                due = due.max(r);
+                            }
+                            next = next.min(due);
+                        }
+                    }
+                }
+                Topic::Unresolved { retry_at, .. } => next = next.min(*retry_at),
+            }
+        }
+        next.saturating_duration_since(now)
+    }
+
+    /// Take records from the channel into partition queues, while the queues hold less
+    /// than `buffer_bytes`: beyond that the channel fills and senders feel backpressure.
+    fn intake(&mut self, wait: Duration) {
+        let mut room = self.cfg.buffer_bytes.saturating_sub(self.buffered());
+        if room == 0 {
+            if !wait.is_zero() {
+                // Nothing can be taken; wait for what is due instead of spinning.
+                std::thread::sleep(wait.min(SOCKET_TICK));
+            }
+            return;
+        }
+        let first = if wait.is_zero() {
+            self.rx.try_recv().ok()
+        } else {
+            match self.rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+            }
+        };
+        let Some(first) = first else { return };
+        room = room.saturating_sub(self.take(first));
+        for _ in 1..MAX_INTAKE {
+            if room == 0 {
+                break;
+            }
+            match self.rx.try_recv() {
+                Ok(m) => room = room.saturating_sub(self.take(m)),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Route one message; returns the bytes it added to the queues.
+    fn take(&mut self, msg: Msg) -> u64 {
+        match msg {
+            Msg::Record(env) => {
+                let size = env.size as u64;
+                self.route(env);
+                size
+            }
+            Msg::Wake => 0,
+        }
+    }
+
+    /// Put a record in its partition's queue, loading the topic's metadata on first sight.
+    fn route(&mut self, env: Envelope) {
+        let topic = env.record.topic.clone().expect("enqueue sets the topic");
+        if !self.topics.contains_key(&topic) {
+            let state = self.load_topic(&topic);
+            match state {
+                Ok(state) => {
+                    self.topics.insert(topic.clone(), Topic::Ready(state));
+                }
+                Err(e) if e.is_retriable() => {
+                    let mut backoff = self.backoff();
+                    let retry_at = Instant::now() + backoff.next_delay();
+                    self.shared.count_error(error_kind(&e));
+                    self.topics.insert(
+                        topic.clone(),
+                        Topic::Unresolved {
+                            held: VecDeque::new(),
+                            retry_at,
+                            backoff,
+                            last_error: Some(Arc::new(e)),
+                        },
+                    );
+                }
+                Err(client::Error::UnknownTopic { .. }) => {
+                    return self.fail(env, DeliveryError::UnknownTopic(topic));
+                }
+                Err(e) => return self.fail(env, DeliveryError::Rejected(Arc::new(e))),
+            }
+        }
+        match self.topics.get_mut(&topic).expect("inserted above") {
+            Topic::Unresolved { held, .. } => held.push_back(env),
+            Topic::Ready(state) => {
+                let p = self
+                    .chooser
+                    .choose(&topic, env.record.key.as_deref(), &state.load);
+                state.load[p] += env.size as u64;
+                let part = &mut state.parts[p];
+                part.queued_bytes += env.size as u64;
+                part.queue.push_back(env);
+            }
+        }
+    }
+
+    fn load_topic(&mut self, topic: &str) -> Result<TopicState, client::Error> {
+        ensure_topic(&mut self.cluster, topic, self.cfg.create_topics)?;
+        let info = self.cluster.topic(topic)?;
+        let n = info.partitions.len();
+        let id = info.id;
+        let backoff = self.backoff();
+        Ok(TopicState {
+            id,
+            parts: (0..n).map(|_| new_part(backoff.clone())).collect(),
+            load: vec![0; n],
+        })
+    }
+
+    /// Retry metadata for topics whose records are held, and fail held records past their
+    /// delivery timeout.
+    fn resolve_held(&mut self, now: Instant) {
+        let due: Vec<Arc<str>> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| matches!(t, Topic::Unresolved { retry_at, .. } if *retry_at <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in due {
+            match self.load_topic(&name) {
+                Ok(state) => {
+                    let Some(Topic::Unresolved { held, .. }) =
+                        self.topics.insert(name.clone(), Topic::Ready(state))
+                    else {
+                        continue;
+                    };
+                    for env in held {
+                        self.route(env);
+                    }
+                }
+                Err(e) if e.is_retriable() => {
+                    self.shared.count_error(error_kind(&e));
+                    if let Some(Topic::Unresolved {
+                        retry_at,
+                        backoff,
+                        last_error,
+                        ..
+                    }) = self.topics.get_mut(&name)
+                    {
+                        *retry_at = now + backoff.next_delay();
+                        *last_error = Some(Arc::new(e));
+                    }
+                }
+                Err(e) => {
+                    let err = match e {
+                        client::Error::UnknownTopic { .. } => {
+                            DeliveryError::UnknownTopic(name.clone())
+                        }
+                        other => DeliveryError::Rejected(Arc::new(other)),
+                    };
+                    if let Some(Topic::Unresolved { held, .. }) = self.topics.remove(&name) {
+                        for env in held {
+                            self.fail(env, err.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fail queued records whose delivery timeout has passed.
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.cfg.delivery_timeout;
+        let mut expired = Vec::new();
+        for t in self.topics.values_mut() {
+            match t {
+                Topic::Ready(state) => {
+                    for (i, part) in state.parts.iter_mut().enumerate() {
+                        while part
+                            .queue
+                            .front()
+                            .is_some_and(|e| e.enqueued + timeout <= now)
+                        {
+                            let env = part.queue.pop_front().expect("checked");
+                            part.queued_bytes -= env.size as u64;
+                            state.load[i] -= env.size as u64;
+                            expired.push((env, part.last_error.clone()));
+                        }
+                    }
+                }
+                Topic::Unresolved {
+                    held, last_error, ..
+                } => {
+                    while held.front().is_some_and(|e| e.enqueued + timeout <= now) {
+                        expired.push((held.pop_front().expect("checked"), last_error.clone()));
+                    }
+                }
+            }
+        }
+        for (env, last_error) in expired {
+            self.fail(
+                env,
+                DeliveryError::TimedOut {
+                    after: timeout,
+                    last_error,
+                },
+            );
+        }
+    }
+
+    /// Send every batch that is due, one request per broker (more while `max_in_flight`
+    /// allows), each request carrying every sendable partition of that broker.
+    fn send_due(&mut self, closing: bool) {
+        let now = Instant::now();
+        // broker -> [(topic, partition, due)]
+        let mut by_broker: BTreeMap<i32, Vec<(Arc<str>, usize, bool)>> = BTreeMap::new();
+        let names: Vec<Arc<str>> = self.topics.keys().cloned().collect();
+        for name in names {
+            let Some(Topic::Ready(state)) = self.topics.get(&name) else {
+                continue;
+            };
+            let candidates: Vec<(usize, bool)> = state
+                .parts
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| {
+                    !p.busy && !p.queue.is_empty() && p.retry_at.is_none_or(|r| r <= now)
+                })
+                .map(|(i, p)| {
+                    let due = closing
+                        || p.retry_at.is_some()
+                        || p.queued_bytes >= self.cfg.batch_bytes as u64
+                        || p.queue
+                            .front()
+                            .is_some_and(|e| e.enqueued + self.cfg.linger <= now);
+                    (i, due)
+                })
+                .collect();
+            for (i, due) in candidates {
+                match self.cluster.leader(&name, i as i32) {
+                    Ok(leader) => by_broker
+                        .entry(leader)
+                        .or_default()
+                        .push((name.clone(), i, due)),
+                    Err(e) => self.delay_partition(&name, i, Arc::new(e)),
+                }
+            }
+        }
+        for (broker, parts) in by_broker {
+            if !parts.iter().any(|(_, _, due)| *due) {
+                continue;
+            }
+            // Due partitions first; the others ride along if there is room.
+            let mut parts = parts;
+            parts.sort_by_key(|(_, _, due)| !*due);
+            self.send_to(broker, parts);
+        }
+    }
+
+    fn delay_partition(&mut self, topic: &Arc<str>, partition: usize, err: Arc<client::Error>) {
+        self.shared.count_error(error_kind(&err));
+        self.cluster.note_error(&err, Some(topic));
+        if let Some(Topic::Ready(state)) = self.topics.get_mut(topic) {
+            let part = &mut state.parts[partition];
+            part.retry_at = Some(Instant::now() + part.backoff.next_delay());
+            part.last_error = Some(err);
+        }
+    }
+
+    fn send_to(&mut self, broker: i32, parts: Vec<(Arc<str>, usize, bool)>) {
+        let in_flight = match self.cluster.broker(broker) {
+            Ok(conn) => conn.in_flight(),
+            Err(e) => {
+                let e = Arc::new(e);
+                for (t, p, _) in &parts {
+                    self.delay_partition(t, *p, e.clone());
+                }
+                return;
+            }
+        };
+        if in_flight >= self.cfg.max_in_flight {
+            return;
+        }
+        let mut meta = Vec::new();
+        let mut batches = Vec::new();
+        let mut rejected = Vec::new();
+        let mut request_bytes = 100usize;
+        for (topic, p, _) in parts {
+            let Some(Topic::Ready(state)) = self.topics.get_mut(&topic) else {
+                continue;
+            };
+            let part = &mut state.parts[p];
+            let limit = part.max_records.unwrap_or(usize::MAX);
+            // Take records up to batch_bytes (at least one), within the request budget.
+            let budget = self.cfg.max_request_bytes.saturating_sub(request_bytes);
+            let mut taken = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(front) = part.queue.front() {
+                let next = bytes + front.size;
+                let full =
+                    !taken.is_empty() && (next > self.cfg.batch_bytes || taken.len() >= limit);
+                if full || next + 100 > budget {
+                    break;
+                }
+                bytes = next;
+                taken.push(part.queue.pop_front().expect("checked"));
+            }
+            if taken.is_empty() {
+                break; // the request is full
+            }
+            part.queued_bytes -= bytes as u64;
+            part.busy = true;
+            self.builder.clear();
+            for env in &mut taken {
+                env.attempts += 1;
+                let r = &env.record;
+                self.builder.push(
+                    r.timestamp.unwrap_or_default(),
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    &r.headers,
+                );
+            }
+            let mut buf = Vec::with_capacity(self.builder.size());
+            if let Err(e) = self.builder.finish(self.cfg.compression, &mut buf) {
+                // Compression cannot fail on in-memory buffers; treat it as a rejection.
+                part.busy = false;
+                state.load[p] -= bytes as u64;
+                let err = DeliveryError::Rejected(Arc::new(client::Error::Records(e.to_string())));
+                rejected.extend(taken.into_iter().map(|env| (env, err.clone())));
+                continue;
+            }
+            request_bytes += buf.len() + 30;
+            meta.push(PartitionBatch {
+                topic: topic.to_string(),
+                topic_id: state.id,
+                partition: p as i32,
+                records: Bytes::from(buf),
+            });
+            batches.push(SentBatch {
+                topic: topic.clone(),
+                partition: p as i32,
+                records: taken,
+                bytes: bytes as u64,
+            });
+        }
+        for (env, err) in rejected {
+            self.fail(env, err);
+        }
+        if batches.is_empty() {
+            return;
+        }
+        let req = produce_request(self.cfg.acks, self.cfg.request_timeout, &meta);
+        let conn = self.cluster.broker(broker).expect("connected above");
+        let sent = if self.cfg.acks == Acks::None {
+            conn.send_without_response(&req).map(|()| None)
+        } else {
+            conn.send(&req).map(Some)
+        };
+        self.shared.batches.add(batches.len() as u64);
+        self.shared
+            .batch_records
+            .add(batches.iter().map(|b| b.records.len() as u64).sum());
+        match sent {
+            Ok(Some(pending)) => {
+                self.shared.in_flight.add(1);
+                self.in_flight.push(Request {
+                    broker,
+                    pending,
+                    meta,
+                    batches,
+                });
+            }
+            Ok(None) => {
+                // acks=0: the broker says nothing; sent is as good as it gets.
+                for b in batches {
+                    let ack = ProduceAck {
+                        base_offset: -1,
+                        log_append_time: -1,
+                    };
+                    self.complete(b, ack, false);
+                }
+            }
+            Err(e) => {
+                self.cluster.note_error(&e, None);
+                let e = Arc::new(e);
+                for b in batches {
+                    self.retry_or_fail(b, e.clone());
+                }
+            }
+        }
+    }
+
+    /// Read the responses that have arrived; wait up to `wait` on the oldest one.
+    fn read_responses(&mut self, wait: Duration) -> bool {
+        let mut progressed = false;
+        let mut brokers: Vec<i32> = Vec::new();
+        for r in &self.in_flight {
+            if !brokers.contains(&r.broker) {
+                brokers.push(r.broker);
+            }
+        }
+        let mut wait = wait;
+        for broker in brokers {
+            let idx = self
+                .in_flight
+                .iter()
+                .position(|r| r.broker == broker)
+                .expect("broker has a request");
+            let now = Instant::now();
+            let outcome = match self.cluster.existing(broker) {
+                None => Some(Err(client::Error::Closed {
+                    broker: format!("node {broker}"),
+                })),
+                Some(conn) => {
+                    let overdue = conn
+                        .oldest_sent_at()
+                        .is_some_and(|t| t + self.cfg.request_timeout <= now);
+                    if overdue || conn.poll_response(wait) {
+                        let pending = self.in_flight[idx].pending;
+                        Some(conn.receive::<ProduceRequest>(pending))
+                    } else {
+                        None
+                    }
+                }
+            };
+            wait = Duration::ZERO;
+            let Some(outcome) = outcome else { continue };
+            let req = self.in_flight.remove(idx);
+            self.shared.in_flight.sub(1);
+            progressed = true;
+            match outcome {
+                Ok(resp) => self.handle_response(req, &resp),
+                Err(e) => {
+                    self.cluster.note_error(&e, None);
+                    let e = Arc::new(e);
+                    for b in req.batches {
+                        self.retry_or_fail(b, e.clone());
+                    }
+                }
+            }
+        }
+        progressed
+    }
+
+    fn handle_response(&mut self, req: Request, resp: &kafka_protocol::messages::ProduceResponse) {
+        let broker_addr = self
+            .cluster
+            .brokers()
+            .get(&req.broker)
+            .map_or_else(|| format!("node {}", req.broker), |b| b.addr.clone());
+        let mut results = produce_results(resp, &req.meta, &broker_addr);
+        for batch in req.batches {
+            let found = results
+                .iter()
+                .position(|r| r.topic == *batch.topic && r.partition == batch.partition);
+            let result = match found {
+                Some(i) => results.swap_remove(i).result,
+                None => Err(client::Error::Protocol {
+                    broker: broker_addr.clone(),
+                    detail: format!("no result for {}-{}", batch.topic, batch.partition),
+                }),
+            };
+            match result {
+                Ok(ack) => self.complete(batch, ack, true),
+                Err(e) => self.retry_or_fail(batch, Arc::new(e)),
+            }
+        }
+    }
+
+    fn part_mut(&mut self, topic: &str, partition: i32) -> Option<(&mut Part, &mut u64)> {
+        match self.topics.get_mut(topic) {
+            Some(Topic::Ready(state)) => {
+                let i = partition as usize;
+                let load = state.load.get_mut(i)?;
+                Some((state.parts.get_mut(i)?, load))
+            }
+            _ => None,
+        }
+    }
+
+    /// A batch was acknowledged: report each record with its offset.
+    fn complete(&mut self, batch: SentBatch, ack: ProduceAck, reset: bool) {
+        let fresh = self.backoff();
+        if let Some((part, load)) = self.part_mut(&batch.topic, batch.partition) {
+            part.busy = false;
+            *load -= batch.bytes;
+            if reset {
+                part.retry_at = None;
+                part.max_records = None;
+                part.last_error = None;
+                part.backoff = fresh;
+            }
+        }
+        let now = Instant::now();
+        let n = batch.records.len() as u64;
+        self.delivered += n;
+        self.shared.delivered.add(n);
+        self.shared.bytes_delivered.add(batch.bytes);
+        for (i, env) in batch.records.into_iter().enumerate() {
+            self.shared.latency.record(now - env.enqueued);
+            let offset = if ack.base_offset < 0 {
+                -1
+            } else {
+                ack.base_offset + i as i64
+            };
+            let timestamp = if ack.log_append_time >= 0 {
+                ack.log_append_time
+            } else {
+                env.record.timestamp.unwrap_or_default()
+            };
+            env.report.deliver(Ok(Delivery {
+                topic: batch.topic.clone(),
+                partition: batch.partition,
+                offset,
+                timestamp,
+            }));
+        }
+    }
+
+    /// A batch failed: retry it (at the front of its queue, after a backoff) if the error is
+    /// retriable and time remains; split it if it was too large; else fail its records.
+    fn retry_or_fail(&mut self, batch: SentBatch, err: Arc<client::Error>) {
+        let now = Instant::now();
+        self.shared.count_error(error_kind(&err));
+        if err.invalidates_metadata() {
+            self.cluster.invalidate(Some(&batch.topic));
+        }
+        let too_large = matches!(
+            err.kafka_code(),
+            Some(KafkaCode::MessageTooLarge) | Some(KafkaCode::RecordListTooLarge)
+        );
+        let split = too_large && batch.records.len() > 1;
+        let retry = split || err.is_retriable();
+        let delivery_timeout = self.cfg.delivery_timeout;
+        let Some((part, load)) = self.part_mut(&batch.topic, batch.partition) else {
+            // The topic vanished from our map (cannot happen while a batch is in flight).
+            for env in batch.records {
+                self.fail(env, DeliveryError::Rejected(err.clone()));
+            }
+            return;
+        };
+        part.busy = false;
+        let expired = batch
+            .records
+            .first()
+            .is_some_and(|e| e.enqueued + delivery_timeout <= now);
+        if retry && !expired {
+            if split {
+                part.max_records = Some(batch.records.len() / 2);
+            } else {
+                part.retry_at = Some(now + part.backoff.next_delay());
+            }
+            part.last_error = Some(err);
+            part.queued_bytes += batch.bytes;
+            for env in batch.records.into_iter().rev() {
+                part.queue.push_front(env);
+            }
+            self.shared.retries.add(1);
+            return;
+        }
+        *load -= batch.bytes;
+        let failure = if retry {
+            DeliveryError::TimedOut {
+                after: delivery_timeout,
+                last_error: Some(err),
+            }
+        } else {
+            DeliveryError::Rejected(err)
+        };
+        for env in batch.records {
+            self.fail(env, failure.clone());
+        }
+    }
+
+    /// Report a failure (for a record already taken out of the balancer's load).
+    fn fail(&mut self, env: Envelope, err: DeliveryError) {
+        let reason = reason_of(&err);
+        if matches!(err, DeliveryError::NotAttempted) {
+            self.not_attempted += 1;
+        } else {
+            self.failed += 1;
+            self.shared.failed.add(1);
+            *self.failures.entry(reason).or_default() += 1;
+        }
+        env.report.deliver(Err(err));
+    }
+
+    /// The close deadline passed: report everything left.
+    fn abandon(&mut self) {
+        for req in std::mem::take(&mut self.in_flight) {
+            self.shared.in_flight.sub(1);
+            for b in req.batches {
+                for env in b.records {
+                    self.fail(env, DeliveryError::Unacknowledged);
+                }
+            }
+        }
+        let mut left = Vec::new();
+        for (_, t) in self.topics.drain() {
+            match t {
+                Topic::Ready(state) => {
+                    for p in state.parts {
+                        left.extend(p.queue);
+                    }
+                }
+                Topic::Unresolved { held, .. } => left.extend(held),
+            }
+        }
+        // Senders caught between their check and their enqueue finish soon: no new ones
+        // start once `closing` is set.
+        loop {
+            while let Ok(msg) = self.rx.try_recv() {
+                if let Msg::Record(env) = msg {
+                    left.push(env);
+                }
+            }
+            if self.shared.sending.load(Ordering::SeqCst) == 0 && self.rx.is_empty() {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        for env in left {
+            let err = if env.attempts == 0 {
+                DeliveryError::NotAttempted
+            } else {
+                DeliveryError::TimedOut {
+                    after: self.cfg.delivery_timeout,
+                    last_error: None,
+                }
+            };
+            self.fail(env, err);
+        }
+    }
+}
+
+fn new_part(backoff: client::Backoff) -> Part {
+    Part {
+        queue: VecDeque::new(),
+        queued_bytes: 0,
+        busy: false,
+        retry_at: None,
+        backoff,
+        max_records: None,
+        last_error: None,
+    }
+}
