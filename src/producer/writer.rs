@@ -309,11 +309,18 @@ impl Writer {
         }
         let first = if wait.is_zero() {
             self.rx.try_recv().ok()
-        } else {
+        } else if self.is_idle() {
+            // Nothing queued: the first record should wake us.
             match self.rx.recv_timeout(wait) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
             }
+        } else {
+            // Records are lingering. Sleep instead of waiting on the channel: a waiting
+            // receiver makes every send pay for a wake-up (a futex call), while a sleeping
+            // one lets senders fill the channel cheaply, to be drained in bulk.
+            std::thread::sleep(wait.min(SOCKET_TICK));
+            self.rx.try_recv().ok()
         };
         let Some(first) = first else { return };
         room = room.saturating_sub(self.take(first));
