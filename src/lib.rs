@@ -2,9 +2,11 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod consumer;
 pub mod producer;
 pub mod shutdown;
 pub mod stats;
 
+pub use consumer::{ConsumedRecord, ConsumerConfig, ConsumerPool};
 pub use producer::{Producer, ProducerConfig, ProducerRecord};
 pub use shutdown::Shutdown;

@@ -136,14 +136,20 @@ impl Cluster {
     /// Delete a topic and wait (at most `timeout`) until metadata no longer lists it.
     pub fn delete_topic(&mut self, name: &str, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let mut req = DeleteTopicsRequest::default();
-        // v6+ names topics in `topics`, older versions in `topic_names`: fill both.
-        let mut state = DeleteTopicState::default();
-        state.name = Some(topic_name(name));
-        req.topics.push(state);
-        req.topic_names.push(topic_name(name));
-        req.timeout_ms = timeout_ms(timeout);
-        let (broker, resp) = self.request_any(&req)?;
+        let build = |version: i16| {
+            let mut req = DeleteTopicsRequest::default();
+            // v6+ names topics in `topics`, older versions in `topic_names`.
+            if version >= 6 {
+                let mut state = DeleteTopicState::default();
+                state.name = Some(topic_name(name));
+                req.topics.push(state);
+            } else {
+                req.topic_names.push(topic_name(name));
+            }
+            req.timeout_ms = timeout_ms(timeout);
+            req
+        };
+        let (broker, resp) = self.request_any_with(build)?;
         for r in &resp.responses {
             Error::check(
                 r.error_code,

@@ -126,6 +126,18 @@ impl Cluster {
         &self.brokers
     }
 
+    /// Remember a broker learnt outside metadata (a group coordinator, say).
+    pub fn add_broker(&mut self, info: BrokerInfo) {
+        if self
+            .brokers
+            .get(&info.id)
+            .is_some_and(|b| b.addr != info.addr)
+        {
+            self.connections.remove(&info.id);
+        }
+        self.brokers.insert(info.id, info);
+    }
+
     /// The cluster id the brokers reported.
     pub fn cluster_id(&self) -> Option<&str> {
         self.cluster_id.as_deref()
@@ -331,9 +343,22 @@ impl Cluster {
 
     /// Send `req` to any broker that answers (an open connection first, then known brokers,
     /// then the bootstrap list) and return the broker's address with the response.
-    pub fn request_any<R: Request>(&mut self, req: &R) -> Result<(String, R::Response)> {
+    pub fn request_any<R: Request + Clone>(&mut self, req: &R) -> Result<(String, R::Response)> {
+        self.request_any_with(|_| req.clone())
+    }
+
+    /// Like [`request_any`](Self::request_any), for requests whose fields depend on the
+    /// negotiated version: `build` gets the version the chosen connection will use.
+    pub fn request_any_with<R: Request>(
+        &mut self,
+        build: impl Fn(i16) -> R,
+    ) -> Result<(String, R::Response)> {
+        let call = |c: &mut Connection| -> Result<(String, R::Response)> {
+            let req = build(c.version::<R>()?);
+            Ok((c.broker().to_owned(), c.request(&req)?))
+        };
         if let Some(conn) = self.bootstrap.as_mut().filter(|c| c.is_open()) {
-            return Ok((conn.broker().to_owned(), conn.request(req)?));
+            return call(conn);
         }
         let mut ids: Vec<i32> = self.connections.keys().copied().collect();
         ids.extend(
@@ -343,10 +368,7 @@ impl Cluster {
         );
         let mut last = None;
         for id in ids {
-            match self
-                .broker(id)
-                .and_then(|c| Ok((c.broker().to_owned(), c.request(req)?)))
-            {
+            match self.broker(id).and_then(call) {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retriable() => last = Some(e),
                 Err(e) => return Err(e),
@@ -356,10 +378,9 @@ impl Cluster {
         for addr in &self.config.bootstrap {
             match Connection::connect(addr, &self.config.connection) {
                 Ok(mut conn) => {
-                    let resp = conn.request(req);
-                    let addr = conn.broker().to_owned();
+                    let resp = call(&mut conn);
                     self.bootstrap = Some(conn);
-                    return Ok((addr, resp?));
+                    return resp;
                 }
                 Err(e) => last = Some(e),
             }

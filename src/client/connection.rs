@@ -82,6 +82,8 @@ pub struct Pending {
     api_key: i16,
     version: i16,
     sent_at: Instant,
+    /// When the response must have arrived.
+    deadline: Instant,
 }
 
 impl Pending {
@@ -285,9 +287,25 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    /// When the oldest request in flight was sent.
-    pub fn oldest_sent_at(&self) -> Option<Instant> {
-        self.pending.front().map(|p| p.sent_at)
+    /// When the oldest request in flight must have been answered.
+    pub fn oldest_deadline(&self) -> Option<Instant> {
+        self.pending.front().map(|p| p.deadline)
+    }
+
+    /// Like [`request`](Self::request), but waiting up to `timeout` for the response instead
+    /// of the configured request timeout (JoinGroup is held by the broker for a whole
+    /// rebalance, for instance).
+    pub fn request_within<R: Request>(
+        &mut self,
+        req: &R,
+        timeout: Duration,
+    ) -> Result<R::Response> {
+        let mut pending = self.send(req)?;
+        pending.deadline = pending.sent_at + timeout;
+        if let Some(p) = self.pending.back_mut() {
+            p.deadline = pending.deadline;
+        }
+        self.receive::<R>(pending)
     }
 
     /// Send one request and wait for its response.
@@ -332,10 +350,10 @@ impl<S: Transport> Connection<S> {
             &self.config.client_id,
         ) {
             // Nothing was written: the connection is still in step.
-            return Err(Error::Protocol {
-                broker: self.broker.clone(),
-                detail: format!("cannot encode {api} v{version}: {e}"),
-            });
+            return Err(Error::Misuse(format!(
+                "cannot encode {api} v{version} for {}: {e}",
+                self.broker
+            )));
         }
         let stream = self.stream.as_mut().expect("checked above");
         if let Err(source) = stream
@@ -356,6 +374,7 @@ impl<S: Transport> Connection<S> {
             api_key: R::KEY,
             version,
             sent_at: Instant::now(),
+            deadline: Instant::now() + self.config.request_timeout,
         };
         if expect_response {
             self.pending.push_back(pending);
@@ -400,7 +419,7 @@ impl<S: Transport> Connection<S> {
                 )))
             }
         }
-        let deadline = pending.sent_at + self.config.request_timeout;
+        let deadline = pending.deadline;
         let limit = self.config.max_response_bytes;
         let stream = self.stream.as_mut().expect("checked above");
         let frame = match read_frame(stream, deadline, limit) {
@@ -411,7 +430,7 @@ impl<S: Transport> Connection<S> {
                     &self.broker,
                     api,
                     Phase::Read,
-                    self.config.request_timeout,
+                    pending.deadline.saturating_duration_since(pending.sent_at),
                 );
                 return Err(self.poison(err));
             }

@@ -3,6 +3,7 @@
 //! and consumer layers own the threads and call into this one.
 
 mod admin;
+mod assignor;
 mod backoff;
 mod cluster;
 mod compression;
@@ -10,11 +11,16 @@ mod config;
 mod connection;
 mod error;
 mod fetch;
+mod group;
 mod produce;
 mod records;
 mod versions;
 
 pub use admin::{is_already_exists, ListedOffset, NewTopic, OffsetSpec};
+pub use assignor::{
+    decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
+    Assignor,
+};
 pub use backoff::{retry, Backoff};
 pub use cluster::{BrokerInfo, Cluster, PartitionInfo, TopicInfo};
 pub use compression::Compression;
@@ -24,6 +30,10 @@ pub use connection::{
 };
 pub use error::{Error, KafkaCode, Location, Phase, Result};
 pub use fetch::{fetch_request, fetch_results, FetchParams, FetchTarget, FetchedPartition};
+pub use group::{
+    heartbeat, join_group, leave_group, offset_commit, offset_fetch, sync_group, JoinParams,
+    Joined, TopicPartition,
+};
 pub use produce::{
     produce_request, produce_results, Acks, PartitionBatch, PartitionResult, ProduceAck,
 };

@@ -699,9 +699,7 @@ impl Writer {
                     broker: format!("node {broker}"),
                 })),
                 Some(conn) => {
-                    let overdue = conn
-                        .oldest_sent_at()
-                        .is_some_and(|t| t + self.cfg.request_timeout <= now);
+                    let overdue = conn.oldest_deadline().is_some_and(|t| t <= now);
                     if overdue || conn.poll_response(wait) {
                         let pending = self.in_flight[idx].pending;
                         Some(conn.receive::<ProduceRequest>(pending))

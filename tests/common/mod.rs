@@ -22,6 +22,7 @@ pub fn config() -> ClientConfig {
 
 /// Connect to the test broker, failing loudly (never skipping) when it is not there.
 pub fn cluster() -> Cluster {
+    let _ = env_logger::builder().is_test(true).try_init();
     match Cluster::connect(config()) {
         Ok(c) => c,
         Err(e) => panic!(
@@ -121,5 +122,32 @@ pub fn producer_config(topic: &str) -> kpipe::ProducerConfig {
     let mut c = kpipe::ProducerConfig::new(&brokers()).topic(topic);
     c.client = config();
     c.delivery_timeout = Duration::from_secs(60);
+    c
+}
+
+/// Produce `n` records with values `"{prefix}{i}"` and keys `"k{i % 100}"` into `topic`,
+/// and wait until every one is acknowledged.
+pub fn produce(topic: &str, prefix: &str, n: usize) {
+    let producer = kpipe::Producer::new(producer_config(topic)).unwrap();
+    for i in 0..n {
+        producer
+            .send(kpipe::ProducerRecord::new(format!("{prefix}{i}")).key(format!("k{}", i % 100)))
+            .unwrap();
+    }
+    let summary = producer.close(Duration::from_secs(60)).unwrap();
+    assert_eq!(summary.delivered, n as u64, "{summary:?}");
+}
+
+/// A consumer config for the test broker with short group timings.
+pub fn consumer_config(group: &str, topic: &str, threads: usize) -> kpipe::ConsumerConfig {
+    let mut c = kpipe::ConsumerConfig::new(&brokers(), group, &[topic]);
+    c.client = config();
+    c.threads = threads;
+    c.session_timeout = Duration::from_secs(6); // the broker's minimum
+    c.heartbeat_interval = Duration::from_millis(300);
+    c.max_poll_interval = Duration::from_secs(10);
+    c.commit_interval = Duration::from_millis(500);
+    c.offset_reset = kpipe::consumer::OffsetReset::Earliest;
+    c.fetch.max_wait = Duration::from_millis(200);
     c
 }
