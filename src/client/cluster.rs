@@ -67,6 +67,9 @@ pub struct Cluster {
     brokers: HashMap<i32, BrokerInfo>,
     topics: HashMap<String, (TopicInfo, Instant)>,
     connections: HashMap<i32, Connection>,
+    /// Connections of their own for group coordination, so heartbeats never queue behind
+    /// a fetch held by the broker for up to its max wait (the Java client does the same).
+    dedicated: HashMap<i32, Connection>,
     /// The connection made while bootstrapping, used until broker ids are known.
     bootstrap: Option<Connection>,
     cluster_id: Option<String>,
@@ -108,6 +111,7 @@ impl Cluster {
             brokers: HashMap::new(),
             topics: HashMap::new(),
             connections: HashMap::new(),
+            dedicated: HashMap::new(),
             bootstrap: Some(bootstrap),
             cluster_id: None,
             controller: -1,
@@ -303,6 +307,23 @@ impl Cluster {
         Ok(self.connections.get_mut(&id).expect("inserted above"))
     }
 
+    /// A second connection to broker `id`, apart from the one data requests use: for the
+    /// group coordinator, whose requests must not wait behind pipelined fetches.
+    pub fn dedicated(&mut self, id: i32) -> Result<&mut Connection> {
+        if self.dedicated.get(&id).is_some_and(|c| !c.is_open()) {
+            self.dedicated.remove(&id);
+        }
+        if !self.dedicated.contains_key(&id) {
+            let info = self.brokers.get(&id).ok_or_else(|| Error::Protocol {
+                broker: format!("node {id}"),
+                detail: format!("broker {id} is not in the cluster metadata"),
+            })?;
+            let conn = Connection::connect(&info.addr, &self.config.connection)?;
+            self.dedicated.insert(id, conn);
+        }
+        Ok(self.dedicated.get_mut(&id).expect("inserted above"))
+    }
+
     /// The open connection to broker `id`, if there is one. Unlike [`broker`](Self::broker)
     /// this never connects, so responses owed on a connection are never awaited on another.
     pub fn existing(&mut self, id: i32) -> Option<&mut Connection> {
@@ -357,10 +378,26 @@ impl Cluster {
             let req = build(c.version::<R>()?);
             Ok((c.broker().to_owned(), c.request(&req)?))
         };
-        if let Some(conn) = self.bootstrap.as_mut().filter(|c| c.is_open()) {
+        if let Some(conn) = self
+            .bootstrap
+            .as_mut()
+            .filter(|c| c.is_open() && c.in_flight() == 0)
+        {
             return call(conn);
         }
-        let mut ids: Vec<i32> = self.connections.keys().copied().collect();
+        // Connections with pipelined requests in flight owe those responses first: skip them.
+        let busy: Vec<i32> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.in_flight() > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut ids: Vec<i32> = self
+            .connections
+            .keys()
+            .copied()
+            .filter(|id| !busy.contains(id))
+            .collect();
         ids.extend(
             self.brokers
                 .keys()
@@ -372,6 +409,16 @@ impl Cluster {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retriable() => last = Some(e),
                 Err(e) => return Err(e),
+            }
+        }
+        // A busy broker is still worth a connection of its own when nothing else is left.
+        for id in busy {
+            if let Ok(c) = self.dedicated(id) {
+                if c.in_flight() == 0 {
+                    if let Ok(v) = call(c) {
+                        return Ok(v);
+                    }
+                }
             }
         }
         // Everything known failed: go back to the bootstrap list.

@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::cluster::Cluster;
+use super::connection::Pending;
 use super::error::{Error, Location, Result};
 use super::produce::PartitionResult;
 use super::records::{decode_batches, FetchedRecord};
@@ -163,6 +164,21 @@ pub fn fetch_results(
     out
 }
 
+/// Fetch requests sent and not yet read, from [`Cluster::send_fetch`]. Hand it back to
+/// [`Cluster::receive_fetch`]: until then the connections owe responses.
+#[derive(Debug)]
+#[must_use = "fetch responses must be received, or the connections fall out of step"]
+pub struct FetchInFlight {
+    sent: Vec<(i32, Vec<FetchTarget>, Pending)>,
+}
+
+impl FetchInFlight {
+    /// The partitions asked for, with the offsets asked from.
+    pub fn targets(&self) -> impl Iterator<Item = &FetchTarget> {
+        self.sent.iter().flat_map(|(_, t, _)| t)
+    }
+}
+
 impl Cluster {
     /// Fetch `targets` from their leaders: one request per leader, all sent before any
     /// response is read, so the brokers work in parallel.
@@ -171,6 +187,17 @@ impl Cluster {
         params: &FetchParams,
         targets: &[FetchTarget],
     ) -> Result<Vec<PartitionResult<FetchedPartition>>> {
+        let inflight = self.send_fetch(params, targets)?;
+        self.receive_fetch(params, inflight)
+    }
+
+    /// Send the fetch requests for `targets` (one per leader) without waiting: the caller
+    /// can work while the brokers answer, then call [`receive_fetch`](Self::receive_fetch).
+    pub fn send_fetch(
+        &mut self,
+        params: &FetchParams,
+        targets: &[FetchTarget],
+    ) -> Result<FetchInFlight> {
         let mut by_leader: BTreeMap<i32, Vec<FetchTarget>> = BTreeMap::new();
         for t in targets {
             let leader = self.leader(&t.topic, t.partition)?;
@@ -183,24 +210,35 @@ impl Cluster {
                 Ok(pending) => sent.push((leader, group, pending)),
                 Err(e) => {
                     // Read what was already sent, so those connections stay in step.
-                    for (leader, _, pending) in sent {
-                        if let Ok(c) = self.broker(leader) {
-                            let _ = c.receive::<FetchRequest>(pending);
-                        }
-                    }
+                    let _ = self.receive_fetch(params, FetchInFlight { sent });
                     self.note_error(&e, None);
                     return Err(e);
                 }
             }
         }
+        Ok(FetchInFlight { sent })
+    }
+
+    /// Read the responses to [`send_fetch`](Self::send_fetch). Every connection is read even
+    /// if one fails; the first failure is returned.
+    pub fn receive_fetch(
+        &mut self,
+        params: &FetchParams,
+        inflight: FetchInFlight,
+    ) -> Result<Vec<PartitionResult<FetchedPartition>>> {
         let mut out = Vec::new();
         let mut first_error = None;
-        for (leader, group, pending) in sent {
-            let received = self.broker(leader).and_then(|conn| {
-                let broker = conn.broker().to_owned();
-                conn.receive::<FetchRequest>(pending)
-                    .map(|resp| (broker, resp))
-            });
+        for (leader, group, pending) in inflight.sent {
+            let received = match self.existing(leader) {
+                Some(conn) => {
+                    let broker = conn.broker().to_owned();
+                    conn.receive::<FetchRequest>(pending)
+                        .map(|resp| (broker, resp))
+                }
+                None => Err(Error::Closed {
+                    broker: format!("node {leader}"),
+                }),
+            };
             match received {
                 Ok((broker, resp)) => {
                     let results = fetch_results(&resp, &group, params, &broker);

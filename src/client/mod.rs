@@ -29,7 +29,9 @@ pub use connection::{
     decode_exact, encode_request, read_frame, Connection, FrameError, Pending, Transport,
 };
 pub use error::{Error, KafkaCode, Location, Phase, Result};
-pub use fetch::{fetch_request, fetch_results, FetchParams, FetchTarget, FetchedPartition};
+pub use fetch::{
+    fetch_request, fetch_results, FetchInFlight, FetchParams, FetchTarget, FetchedPartition,
+};
 pub use group::{
     heartbeat, join_group, leave_group, offset_commit, offset_fetch, sync_group, JoinParams,
     Joined, TopicPartition,

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use crate::client::{
     self, decode_assignment, decode_subscription, encode_assignment, encode_subscription,
     heartbeat, join_group, leave_group, offset_commit, offset_fetch, sync_group, Assignment,
-    Assignor, Backoff, Cluster, FetchTarget, JoinParams, KafkaCode, OffsetSpec, TopicPartition,
+    Assignor, Backoff, Cluster, FetchInFlight, FetchTarget, JoinParams, KafkaCode, OffsetSpec,
+    TopicPartition,
 };
 
 use super::{
@@ -51,6 +52,8 @@ struct Member {
     /// Next offset to commit: one past the last record finished.
     done: BTreeMap<TopicPartition, i64>,
     committed: BTreeMap<TopicPartition, i64>,
+    /// The next fetch, sent before the handler works through the current batch.
+    prefetched: Option<FetchInFlight>,
     last_heartbeat: Instant,
     last_commit: Instant,
     last_poll: Instant,
@@ -88,6 +91,7 @@ pub(crate) fn run<H, E>(
         positions: BTreeMap::new(),
         done: BTreeMap::new(),
         committed: BTreeMap::new(),
+        prefetched: None,
         last_heartbeat: now,
         last_commit: now,
         last_poll: now,
@@ -183,7 +187,7 @@ impl Member {
                 id
             }
         };
-        match self.cluster.broker(id) {
+        match self.cluster.dedicated(id) {
             Ok(c) => Ok(c),
             Err(e) => {
                 self.coordinator = None;
@@ -426,6 +430,7 @@ impl Member {
     }
 
     fn revoke_all(&mut self) {
+        self.drop_prefetch();
         let mut progress = self
             .shared
             .progress
@@ -597,25 +602,57 @@ impl Member {
         }
     }
 
-    /// Fetch the assigned partitions once.
-    fn fetch(&mut self) -> Result<Vec<(TopicPartition, Vec<ConsumedRecord>, i64)>, Exit> {
+    /// Fetch targets for the assigned partitions, from `offset(tp)`.
+    fn targets(&mut self, offset: impl Fn(&TopicPartition) -> i64) -> Vec<FetchTarget> {
         let mut targets = Vec::with_capacity(self.assignment.len());
-        for (t, p) in &self.assignment {
-            let id = match self.cluster.topic(t) {
+        for tp in &self.assignment {
+            let id = match self.cluster.topic(&tp.0) {
                 Ok(info) => info.id,
                 Err(e) => {
-                    log::debug!("consumer {}: metadata for {t}: {e}", self.idx);
+                    log::debug!("consumer {}: metadata for {}: {e}", self.idx, tp.0);
                     continue;
                 }
             };
             targets.push(FetchTarget {
-                topic: t.clone(),
+                topic: tp.0.clone(),
                 topic_id: id,
-                partition: *p,
-                offset: self.positions[&(t.clone(), *p)],
+                partition: tp.1,
+                offset: offset(tp),
             });
         }
-        let results = match self.cluster.fetch(&self.config.fetch, &targets) {
+        targets
+    }
+
+    /// Read a prefetch nobody will use (the assignment or positions changed), so the
+    /// connections stay in step.
+    fn drop_prefetch(&mut self) {
+        if let Some(f) = self.prefetched.take() {
+            let _ = self.cluster.receive_fetch(&self.config.fetch, f);
+        }
+    }
+
+    /// Fetch the assigned partitions once (the response to the prefetch, if one was sent),
+    /// then send the next fetch so the brokers work while the handler does.
+    fn fetch(&mut self) -> Result<Vec<(TopicPartition, Vec<ConsumedRecord>, i64)>, Exit> {
+        let (asked, results) = match self.prefetched.take() {
+            Some(f) => {
+                let asked: BTreeMap<TopicPartition, i64> = f
+                    .targets()
+                    .map(|t| ((t.topic.clone(), t.partition), t.offset))
+                    .collect();
+                (asked, self.cluster.receive_fetch(&self.config.fetch, f))
+            }
+            None => {
+                let positions = self.positions.clone();
+                let targets = self.targets(|tp| positions[tp]);
+                let asked = targets
+                    .iter()
+                    .map(|t| ((t.topic.clone(), t.partition), t.offset))
+                    .collect();
+                (asked, self.cluster.fetch(&self.config.fetch, &targets))
+            }
+        };
+        let results = match results {
             Ok(r) => r,
             Err(e) => {
                 log::debug!("consumer {}: fetch: {e}", self.idx);
@@ -630,7 +667,8 @@ impl Member {
         let mut errors = 0;
         for r in results {
             let tp = (r.topic.clone(), r.partition);
-            if !self.positions.contains_key(&tp) {
+            // Skip what no longer matches: revoked partitions, or positions that moved.
+            if self.positions.get(&tp) != asked.get(&tp) {
                 continue;
             }
             match r.result {
@@ -693,6 +731,12 @@ impl Member {
             if !self.pause(delay) {
                 return Err(Exit::Stopping);
             }
+        } else if !self.shared.stopping() && !self.rejoin {
+            let next: BTreeMap<TopicPartition, i64> =
+                out.iter().map(|(tp, _, n)| (tp.clone(), *n)).collect();
+            let positions = self.positions.clone();
+            let targets = self.targets(|tp| next.get(tp).copied().unwrap_or(positions[tp]));
+            self.prefetched = self.cluster.send_fetch(&self.config.fetch, &targets).ok();
         }
         Ok(out)
     }
