@@ -1,0 +1,325 @@
+//! The real `kpipe` binary against the real broker: bounded runs, signals mid-run, two
+//! consuming processes in one group, and bad input.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn kpipe() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kpipe"));
+    c.env("KPIPE_BROKERS", common::brokers());
+    c.stdin(Stdio::null());
+    c
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{}-{name}", common::unique_topic("cli")))
+}
+
+fn read_json(path: &PathBuf) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn last_stats(path: &PathBuf) -> Option<Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(text.lines().last()?).ok()
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kpipe did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn run_to_end(args: &[&str], limit: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = kpipe()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = wait_exit(&mut child, limit);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(code));
+    (out, started.elapsed())
+}
+
+#[test]
+fn a_bounded_run_ends_with_nothing_missing_and_the_topic_holds_exactly_the_acked_events() {
+    let topic = common::unique_topic("cli-run");
+    let summary = temp("summary.json");
+    let (out, _) = run_to_end(
+        &[
+            "run",
+            "--topic",
+            &topic,
+            "--group",
+            &topic,
+            "--count",
+            "5000",
+            "--threads",
+            "3",
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = read_json(&summary);
+    assert_eq!(s["produced"], 5000);
+    assert_eq!(s["acked"], 5000);
+    assert_eq!(s["missing"], 0);
+    assert_eq!(s["duplicates"], 0);
+    assert_eq!(s["consumed"], 5000);
+    for key in ["failed", "foreign", "lag", "latency_ms", "records_per_sec"] {
+        assert!(s.get(key).is_some(), "summary lacks {key}: {s}");
+    }
+    assert!(s["latency_ms"]["p99"].as_f64().unwrap() >= s["latency_ms"]["p50"].as_f64().unwrap());
+    let mut cluster = common::cluster();
+    assert_eq!(common::fetch_all(&mut cluster, &topic).len(), 5000);
+}
+
+fn interrupted_run(sig: &str) {
+    let topic = common::unique_topic(&format!("cli-{sig}"));
+    let (summary, stats) = (temp("summary.json"), temp("stats.jsonl"));
+    let mut child = kpipe()
+        .args([
+            "run",
+            "--topic",
+            &topic,
+            "--group",
+            &topic,
+            "--threads",
+            "4",
+        ])
+        .args([
+            "--summary-json",
+            summary.to_str().unwrap(),
+            "--stats-json",
+            stats.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::await_condition(
+        Duration::from_secs(60),
+        "a full-speed run to get going",
+        || last_stats(&stats).is_some_and(|s| s["acked"].as_u64().unwrap_or(0) > 20_000),
+    );
+    signal(&child, sig);
+    let code = wait_exit(&mut child, Duration::from_secs(90));
+    let s = read_json(&summary);
+    assert_eq!(code, 0, "SIG{sig}: {s}");
+    assert_eq!(s["missing"], 0, "{s}");
+    assert_eq!(s["failed"], 0, "{s}");
+    assert_eq!(s["stopped_by"], "signal");
+    let acked = s["acked"].as_u64().unwrap();
+    let mut cluster = common::cluster();
+    assert_eq!(
+        common::fetch_all(&mut cluster, &topic).len() as u64,
+        acked,
+        "acked == records in the topic"
+    );
+}
+
+#[test]
+fn sigint_mid_run_drains_without_loss() {
+    interrupted_run("INT");
+}
+
+#[test]
+fn sigterm_mid_run_drains_without_loss() {
+    interrupted_run("TERM");
+}
+
+#[test]
+fn two_consume_processes_split_the_partitions_and_see_every_record() {
+    let topic = common::unique_topic("cli-two");
+    let (out, _) = run_to_end(
+        &[
+            "produce",
+            "--topic",
+            &topic,
+            "--count",
+            "6000",
+            "--partitions",
+            "6",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<(PathBuf, PathBuf)> = (0..2)
+        .map(|i| (temp(&format!("s{i}.json")), temp(&format!("st{i}.jsonl"))))
+        .collect();
+    let mut children: Vec<Child> = files
+        .iter()
+        .map(|(summary, stats)| {
+            kpipe()
+                .args([
+                    "consume",
+                    "--topic",
+                    &topic,
+                    "--group",
+                    &topic,
+                    "--consumers",
+                    "1",
+                ])
+                .args([
+                    "--summary-json",
+                    summary.to_str().unwrap(),
+                    "--stats-json",
+                    stats.to_str().unwrap(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    common::await_condition(
+        Duration::from_secs(90),
+        "each process to hold 3 of the 6 partitions",
+        || {
+            files.iter().all(|(_, st)| {
+                last_stats(st).is_some_and(|s| s["assigned_partitions"].as_u64() == Some(3))
+            })
+        },
+    );
+    // Records produced now land on both halves of the split.
+    let (out, _) = run_to_end(
+        &["produce", "--topic", &topic, "--count", "6000"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::await_condition(
+        Duration::from_secs(90),
+        "both processes together to read all 12,000",
+        || {
+            files
+                .iter()
+                .map(|(_, st)| last_stats(st).map_or(0, |s| s["consumed"].as_u64().unwrap_or(0)))
+                .sum::<u64>()
+                >= 12_000
+        },
+    );
+    for c in &children {
+        signal(c, "INT");
+    }
+    let mut consumed = Vec::new();
+    for (c, (summary, _)) in children.iter_mut().zip(&files) {
+        assert_eq!(wait_exit(c, Duration::from_secs(60)), 0);
+        let s = read_json(summary);
+        assert_eq!(s["foreign"], 0);
+        consumed.push(s["consumed"].as_u64().unwrap());
+    }
+    assert!(consumed.iter().sum::<u64>() >= 12_000, "{consumed:?}");
+    assert!(
+        consumed.iter().all(|&c| c > 0),
+        "both processes read some: {consumed:?}"
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message_in_time() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let missing = common::unique_topic("cli-missing");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--threads", "0"], "--threads"),
+        (vec!["--brokers", "not-an-address"], "host:port"),
+        (vec!["--bogus-flag"], "--bogus-flag"),
+        (vec!["--linger", "soon"], "5ms"),
+        (vec!["--brokers", &dead], "./scripts/kafka up"),
+        (
+            vec!["--topic", &missing, "--no-create-topic"],
+            "does not exist",
+        ),
+        (vec!["consume", "--topic", &missing], "does not exist"),
+    ];
+    for (args, needle) in cases {
+        let (out, took) = run_to_end(&args, Duration::from_secs(30));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?} should mention {needle:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(took < Duration::from_secs(15), "{args:?} took {took:?}");
+    }
+}
+
+#[test]
+fn help_documents_every_flag_with_its_default() {
+    let (out, _) = run_to_end(&["--help"], Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--threads",
+        "--rate",
+        "--devices",
+        "--payload-bytes",
+        "--consumers",
+        "--brokers",
+        "--topic",
+        "--partitions",
+        "--group",
+        "--acks",
+        "--compression",
+        "--linger",
+        "--batch-bytes",
+        "--balancer",
+        "--duration",
+        "--count",
+        "--stats-json",
+        "--summary-json",
+        "--drain-timeout",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    assert!(
+        help.contains("[default: telemetry-events]")
+            && help.contains("[default: analytics-service-group]")
+    );
+}
