@@ -354,6 +354,9 @@ fn write_json<T: Serialize>(path: &PathBuf, value: &T) -> std::io::Result<()> {
 }
 
 fn print_report(r: &Report) {
+    if std::io::stderr().is_terminal() {
+        eprintln!(); // end the live status line
+    }
     eprintln!(
         "kpipe {}: produced {} acked {} failed {} not-attempted {} | consumed {} (foreign {}, duplicates {}, gaps {}) missing {} lag {} | e2e p50 {:.1} ms p99 {:.1} ms p999 {:.1} ms | {:.0} records/s over {:.1} s ({})",
         r.mode, r.produced, r.acked, r.failed, r.not_attempted, r.consumed, r.foreign, r.duplicates, r.sequence_gaps,
