@@ -550,7 +550,25 @@ fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
         ..Default::default()
     };
     if let Some(p) = producer {
-        match p.close(o.drain_timeout) {
+        // A second Ctrl-C cuts the drain short; what is left is reported, not waited for.
+        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (p, shutdown, drained) = (p.clone(), shutdown.clone(), drained.clone());
+            thread::spawn(move || {
+                while !drained.load(Ordering::SeqCst) {
+                    if shutdown.signal_count() >= 2 {
+                        eprintln!("kpipe: second signal: abandoning the drain");
+                        p.abort();
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let closed = p.close(o.drain_timeout);
+        drained.store(true, Ordering::SeqCst);
+        let _ = watcher.join();
+        match closed {
             Ok(s) => {
                 report.produced = s.accepted;
                 report.acked = s.delivered;

@@ -498,3 +498,29 @@ fn dropping_the_last_handle_flushes_what_was_queued() {
     drop(producer);
     assert_eq!(common::fetch_all(&mut cluster, &topic).len(), 300);
 }
+
+#[test]
+fn abort_cuts_a_drain_short_and_still_accounts_for_everything() {
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "abort", 1);
+    let mut config = common::producer_config(&topic);
+    config.linger = Duration::from_secs(30); // nothing is due before the drain
+    config.delivery_timeout = Duration::from_secs(60);
+    let producer = Producer::new(config).unwrap();
+    for i in 0..1_000 {
+        producer.send(ProducerRecord::new(format!("{i}"))).unwrap();
+    }
+    let closer = {
+        let p = producer.clone();
+        thread::spawn(move || p.close(Duration::from_secs(60)).unwrap())
+    };
+    producer.abort();
+    let summary = closer.join().unwrap();
+    assert_eq!(summary.accepted, 1_000);
+    assert_eq!(
+        summary.delivered + summary.failed + summary.not_attempted,
+        1_000,
+        "{summary:?}"
+    );
+    assert!(producer.send(ProducerRecord::new("late")).is_err());
+}

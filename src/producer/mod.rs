@@ -374,6 +374,20 @@ impl Producer {
         self.inner.close(timeout)
     }
 
+    /// Cut a drain short (a second Ctrl-C, say): stop intake if it was not stopped yet, and
+    /// make the writer give up now. A [`close`](Self::close) running on another thread then
+    /// returns at once, reporting what was left as not attempted (or, if already sent,
+    /// unacknowledged).
+    pub fn abort(&self) {
+        let shared = &*self.inner.shared;
+        *shared
+            .close_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        shared.closing.store(true, Ordering::SeqCst);
+        let _ = self.inner.tx.try_send(Msg::Wake);
+    }
+
     /// Whether the producer stopped taking records.
     pub fn is_closed(&self) -> bool {
         self.inner.shared.closing.load(Ordering::SeqCst)

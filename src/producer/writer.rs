@@ -180,6 +180,11 @@ impl Writer {
         loop {
             self.watch_shutdown_flag();
             let closing = self.shared.closing.load(Ordering::SeqCst);
+            if closing && Instant::now() >= self.close_deadline() {
+                // Out of time (or aborted): send nothing more, report what is left.
+                self.abandon();
+                break;
+            }
             let now = Instant::now();
             let wait = self.intake_wait(now, closing);
             self.intake(wait);
