@@ -284,22 +284,29 @@ impl Cluster {
         Ok(())
     }
 
+    fn broker_addr(&self, id: i32) -> Result<String> {
+        match self.brokers.get(&id) {
+            Some(info) => Ok(info.addr.clone()),
+            None => Err(Error::Protocol {
+                broker: format!("node {id}"),
+                detail: format!("broker {id} is not in the cluster metadata"),
+            }),
+        }
+    }
+
     /// The connection to broker `id`, opened on first use and reopened after a failure.
     pub fn broker(&mut self, id: i32) -> Result<&mut Connection> {
         if self.connections.get(&id).is_some_and(|c| !c.is_open()) {
             self.connections.remove(&id);
         }
         if !self.connections.contains_key(&id) {
-            let info = self.brokers.get(&id).ok_or_else(|| Error::Protocol {
-                broker: format!("node {id}"),
-                detail: format!("broker {id} is not in the cluster metadata"),
-            })?;
+            let addr = self.broker_addr(id)?;
             let conn = match self.bootstrap.take() {
                 // Reuse the bootstrap connection if it is this broker's.
-                Some(b) if b.is_open() && b.broker() == info.addr => b,
+                Some(b) if b.is_open() && b.broker() == addr => b,
                 other => {
                     self.bootstrap = other;
-                    Connection::connect(&info.addr, &self.config.connection)?
+                    Connection::connect(&addr, &self.config.connection)?
                 }
             };
             self.connections.insert(id, conn);
@@ -314,11 +321,7 @@ impl Cluster {
             self.dedicated.remove(&id);
         }
         if !self.dedicated.contains_key(&id) {
-            let info = self.brokers.get(&id).ok_or_else(|| Error::Protocol {
-                broker: format!("node {id}"),
-                detail: format!("broker {id} is not in the cluster metadata"),
-            })?;
-            let conn = Connection::connect(&info.addr, &self.config.connection)?;
+            let conn = Connection::connect(&self.broker_addr(id)?, &self.config.connection)?;
             self.dedicated.insert(id, conn);
         }
         Ok(self.dedicated.get_mut(&id).expect("inserted above"))

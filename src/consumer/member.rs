@@ -157,6 +157,15 @@ impl Member {
         }
     }
 
+    /// (group, generation, member id), as group requests name the member.
+    fn identity(&self) -> (String, i32, String) {
+        (
+            self.config.group.clone(),
+            self.generation,
+            self.member_id.clone(),
+        )
+    }
+
     fn backoff(&self) -> Backoff {
         Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
     }
@@ -458,11 +467,7 @@ impl Member {
             && now - self.last_heartbeat >= self.config.heartbeat_interval
         {
             self.last_heartbeat = now;
-            let (group, generation, member) = (
-                self.config.group.clone(),
-                self.generation,
-                self.member_id.clone(),
-            );
+            let (group, generation, member) = self.identity();
             let result = self
                 .coordinator_conn()
                 .and_then(|c| heartbeat(c, &group, generation, &member, None));
@@ -532,11 +537,7 @@ impl Member {
         if pending.is_empty() || self.generation < 0 {
             return true;
         }
-        let (group, generation, member) = (
-            self.config.group.clone(),
-            self.generation,
-            self.member_id.clone(),
-        );
+        let (group, generation, member) = self.identity();
         let result = self
             .coordinator_conn()
             .and_then(|c| offset_commit(c, &group, generation, &member, None, &pending));
