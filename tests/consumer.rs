@@ -53,6 +53,7 @@ fn six_partitions_three_threads_two_each_and_everything_handled() {
             a.len() == 3 && a.values().all(|ps| ps.len() == 2)
         },
     );
+    assert!(pool.stats().records_per_sec > 0.0);
     let summary = pool.close(Duration::from_secs(30));
     let got: HashSet<String> = values(&seen).into_iter().collect();
     assert_eq!(got.len(), 6_000);

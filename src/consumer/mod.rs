@@ -227,10 +227,12 @@ impl PartitionProgress {
 }
 
 /// A snapshot of a pool's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConsumerStats {
     /// Records the handler finished.
     pub handled: u64,
+    /// Records handled per second since the pool started.
+    pub records_per_sec: f64,
     /// Records the handler failed on that were skipped.
     pub skipped: u64,
     /// Handler errors (retried ones included).
@@ -302,6 +304,7 @@ impl PoolShared {
 /// N consumer threads in one group.
 pub struct ConsumerPool {
     shared: Arc<PoolShared>,
+    started: Instant,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -360,7 +363,11 @@ impl ConsumerPool {
                 }
             }
         }
-        Ok(ConsumerPool { shared, threads })
+        Ok(ConsumerPool {
+            shared,
+            started: Instant::now(),
+            threads,
+        })
     }
 
     /// Start a pool whose members share clones of one handler.
@@ -375,8 +382,10 @@ impl ConsumerPool {
     /// A snapshot of the counters and per-partition progress.
     pub fn stats(&self) -> ConsumerStats {
         let s = &*self.shared;
+        let handled = s.handled.get();
         ConsumerStats {
-            handled: s.handled.get(),
+            handled,
+            records_per_sec: handled as f64 / self.started.elapsed().as_secs_f64().max(1e-9),
             skipped: s.skipped.get(),
             handler_errors: s.handler_errors.get(),
             rebalances: s.rebalances.get(),

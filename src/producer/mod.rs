@@ -93,6 +93,8 @@ pub struct ProducerStats {
     pub batches: u64,
     /// Mean records per batch.
     pub avg_batch_records: f64,
+    /// Mean encoded (compressed) bytes per batch.
+    pub avg_batch_bytes: f64,
     /// Produce requests awaiting a response.
     pub requests_in_flight: u64,
     /// Batches sent again after a retriable error.
@@ -117,6 +119,7 @@ pub(crate) struct Shared {
     pub(crate) bytes_delivered: Counter,
     pub(crate) batches: Counter,
     pub(crate) batch_records: Counter,
+    pub(crate) batch_bytes: Counter,
     pub(crate) in_flight: Counter,
     pub(crate) retries: Counter,
     pub(crate) errors: Mutex<BTreeMap<String, u64>>,
@@ -196,6 +199,7 @@ impl Producer {
             bytes_delivered: Counter::default(),
             batches: Counter::default(),
             batch_records: Counter::default(),
+            batch_bytes: Counter::default(),
             in_flight: Counter::default(),
             retries: Counter::default(),
             errors: Mutex::new(BTreeMap::new()),
@@ -358,6 +362,11 @@ impl Producer {
                 0.0
             } else {
                 s.batch_records.get() as f64 / batches as f64
+            },
+            avg_batch_bytes: if batches == 0 {
+                0.0
+            } else {
+                s.batch_bytes.get() as f64 / batches as f64
             },
             requests_in_flight: s.in_flight.get(),
             retries: s.retries.get(),

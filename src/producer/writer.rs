@@ -650,6 +650,9 @@ impl Writer {
         };
         self.shared.batches.add(batches.len() as u64);
         self.shared
+            .batch_bytes
+            .add(meta.iter().map(|b| b.records.len() as u64).sum());
+        self.shared
             .batch_records
             .add(batches.iter().map(|b| b.records.len() as u64).sum());
         match sent {
