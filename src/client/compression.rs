@@ -113,7 +113,12 @@ pub fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> io::Resu
             }
         }
         Compression::Lz4 => {
-            let mut enc = lz4_flex::frame::FrameEncoder::new(out);
+            // 64 KiB independent blocks, as the Java client writes: lz4_flex's automatic
+            // block size would pick up to 8 MiB, which Java readers refuse.
+            let info = lz4_flex::frame::FrameInfo::new()
+                .block_size(lz4_flex::frame::BlockSize::Max64KB)
+                .block_mode(lz4_flex::frame::BlockMode::Independent);
+            let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, out);
             enc.write_all(input)?;
             enc.finish().map_err(io::Error::other)?;
         }
@@ -197,6 +202,76 @@ fn decompress_snappy(input: &[u8], limit: usize, out: &mut Vec<u8>) -> io::Resul
     Ok(())
 }
 
+/// Decode an LZ4 frame block by block straight into `out` (no per-frame scratch buffers:
+/// the streaming decoder allocated a buffer of the frame's block size per batch, up to
+/// 4 MiB, which dominated fetches of compressed data).
+fn decompress_lz4_frame(input: &[u8], limit: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("lz4 frame: {what}"));
+    if input.len() < 7 || input[..4] != [0x04, 0x22, 0x4d, 0x18] {
+        return Err(bad("bad magic number"));
+    }
+    let flg = input[4];
+    let bd = input[5];
+    if flg >> 6 != 1 {
+        return Err(bad("unsupported version"));
+    }
+    let independent = flg & 0x20 != 0;
+    let block_checksums = flg & 0x10 != 0;
+    let content_size = flg & 0x08 != 0;
+    let dict_id = flg & 0x01 != 0;
+    let block_max = match (bd >> 4) & 0x7 {
+        4 => 64 << 10,
+        5 => 256 << 10,
+        6 => 1 << 20,
+        7 => 4 << 20,
+        _ => return Err(bad("unsupported block size")),
+    };
+    // Header: magic, FLG, BD, [content size], [dict id], header checksum.
+    let mut at = 6 + if content_size { 8 } else { 0 } + if dict_id { 4 } else { 0 } + 1;
+    let start = out.len();
+    loop {
+        let word = input
+            .get(at..at + 4)
+            .ok_or_else(|| truncated("lz4 block size"))?;
+        at += 4;
+        let word = u32::from_le_bytes(word.try_into().expect("4 bytes"));
+        if word == 0 {
+            return Ok(()); // end mark (a content checksum may follow; the batch CRC covers it)
+        }
+        let stored = word & 0x8000_0000 != 0;
+        let len = (word & 0x7fff_ffff) as usize;
+        let block = input
+            .get(at..at + len)
+            .ok_or_else(|| truncated("lz4 block"))?;
+        at += len + if block_checksums { 4 } else { 0 };
+        if stored {
+            if out.len() - start + len > limit {
+                return Err(too_large(limit));
+            }
+            out.extend_from_slice(block);
+            continue;
+        }
+        if out.len() - start + block_max > limit + block_max {
+            return Err(too_large(limit));
+        }
+        let at_out = out.len();
+        out.resize(at_out + block_max, 0);
+        let written = if independent || at_out == start {
+            lz4_flex::block::decompress_into(block, &mut out[at_out..])
+        } else {
+            // Linked blocks may refer to the previous 64 KiB of output.
+            let (before, after) = out.split_at_mut(at_out);
+            let dict = &before[before.len().saturating_sub(64 << 10).max(start)..];
+            lz4_flex::block::decompress_into_with_dict(block, after, dict)
+        }
+        .map_err(|e| bad(&e.to_string()))?;
+        out.truncate(at_out + written);
+        if out.len() - start > limit {
+            return Err(too_large(limit));
+        }
+    }
+}
+
 fn truncated(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, format!("truncated {what}"))
 }
@@ -255,6 +330,45 @@ mod tests {
                 "{codec}"
             );
         }
+    }
+
+    #[test]
+    fn lz4_frames_of_every_shape_decode() {
+        use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
+        let input: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| ((i * 7) % 1000).to_le_bytes())
+            .collect();
+        for (size, mode) in [
+            (BlockSize::Max64KB, BlockMode::Linked),
+            (BlockSize::Max256KB, BlockMode::Independent),
+            (BlockSize::Max4MB, BlockMode::Linked),
+        ] {
+            let info = FrameInfo::new()
+                .block_size(size)
+                .block_mode(mode)
+                .block_checksums(true)
+                .content_checksum(true);
+            let mut enc = FrameEncoder::with_frame_info(info, Vec::new());
+            enc.write_all(&input).unwrap();
+            let packed = enc.finish().unwrap();
+            assert_eq!(
+                decompress(Compression::Lz4, &packed, 1 << 30).unwrap(),
+                input,
+                "{size:?} {mode:?}"
+            );
+        }
+        // Incompressible data is stored raw in blocks with the high bit set.
+        let noise: Vec<u8> = (0..100_000u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+            .collect();
+        let mut packed = Vec::new();
+        compress(Compression::Lz4, &noise, &mut packed).unwrap();
+        assert_eq!(
+            decompress(Compression::Lz4, &packed, 1 << 30).unwrap(),
+            noise
+        );
+        // What we write uses 64 KiB blocks (BD byte 0x40), which every Kafka client reads.
+        assert_eq!(packed[5], 0x40);
     }
 
     #[test]
