@@ -111,7 +111,18 @@ fn produce(a: &Args) -> (f64, u64) {
     c.buffer_bytes = c.buffer_bytes.max(a.batch_bytes * 4);
     let start = Instant::now();
     let producer = Producer::new(c).expect("start the producer (is the broker up?)");
-    let value = Bytes::from(vec![b'x'; a.size]);
+    // As Kafka's ProducerPerformance does: one payload of random uppercase letters, sent
+    // for every record (so compression sees the same data for every client).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let value: Bytes = (0..a.size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'A' + (x % 26) as u8
+        })
+        .collect::<Vec<u8>>()
+        .into();
     let next = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..a.threads)
         .map(|_| {
