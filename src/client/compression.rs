@@ -114,7 +114,8 @@ pub fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> io::Resu
         }
         Compression::Lz4 => {
             // 64 KiB independent blocks, as the Java client writes: lz4_flex's automatic
-            // block size would pick up to 8 MiB, which Java readers refuse.
+            // block size picks up to 4 MiB for a large batch, and every reader then needs a
+            // buffer that large per batch.
             let info = lz4_flex::frame::FrameInfo::new()
                 .block_size(lz4_flex::frame::BlockSize::Max64KB)
                 .block_mode(lz4_flex::frame::BlockMode::Independent);
@@ -141,9 +142,7 @@ pub fn decompress(codec: Compression, input: &[u8], limit: usize) -> io::Result<
             read_bounded(flate2::read::MultiGzDecoder::new(input), limit, &mut out)?
         }
         Compression::Snappy => decompress_snappy(input, limit, &mut out)?,
-        Compression::Lz4 => {
-            read_bounded(lz4_flex::frame::FrameDecoder::new(input), limit, &mut out)?
-        }
+        Compression::Lz4 => decompress_lz4_frame(input, limit, &mut out)?,
         Compression::Zstd => {
             read_bounded(zstd::stream::read::Decoder::new(input)?, limit, &mut out)?
         }
