@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod producer;
 pub mod shutdown;
 pub mod stats;
+mod sync;
 
 pub use consumer::{ConsumedRecord, ConsumerConfig, ConsumerPool};
 pub use producer::{Producer, ProducerConfig, ProducerRecord};

@@ -16,6 +16,7 @@ use crate::client::{
 use super::{
     ConsumedRecord, ConsumerConfig, OffsetReset, OnHandlerError, PartitionProgress, PoolShared,
 };
+use crate::sync::Locked;
 
 /// Why the member loop ended early.
 enum Exit {
@@ -392,14 +393,9 @@ impl Member {
         self.done = self.positions.clone();
         self.shared
             .assignments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .insert(self.idx, self.assignment.clone());
-        let mut progress = self
-            .shared
-            .progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut progress = self.shared.progress.locked();
         for tp in &self.assignment {
             progress.insert(
                 tp.clone(),
@@ -440,20 +436,12 @@ impl Member {
 
     fn revoke_all(&mut self) {
         self.drop_prefetch();
-        let mut progress = self
-            .shared
-            .progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut progress = self.shared.progress.locked();
         for tp in &self.assignment {
             progress.remove(tp);
         }
         drop(progress);
-        self.shared
-            .assignments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.idx);
+        self.shared.assignments.locked().remove(&self.idx);
         self.assignment.clear();
         self.positions.clear();
         self.done.clear();
@@ -544,16 +532,8 @@ impl Member {
         match result {
             Ok(results) => {
                 let mut all = true;
-                let mut shared = self
-                    .shared
-                    .committed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                let mut progress = self
-                    .shared
-                    .progress
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut shared = self.shared.committed.locked();
+                let mut progress = self.shared.progress.locked();
                 for (tp, r) in results {
                     match r {
                         Ok(()) => {
@@ -679,13 +659,7 @@ impl Member {
                         .get(&r.topic)
                         .cloned()
                         .unwrap_or_else(|| Arc::from(r.topic.as_str()));
-                    if let Some(p) = self
-                        .shared
-                        .progress
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_mut(&tp)
-                    {
+                    if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
                         p.high_watermark = part.high_watermark;
                     }
                     let records: Vec<ConsumedRecord> = part
@@ -764,13 +738,7 @@ impl Member {
                     Handled::Abandoned => return Ok(()),
                 }
                 self.done.insert(tp.clone(), rec.offset + 1);
-                if let Some(p) = self
-                    .shared
-                    .progress
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_mut(&tp)
-                {
+                if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
                     p.position = rec.offset + 1;
                 }
                 self.maintain()?;
@@ -779,13 +747,7 @@ impl Member {
                 }
             }
             self.positions.insert(tp.clone(), next);
-            if let Some(p) = self
-                .shared
-                .progress
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_mut(&tp)
-            {
+            if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
                 p.position = next;
             }
             if records.is_empty() {

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use crate::client::{self, Assignor, ClientConfig, Cluster, FetchParams, Header, TopicPartition};
 use crate::shutdown::Shutdown;
 use crate::stats::Counter;
+use crate::sync::Locked;
 
 /// Where to start reading a partition the group has no committed offset for (or whose
 /// committed offset is out of range).
@@ -290,10 +291,7 @@ impl PoolShared {
     }
 
     pub(crate) fn stop_pool(&self, why: String) {
-        let mut reason = self
-            .stopped_because
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut reason = self.stopped_because.locked();
         if reason.is_none() {
             *reason = Some(why);
         }
@@ -390,12 +388,8 @@ impl ConsumerPool {
             handler_errors: s.handler_errors.get(),
             rebalances: s.rebalances.get(),
             commit_failures: s.commit_failures.get(),
-            partitions: s.progress.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            assignments: s
-                .assignments
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            partitions: s.progress.locked().clone(),
+            assignments: s.assignments.locked().clone(),
         }
     }
 
@@ -426,17 +420,9 @@ impl ConsumerPool {
         ConsumerSummary {
             handled: s.handled.get(),
             skipped: s.skipped.get(),
-            committed: s
-                .committed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            committed: s.committed.locked().clone(),
             unfinished_members: unfinished,
-            stopped_because: s
-                .stopped_because
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            stopped_because: s.stopped_because.locked().clone(),
         }
     }
 }

@@ -37,6 +37,7 @@ pub use delivery::{
     Delivery, DeliveryError, DeliveryReceipt, DeliveryResult, ProducerRecord, SendError, WaitError,
 };
 
+use crate::sync::Locked;
 use delivery::{Envelope, Report};
 
 /// Errors building or closing a producer.
@@ -128,12 +129,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn count_error(&self, kind: String) {
-        *self
-            .errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(kind)
-            .or_default() += 1;
+        *self.errors.locked().entry(kind).or_default() += 1;
     }
 }
 
@@ -370,7 +366,7 @@ impl Producer {
             },
             requests_in_flight: s.in_flight.get(),
             retries: s.retries.get(),
-            errors: s.errors.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            errors: s.errors.locked().clone(),
             queue_depth: self.inner.tx.len(),
             latency: s.latency.percentiles(),
         }
@@ -389,10 +385,7 @@ impl Producer {
     /// unacknowledged).
     pub fn abort(&self) {
         let shared = &*self.inner.shared;
-        *shared
-            .close_deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *shared.close_deadline.locked() = Some(Instant::now());
         shared.closing.store(true, Ordering::SeqCst);
         let _ = self.inner.tx.try_send(Msg::Wake);
     }
@@ -419,18 +412,9 @@ pub enum SendAndWaitError {
 
 impl Inner {
     fn close(&self, timeout: Duration) -> Result<Summary, Error> {
-        let handle = self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or(Error::AlreadyClosed)?;
+        let handle = self.writer.locked().take().ok_or(Error::AlreadyClosed)?;
         {
-            let mut d = self
-                .shared
-                .close_deadline
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut d = self.shared.close_deadline.locked();
             let deadline = Instant::now() + timeout;
             *d = Some(d.map_or(deadline, |old| old.min(deadline)));
         }
@@ -443,12 +427,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
-        {
+        if self.writer.locked().is_none() {
             return;
         }
         match self.close(self.close_timeout) {

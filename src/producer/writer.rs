@@ -25,6 +25,7 @@ use super::balancer::Chooser;
 use super::config::{ProducerConfig, TopicDefaults};
 use super::delivery::{Delivery, DeliveryError, Envelope};
 use super::{ensure_topic, Msg, Shared, Summary};
+use crate::sync::Locked;
 
 /// Records taken from the channel per intake round, so responses are read in between.
 const MAX_INTAKE: usize = 16_384;
@@ -228,8 +229,7 @@ impl Writer {
     fn close_deadline(&self) -> Instant {
         self.shared
             .close_deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .unwrap_or_else(Instant::now)
     }
 
@@ -238,11 +238,7 @@ impl Writer {
             return;
         };
         if flag.is_triggered() && !self.shared.closing.load(Ordering::SeqCst) {
-            *self
-                .shared
-                .close_deadline
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + self.cfg.close_timeout);
+            *self.shared.close_deadline.locked() = Some(Instant::now() + self.cfg.close_timeout);
             self.shared.closing.store(true, Ordering::SeqCst);
         }
     }
