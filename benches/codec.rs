@@ -6,26 +6,12 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kpipe::client::{decode_batches, BatchBuilder, Compression, Header};
 
+mod common;
+
 const RECORDS: usize = 1_000;
 
 fn payload(i: usize, size: usize) -> Vec<u8> {
-    // Telemetry-like JSON padded with pseudo-random letters: about as compressible as real
-    // events (runs of one byte would flatter some codecs and punish others).
-    let mut v = format!(
-        "{{\"device\":\"device-{}\",\"status\":\"healthy\",\"seq\":{i},\"pad\":\"",
-        i % 100
-    )
-    .into_bytes();
-    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    while v.len() < size.saturating_sub(2) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.push(b'a' + (x % 26) as u8);
-    }
-    v.extend_from_slice(b"\"}");
-    v.truncate(size);
-    v
+    common::telemetry_json(i as u64, size, 100)
 }
 
 fn build(size: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {

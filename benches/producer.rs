@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kpipe::client::{Acks, BatchBuilder, ClientConfig, Cluster, Compression, NewTopic};
@@ -19,21 +21,7 @@ fn brokers() -> String {
 }
 
 fn payload(size: usize, i: u64) -> Bytes {
-    let mut v = format!(
-        "{{\"device\":\"device-{}\",\"status\":\"healthy\",\"seq\":{i},\"pad\":\"",
-        i % 1000
-    )
-    .into_bytes();
-    let mut x = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    while v.len() < size.saturating_sub(2) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.push(b'a' + (x % 26) as u8);
-    }
-    v.extend_from_slice(b"\"}");
-    v.truncate(size);
-    Bytes::from(v)
+    Bytes::from(common::telemetry_json(i, size, 1000))
 }
 
 /// Produce `n` records of `size` bytes from `threads` threads; returns the elapsed time.

@@ -46,20 +46,22 @@ impl Default for Backoff {
     }
 }
 
-/// Run `op` until it succeeds, fails with a non-retriable error, or `deadline` passes.
-/// `on_error` sees every retriable error first (to mark metadata stale, say).
-pub fn retry<T>(
+/// Run `op` on `state` until it succeeds, fails with a non-retriable error, or `deadline`
+/// passes. `on_error` sees every retriable error first (to mark metadata stale, say). The
+/// state is threaded through both closures so that they may share mutable access to it.
+pub fn retry<S, T>(
+    state: &mut S,
     deadline: Instant,
     backoff: &mut Backoff,
-    mut on_error: impl FnMut(&Error),
-    mut op: impl FnMut() -> Result<T>,
+    mut on_error: impl FnMut(&mut S, &Error),
+    mut op: impl FnMut(&mut S) -> Result<T>,
 ) -> Result<T> {
     loop {
-        match op() {
+        match op(state) {
             Ok(v) => return Ok(v),
             Err(e) if !e.is_retriable() => return Err(e),
             Err(e) => {
-                on_error(&e);
+                on_error(state, &e);
                 let delay = backoff.next_delay();
                 if Instant::now() + delay >= deadline {
                     return Err(e);
@@ -88,11 +90,12 @@ mod tests {
     fn retry_stops_on_permanent_errors_and_at_the_deadline() {
         let mut calls = 0;
         let permanent = retry(
+            &mut calls,
             Instant::now() + Duration::from_secs(5),
             &mut Backoff::new(Duration::from_millis(1), Duration::from_millis(1)),
-            |_| {},
-            || -> Result<()> {
-                calls += 1;
+            |_, _| {},
+            |calls| -> Result<()> {
+                *calls += 1;
                 Err(Error::Records("bad".into()))
             },
         );
@@ -101,10 +104,11 @@ mod tests {
 
         let mut seen = 0;
         let transient = retry(
+            &mut seen,
             Instant::now() + Duration::from_millis(50),
             &mut Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
-            |_| seen += 1,
-            || -> Result<()> {
+            |seen, _| *seen += 1,
+            |_| -> Result<()> {
                 Err(Error::Closed {
                     broker: "b:1".into(),
                 })
@@ -115,17 +119,18 @@ mod tests {
 
         let mut n = 0;
         let ok = retry(
+            &mut n,
             Instant::now() + Duration::from_secs(5),
             &mut Backoff::default(),
-            |_| {},
-            || {
-                n += 1;
-                if n < 2 {
+            |_, _| {},
+            |n| {
+                *n += 1;
+                if *n < 2 {
                     Err(Error::Closed {
                         broker: "b:1".into(),
                     })
                 } else {
-                    Ok(n)
+                    Ok(*n)
                 }
             },
         );

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::{Request, StrBytes};
 use uuid::Uuid;
 
-use super::backoff::Backoff;
+use super::backoff::{retry, Backoff};
 use super::config::ClientConfig;
 use super::connection::Connection;
 use super::error::{Error, KafkaCode, Location, Result};
@@ -451,25 +451,17 @@ impl Cluster {
     pub fn retrying<T>(
         &mut self,
         topic: Option<&str>,
-        mut op: impl FnMut(&mut Cluster) -> Result<T>,
+        op: impl FnMut(&mut Cluster) -> Result<T>,
     ) -> Result<T> {
         let deadline = Instant::now() + self.config.connection.request_timeout;
         let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
-        loop {
-            match op(self) {
-                Ok(v) => return Ok(v),
-                Err(e) if !e.is_retriable() => return Err(e),
-                Err(e) => {
-                    self.note_error(&e, topic);
-                    let delay = backoff.next_delay();
-                    if Instant::now() + delay >= deadline {
-                        return Err(e);
-                    }
-                    log::debug!("retrying in {delay:?} after: {e}");
-                    std::thread::sleep(delay);
-                }
-            }
-        }
+        retry(
+            self,
+            deadline,
+            &mut backoff,
+            |c, e| c.note_error(e, topic),
+            op,
+        )
     }
 
     /// The controller id reported by the last metadata response.
