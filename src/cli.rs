@@ -641,6 +641,7 @@ fn generate(
     }
     let interval = (o.rate > 0).then(|| Duration::from_secs_f64(1.0 / o.rate as f64));
     let start = Instant::now();
+    let start_us = now_us();
     let mut n: u64 = 0;
     let statuses = ["healthy", "degraded", "healthy", "healthy", "offline"];
     while !shutdown.is_triggered() {
@@ -674,7 +675,13 @@ fn generate(
             device: format!("device-{device}"),
             status: statuses[(seq % 5) as usize].into(),
             seq,
-            sent_at_us: now_us(),
+            // With --rate, latency counts from the scheduled send time, so a producer that
+            // falls behind shows up in the latency instead of hiding it (no coordinated
+            // omission). Without a rate, a send is due the moment it happens.
+            sent_at_us: match interval {
+                Some(every) => start_us + (every.as_secs_f64() * 1e6 * n as f64) as u64,
+                None => now_us(),
+            },
             pad: String::new(),
         };
         let mut json = serde_json::to_vec(&event).expect("events serialize");
