@@ -66,6 +66,31 @@ impl Histogram {
         self.max.fetch_max(us, Ordering::Relaxed);
     }
 
+    /// Record many durations at once. Neighbouring values that share a bucket (the records
+    /// of one batch, say) cost one atomic add between them, not three each.
+    pub fn record_all(&self, ds: impl IntoIterator<Item = Duration>) {
+        let (mut run_bucket, mut run_len) = (0usize, 0u64);
+        let (mut n, mut max) = (0u64, 0u64);
+        for d in ds {
+            let us = d.as_micros().min(u64::MAX as u128) as u64;
+            let b = bucket_of(us);
+            if run_len > 0 && b != run_bucket {
+                self.buckets[run_bucket].fetch_add(run_len, Ordering::Relaxed);
+                run_len = 0;
+            }
+            run_bucket = b;
+            run_len += 1;
+            n += 1;
+            max = max.max(us);
+        }
+        if n == 0 {
+            return;
+        }
+        self.buckets[run_bucket].fetch_add(run_len, Ordering::Relaxed);
+        self.count.fetch_add(n, Ordering::Relaxed);
+        self.max.fetch_max(max, Ordering::Relaxed);
+    }
+
     /// Values recorded so far.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
@@ -152,6 +177,26 @@ mod tests {
             assert!(high >= us, "{us} -> {b} -> {high}");
             assert!(high as f64 <= us as f64 * 1.07 + 1.0, "{us} -> {high}");
         }
+    }
+
+    #[test]
+    fn record_all_matches_recording_one_by_one() {
+        // Runs of one bucket, bucket changes, a lone value at the end.
+        let values: Vec<Duration> = [5u64, 5, 5, 700, 700, 3, 90_000, 90_000, 12]
+            .iter()
+            .map(|us| Duration::from_micros(*us))
+            .collect();
+        let (one, all) = (Histogram::default(), Histogram::default());
+        for d in &values {
+            one.record(*d);
+        }
+        all.record_all(values.iter().copied());
+        all.record_all(std::iter::empty());
+        assert_eq!(all.count(), one.count());
+        for q in [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0] {
+            assert_eq!(all.quantile(q), one.quantile(q), "q {q}");
+        }
+        assert_eq!(all.percentiles(), one.percentiles());
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod delivery;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -110,10 +110,12 @@ pub struct ProducerStats {
 
 /// State shared by the handles and the writer.
 pub(crate) struct Shared {
+    /// What every send touches, apart from what the writer updates.
+    pub(crate) gate: Gate,
+    pub(crate) clock: Clock,
+    /// Records the writer took from the channel (it alone counts them: a send pays for no
+    /// counter of its own).
     pub(crate) accepted: AtomicU64,
-    /// Senders between their closing check and their enqueue (see `Producer::enqueue`).
-    pub(crate) sending: AtomicUsize,
-    pub(crate) closing: AtomicBool,
     pub(crate) close_deadline: Mutex<Option<Instant>>,
     pub(crate) delivered: Counter,
     pub(crate) failed: Counter,
@@ -125,6 +127,49 @@ pub(crate) struct Shared {
     pub(crate) retries: Counter,
     pub(crate) errors: Mutex<BTreeMap<String, u64>>,
     pub(crate) latency: Histogram,
+}
+
+/// The two atomics every send touches, on a cache line of their own: the writer updates
+/// its counters many times a batch, and sharing a line with them would make each send wait
+/// for that line.
+#[repr(align(128))]
+pub(crate) struct Gate {
+    /// Senders between their closing check and their enqueue (see `Producer::enqueue`).
+    pub(crate) sending: AtomicUsize,
+    pub(crate) closing: AtomicBool,
+}
+
+/// Wall-clock milliseconds from a monotonic clock read. A send needs both an `Instant`
+/// (linger, delivery timeout, latency) and a wall-clock timestamp; this derives the second
+/// from the first, saving a system clock read per record. The writer re-reads the wall
+/// clock once a second ([`Clock::resync`]), so a stepped system clock shows within a second.
+pub(crate) struct Clock {
+    origin: Instant,
+    /// Wall-clock milliseconds at `origin`, as of the last resync.
+    offset_ms: AtomicI64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let c = Clock {
+            origin: Instant::now(),
+            offset_ms: AtomicI64::new(0),
+        };
+        c.resync();
+        c
+    }
+
+    /// Milliseconds since the Unix epoch at `now`.
+    pub(crate) fn wall_ms(&self, now: Instant) -> i64 {
+        let since = now.saturating_duration_since(self.origin).as_millis() as i64;
+        self.offset_ms.load(Ordering::Relaxed) + since
+    }
+
+    /// Re-read the wall clock.
+    pub(crate) fn resync(&self) {
+        let since = self.origin.elapsed().as_millis() as i64;
+        self.offset_ms.store(now_ms() - since, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -186,9 +231,12 @@ impl Producer {
             ensure_topic(&mut cluster, topic, config.create_topics)?;
         }
         let shared = Arc::new(Shared {
+            gate: Gate {
+                sending: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
+            },
+            clock: Clock::new(),
             accepted: AtomicU64::new(0),
-            sending: AtomicUsize::new(0),
-            closing: AtomicBool::new(false),
             close_deadline: Mutex::new(None),
             delivered: Counter::default(),
             failed: Counter::default(),
@@ -279,16 +327,13 @@ impl Producer {
         wait: Option<Duration>,
     ) -> Result<(), SendError> {
         let inner = &*self.inner;
-        if record.topic.is_none() {
-            match &inner.default_topic {
-                Some(t) => record.topic = Some(t.clone()),
-                None => {
-                    return Err(SendError::Invalid {
-                        record: Box::new(record),
-                        reason: "it names no topic and the producer has no default topic".into(),
-                    })
-                }
-            }
+        // A record without a topic stays without one: the writer knows the default, and
+        // not cloning it here spares every send an atomic on a shared reference count.
+        if record.topic.is_none() && inner.default_topic.is_none() {
+            return Err(SendError::Invalid {
+                record: Box::new(record),
+                reason: "it names no topic and the producer has no default topic".into(),
+            });
         }
         let size = record.encoded_size();
         if size > inner.max_record_bytes {
@@ -301,38 +346,40 @@ impl Producer {
                 ),
             });
         }
+        let shared = &*inner.shared;
+        let enqueued = Instant::now();
         if record.timestamp.is_none() {
-            record.timestamp = Some(now_ms());
+            record.timestamp = Some(shared.clock.wall_ms(enqueued));
         }
         // The writer stops only when `closing` is set and no sender is between the check
         // below and its enqueue, so an accepted record is always drained.
-        let shared = &*inner.shared;
-        shared.sending.fetch_add(1, Ordering::SeqCst);
-        if shared.closing.load(Ordering::SeqCst) {
-            shared.sending.fetch_sub(1, Ordering::SeqCst);
+        let gate = &shared.gate;
+        gate.sending.fetch_add(1, Ordering::SeqCst);
+        if gate.closing.load(Ordering::SeqCst) {
+            gate.sending.fetch_sub(1, Ordering::SeqCst);
             return Err(SendError::Closed(Box::new(record)));
         }
         let msg = Msg::Record(Envelope {
             record,
-            enqueued: Instant::now(),
+            enqueued,
             report,
             size,
             attempts: 0,
         });
-        let sent = match wait {
-            Some(t) => inner.tx.send_timeout(msg, t).map_err(|e| match e {
-                SendTimeoutError::Timeout(m) => (m, false),
-                SendTimeoutError::Disconnected(m) => (m, true),
-            }),
-            None => inner.tx.try_send(msg).map_err(|e| match e {
-                TrySendError::Full(m) => (m, false),
-                TrySendError::Disconnected(m) => (m, true),
-            }),
+        // Try without waiting first: a timed send reads the clock for its deadline, which
+        // a channel with room never needs.
+        let sent = match (inner.tx.try_send(msg), wait) {
+            (Ok(()), _) => Ok(()),
+            (Err(TrySendError::Full(m)), Some(t)) => {
+                inner.tx.send_timeout(m, t).map_err(|e| match e {
+                    SendTimeoutError::Timeout(m) => (m, false),
+                    SendTimeoutError::Disconnected(m) => (m, true),
+                })
+            }
+            (Err(TrySendError::Full(m)), None) => Err((m, false)),
+            (Err(TrySendError::Disconnected(m)), _) => Err((m, true)),
         };
-        if sent.is_ok() {
-            shared.accepted.fetch_add(1, Ordering::SeqCst);
-        }
-        shared.sending.fetch_sub(1, Ordering::SeqCst);
+        gate.sending.fetch_sub(1, Ordering::SeqCst);
         match sent {
             Ok(()) => Ok(()),
             Err((Msg::Record(env), disconnected)) => Err(if disconnected {
@@ -349,7 +396,8 @@ impl Producer {
         let s = &*self.inner.shared;
         let batches = s.batches.get();
         ProducerStats {
-            accepted: s.accepted.load(Ordering::Relaxed),
+            // Taken by the writer, plus waiting for it.
+            accepted: s.accepted.load(Ordering::Relaxed) + self.inner.tx.len() as u64,
             delivered: s.delivered.get(),
             failed: s.failed.get(),
             bytes_delivered: s.bytes_delivered.get(),
@@ -386,13 +434,13 @@ impl Producer {
     pub fn abort(&self) {
         let shared = &*self.inner.shared;
         *shared.close_deadline.locked() = Some(Instant::now());
-        shared.closing.store(true, Ordering::SeqCst);
+        shared.gate.closing.store(true, Ordering::SeqCst);
         let _ = self.inner.tx.try_send(Msg::Wake);
     }
 
     /// Whether the producer stopped taking records.
     pub fn is_closed(&self) -> bool {
-        self.inner.shared.closing.load(Ordering::SeqCst)
+        self.inner.shared.gate.closing.load(Ordering::SeqCst)
     }
 }
 
@@ -418,7 +466,7 @@ impl Inner {
             let deadline = Instant::now() + timeout;
             *d = Some(d.map_or(deadline, |old| old.min(deadline)));
         }
-        self.shared.closing.store(true, Ordering::SeqCst);
+        self.shared.gate.closing.store(true, Ordering::SeqCst);
         let _ = self.tx.try_send(Msg::Wake);
         // The writer gives up at the deadline and returns right after; the join is bounded.
         handle.join().map_err(|_| Error::WriterPanicked)

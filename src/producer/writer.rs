@@ -5,7 +5,7 @@
 //! responses have arrived, and when there is nothing else to do wait briefly on the oldest
 //! response. A partition has at most one batch in flight, so retries never reorder it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use kafka_protocol::messages::ProduceRequest;
+use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use crate::client::{
@@ -23,7 +24,7 @@ use crate::shutdown::Shutdown;
 
 use super::balancer::Chooser;
 use super::config::{ProducerConfig, TopicDefaults};
-use super::delivery::{Delivery, DeliveryError, Envelope};
+use super::delivery::{Delivery, DeliveryError, Envelope, Report};
 use super::{ensure_topic, Msg, Shared, Summary};
 use crate::sync::Locked;
 
@@ -33,6 +34,11 @@ const MAX_INTAKE: usize = 16_384;
 const IDLE_TICK: Duration = Duration::from_millis(100);
 /// Longest wait on a socket while records may be arriving in the channel.
 const SOCKET_TICK: Duration = Duration::from_millis(2);
+/// While records keep arriving, look for responses this often. A look costs three system
+/// calls; every loop would make it thousands a second for nothing, as a request is answered
+/// every few milliseconds at most. When the channel runs dry the writer waits on the socket
+/// instead, and sees a response the moment it arrives.
+const POLL_INTERVAL: Duration = Duration::from_millis(1);
 
 struct Settings {
     linger: Duration,
@@ -82,6 +88,87 @@ enum Topic {
     },
 }
 
+/// The topics records were sent to, looked up once per record. Records mostly come in runs
+/// for one topic, so the last one found is compared first (by pointer, then by name) before
+/// any hashing.
+#[derive(Default)]
+struct Topics {
+    entries: Vec<(Arc<str>, Topic)>,
+    index: FxHashMap<Arc<str>, usize>,
+    last: usize,
+}
+
+impl Topics {
+    fn position(&mut self, name: &str) -> Option<usize> {
+        if let Some((last, _)) = self.entries.get(self.last) {
+            if std::ptr::eq(last.as_ptr(), name.as_ptr()) && last.len() == name.len()
+                || **last == *name
+            {
+                return Some(self.last);
+            }
+        }
+        let i = *self.index.get(name)?;
+        self.last = i;
+        Some(i)
+    }
+
+    fn get(&self, name: &str) -> Option<&Topic> {
+        self.index.get(name).map(|i| &self.entries[*i].1)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Topic> {
+        self.position(name).map(|i| &mut self.entries[i].1)
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// Add or replace; returns what was replaced.
+    fn insert(&mut self, name: Arc<str>, topic: Topic) -> Option<Topic> {
+        match self.index.get(&name) {
+            Some(i) => Some(std::mem::replace(&mut self.entries[*i].1, topic)),
+            None => {
+                self.index.insert(name.clone(), self.entries.len());
+                self.entries.push((name, topic));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Topic> {
+        let i = self.index.remove(name)?;
+        let (_, topic) = self.entries.swap_remove(i);
+        if let Some((moved, _)) = self.entries.get(i) {
+            self.index.insert(moved.clone(), i);
+        }
+        self.last = 0;
+        Some(topic)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Topic)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Topic> {
+        self.entries.iter().map(|(_, v)| v)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Topic> {
+        self.entries.iter_mut().map(|(_, v)| v)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, Topic)> + '_ {
+        self.index.clear();
+        self.last = 0;
+        self.entries.drain(..)
+    }
+}
+
 struct SentBatch {
     topic: Arc<str>,
     partition: i32,
@@ -102,9 +189,16 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     cfg: Settings,
     chooser: Chooser,
-    topics: HashMap<Arc<str>, Topic>,
+    /// For records that name no topic.
+    default_topic: Option<Arc<str>>,
+    topics: Topics,
     in_flight: Vec<Request>,
     builder: BatchBuilder,
+    /// Records taken from the channel: the producer's `accepted`.
+    taken: u64,
+    clock_synced: Instant,
+    /// When responses were last looked for.
+    polled: Instant,
     delivered: u64,
     failed: u64,
     not_attempted: u64,
@@ -160,12 +254,16 @@ impl Writer {
                 close_timeout: config.close_timeout,
             },
             chooser: Chooser::new(config.balancer),
+            default_topic: config.topic.as_deref().map(Arc::from),
             cluster,
             rx,
             shared,
-            topics: HashMap::new(),
+            topics: Topics::default(),
             in_flight: Vec::new(),
             builder: BatchBuilder::with_capacity(config.batch_bytes),
+            taken: 0,
+            clock_synced: Instant::now(),
+            polled: Instant::now(),
             delivered: 0,
             failed: 0,
             not_attempted: 0,
@@ -180,26 +278,37 @@ impl Writer {
     pub(crate) fn run(mut self) -> Summary {
         loop {
             self.watch_shutdown_flag();
-            let closing = self.shared.closing.load(Ordering::SeqCst);
+            let closing = self.shared.gate.closing.load(Ordering::SeqCst);
             if closing && Instant::now() >= self.close_deadline() {
                 // Out of time (or aborted): send nothing more, report what is left.
                 self.abandon();
                 break;
             }
             let now = Instant::now();
+            if now >= self.clock_synced + Duration::from_secs(1) {
+                self.shared.clock.resync();
+                self.clock_synced = now;
+            }
             let wait = self.intake_wait(now, closing);
             self.intake(wait);
+            self.shared.accepted.store(self.taken, Ordering::Relaxed);
             let now = Instant::now();
             self.expire(now);
             self.resolve_held(now);
             self.send_due(closing);
-            let got = self.read_responses(Duration::ZERO);
-            if !got && !self.in_flight.is_empty() && self.rx.is_empty() {
-                let wait = self.next_event(Instant::now(), closing).min(SOCKET_TICK);
-                self.read_responses(wait);
+            if !self.in_flight.is_empty() {
+                let now = Instant::now();
+                if self.rx.is_empty() {
+                    let wait = self.next_event(now, closing).min(SOCKET_TICK);
+                    self.read_responses(wait);
+                    self.polled = now;
+                } else if now >= self.polled + POLL_INTERVAL {
+                    self.read_responses(Duration::ZERO);
+                    self.polled = now;
+                }
             }
             if closing {
-                if self.shared.sending.load(Ordering::SeqCst) == 0
+                if self.shared.gate.sending.load(Ordering::SeqCst) == 0
                     && self.rx.is_empty()
                     && self.is_idle()
                 {
@@ -212,7 +321,8 @@ impl Writer {
                 }
             }
         }
-        let accepted = self.shared.accepted.load(Ordering::SeqCst);
+        let accepted = self.taken;
+        self.shared.accepted.store(accepted, Ordering::Relaxed);
         let summary = Summary {
             accepted,
             delivered: self.delivered,
@@ -237,9 +347,9 @@ impl Writer {
         let Some(flag) = &self.cfg.shutdown else {
             return;
         };
-        if flag.is_triggered() && !self.shared.closing.load(Ordering::SeqCst) {
+        if flag.is_triggered() && !self.shared.gate.closing.load(Ordering::SeqCst) {
             *self.shared.close_deadline.locked() = Some(Instant::now() + self.cfg.close_timeout);
-            self.shared.closing.store(true, Ordering::SeqCst);
+            self.shared.gate.closing.store(true, Ordering::SeqCst);
         }
     }
 
@@ -341,6 +451,7 @@ impl Writer {
         match msg {
             Msg::Record(env) => {
                 let size = env.size as u64;
+                self.taken += 1;
                 self.route(env);
                 size
             }
@@ -350,7 +461,25 @@ impl Writer {
 
     /// Put a record in its partition's queue, loading the topic's metadata on first sight.
     fn route(&mut self, env: Envelope) {
-        let topic = env.record.topic.clone().expect("enqueue sets the topic");
+        // The common case, a known topic, costs one lookup and no reference counting.
+        let name = match &env.record.topic {
+            Some(t) => t,
+            None => self
+                .default_topic
+                .as_ref()
+                .expect("enqueue checks for a topic"),
+        };
+        if let Some(Topic::Ready(state)) = self.topics.get_mut(name) {
+            let p = self
+                .chooser
+                .choose(name, env.record.key.as_deref(), &state.load);
+            state.load[p] += env.size as u64;
+            let part = &mut state.parts[p];
+            part.queued_bytes += env.size as u64;
+            part.queue.push_back(env);
+            return;
+        }
+        let topic = name.clone();
         if !self.topics.contains_key(&topic) {
             let state = self.load_topic(&topic);
             match state {
@@ -568,8 +697,8 @@ impl Writer {
         if in_flight >= self.cfg.max_in_flight {
             return;
         }
-        let mut meta = Vec::new();
-        let mut batches = Vec::new();
+        let mut meta = Vec::with_capacity(parts.len());
+        let mut batches = Vec::with_capacity(parts.len());
         let mut rejected = Vec::new();
         let mut request_bytes = 100usize;
         for (topic, p, _) in parts {
@@ -580,21 +709,21 @@ impl Writer {
             let limit = part.max_records.unwrap_or(usize::MAX);
             // Take records up to batch_bytes (at least one), within the request budget.
             let budget = self.cfg.max_request_bytes.saturating_sub(request_bytes);
-            let mut taken = Vec::new();
+            let mut count = 0;
             let mut bytes = 0usize;
-            while let Some(front) = part.queue.front() {
-                let next = bytes + front.size;
-                let full =
-                    !taken.is_empty() && (next > self.cfg.batch_bytes || taken.len() >= limit);
+            for env in &part.queue {
+                let next = bytes + env.size;
+                let full = count > 0 && (next > self.cfg.batch_bytes || count >= limit);
                 if full || next + 100 > budget {
                     break;
                 }
                 bytes = next;
-                taken.push(part.queue.pop_front().expect("checked"));
+                count += 1;
             }
-            if taken.is_empty() {
+            if count == 0 {
                 break; // the request is full
             }
+            let mut taken: Vec<Envelope> = part.queue.drain(..count).collect();
             part.queued_bytes -= bytes as u64;
             part.busy = true;
             self.builder.clear();
@@ -785,8 +914,13 @@ impl Writer {
         self.delivered += n;
         self.shared.delivered.add(n);
         self.shared.bytes_delivered.add(batch.bytes);
+        self.shared
+            .latency
+            .record_all(batch.records.iter().map(|env| now - env.enqueued));
         for (i, env) in batch.records.into_iter().enumerate() {
-            self.shared.latency.record(now - env.enqueued);
+            if matches!(env.report, Report::None) {
+                continue; // nobody asked: build no report
+            }
             let offset = if ack.base_offset < 0 {
                 -1
             } else {
@@ -900,10 +1034,11 @@ impl Writer {
         loop {
             while let Ok(msg) = self.rx.try_recv() {
                 if let Msg::Record(env) = msg {
+                    self.taken += 1;
                     left.push(env);
                 }
             }
-            if self.shared.sending.load(Ordering::SeqCst) == 0 && self.rx.is_empty() {
+            if self.shared.gate.sending.load(Ordering::SeqCst) == 0 && self.rx.is_empty() {
                 break;
             }
             std::thread::yield_now();
@@ -931,5 +1066,52 @@ fn new_part(backoff: client::Backoff) -> Part {
         backoff,
         max_records: None,
         last_error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(n: usize) -> Topic {
+        Topic::Unresolved {
+            held: VecDeque::with_capacity(n),
+            retry_at: Instant::now(),
+            backoff: client::Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
+            last_error: None,
+        }
+    }
+
+    fn capacity<T: std::ops::Deref<Target = Topic>>(t: Option<T>) -> Option<usize> {
+        match t.as_deref() {
+            Some(Topic::Unresolved { held, .. }) => Some(held.capacity()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn topics_find_by_name_after_removals_and_through_the_last_hit() {
+        let mut t = Topics::default();
+        for (name, n) in [("a", 10), ("b", 20), ("c", 30)] {
+            assert!(t.insert(name.into(), held(n)).is_none());
+        }
+        // A fresh allocation with the same name finds the entry: names, not pointers, count.
+        let b: Arc<str> = "b".into();
+        assert!(capacity(t.get_mut(&b)).unwrap() >= 20);
+        assert!(capacity(t.get_mut("b")).unwrap() >= 20, "the last hit");
+        assert!(t.get_mut("bb").is_none() && t.get_mut("").is_none());
+        // Removing the first moves the last into its place; every name still finds its own.
+        assert!(capacity(t.remove("a").as_ref()).unwrap() >= 10);
+        assert!(t.remove("a").is_none());
+        assert!(!t.contains_key("a") && t.get_mut("a").is_none());
+        assert!(capacity(t.get_mut("c")).unwrap() >= 30);
+        assert!(capacity(t.get("b")).unwrap() >= 20);
+        assert!(capacity(t.get_mut("b")).unwrap() >= 20);
+        // Replacing keeps one entry.
+        assert!(t.insert("c".into(), held(40)).is_some());
+        assert_eq!(t.keys().count(), 2);
+        assert!(capacity(t.get_mut("c")).unwrap() >= 40);
+        assert_eq!(t.drain().count(), 2);
+        assert!(t.get_mut("b").is_none() && t.values().count() == 0);
     }
 }
