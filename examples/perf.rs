@@ -2,14 +2,23 @@
 //! print one line of JSON with what was measured. The harness runs it under `/usr/bin/time`
 //! for CPU and memory, exactly as it runs the peer clients.
 //!
+//! `latency` measures end-to-end latency at a fixed rate, the way every peer program does:
+//! a consumer (group, offset reset earliest) starts on the topic, then the producer sends
+//! record i at its scheduled time t0 + i / rate (at once when behind, never skipping), with
+//! that scheduled time (ns since the Unix epoch, big-endian u64) in the value's first 8
+//! bytes. The consumer's handler takes now - scheduled for every record whose scheduled time
+//! is past the warm-up, so a stall delays the records behind it and counts against them (no
+//! coordinated omission).
+//!
 //! ```text
 //! cargo run --release --example perf -- produce --topic t --records 1000000 --size 100 --acks 1 --compression lz4
 //! cargo run --release --example perf -- consume --topic t --records 1000000 --threads 1
+//! cargo run --release --example perf -- latency --topic t --rate 20000 --seconds 10 --warmup 3
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
@@ -23,6 +32,8 @@ enum Mode {
     Create,
     Produce,
     Consume,
+    /// End-to-end latency at a fixed rate (--rate, --seconds, --warmup).
+    Latency,
 }
 
 /// Produce or consume a fixed number of records and report the rate as JSON.
@@ -38,8 +49,9 @@ struct Args {
     /// Record value size in bytes.
     #[arg(long, default_value_t = 100)]
     size: usize,
-    #[arg(long, default_value = "1")]
-    acks: Acks,
+    /// Default 1 (produce), all (latency).
+    #[arg(long)]
+    acks: Option<Acks>,
     #[arg(long, default_value = "none")]
     compression: Compression,
     #[arg(long, default_value_t = 5)]
@@ -55,6 +67,15 @@ struct Args {
     /// Partitions (create).
     #[arg(long, default_value_t = 6)]
     partitions: i32,
+    /// Records per second (latency).
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    /// Measured seconds, after the warm-up (latency).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Warm-up seconds, sent but left out of the figures (latency).
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
 }
 
 fn main() {
@@ -63,6 +84,7 @@ fn main() {
         Mode::Create => return create(&a),
         Mode::Produce => produce(&a),
         Mode::Consume => consume(&a),
+        Mode::Latency => return latency(&a),
     };
     let mb = n as f64 * a.size as f64 / 1e6;
     println!(
@@ -101,28 +123,36 @@ fn create(a: &Args) {
     }
 }
 
-fn produce(a: &Args) -> (f64, u64) {
+fn producer_config(a: &Args, default_acks: Acks) -> ProducerConfig {
     let mut c = ProducerConfig::new(&a.brokers).topic(&a.topic);
-    c.acks = a.acks;
+    c.acks = a.acks.unwrap_or(default_acks);
     c.compression = a.compression;
     c.linger = Duration::from_millis(a.linger_ms);
     c.batch_bytes = a.batch_bytes;
     c.max_request_bytes = c.max_request_bytes.max(a.batch_bytes * 2);
     c.buffer_bytes = c.buffer_bytes.max(a.batch_bytes * 4);
-    let start = Instant::now();
-    let producer = Producer::new(c).expect("start the producer (is the broker up?)");
-    // As Kafka's ProducerPerformance does: one payload of random uppercase letters, sent
-    // for every record (so compression sees the same data for every client).
+    c
+}
+
+/// As Kafka's ProducerPerformance does: one payload of random uppercase letters, sent for
+/// every record (so compression sees the same data for every client).
+fn payload(size: usize) -> Vec<u8> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let value: Bytes = (0..a.size)
+    (0..size)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             b'A' + (x % 26) as u8
         })
-        .collect::<Vec<u8>>()
-        .into();
+        .collect()
+}
+
+fn produce(a: &Args) -> (f64, u64) {
+    let c = producer_config(a, Acks::Leader);
+    let start = Instant::now();
+    let producer = Producer::new(c).expect("start the producer (is the broker up?)");
+    let value: Bytes = payload(a.size).into();
     let next = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..a.threads)
         .map(|_| {
@@ -142,7 +172,7 @@ fn produce(a: &Args) -> (f64, u64) {
     (start.elapsed().as_secs_f64(), s.delivered)
 }
 
-fn consume(a: &Args) -> (f64, u64) {
+fn consumer_config(a: &Args) -> ConsumerConfig {
     let group = a
         .group
         .clone()
@@ -152,6 +182,11 @@ fn consume(a: &Args) -> (f64, u64) {
     c.offset_reset = OffsetReset::Earliest;
     c.heartbeat_interval = Duration::from_millis(500);
     c.session_timeout = Duration::from_secs(10);
+    c
+}
+
+fn consume(a: &Args) -> (f64, u64) {
+    let c = consumer_config(a);
     let count = Arc::new(AtomicU64::new(0));
     let k = count.clone();
     let start = Instant::now();
@@ -168,4 +203,122 @@ fn consume(a: &Args) -> (f64, u64) {
     let secs = start.elapsed().as_secs_f64();
     pool.close(Duration::from_secs(30));
     (secs, count.load(Ordering::Relaxed))
+}
+
+/// Nanoseconds since the Unix epoch, from the wall clock.
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+/// Nearest-rank quantile of sorted values, `q` in thousandths (exact integer ranks: 990 is
+/// p99).
+fn quantile(sorted: &[u64], q: usize) -> u64 {
+    sorted[(sorted.len() * q).div_ceil(1000).max(1) - 1]
+}
+
+fn latency(a: &Args) {
+    assert!(
+        a.size >= 8,
+        "--size must be at least 8 (the scheduled time)"
+    );
+    assert!(
+        a.rate > 0 && a.seconds > 0,
+        "--rate and --seconds must be positive"
+    );
+    let fail = |msg: String| -> ! {
+        eprintln!("perf: {msg}");
+        std::process::exit(1)
+    };
+    // The consumer: every record's (scheduled, received) pair, taken in the handler.
+    let seen = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
+    let count = Arc::new(AtomicU64::new(0));
+    let (sn, k) = (seen.clone(), count.clone());
+    let mut cc = consumer_config(a);
+    cc.fetch.max_wait = Duration::from_millis(500);
+    cc.fetch.min_bytes = 1;
+    let pool = ConsumerPool::start_cloned(cc, move |r: &ConsumedRecord| {
+        let now = wall_ns();
+        let v = r.value.as_deref().and_then(|v| v.get(..8));
+        let scheduled = u64::from_be_bytes(v.expect("a value of 8+ bytes").try_into().unwrap());
+        sn.lock().unwrap().push((scheduled, now));
+        k.fetch_add(1, Ordering::Relaxed);
+        Ok::<(), String>(())
+    })
+    .expect("start the pool (is the broker up?)");
+
+    // The producer: record i at t0 + i / rate, never skipping.
+    let producer = Producer::new(producer_config(a, Acks::All))
+        .expect("start the producer (is the broker up?)");
+    let base = payload(a.size);
+    let total = a.rate * (a.warmup + a.seconds);
+    let t0 = wall_ns();
+    let measured_from = t0 + a.warmup * 1_000_000_000;
+    for i in 0..total {
+        let scheduled = t0 + i * 1_000_000_000 / a.rate;
+        let now = wall_ns();
+        if scheduled > now {
+            std::thread::sleep(Duration::from_nanos(scheduled - now));
+        }
+        let mut value = base.clone();
+        value[..8].copy_from_slice(&scheduled.to_be_bytes());
+        producer
+            .send(ProducerRecord::new(value))
+            .unwrap_or_else(|e| fail(format!("send: {e}")));
+    }
+    let sent_end = wall_ns();
+    let s = producer
+        .close(Duration::from_secs(60))
+        .unwrap_or_else(|e| fail(format!("close: {e}")));
+    if s.delivered != total {
+        fail(format!(
+            "{} of {total} records delivered: {s:?}",
+            s.delivered
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count.load(Ordering::Relaxed) < total {
+        if Instant::now() > deadline {
+            fail(format!(
+                "{} of {total} records arrived within 60 s of the producer's end",
+                count.load(Ordering::Relaxed)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    pool.close(Duration::from_secs(30));
+
+    let seen = seen.lock().unwrap();
+    // When the consumer got going: a first record after the warm-up means start-up backlog
+    // is in the figures (the harness warns).
+    let first = seen.iter().map(|(_, got)| *got).min().unwrap_or(t0) - t0;
+    let mut lat: Vec<u64> = seen
+        .iter()
+        .filter(|(scheduled, _)| *scheduled >= measured_from)
+        .map(|(scheduled, got)| got.saturating_sub(*scheduled))
+        .collect();
+    lat.sort_unstable();
+    if lat.is_empty() {
+        fail("no measured records".into());
+    }
+    let measured_sent = total - (a.rate * a.warmup);
+    let window = sent_end.max(t0 + (a.warmup + a.seconds) * 1_000_000_000) - measured_from;
+    let ms = |ns: u64| ns as f64 / 1e6;
+    println!(
+        "{}",
+        serde_json::json!({
+            "client": "kpipe",
+            "mode": "latency",
+            "rate": a.rate,
+            "records": lat.len(),
+            "p50_ms": ms(quantile(&lat, 500)),
+            "p99_ms": ms(quantile(&lat, 990)),
+            "p999_ms": ms(quantile(&lat, 999)),
+            "max_ms": ms(*lat.last().unwrap()),
+            "sent_rate": measured_sent as f64 / (window as f64 / 1e9),
+            "first_ms": ms(first),
+        })
+    );
 }
