@@ -727,25 +727,38 @@ impl Member {
         E: Display,
     {
         for (tp, records, next) in batch {
+            // What was finished is noted in `done` (and the shared progress) only before
+            // maintenance, which may commit it, and when the partition's records end: per
+            // record, a map insert, a key clone and a lock cost more than a small handler.
+            let mut finished: Option<i64> = None;
+            let mut handled = 0u64;
             for rec in &records {
-                if self.shared.stopping() {
-                    return Err(Exit::Stopping);
-                }
-                match self.handle(rec, handler) {
-                    Handled::Done => self.shared.handled.add(1),
+                let outcome = if self.shared.stopping() {
+                    Handled::Interrupted
+                } else {
+                    self.handle(rec, handler)
+                };
+                match outcome {
+                    Handled::Done => handled += 1,
                     Handled::Skipped => self.shared.skipped.add(1),
-                    Handled::Interrupted => return Err(Exit::Stopping),
-                    Handled::Abandoned => return Ok(()),
+                    Handled::Interrupted | Handled::Abandoned => {
+                        self.note_finished(&tp, finished, handled);
+                        return match outcome {
+                            Handled::Abandoned => Ok(()),
+                            _ => Err(Exit::Stopping),
+                        };
+                    }
                 }
-                self.done.insert(tp.clone(), rec.offset + 1);
-                if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
-                    p.position = rec.offset + 1;
-                }
-                self.maintain()?;
-                if self.rejoin {
-                    return Ok(()); // the rest of the batch goes to whoever owns it next
+                finished = Some(rec.offset + 1);
+                if self.maintenance_due(Instant::now()) {
+                    self.note_finished(&tp, finished.take(), std::mem::take(&mut handled));
+                    self.maintain()?;
+                    if self.rejoin {
+                        return Ok(()); // the rest of the batch goes to whoever owns it next
+                    }
                 }
             }
+            self.note_finished(&tp, finished, handled);
             self.positions.insert(tp.clone(), next);
             if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
                 p.position = next;
@@ -757,6 +770,31 @@ impl Member {
             }
         }
         Ok(())
+    }
+
+    /// Note records of `tp` as finished up to `next` (exclusive), `handled` of them new.
+    fn note_finished(&mut self, tp: &TopicPartition, next: Option<i64>, handled: u64) {
+        if handled > 0 {
+            self.shared.handled.add(handled);
+        }
+        let Some(next) = next else { return };
+        match self.done.get_mut(tp) {
+            Some(d) => *d = next,
+            None => {
+                self.done.insert(tp.clone(), next);
+            }
+        }
+        if let Some(p) = self.shared.progress.locked().get_mut(tp) {
+            p.position = next;
+        }
+    }
+
+    /// Whether [`maintain`](Self::maintain) has anything to do: a heartbeat or commit is
+    /// due, or the poll interval ran out. Cheap enough to ask after every record.
+    fn maintenance_due(&self, now: Instant) -> bool {
+        now - self.last_heartbeat >= self.config.heartbeat_interval
+            || now - self.last_commit >= self.config.commit_interval
+            || now - self.last_poll > self.config.max_poll_interval
     }
 
     fn handle<H, E>(&mut self, rec: &ConsumedRecord, handler: &mut H) -> Handled
