@@ -199,6 +199,10 @@ pub(crate) struct Writer {
     clock_synced: Instant,
     /// When responses were last looked for.
     polled: Instant,
+    /// Requests sent.
+    sends: u64,
+    /// The last intake found the buffer full.
+    full: bool,
     delivered: u64,
     failed: u64,
     not_attempted: u64,
@@ -264,6 +268,8 @@ impl Writer {
             taken: 0,
             clock_synced: Instant::now(),
             polled: Instant::now(),
+            sends: 0,
+            full: false,
             delivered: 0,
             failed: 0,
             not_attempted: 0,
@@ -289,6 +295,7 @@ impl Writer {
                 self.shared.clock.resync();
                 self.clock_synced = now;
             }
+            let (taken, sends) = (self.taken, self.sends);
             let wait = self.intake_wait(now, closing);
             self.intake(wait);
             self.shared.accepted.store(self.taken, Ordering::Relaxed);
@@ -296,16 +303,35 @@ impl Writer {
             self.expire(now);
             self.resolve_held(now);
             self.send_due(closing);
+            // A loop that took no record and sent no request (the buffer is full, or what
+            // is due must wait for the in-flight limit or a backoff) must wait, not spin.
+            let stuck = self.taken == taken && self.sends == sends;
+            let now = Instant::now();
             if !self.in_flight.is_empty() {
-                let now = Instant::now();
-                if self.rx.is_empty() {
-                    let wait = self.next_event(now, closing).min(SOCKET_TICK);
+                if stuck || self.rx.is_empty() {
+                    // Wait for a response, or until something is due; a batch that is due
+                    // but cannot go has to wait for a response anyway.
+                    let due = self.next_event(now, closing);
+                    let wait = if stuck && due.is_zero() {
+                        SOCKET_TICK
+                    } else {
+                        due.min(SOCKET_TICK)
+                    };
                     self.read_responses(wait);
                     self.polled = now;
                 } else if now >= self.polled + POLL_INTERVAL {
                     self.read_responses(Duration::ZERO);
                     self.polled = now;
                 }
+            } else if stuck && self.full {
+                // Full, with nothing in flight: what is queued waits for a retry backoff or
+                // for metadata. Sleep until then.
+                let due = self.next_event(now, closing);
+                std::thread::sleep(if due.is_zero() {
+                    SOCKET_TICK
+                } else {
+                    due.min(SOCKET_TICK)
+                });
             }
             if closing {
                 if self.shared.gate.sending.load(Ordering::SeqCst) == 0
@@ -411,6 +437,7 @@ impl Writer {
     /// than `buffer_bytes`: beyond that the channel fills and senders feel backpressure.
     fn intake(&mut self, wait: Duration) {
         let mut room = self.cfg.buffer_bytes.saturating_sub(self.buffered());
+        self.full = room == 0;
         if room == 0 {
             if !wait.is_zero() {
                 // Nothing can be taken; wait for what is due instead of spinning.
@@ -773,6 +800,7 @@ impl Writer {
         } else {
             conn.send(&req).map(Some)
         };
+        self.sends += 1;
         self.shared.batches.add(batches.len() as u64);
         self.shared
             .batch_bytes
