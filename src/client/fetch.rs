@@ -12,7 +12,7 @@ use super::cluster::Cluster;
 use super::connection::Pending;
 use super::error::{Error, Location, Result};
 use super::produce::PartitionResult;
-use super::records::{decode_batches, FetchedRecord};
+use super::records::{Batches, FetchedRecord};
 
 /// Request-wide fetch settings (the Go design's MinBytes / MaxBytes / MaxWait).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,10 @@ pub struct FetchParams {
     pub partition_max_bytes: i32,
     /// Largest size one compressed batch may expand to. Default 256 MiB.
     pub max_decompressed: usize,
+    /// Leave the records in [`FetchedPartition::batches`], for the caller to decode a batch
+    /// at a time, instead of decoding them all into [`FetchedPartition::records`]: memory
+    /// then holds one expanded batch, not a whole response's. Default false.
+    pub decode_lazily: bool,
 }
 
 impl Default for FetchParams {
@@ -38,6 +42,7 @@ impl Default for FetchParams {
             max_bytes: 50 << 20,
             partition_max_bytes: 1 << 20,
             max_decompressed: 256 << 20,
+            decode_lazily: false,
         }
     }
 }
@@ -58,8 +63,11 @@ pub struct FetchTarget {
 /// What one partition returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedPartition {
-    /// Records at or after the requested offset, in order.
+    /// Records at or after the requested offset, in order (none if decoding lazily).
     pub records: Vec<FetchedRecord>,
+    /// With [`FetchParams::decode_lazily`], the batches those records are in, undecoded
+    /// (their headers were read, their checksums and contents not yet); else empty.
+    pub batches: Batches,
     /// Where the next fetch should start (past control batches and the last record).
     pub next_offset: i64,
     /// The partition's high watermark.
@@ -138,16 +146,20 @@ pub fn fetch_results(
                 .find(|x| x.topic == name && x.partition == p.partition_index)
                 .map_or(0, |x| x.offset);
             let result = Error::check(p.error_code, at, None).and_then(|()| {
-                let mut records = Vec::new();
-                let empty = bytes::Bytes::new();
-                let data = p.records.as_ref().unwrap_or(&empty);
-                let info = decode_batches(data, requested, params.max_decompressed, &mut records)
-                    .map_err(|detail| Error::Protocol {
+                let corrupt = |detail: String| Error::Protocol {
                     broker: broker.to_owned(),
                     detail: format!("{name}-{}: {detail}", p.partition_index),
-                })?;
+                };
+                let data = p.records.clone().unwrap_or_default();
+                let mut batches = Batches::new(data, requested, params.max_decompressed);
+                let info = batches.scan().map_err(corrupt)?;
+                let mut records = Vec::new();
+                if !params.decode_lazily {
+                    while batches.next_batch(&mut records).map_err(corrupt)? {}
+                }
                 Ok(FetchedPartition {
                     records,
+                    batches,
                     next_offset: info.next_offset.unwrap_or(requested).max(requested),
                     high_watermark: p.high_watermark,
                     log_start_offset: p.log_start_offset,

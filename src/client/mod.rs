@@ -40,6 +40,6 @@ pub use produce::{
     produce_request, produce_results, Acks, PartitionBatch, PartitionResult, ProduceAck,
 };
 pub use records::{
-    decode_batches, encode_batch, BatchBuilder, DecodeInfo, FetchedRecord, Header, Record,
+    decode_batches, encode_batch, BatchBuilder, Batches, DecodeInfo, FetchedRecord, Header, Record,
 };
 pub use versions::{api_name, client_range, floor, BrokerVersions};

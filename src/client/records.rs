@@ -216,32 +216,109 @@ pub fn decode_batches(
     max_decompressed: usize,
     out: &mut Vec<FetchedRecord>,
 ) -> Result<DecodeInfo, String> {
-    let mut info = DecodeInfo::default();
-    let mut at = 0usize;
-    while at < data.len() {
-        let rest = &data[at..];
+    let mut batches = Batches::new(data.clone(), min_offset, max_decompressed);
+    let info = batches.scan()?;
+    while batches.next_batch(out)? {}
+    Ok(info)
+}
+
+/// One partition's fetched data, decoded a batch at a time: a compressed batch is expanded
+/// only when its records are wanted, so a reader holds one expanded batch rather than a
+/// whole fetch response's worth (which, for data that compresses 100 times, is hundreds of
+/// megabytes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Batches {
+    data: Bytes,
+    at: usize,
+    min_offset: i64,
+    max_decompressed: usize,
+}
+
+impl Batches {
+    /// Batches in `data`; records below `min_offset` are skipped, and a compressed batch
+    /// may expand to at most `max_decompressed` bytes.
+    pub fn new(data: Bytes, min_offset: i64, max_decompressed: usize) -> Self {
+        Batches {
+            data,
+            at: 0,
+            min_offset,
+            max_decompressed,
+        }
+    }
+
+    /// Read the batch headers from here on without decoding them: where the next fetch
+    /// starts, whether the data ends early, how many batches are complete. An impossible
+    /// length is an error; checksums and contents are checked by
+    /// [`next_batch`](Self::next_batch).
+    pub fn scan(&self) -> Result<DecodeInfo, String> {
+        let mut info = DecodeInfo::default();
+        let mut at = self.at;
+        while let Some(total) = self.complete_at(at, &mut info)? {
+            let batch = &self.data[at..at + total];
+            let base_offset = be_i64(batch, 0);
+            let last_offset_delta = be_i32(batch, 23);
+            info.next_offset = Some(
+                base_offset
+                    .wrapping_add(last_offset_delta as i64)
+                    .wrapping_add(1),
+            );
+            info.batches += 1;
+            at += total;
+        }
+        Ok(info)
+    }
+
+    /// The length of the complete batch at `at`, or `None` at the end (noting a truncated
+    /// batch in `info`).
+    fn complete_at(&self, at: usize, info: &mut DecodeInfo) -> Result<Option<usize>, String> {
+        let rest = &self.data[at..];
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        // A fetch can end anywhere, even inside a batch's length field.
         if rest.len() < LOG_OVERHEAD {
             info.truncated = true;
-            break;
+            return Ok(None);
         }
-        let length = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
-        if length < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
-            return Err(format!(
-                "batch at byte {at} has length {length}, below the v2 header size"
-            ));
-        }
-        let total = LOG_OVERHEAD + length as usize;
+        // At least BATCH_HEADER_LEN: the header fields can be read.
+        let total = check_length(rest, at)?;
         if rest.len() < total {
             info.truncated = true;
-            break;
+            return Ok(None);
         }
-        let batch = data.slice(at..at + total);
-        at += total;
-        let next = decode_one(&batch, min_offset, max_decompressed, out)?;
-        info.next_offset = Some(next);
-        info.batches += 1;
+        Ok(Some(total))
     }
-    Ok(info)
+
+    /// Decode the next complete batch, appending its records at or above the minimum
+    /// offset to `out`. `false` when no complete batch is left.
+    pub fn next_batch(&mut self, out: &mut Vec<FetchedRecord>) -> Result<bool, String> {
+        let Some(total) = self.complete_at(self.at, &mut DecodeInfo::default())? else {
+            return Ok(false);
+        };
+        let batch = self.data.slice(self.at..self.at + total);
+        self.at += total;
+        decode_one(&batch, self.min_offset, self.max_decompressed, out)?;
+        Ok(true)
+    }
+
+    /// Whether no complete batch is left.
+    pub fn is_empty(&self) -> bool {
+        !matches!(
+            self.complete_at(self.at, &mut DecodeInfo::default()),
+            Ok(Some(_))
+        )
+    }
+}
+
+/// The total size of the batch at the start of `rest` (at byte `at`), from its length field.
+fn check_length(rest: &[u8], at: usize) -> Result<usize, String> {
+    let length = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+    if length < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32 {
+        return Err(format!(
+            "batch at byte {at} has length {length}, below the v2 header size"
+        ));
+    }
+    Ok(LOG_OVERHEAD + length as usize)
 }
 
 fn be_i64(b: &[u8], at: usize) -> i64 {
@@ -626,6 +703,76 @@ mod tests {
         data[16] = 1;
         let err = decode_batches(&Bytes::from(data), 0, 1 << 20, &mut out).unwrap_err();
         assert!(err.contains("magic 1"), "{err}");
+    }
+
+    /// Batches of 10 records at offsets 0, 10, 20 (lz4, none, zstd), then a cut one.
+    fn three_batches_and_a_cut() -> Vec<u8> {
+        let mut data = Vec::new();
+        let codecs = [Compression::Lz4, Compression::None, Compression::Zstd];
+        for (i, codec) in codecs.into_iter().enumerate() {
+            let mut b = encode_batch(&sample(10), codec).unwrap().to_vec();
+            // The base offset is outside the checksum.
+            b[0..8].copy_from_slice(&(i as i64 * 10).to_be_bytes());
+            data.extend_from_slice(&b);
+        }
+        let cut = encode_batch(&sample(10), Compression::None).unwrap();
+        data.extend_from_slice(&cut[..30]);
+        data
+    }
+
+    #[test]
+    fn batches_decode_one_at_a_time_what_decode_batches_decodes_at_once() {
+        let data = Bytes::from(three_batches_and_a_cut());
+        let (all, info) = decode_all(&data, 5);
+        assert_eq!(
+            (info.next_offset, info.truncated, info.batches),
+            (Some(30), true, 3)
+        );
+        let mut batches = Batches::new(data, 5, 1 << 30);
+        assert_eq!(batches.scan().unwrap(), info);
+        let (mut sizes, mut got) = (Vec::new(), Vec::new());
+        while !batches.is_empty() {
+            let mut one = Vec::new();
+            assert!(batches.next_batch(&mut one).unwrap());
+            sizes.push(one.len());
+            got.extend(one);
+            // What is left scans to the same end.
+            assert_eq!(
+                batches.scan().unwrap().next_offset,
+                info.next_offset.filter(|_| !batches.is_empty())
+            );
+        }
+        assert!(
+            !batches.next_batch(&mut got).unwrap(),
+            "the cut batch is not decoded"
+        );
+        assert_eq!(sizes, [5, 10, 10], "offsets below 5 are skipped");
+        assert_eq!(got, all);
+    }
+
+    #[test]
+    fn a_corrupt_batch_fails_when_its_turn_comes() {
+        let mut data = three_batches_and_a_cut();
+        let second_end = 2 * data.len() / 3; // inside the second or third batch's body
+        data[second_end] ^= 0xff;
+        let mut batches = Batches::new(Bytes::from(data), 0, 1 << 30);
+        // Headers are intact: the scan, which reads no contents, finds no fault.
+        assert_eq!(batches.scan().unwrap().batches, 3);
+        let mut out = Vec::new();
+        let mut result = Ok(true);
+        while let Ok(true) = result {
+            result = batches.next_batch(&mut out);
+        }
+        let err = result.unwrap_err();
+        assert!(
+            err.contains("corrupt") || err.contains("lz4") || err.contains("zstd"),
+            "{err}"
+        );
+        assert!(
+            out.len() >= 10,
+            "the batches before it were decoded: {}",
+            out.len()
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use crate::client::{
     self, decode_assignment, decode_subscription, encode_assignment, encode_subscription,
     heartbeat, join_group, leave_group, offset_commit, offset_fetch, sync_group, Assignment,
-    Assignor, Backoff, Cluster, FetchInFlight, FetchTarget, JoinParams, KafkaCode, OffsetSpec,
-    TopicPartition,
+    Assignor, Backoff, Batches, Cluster, FetchInFlight, FetchTarget, JoinParams, KafkaCode,
+    OffsetSpec, TopicPartition,
 };
 
 use super::{
@@ -60,9 +60,18 @@ struct Member {
     last_poll: Instant,
 }
 
+/// One partition's share of a fetch response, its batches not yet decoded.
+struct Fetched {
+    tp: TopicPartition,
+    topic: Arc<str>,
+    batches: Batches,
+    /// Where the next fetch starts.
+    next: i64,
+}
+
 pub(crate) fn run<H, E>(
     idx: usize,
-    config: ConsumerConfig,
+    mut config: ConsumerConfig,
     cluster: Option<Cluster>,
     shared: Arc<PoolShared>,
     mut handler: H,
@@ -70,6 +79,8 @@ pub(crate) fn run<H, E>(
     H: FnMut(&ConsumedRecord) -> Result<(), E>,
     E: Display,
 {
+    // A member expands one batch at a time, as the handler gets to it.
+    config.fetch.decode_lazily = true;
     let cluster = match cluster {
         Some(c) => c,
         None => match connect(&config, &shared) {
@@ -614,7 +625,7 @@ impl Member {
 
     /// Fetch the assigned partitions once (the response to the prefetch, if one was sent),
     /// then send the next fetch so the brokers work while the handler does.
-    fn fetch(&mut self) -> Result<Vec<(TopicPartition, Vec<ConsumedRecord>, i64)>, Exit> {
+    fn fetch(&mut self) -> Result<Vec<Fetched>, Exit> {
         let (asked, results) = match self.prefetched.take() {
             Some(f) => {
                 let asked: BTreeMap<TopicPartition, i64> = f
@@ -662,20 +673,12 @@ impl Member {
                     if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
                         p.high_watermark = part.high_watermark;
                     }
-                    let records: Vec<ConsumedRecord> = part
-                        .records
-                        .into_iter()
-                        .map(|rec| ConsumedRecord {
-                            topic: topic.clone(),
-                            partition: r.partition,
-                            offset: rec.offset,
-                            timestamp: rec.timestamp,
-                            key: rec.key,
-                            value: rec.value,
-                            headers: rec.headers,
-                        })
-                        .collect();
-                    out.push((tp, records, part.next_offset));
+                    out.push(Fetched {
+                        tp,
+                        topic,
+                        batches: part.batches,
+                        next: part.next_offset,
+                    });
                 }
                 Err(e) if e.kafka_code() == Some(KafkaCode::OffsetOutOfRange) => {
                     log::warn!(
@@ -701,14 +704,14 @@ impl Member {
                 }
             }
         }
-        if errors > 0 && out.iter().all(|(_, recs, _)| recs.is_empty()) {
+        if errors > 0 && out.iter().all(|f| f.batches.is_empty()) {
             let delay = self.backoff().next_delay();
             if !self.pause(delay) {
                 return Err(Exit::Stopping);
             }
         } else if !self.shared.stopping() && !self.rejoin {
             let next: BTreeMap<TopicPartition, i64> =
-                out.iter().map(|(tp, _, n)| (tp.clone(), *n)).collect();
+                out.iter().map(|f| (f.tp.clone(), f.next)).collect();
             let positions = self.positions.clone();
             let targets = self.targets(|tp| next.get(tp).copied().unwrap_or(positions[tp]));
             self.prefetched = self.cluster.send_fetch(&self.config.fetch, &targets).ok();
@@ -717,44 +720,89 @@ impl Member {
     }
 
     /// Hand a fetched batch to the handler, record by record.
-    fn process<H, E>(
-        &mut self,
-        batch: Vec<(TopicPartition, Vec<ConsumedRecord>, i64)>,
-        handler: &mut H,
-    ) -> Result<(), Exit>
+    fn process<H, E>(&mut self, batch: Vec<Fetched>, handler: &mut H) -> Result<(), Exit>
     where
         H: FnMut(&ConsumedRecord) -> Result<(), E>,
         E: Display,
     {
-        for (tp, records, next) in batch {
+        let mut decoded = Vec::new();
+        for Fetched {
+            tp,
+            topic,
+            mut batches,
+            next,
+        } in batch
+        {
             // What was finished is noted in `done` (and the shared progress) only before
             // maintenance, which may commit it, and when the partition's records end: per
             // record, a map insert, a key clone and a lock cost more than a small handler.
             let mut finished: Option<i64> = None;
             let mut handled = 0u64;
-            for rec in &records {
-                let outcome = if self.shared.stopping() {
-                    Handled::Interrupted
-                } else {
-                    self.handle(rec, handler)
-                };
-                match outcome {
-                    Handled::Done => handled += 1,
-                    Handled::Skipped => self.shared.skipped.add(1),
-                    Handled::Interrupted | Handled::Abandoned => {
+            let mut any = false;
+            loop {
+                decoded.clear();
+                match batches.next_batch(&mut decoded) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        // A corrupt batch: what came before it is done; fetch it again
+                        // from there after a pause (the prefetch, from further on, is
+                        // dropped because the position no longer matches it).
                         self.note_finished(&tp, finished, handled);
-                        return match outcome {
-                            Handled::Abandoned => Ok(()),
-                            _ => Err(Exit::Stopping),
+                        // `positions` still holds where this fetch started.
+                        let resume = finished.or(self.positions.get(&tp).copied());
+                        log::warn!(
+                            "consumer {}: {}-{}: {e}; fetching again from {:?}",
+                            self.idx,
+                            tp.0,
+                            tp.1,
+                            resume
+                        );
+                        if let Some(at) = resume {
+                            self.positions.insert(tp.clone(), at);
+                        }
+                        let delay = self.backoff().next_delay();
+                        return if self.pause(delay) {
+                            Ok(())
+                        } else {
+                            Err(Exit::Stopping)
                         };
                     }
                 }
-                finished = Some(rec.offset + 1);
-                if self.maintenance_due(Instant::now()) {
-                    self.note_finished(&tp, finished.take(), std::mem::take(&mut handled));
-                    self.maintain()?;
-                    if self.rejoin {
-                        return Ok(()); // the rest of the batch goes to whoever owns it next
+                for fetched in decoded.drain(..) {
+                    any = true;
+                    let rec = ConsumedRecord {
+                        topic: topic.clone(),
+                        partition: tp.1,
+                        offset: fetched.offset,
+                        timestamp: fetched.timestamp,
+                        key: fetched.key,
+                        value: fetched.value,
+                        headers: fetched.headers,
+                    };
+                    let outcome = if self.shared.stopping() {
+                        Handled::Interrupted
+                    } else {
+                        self.handle(&rec, handler)
+                    };
+                    match outcome {
+                        Handled::Done => handled += 1,
+                        Handled::Skipped => self.shared.skipped.add(1),
+                        Handled::Interrupted | Handled::Abandoned => {
+                            self.note_finished(&tp, finished, handled);
+                            return match outcome {
+                                Handled::Abandoned => Ok(()),
+                                _ => Err(Exit::Stopping),
+                            };
+                        }
+                    }
+                    finished = Some(rec.offset + 1);
+                    if self.maintenance_due(Instant::now()) {
+                        self.note_finished(&tp, finished, std::mem::take(&mut handled));
+                        self.maintain()?;
+                        if self.rejoin {
+                            return Ok(()); // the rest goes to whoever owns it next
+                        }
                     }
                 }
             }
@@ -763,7 +811,7 @@ impl Member {
             if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
                 p.position = next;
             }
-            if records.is_empty() {
+            if !any {
                 self.done
                     .entry(tp.clone())
                     .and_modify(|d| *d = (*d).max(next));
