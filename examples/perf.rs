@@ -30,6 +30,8 @@ use kpipe::{ConsumedRecord, ConsumerConfig, Producer, ProducerConfig, ProducerRe
 enum Mode {
     /// Create the topic (6 partitions unless --partitions), replacing an existing one.
     Create,
+    /// Delete the topic (a missing one is fine).
+    Delete,
     Produce,
     Consume,
     /// End-to-end latency at a fixed rate (--rate, --seconds, --warmup).
@@ -82,6 +84,7 @@ fn main() {
     let a = Args::parse();
     let (secs, n) = match a.mode {
         Mode::Create => return create(&a),
+        Mode::Delete => return delete(&a),
         Mode::Produce => produce(&a),
         Mode::Consume => consume(&a),
         Mode::Latency => return latency(&a),
@@ -120,6 +123,19 @@ fn create(a: &Args) {
                 .unwrap_or_else(|e| fail(e));
         }
         Err(e) => fail(e),
+    }
+}
+
+fn delete(a: &Args) {
+    use kpipe::client::{ClientConfig, Cluster, Error, KafkaCode};
+    let fail = |e: Error| -> ! {
+        eprintln!("perf: {e}");
+        std::process::exit(1)
+    };
+    let mut cluster = Cluster::connect(ClientConfig::new([&a.brokers])).unwrap_or_else(|e| fail(e));
+    match cluster.delete_topic(&a.topic, Duration::from_secs(60)) {
+        Err(e) if e.kafka_code() != Some(KafkaCode::UnknownTopicOrPartition) => fail(e),
+        _ => {}
     }
 }
 
