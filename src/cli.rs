@@ -115,6 +115,10 @@ pub struct Opts {
     /// Bound on the drain after stopping, e.g. 30s.
     #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Leave events sent in the first DURATION of the run (start-up, the group join) out of
+    /// the latency figures, e.g. 3s. Every event still counts for loss and duplicates.
+    #[arg(long, global = true, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
     /// Bound on connecting to the brokers, e.g. 5s.
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -235,13 +239,16 @@ struct Ledger {
     gaps: AtomicU64,
     ours: AtomicU64,
     latency: Histogram,
+    /// Events sent before this (µs since the epoch) are left out of `latency` (--warmup).
+    latency_from_us: u64,
     /// consume mode: events of any run, by (run, device): seen bits.
     other_runs: Mutex<HashMap<(u64, String), Vec<u64>>>,
 }
 
 impl Ledger {
-    fn new(run: u64, devices: u32) -> Self {
+    fn new(run: u64, devices: u32, latency_from_us: u64) -> Self {
         Ledger {
+            latency_from_us,
             run,
             devices: (0..devices)
                 .map(|_| Mutex::new(Device::default()))
@@ -253,6 +260,13 @@ impl Ledger {
             ours: AtomicU64::new(0),
             latency: Histogram::default(),
             other_runs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record_latency(&self, now_us: u64, sent_at_us: u64) {
+        if sent_at_us >= self.latency_from_us {
+            self.latency
+                .record(Duration::from_micros(now_us.saturating_sub(sent_at_us)));
         }
     }
 
@@ -277,8 +291,7 @@ impl Ledger {
                 return;
             }
             self.ours.fetch_add(1, Ordering::Relaxed);
-            self.latency
-                .record(Duration::from_micros(now.saturating_sub(event.sent_at_us)));
+            self.record_latency(now, event.sent_at_us);
             let mut runs = self.other_runs.lock().unwrap_or_else(|p| p.into_inner());
             if set_bit(
                 runs.entry((event.run, event.device)).or_default(),
@@ -289,8 +302,7 @@ impl Ledger {
             return;
         }
         self.ours.fetch_add(1, Ordering::Relaxed);
-        self.latency
-            .record(Duration::from_micros(now.saturating_sub(event.sent_at_us)));
+        self.record_latency(now, event.sent_at_us);
         let idx = Self::device_index(&event.device).expect("checked") as usize;
         let mut d = self.devices[idx].lock().unwrap_or_else(|p| p.into_inner());
         if set_bit(&mut d.seen, event.seq) {
@@ -444,7 +456,11 @@ fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
     drop(cluster);
 
     let run_id = now_us();
-    let ledger = Arc::new(Ledger::new(run_id, o.devices));
+    let ledger = Arc::new(Ledger::new(
+        run_id,
+        o.devices,
+        run_id + o.warmup.as_micros() as u64,
+    ));
     let started = Instant::now();
 
     // Consumers first, so that they are in place before the first event.

@@ -101,9 +101,50 @@ fn a_bounded_run_ends_with_nothing_missing_and_the_topic_holds_exactly_the_acked
     for key in ["failed", "foreign", "lag", "latency_ms", "records_per_sec"] {
         assert!(s.get(key).is_some(), "summary lacks {key}: {s}");
     }
+    assert!(s["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{s}");
     assert!(s["latency_ms"]["p99"].as_f64().unwrap() >= s["latency_ms"]["p50"].as_f64().unwrap());
     let mut cluster = common::cluster();
     assert_eq!(common::fetch_all(&mut cluster, &topic).len(), 5000);
+}
+
+#[test]
+fn warmup_leaves_early_events_out_of_the_latency_but_not_out_of_the_count() {
+    let topic = common::unique_topic("cli-warmup");
+    let summary = temp("warmup-summary.json");
+    let (out, _) = run_to_end(
+        &[
+            "run",
+            "--topic",
+            &topic,
+            "--group",
+            &topic,
+            "--count",
+            "2000",
+            "--rate",
+            "4000",
+            // Longer than the run: every event is sent during the warm-up.
+            "--warmup",
+            "1h",
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = read_json(&summary);
+    assert_eq!(
+        (s["consumed"].as_u64(), s["missing"].as_u64()),
+        (Some(2000), Some(0)),
+        "{s}"
+    );
+    for q in ["p50", "p99", "p999"] {
+        assert_eq!(s["latency_ms"][q].as_f64(), Some(0.0), "{q} in {s}");
+    }
 }
 
 fn interrupted_run(sig: &str) {
@@ -315,6 +356,7 @@ fn help_documents_every_flag_with_its_default() {
         "--stats-json",
         "--summary-json",
         "--drain-timeout",
+        "--warmup",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
