@@ -82,7 +82,7 @@ pub struct Summary {
 /// A snapshot of the producer's counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProducerStats {
-    /// Records taken from senders.
+    /// Records accepted from senders: those the writer took plus those queued for it.
     pub accepted: u64,
     /// Records acknowledged.
     pub delivered: u64,
