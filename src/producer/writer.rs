@@ -77,6 +77,16 @@ struct TopicState {
     load: Vec<u64>,
 }
 
+impl TopicState {
+    /// Queue a record on partition `p`.
+    fn push(&mut self, p: usize, env: Envelope) {
+        self.load[p] += env.size as u64;
+        let part = &mut self.parts[p];
+        part.queued_bytes += env.size as u64;
+        part.queue.push_back(env);
+    }
+}
+
 enum Topic {
     Ready(TopicState),
     /// Metadata could not be loaded yet (say, the broker is down): records wait here.
@@ -89,8 +99,7 @@ enum Topic {
 }
 
 /// The topics records were sent to, looked up once per record. Records mostly come in runs
-/// for one topic, so the last one found is compared first (by pointer, then by name) before
-/// any hashing.
+/// for one topic, so the last one found is compared first, before any hashing.
 #[derive(Default)]
 struct Topics {
     entries: Vec<(Arc<str>, Topic)>,
@@ -101,9 +110,7 @@ struct Topics {
 impl Topics {
     fn position(&mut self, name: &str) -> Option<usize> {
         if let Some((last, _)) = self.entries.get(self.last) {
-            if std::ptr::eq(last.as_ptr(), name.as_ptr()) && last.len() == name.len()
-                || **last == *name
-            {
+            if **last == *name {
                 return Some(self.last);
             }
         }
@@ -311,12 +318,7 @@ impl Writer {
                 if stuck || self.rx.is_empty() {
                     // Wait for a response, or until something is due; a batch that is due
                     // but cannot go has to wait for a response anyway.
-                    let due = self.next_event(now, closing);
-                    let wait = if stuck && due.is_zero() {
-                        SOCKET_TICK
-                    } else {
-                        due.min(SOCKET_TICK)
-                    };
+                    let wait = self.stuck_wait(now, closing, stuck);
                     self.read_responses(wait);
                     self.polled = now;
                 } else if now >= self.polled + POLL_INTERVAL {
@@ -326,12 +328,7 @@ impl Writer {
             } else if stuck && self.full {
                 // Full, with nothing in flight: what is queued waits for a retry backoff or
                 // for metadata. Sleep until then.
-                let due = self.next_event(now, closing);
-                std::thread::sleep(if due.is_zero() {
-                    SOCKET_TICK
-                } else {
-                    due.min(SOCKET_TICK)
-                });
+                std::thread::sleep(self.stuck_wait(now, closing, true));
             }
             if closing {
                 if self.shared.gate.sending.load(Ordering::SeqCst) == 0
@@ -407,6 +404,18 @@ impl Writer {
         self.next_event(now, closing)
     }
 
+    /// How long to wait for a response (or, with nothing in flight, to sleep): until the
+    /// next due event, at most SOCKET_TICK. A loop that made no progress (`stuck`) while
+    /// something is already due waits a whole tick: what is due cannot go until then.
+    fn stuck_wait(&self, now: Instant, closing: bool, stuck: bool) -> Duration {
+        let due = self.next_event(now, closing);
+        if stuck && due.is_zero() {
+            SOCKET_TICK
+        } else {
+            due.min(SOCKET_TICK)
+        }
+    }
+
     /// Time until something is due: a linger, a retry, an expiry.
     fn next_event(&self, now: Instant, closing: bool) -> Duration {
         let mut next = now + IDLE_TICK;
@@ -439,11 +448,7 @@ impl Writer {
         let mut room = self.cfg.buffer_bytes.saturating_sub(self.buffered());
         self.full = room == 0;
         if room == 0 {
-            if !wait.is_zero() {
-                // Nothing can be taken; wait for what is due instead of spinning.
-                std::thread::sleep(wait.min(SOCKET_TICK));
-            }
-            return;
+            return; // nothing can be taken: the loop waits for what is due (`stuck_wait`)
         }
         let first = if wait.is_zero() {
             self.rx.try_recv().ok()
@@ -500,11 +505,7 @@ impl Writer {
             let p = self
                 .chooser
                 .choose(name, env.record.key.as_deref(), &state.load);
-            state.load[p] += env.size as u64;
-            let part = &mut state.parts[p];
-            part.queued_bytes += env.size as u64;
-            part.queue.push_back(env);
-            return;
+            return state.push(p, env);
         }
         let topic = name.clone();
         if !self.topics.contains_key(&topic) {
@@ -539,10 +540,7 @@ impl Writer {
                 let p = self
                     .chooser
                     .choose(&topic, env.record.key.as_deref(), &state.load);
-                state.load[p] += env.size as u64;
-                let part = &mut state.parts[p];
-                part.queued_bytes += env.size as u64;
-                part.queue.push_back(env);
+                state.push(p, env);
             }
         }
     }
