@@ -182,6 +182,16 @@ impl Member {
         Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
     }
 
+    /// Pause for the retry backoff before fetching again, keeping heartbeats going.
+    fn pause_to_retry(&mut self) -> Result<(), Exit> {
+        let delay = self.backoff().next_delay();
+        if self.pause(delay) {
+            Ok(())
+        } else {
+            Err(Exit::Stopping)
+        }
+    }
+
     /// Sleep up to `d`, in slices, keeping heartbeats going. Returns false if stopping.
     fn pause(&mut self, d: Duration) -> bool {
         let until = Instant::now() + d;
@@ -648,10 +658,7 @@ impl Member {
             Ok(r) => r,
             Err(e) => {
                 log::debug!("consumer {}: fetch: {e}", self.idx);
-                let delay = self.backoff().next_delay();
-                if !self.pause(delay) {
-                    return Err(Exit::Stopping);
-                }
+                self.pause_to_retry()?;
                 return Ok(Vec::new());
             }
         };
@@ -705,10 +712,7 @@ impl Member {
             }
         }
         if errors > 0 && out.iter().all(|f| f.batches.is_empty()) {
-            let delay = self.backoff().next_delay();
-            if !self.pause(delay) {
-                return Err(Exit::Stopping);
-            }
+            self.pause_to_retry()?;
         } else if !self.shared.stopping() && !self.rejoin {
             let next: BTreeMap<TopicPartition, i64> =
                 out.iter().map(|f| (f.tp.clone(), f.next)).collect();
@@ -761,12 +765,7 @@ impl Member {
                         if let Some(at) = resume {
                             self.positions.insert(tp.clone(), at);
                         }
-                        let delay = self.backoff().next_delay();
-                        return if self.pause(delay) {
-                            Ok(())
-                        } else {
-                            Err(Exit::Stopping)
-                        };
+                        return self.pause_to_retry();
                     }
                 }
                 for fetched in decoded.drain(..) {
