@@ -516,3 +516,37 @@ pub(crate) fn ensure_topic(
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_derives_wall_time_from_instants() {
+        let clock = Clock::new();
+        let before = now_ms();
+        let derived = clock.wall_ms(Instant::now());
+        let after = now_ms();
+        // Two truncations to whole milliseconds: at most 1 ms off either way.
+        assert!(
+            before - 1 <= derived && derived <= after + 1,
+            "{before} {derived} {after}"
+        );
+        // Later instants give later (never earlier) times, at the instants' own spacing.
+        let t = Instant::now();
+        let (a, b) = (
+            clock.wall_ms(t),
+            clock.wall_ms(t + Duration::from_millis(1500)),
+        );
+        assert!((1499..=1501).contains(&(b - a)), "{a} {b}");
+        // An instant before the clock's origin is not a panic.
+        let early = clock.origin.checked_sub(Duration::from_secs(1));
+        if let Some(early) = early {
+            assert!(clock.wall_ms(early) <= a);
+        }
+        // A resync keeps the reading within the same bounds.
+        clock.resync();
+        let derived = clock.wall_ms(Instant::now());
+        assert!((derived - now_ms()).abs() <= 1, "{derived}");
+    }
+}
