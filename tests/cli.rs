@@ -66,26 +66,15 @@ fn run_to_end(args: &[&str], limit: Duration) -> (Output, Duration) {
     (out, started.elapsed())
 }
 
-#[test]
-fn a_bounded_run_ends_with_nothing_missing_and_the_topic_holds_exactly_the_acked_events() {
-    let topic = common::unique_topic("cli-run");
-    let summary = temp("summary.json");
-    let (out, _) = run_to_end(
-        &[
-            "run",
-            "--topic",
-            &topic,
-            "--group",
-            &topic,
-            "--count",
-            "5000",
-            "--threads",
-            "3",
-            "--summary-json",
-            summary.to_str().unwrap(),
-        ],
-        Duration::from_secs(120),
-    );
+/// `kpipe run` on a fresh topic (and group of the same name) with `args`, to exit 0;
+/// returns the topic and the summary.
+fn run_ok(prefix: &str, args: &[&str]) -> (String, Value) {
+    let topic = common::unique_topic(prefix);
+    let summary = temp(&format!("{prefix}-summary.json"));
+    let mut all = vec!["run", "--topic", &topic, "--group", &topic];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--summary-json", summary.to_str().unwrap()]);
+    let (out, _) = run_to_end(&all, Duration::from_secs(120));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -93,6 +82,12 @@ fn a_bounded_run_ends_with_nothing_missing_and_the_topic_holds_exactly_the_acked
         String::from_utf8_lossy(&out.stderr)
     );
     let s = read_json(&summary);
+    (topic, s)
+}
+
+#[test]
+fn a_bounded_run_ends_with_nothing_missing_and_the_topic_holds_exactly_the_acked_events() {
+    let (topic, s) = run_ok("cli-run", &["--count", "5000", "--threads", "3"]);
     assert_eq!(s["produced"], 5000);
     assert_eq!(s["acked"], 5000);
     assert_eq!(s["missing"], 0);
@@ -109,34 +104,11 @@ fn a_bounded_run_ends_with_nothing_missing_and_the_topic_holds_exactly_the_acked
 
 #[test]
 fn warmup_leaves_early_events_out_of_the_latency_but_not_out_of_the_count() {
-    let topic = common::unique_topic("cli-warmup");
-    let summary = temp("warmup-summary.json");
-    let (out, _) = run_to_end(
-        &[
-            "run",
-            "--topic",
-            &topic,
-            "--group",
-            &topic,
-            "--count",
-            "2000",
-            "--rate",
-            "4000",
-            // Longer than the run: every event is sent during the warm-up.
-            "--warmup",
-            "1h",
-            "--summary-json",
-            summary.to_str().unwrap(),
-        ],
-        Duration::from_secs(120),
+    // A warm-up longer than the run: every event is sent during it.
+    let (_, s) = run_ok(
+        "cli-warmup",
+        &["--count", "2000", "--rate", "4000", "--warmup", "1h"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = read_json(&summary);
     assert_eq!(
         (s["consumed"].as_u64(), s["missing"].as_u64()),
         (Some(2000), Some(0)),
