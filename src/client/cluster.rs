@@ -13,6 +13,7 @@ use super::backoff::{retry, Backoff};
 use super::config::ClientConfig;
 use super::connection::Connection;
 use super::error::{Error, KafkaCode, Location, Result};
+use super::transport::Connector;
 
 /// A broker as the metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,8 @@ impl TopicInfo {
 #[derive(Debug)]
 pub struct Cluster {
     config: ClientConfig,
+    /// How every connection of this cluster is opened (TCP, TLS, SASL).
+    connector: Connector,
     brokers: HashMap<i32, BrokerInfo>,
     topics: HashMap<String, (TopicInfo, Instant)>,
     connections: HashMap<i32, Connection>,
@@ -81,14 +84,18 @@ impl Cluster {
     /// order) and load the broker list.
     pub fn connect(config: ClientConfig) -> Result<Self> {
         config.validate()?;
+        let connector = Connector::new(&config)?;
         let mut failures = Vec::new();
         let mut bootstrap = None;
         for addr in &config.bootstrap {
-            match Connection::connect(addr, &config.connection) {
+            match connector.connect(addr) {
                 Ok(conn) => {
                     bootstrap = Some(conn);
                     break;
                 }
+                // Refused credentials or certificates would be refused by every broker:
+                // say so now rather than try them all.
+                Err(e @ (Error::Auth { .. } | Error::Tls { .. })) => return Err(e),
                 Err(e) => {
                     log::debug!("bootstrap {addr}: {e}");
                     failures.push((addr, e));
@@ -108,6 +115,7 @@ impl Cluster {
         };
         let mut cluster = Cluster {
             config,
+            connector,
             brokers: HashMap::new(),
             topics: HashMap::new(),
             connections: HashMap::new(),
@@ -306,7 +314,7 @@ impl Cluster {
                 Some(b) if b.is_open() && b.broker() == addr => b,
                 other => {
                     self.bootstrap = other;
-                    Connection::connect(&addr, &self.config.connection)?
+                    self.connector.connect(&addr)?
                 }
             };
             self.connections.insert(id, conn);
@@ -321,7 +329,7 @@ impl Cluster {
             self.dedicated.remove(&id);
         }
         if !self.dedicated.contains_key(&id) {
-            let conn = Connection::connect(&self.broker_addr(id)?, &self.config.connection)?;
+            let conn = self.connector.connect(&self.broker_addr(id)?)?;
             self.dedicated.insert(id, conn);
         }
         Ok(self.dedicated.get_mut(&id).expect("inserted above"))
@@ -426,7 +434,7 @@ impl Cluster {
         }
         // Everything known failed: go back to the bootstrap list.
         for addr in &self.config.bootstrap {
-            match Connection::connect(addr, &self.config.connection) {
+            match self.connector.connect(addr) {
                 Ok(mut conn) => {
                     let resp = call(&mut conn);
                     self.bootstrap = Some(conn);

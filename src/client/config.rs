@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::error::{Error, Result};
+use super::security::SecurityConfig;
 
 /// How one connection behaves. Part of [`ClientConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub struct ClientConfig {
     /// Metadata older than this is refreshed before use. Default 5 min (the Java client's
     /// `metadata.max.age.ms`).
     pub metadata_max_age: Duration,
+    /// TLS and SASL: `security.protocol` and what it needs. Default plaintext.
+    pub security: SecurityConfig,
 }
 
 impl Default for ClientConfig {
@@ -50,6 +53,7 @@ impl Default for ClientConfig {
             bootstrap: vec!["localhost:9092".to_owned()],
             connection: ConnectionConfig::default(),
             metadata_max_age: Duration::from_secs(300),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -120,7 +124,7 @@ impl ClientConfig {
                 ),
             });
         }
-        Ok(())
+        self.security.validate()
     }
 }
 

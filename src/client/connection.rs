@@ -11,17 +11,21 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
 
 use super::config::ConnectionConfig;
-use super::error::{Error, Phase, Result};
+use super::error::{Error, KafkaCode, Phase, Result};
+use super::sasl::{SaslSession, Step};
+use super::security::Sasl;
+use super::transport::{is_tls_failure, Connector, Stream};
 use super::versions::{api_name, client_range, BrokerVersions};
 
 /// A byte stream a [`Connection`] can run over, with settable timeouts.
@@ -37,6 +41,10 @@ pub trait Transport: Read + Write + Send {
     /// consuming anything. `Ok(true)` also when the peer closed or the stream failed, so
     /// that the next read reports it.
     fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool>;
+    /// Whether the bytes travel inside TLS (for error hints). Default `false`.
+    fn is_tls(&self) -> bool {
+        false
+    }
 }
 
 impl Transport for TcpStream {
@@ -94,14 +102,21 @@ impl Pending {
 }
 
 /// One connection to one broker. Not thread-safe by design: one thread owns it.
-pub struct Connection<S: Transport = TcpStream> {
+pub struct Connection<S: Transport = Stream> {
     stream: Option<S>,
     broker: String,
     config: ConnectionConfig,
     versions: BrokerVersions,
     next_correlation_id: i32,
     pending: VecDeque<Pending>,
+    /// Response frames already read for the oldest `pending` requests (read ahead so that a
+    /// re-authentication can run with nothing in flight), oldest first.
+    read_ahead: VecDeque<Vec<u8>>,
     write_buf: BytesMut,
+    /// The SASL credentials this connection authenticated with, for re-authentication.
+    sasl: Option<Sasl>,
+    /// When to re-authenticate (KIP-368), if the broker limits the session's lifetime.
+    reauth_at: Option<Instant>,
 }
 
 impl<S: Transport> std::fmt::Debug for Connection<S> {
@@ -114,52 +129,13 @@ impl<S: Transport> std::fmt::Debug for Connection<S> {
     }
 }
 
-impl Connection<TcpStream> {
-    /// Open a TCP connection to `addr` (`host:port`) within the connect timeout, then
-    /// negotiate API versions.
+impl Connection<Stream> {
+    /// Open a plain TCP connection to `addr` (`host:port`) within the connect timeout, then
+    /// negotiate API versions. For TLS or SASL, use a [`Connector`] built from a
+    /// [`ClientConfig`](super::ClientConfig).
     pub fn connect(addr: &str, config: &ConnectionConfig) -> Result<Self> {
-        let stream = tcp_connect(addr, config.connect_timeout)?;
-        Connection::handshake(stream, addr, config.clone())
+        Connector::plaintext(config).connect(addr)
     }
-}
-
-fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
-    let connect_err = |source| Error::Connect {
-        addr: addr.to_owned(),
-        source,
-    };
-    // Note: name resolution itself (getaddrinfo) has no timeout of its own.
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(connect_err)?.collect();
-    let deadline = Instant::now() + timeout;
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
-    // Try every address the name resolves to (localhost may be ::1 first), all within one
-    // connect timeout.
-    for sock in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match TcpStream::connect_timeout(&sock, left) {
-            Ok(stream) => {
-                stream.set_nodelay(true).map_err(connect_err)?;
-                return Ok(stream);
-            }
-            Err(e) => last = e,
-        }
-    }
-    if matches!(
-        last.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    ) || Instant::now() >= deadline
-    {
-        return Err(Error::Timeout {
-            phase: Phase::Connect,
-            broker: addr.to_owned(),
-            api: None,
-            after: timeout,
-        });
-    }
-    Err(connect_err(last))
 }
 
 impl<S: Transport> Connection<S> {
@@ -180,9 +156,12 @@ impl<S: Transport> Connection<S> {
             versions: BrokerVersions::default(),
             next_correlation_id: 0,
             pending: VecDeque::new(),
+            read_ahead: VecDeque::new(),
             write_buf: BytesMut::with_capacity(1024),
+            sasl: None,
+            reauth_at: None,
         };
-        conn.negotiate()?;
+        conn.negotiate().map_err(|e| conn.hint_security(e))?;
         Ok(conn)
     }
 
@@ -239,6 +218,147 @@ impl<S: Transport> Connection<S> {
         }))
     }
 
+    /// Authenticate with SASL: SaslHandshake names the mechanism, then SaslAuthenticate
+    /// requests carry the mechanism's messages until it is done. When the broker limits
+    /// the session (KIP-368, `connections.max.reauth.ms`), the connection re-authenticates
+    /// on its own before the session ends (see [`send`](Self::send)).
+    pub fn authenticate(&mut self, sasl: Sasl) -> Result<()> {
+        let mechanism = sasl.mechanism();
+        let auth_err = |conn: &Self, message: String| Error::Auth {
+            broker: conn.broker.clone(),
+            mechanism: mechanism.name(),
+            user: sasl.username().map(str::to_owned),
+            message,
+        };
+        self.reauth_at = None;
+        let started = Instant::now();
+        let mut hs = SaslHandshakeRequest::default();
+        hs.mechanism = StrBytes::from_static_str(mechanism.name());
+        let resp = self.request(&hs)?;
+        if resp.error_code != 0 {
+            let enabled: Vec<&str> = resp.mechanisms.iter().map(|m| m.as_str()).collect();
+            let message = match KafkaCode::try_from_code(resp.error_code) {
+                Some(KafkaCode::UnsupportedSaslMechanism) => format!(
+                    "the broker does not offer {mechanism} on this listener (it offers: {}); set sasl.mechanism to one of those",
+                    if enabled.is_empty() { "none".to_owned() } else { enabled.join(", ") }
+                ),
+                Some(KafkaCode::IllegalSaslState) => "the broker does not expect SASL here; is this a listener without SASL? then use security.protocol=PLAINTEXT or SSL".to_owned(),
+                Some(code) => format!("SaslHandshake failed: {code}"),
+                None => format!("SaslHandshake failed with error {}", resp.error_code),
+            };
+            let err = auth_err(self, message);
+            return Err(self.poison(err));
+        }
+        let (mut session, mut out) = match SaslSession::start(&sasl) {
+            Ok(v) => v,
+            Err(message) => {
+                let err = auth_err(self, message);
+                return Err(self.poison(err));
+            }
+        };
+        loop {
+            let mut req = SaslAuthenticateRequest::default();
+            req.auth_bytes = Bytes::from(std::mem::take(&mut out));
+            let resp = self.request(&req)?;
+            if resp.error_code != 0 {
+                let said = resp
+                    .error_message
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .filter(|m| !m.is_empty());
+                let message = match (session.failure(), said) {
+                    (Some(why), _) => why.to_owned(),
+                    (None, Some(m)) => m,
+                    (None, None) => KafkaCode::try_from_code(resp.error_code)
+                        .map_or_else(|| format!("error {}", resp.error_code), |c| c.to_string()),
+                };
+                let err = auth_err(self, message);
+                // The broker closes the connection after a failed authentication.
+                return Err(self.poison(err));
+            }
+            match session.next(&resp.auth_bytes) {
+                Ok(Step::Send(bytes)) => out = bytes,
+                Ok(Step::Done) => {
+                    if resp.session_lifetime_ms > 0 {
+                        self.reauth_at = Some(reauth_time(started, resp.session_lifetime_ms));
+                    }
+                    break;
+                }
+                Err(message) => {
+                    let err = auth_err(self, message);
+                    return Err(self.poison(err));
+                }
+            }
+        }
+        log::debug!("authenticated to {} with {mechanism}", self.broker);
+        self.sasl = Some(sasl);
+        Ok(())
+    }
+
+    /// Re-authenticate if the session is due to end (KIP-368): responses still owed are
+    /// read ahead first, so nothing in flight is lost, then the SASL exchange runs again.
+    fn reauthenticate_if_due(&mut self) -> Result<()> {
+        let due = self.reauth_at.is_some_and(|at| Instant::now() >= at);
+        let Some(sasl) = self.sasl.clone().filter(|_| due) else {
+            return Ok(());
+        };
+        self.read_ahead_all()?;
+        log::debug!("re-authenticating to {} (KIP-368)", self.broker);
+        self.authenticate(sasl)
+    }
+
+    /// Read every owed response frame into `read_ahead`, each within its own deadline.
+    fn read_ahead_all(&mut self) -> Result<()> {
+        let limit = self.config.max_response_bytes;
+        while self.read_ahead.len() < self.pending.len() {
+            let p = self.pending[self.read_ahead.len()];
+            let stream = self.stream.as_mut().expect("checked by the caller");
+            match read_frame(stream, p.deadline, limit) {
+                Ok(frame) => self.read_ahead.push_back(frame),
+                Err(e) => {
+                    let err = self.frame_error(e, &p);
+                    return Err(self.poison(err));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// When the connection will re-authenticate, if the broker limits its session.
+    pub fn reauthentication_due(&self) -> Option<Instant> {
+        self.reauth_at
+    }
+
+    /// Add the likely cause to a failure of the very first exchange: a plaintext client at
+    /// a TLS listener reads a TLS record (0x15 0x03 ..) where a frame size should be, or
+    /// sees the connection closed.
+    fn hint_security(&self, err: Error) -> Error {
+        let is_tls = self.stream.as_ref().is_some_and(|s| s.is_tls());
+        match err {
+            Error::FrameTooLarge { broker, actual, .. }
+                if !is_tls && matches!((actual >> 24) & 0xff, 0x14..=0x17) && (actual >> 16) & 0xff == 3 =>
+            {
+                Error::Tls {
+                    broker,
+                    cause: "the broker answered with TLS: this listener expects TLS; use security.protocol=SSL or SASL_SSL".into(),
+                }
+            }
+            Error::Io { broker, api, source }
+                if !is_tls
+                    && matches!(
+                        source.kind(),
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                    ) =>
+            {
+                Error::Protocol {
+                    broker,
+                    detail: format!("the broker closed the connection during {api} ({source}); if this listener expects TLS, use security.protocol=SSL or SASL_SSL"),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The broker this connection talks to, `host:port`.
     pub fn broker(&self) -> &str {
         &self.broker
@@ -280,6 +400,9 @@ impl<S: Transport> Connection<S> {
     pub fn poll_response(&mut self, timeout: Duration) -> bool {
         if self.pending.is_empty() {
             return false;
+        }
+        if !self.read_ahead.is_empty() {
+            return true;
         }
         match self.stream.as_mut() {
             None => true,
@@ -338,6 +461,12 @@ impl<S: Transport> Connection<S> {
             return Err(Error::Closed {
                 broker: self.broker.clone(),
             });
+        }
+        if self.reauth_at.is_some()
+            && R::KEY != ApiKey::SaslHandshake as i16
+            && R::KEY != ApiKey::SaslAuthenticate as i16
+        {
+            self.reauthenticate_if_due()?;
         }
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
@@ -419,28 +548,18 @@ impl<S: Transport> Connection<S> {
                 )))
             }
         }
-        let deadline = pending.deadline;
-        let limit = self.config.max_response_bytes;
-        let stream = self.stream.as_mut().expect("checked above");
-        let frame = match read_frame(stream, deadline, limit) {
-            Ok(frame) => frame,
-            Err(FrameError::Io(source)) => {
-                let err = io_error(
-                    source,
-                    &self.broker,
-                    api,
-                    Phase::Read,
-                    pending.deadline.saturating_duration_since(pending.sent_at),
-                );
-                return Err(self.poison(err));
-            }
-            Err(FrameError::TooLarge(actual)) => {
-                let err = Error::FrameTooLarge {
-                    broker: self.broker.clone(),
-                    limit,
-                    actual,
-                };
-                return Err(self.poison(err));
+        let frame = match self.read_ahead.pop_front() {
+            Some(frame) => frame,
+            None => {
+                let limit = self.config.max_response_bytes;
+                let stream = self.stream.as_mut().expect("checked above");
+                match read_frame(stream, pending.deadline, limit) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        let err = self.frame_error(e, &pending);
+                        return Err(self.poison(err));
+                    }
+                }
             }
         };
         self.pending.pop_front();
@@ -468,14 +587,44 @@ impl<S: Transport> Connection<S> {
         Ok(frame)
     }
 
+    fn frame_error(&self, e: FrameError, pending: &Pending) -> Error {
+        let api = ApiKey::try_from(pending.api_key).map_or("request", api_name);
+        match e {
+            FrameError::Io(source) => io_error(
+                source,
+                &self.broker,
+                api,
+                Phase::Read,
+                pending.deadline.saturating_duration_since(pending.sent_at),
+            ),
+            FrameError::TooLarge(actual) => Error::FrameTooLarge {
+                broker: self.broker.clone(),
+                limit: self.config.max_response_bytes,
+                actual,
+            },
+        }
+    }
+
     /// Close the connection after a failure; it is never reused.
     fn poison(&mut self, err: Error) -> Error {
         if self.stream.take().is_some() {
             log::debug!("closing connection to {}: {err}", self.broker);
         }
         self.pending.clear();
+        self.read_ahead.clear();
         err
     }
+}
+
+/// When to re-authenticate a session of `lifetime_ms` that started at `started`: after 85 to
+/// 95% of it, spread so that connections opened together do not all renew at once (the
+/// Java client does the same).
+fn reauth_time(started: Instant, lifetime_ms: i64) -> Instant {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let share = 0.85 + 0.10 * f64::from(nanos % 1000) / 1000.0;
+    started + Duration::from_millis((lifetime_ms as f64 * share) as u64)
 }
 
 fn api_key<R: Request>() -> ApiKey {
@@ -490,6 +639,9 @@ fn io_error(
     phase: Phase,
     after: Duration,
 ) -> Error {
+    if is_tls_failure(&source) {
+        return super::transport::tls_error(broker, broker, &source);
+    }
     match source.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout {
             phase,

@@ -14,6 +14,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Phase {
     /// Opening the TCP connection.
     Connect,
+    /// The TLS handshake.
+    TlsHandshake,
     /// Writing a request.
     Write,
     /// Waiting for (or reading) a response.
@@ -24,6 +26,7 @@ impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Phase::Connect => "connect",
+            Phase::TlsHandshake => "TLS handshake",
             Phase::Write => "write",
             Phase::Read => "read",
         })
@@ -105,6 +108,29 @@ pub enum Error {
         broker: String,
         /// What was wrong with the bytes.
         detail: String,
+    },
+
+    /// TLS failed: the broker's certificate was refused, the broker refused ours, or the
+    /// other side does not speak TLS. Not retried: the settings must change.
+    #[error("TLS with {broker} failed: {cause}")]
+    Tls {
+        /// The broker, `host:port`.
+        broker: String,
+        /// What went wrong and what to change.
+        cause: String,
+    },
+
+    /// SASL authentication failed. Not retried: the credentials must change.
+    #[error("SASL {mechanism} authentication{} to {broker} failed: {message}", user.as_ref().map(|u| format!(" of user {u:?}")).unwrap_or_default())]
+    Auth {
+        /// The broker, `host:port`.
+        broker: String,
+        /// The mechanism, e.g. `SCRAM-SHA-512`.
+        mechanism: &'static str,
+        /// The user, where the mechanism has one (never the password).
+        user: Option<String>,
+        /// What the broker (or the mechanism's check) said.
+        message: String,
     },
 
     /// A response frame was larger than the configured limit.

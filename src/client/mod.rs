@@ -14,6 +14,9 @@ mod fetch;
 mod group;
 mod produce;
 mod records;
+mod sasl;
+mod security;
+mod transport;
 mod versions;
 
 pub use admin::{is_already_exists, ListedOffset, NewTopic, OffsetSpec};
@@ -42,4 +45,9 @@ pub use produce::{
 pub use records::{
     decode_batches, encode_batch, BatchBuilder, Batches, DecodeInfo, FetchedRecord, Header, Record,
 };
+pub use security::{
+    Pem, Sasl, SaslMechanism, Secret, SecurityConfig, SecurityProtocol, TlsConfig, TlsVerify,
+    TokenFile, TokenProvider, UnsecuredToken,
+};
+pub use transport::{Connector, Stream, TlsStream};
 pub use versions::{api_name, client_range, floor, BrokerVersions};

@@ -25,6 +25,8 @@ pub fn floor(key: ApiKey) -> i16 {
         ApiKey::CreateTopics => 2,
         ApiKey::DeleteTopics => 1,
         ApiKey::CreatePartitions => 0,
+        // v0 carried raw tokens outside Kafka framing; v1 wraps them in SaslAuthenticate.
+        ApiKey::SaslHandshake => 1,
         _ => 0,
     }
 }
@@ -52,6 +54,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::InitProducerId => "InitProducerId",
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
         _ => "other API",
     }
 }
