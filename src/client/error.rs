@@ -202,6 +202,19 @@ pub enum Error {
     #[error("client misuse: {0}")]
     Misuse(String),
 
+    /// A properties file has a value kpipe cannot use.
+    #[error("{file}:{line}: {key}: {reason}")]
+    Properties {
+        /// The file, as given.
+        file: String,
+        /// The line the entry starts on, from 1.
+        line: usize,
+        /// The key.
+        key: String,
+        /// What is wrong and what would be valid.
+        reason: String,
+    },
+
     /// A configuration value is not usable.
     #[error("invalid config `{field}`: {reason}")]
     Config {

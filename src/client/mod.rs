@@ -13,6 +13,7 @@ mod error;
 mod fetch;
 mod group;
 mod produce;
+mod properties;
 mod records;
 mod sasl;
 mod security;
