@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use super::config::ClientConfig;
 use super::error::{Error, Result};
-use super::security::{
-    Pem, Sasl, SaslMechanism, Secret, SecurityProtocol, TlsVerify, TokenFile, UnsecuredToken,
-};
+use super::security::{Pem, Sasl, SaslMechanism, Secret, TlsVerify, TokenFile, UnsecuredToken};
 
 /// One entry of a properties file, with the line it starts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -444,6 +442,7 @@ impl ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::SecurityProtocol;
 
     #[test]
     fn java_properties_syntax() {
