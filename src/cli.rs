@@ -53,14 +53,47 @@ pub enum Mode {
 /// Every flag, with its default.
 #[derive(Debug, Clone, Args)]
 pub struct Opts {
-    /// Bootstrap brokers, host:port, comma-separated.
-    #[arg(
-        long,
-        global = true,
-        env = "KPIPE_BROKERS",
-        default_value = "localhost:9092"
-    )]
-    pub brokers: String,
+    /// Bootstrap brokers, host:port, comma-separated [default: bootstrap.servers of
+    /// --config, else localhost:9092].
+    #[arg(long, global = true, env = "KPIPE_BROKERS")]
+    pub brokers: Option<String>,
+    /// A Java client properties file (bootstrap.servers, security.protocol, sasl.mechanism,
+    /// sasl.jaas.config, ssl.* with PEM stores, client.id), as the Java tools take with
+    /// --command-config. Flags given as well override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: that of
+    /// --config, else PLAINTEXT].
+    #[arg(long, global = true, value_name = "PROTOCOL")]
+    pub security_protocol: Option<client::SecurityProtocol>,
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.
+    #[arg(long, global = true, value_name = "MECHANISM")]
+    pub sasl_mechanism: Option<client::SaslMechanism>,
+    /// SASL user (PLAIN, SCRAM). The password is read from the environment variable
+    /// KPIPE_SASL_PASSWORD or from --sasl-password-file, never from a flag (flags show in ps).
+    #[arg(long, global = true, value_name = "USER")]
+    pub sasl_username: Option<String>,
+    /// A file holding the SASL password (its first line).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub sasl_password_file: Option<PathBuf>,
+    /// OAUTHBEARER: a file holding the token, read again at every (re)authentication. The
+    /// token may also come from the environment variable KPIPE_SASL_TOKEN.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub sasl_token_file: Option<PathBuf>,
+    /// TLS: the CA certificate(s) to trust, PEM [default: the system's roots].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: the client certificate chain, PEM.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Mutual TLS: the client certificate's private key, PEM (unencrypted).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: how the broker's certificate is checked: full (chain and host name),
+    /// no-hostname, or off (accept anything; for experiments only) [default: full, or
+    /// as --config says].
+    #[arg(long, global = true, value_name = "CHECK")]
+    pub tls_verify: Option<TlsVerifyArg>,
     /// Topic to produce to and consume from.
     #[arg(long, global = true, default_value = "telemetry-events")]
     pub topic: String,
@@ -128,6 +161,17 @@ pub struct Opts {
     /// Write the final summary as one JSON object to this file.
     #[arg(long, global = true)]
     pub summary_json: Option<PathBuf>,
+}
+
+/// `--tls-verify` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsVerifyArg {
+    /// The chain up to a trusted CA, and the host name.
+    Full,
+    /// The chain, not the host name.
+    NoHostname,
+    /// Nothing.
+    Off,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -396,21 +440,141 @@ fn validate(mode: Mode, o: &Opts) -> Result<(), UsageError> {
     if o.count == Some(0) {
         return bad("--count must be at least 1".into());
     }
-    let config = client::ClientConfig::new([&o.brokers]);
-    if let Err(e) = config.validate() {
-        return bad(format!("--brokers: {e}"));
-    }
     if let Err(e) = o.balancer.parse::<Balancer>() {
         return bad(format!("--balancer: {e}"));
     }
     Ok(())
 }
 
-fn client_config(o: &Opts) -> client::ClientConfig {
-    let mut c = client::ClientConfig::new([&o.brokers]);
-    c.connection.client_id = "kpipe-cli".into();
+/// The client config from --config, then the flags over it, then secrets from the
+/// environment or files; validated.
+fn client_config(o: &Opts) -> Result<client::ClientConfig, UsageError> {
+    let bad = |m: String| UsageError(m);
+    let mut c = match &o.config {
+        Some(path) => {
+            let mut c = client::ClientConfig::from_properties(path)
+                .map_err(|e| bad(format!("--config: {e}")))?;
+            if c.connection.client_id == client::ConnectionConfig::default().client_id {
+                c.connection.client_id = "kpipe-cli".into();
+            }
+            c
+        }
+        None => {
+            let mut c = client::ClientConfig::new(["localhost:9092"]);
+            c.connection.client_id = "kpipe-cli".into();
+            c
+        }
+    };
+    if let Some(brokers) = &o.brokers {
+        c.bootstrap = client::ClientConfig::new([brokers]).bootstrap;
+    }
     c.connection.connect_timeout = o.connect_timeout;
-    c
+    let sec = &mut c.security;
+    if let Some(p) = o.security_protocol {
+        sec.protocol = p;
+    }
+    let file = |p: &PathBuf| client::Pem::File(p.clone());
+    if let Some(ca) = &o.tls_ca {
+        sec.tls.ca = Some(file(ca));
+    }
+    if let Some(cert) = &o.tls_cert {
+        sec.tls.client_cert = Some(file(cert));
+    }
+    if let Some(key) = &o.tls_key {
+        sec.tls.client_key = Some(file(key));
+    }
+    if let Some(v) = o.tls_verify {
+        sec.tls.verify = match v {
+            TlsVerifyArg::Full => client::TlsVerify::Full,
+            TlsVerifyArg::NoHostname => client::TlsVerify::NoHostname,
+            TlsVerifyArg::Off => client::TlsVerify::Insecure,
+        };
+    }
+    let mechanism = o
+        .sasl_mechanism
+        .or_else(|| sec.sasl.as_ref().map(client::Sasl::mechanism));
+    let flags_give_sasl = o.sasl_mechanism.is_some()
+        || o.sasl_username.is_some()
+        || o.sasl_password_file.is_some()
+        || o.sasl_token_file.is_some();
+    if flags_give_sasl {
+        let Some(mechanism) = mechanism else {
+            return Err(bad("--sasl-username and the other SASL flags need --sasl-mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)".into()));
+        };
+        sec.sasl = Some(sasl_from_flags(o, mechanism, sec.sasl.take())?);
+    }
+    if let Err(e) = c.validate() {
+        return Err(bad(match e {
+            client::Error::Config {
+                field: "bootstrap", ..
+            } => format!("--brokers: {e}"),
+            other => other.to_string(),
+        }));
+    }
+    Ok(c)
+}
+
+/// SASL credentials from the flags, the environment and secret files, filling in from
+/// `from_file` (the --config file's) what the flags leave out.
+fn sasl_from_flags(
+    o: &Opts,
+    mechanism: client::SaslMechanism,
+    from_file: Option<client::Sasl>,
+) -> Result<client::Sasl, UsageError> {
+    let bad = |m: String| UsageError(m);
+    let read_secret = |path: &PathBuf, what: &str| -> Result<client::Secret, UsageError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            bad(format!(
+                "cannot read the {what} file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if first.is_empty() {
+            return Err(bad(format!("the {what} file {} is empty", path.display())));
+        }
+        Ok(client::Secret::new(first))
+    };
+    if mechanism == client::SaslMechanism::OAuthBearer {
+        if let Some(path) = &o.sasl_token_file {
+            return Ok(client::Sasl::oauthbearer(client::TokenFile(path.clone())));
+        }
+        if let Ok(token) = std::env::var("KPIPE_SASL_TOKEN") {
+            if !token.trim().is_empty() {
+                let token = client::Secret::new(token.trim());
+                return Ok(client::Sasl::oauthbearer(move || Ok(token.clone())));
+            }
+        }
+        return match from_file {
+            Some(s) if s.mechanism() == mechanism => Ok(s),
+            _ => Err(bad("OAUTHBEARER needs a token: --sasl-token-file FILE, or the environment variable KPIPE_SASL_TOKEN".into())),
+        };
+    }
+    let (file_user, file_password) = match &from_file {
+        Some(client::Sasl::Plain { username, password })
+        | Some(client::Sasl::Scram {
+            username, password, ..
+        }) => (Some(username.clone()), Some(password.clone())),
+        _ => (None, None),
+    };
+    let Some(username) = o.sasl_username.clone().or(file_user) else {
+        return Err(bad(format!(
+            "{mechanism} needs a user: --sasl-username USER"
+        )));
+    };
+    let password = match (&o.sasl_password_file, std::env::var("KPIPE_SASL_PASSWORD")) {
+        (Some(path), _) => read_secret(path, "password")?,
+        (None, Ok(p)) if !p.is_empty() => client::Secret::new(p),
+        _ => match file_password {
+            Some(p) => p,
+            None => {
+                return Err(bad(format!(
+                    "{mechanism} for user {username:?} needs a password: set the environment variable KPIPE_SASL_PASSWORD or give --sasl-password-file FILE"
+                )))
+            }
+        },
+    };
+    client::Sasl::with_password(mechanism, username, password).map_err(bad)
 }
 
 fn usage_from_client(e: client::Error) -> UsageError {
@@ -424,12 +588,13 @@ fn usage_from_client(e: client::Error) -> UsageError {
 
 fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
     validate(mode, o)?;
+    let client = client_config(o)?;
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.install_signal_handler() {
         log::warn!("cannot catch Ctrl-C/SIGTERM: {e}");
     }
     // Connect, and make sure the topic exists (or say how to get it).
-    let mut cluster = Cluster::connect(client_config(o)).map_err(usage_from_client)?;
+    let mut cluster = Cluster::connect(client.clone()).map_err(usage_from_client)?;
     match cluster.topic(&o.topic) {
         Ok(_) => {}
         Err(client::Error::UnknownTopic { .. }) if o.no_create_topic || mode == Mode::Consume => {
@@ -465,8 +630,8 @@ fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
 
     // Consumers first, so that they are in place before the first event.
     let pool = if matches!(mode, Mode::Run | Mode::Consume) {
-        let mut c = ConsumerConfig::new(&o.brokers, &o.group, &[o.topic.as_str()]);
-        c.client = client_config(o);
+        let mut c = ConsumerConfig::new("localhost:9092", &o.group, &[o.topic.as_str()]);
+        c.client = client.clone();
         c.threads = o.consumers;
         c.offset_reset = if mode == Mode::Consume {
             OffsetReset::Earliest
@@ -504,8 +669,8 @@ fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
     };
 
     let producer = if matches!(mode, Mode::Run | Mode::Produce) {
-        let mut c = ProducerConfig::new(&o.brokers).topic(&o.topic);
-        c.client = client_config(o);
+        let mut c = ProducerConfig::new("localhost:9092").topic(&o.topic);
+        c.client = client.clone();
         c.acks = o.acks;
         c.compression = o.compression;
         c.linger = o.linger;
