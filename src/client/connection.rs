@@ -117,6 +117,8 @@ pub struct Connection<S: Transport = Stream> {
     sasl: Option<Sasl>,
     /// When to re-authenticate (KIP-368), if the broker limits the session's lifetime.
     reauth_at: Option<Instant>,
+    /// No request past the handshake has been answered yet (for error hints).
+    fresh: bool,
 }
 
 impl<S: Transport> std::fmt::Debug for Connection<S> {
@@ -160,6 +162,7 @@ impl<S: Transport> Connection<S> {
             write_buf: BytesMut::with_capacity(1024),
             sasl: None,
             reauth_at: None,
+            fresh: true,
         };
         conn.negotiate().map_err(|e| conn.hint_security(e))?;
         Ok(conn)
@@ -563,6 +566,9 @@ impl<S: Transport> Connection<S> {
             }
         };
         self.pending.pop_front();
+        if pending.api_key != ApiKey::ApiVersions as i16 {
+            self.fresh = false;
+        }
         let mut frame = Bytes::from(frame);
         let header = match ResponseHeader::decode(&mut frame, header_version) {
             Ok(h) => h,
@@ -590,6 +596,21 @@ impl<S: Transport> Connection<S> {
     fn frame_error(&self, e: FrameError, pending: &Pending) -> Error {
         let api = ApiKey::try_from(pending.api_key).map_or("request", api_name);
         match e {
+            FrameError::Io(source)
+                if self.fresh
+                    && self.sasl.is_none()
+                    && pending.api_key != ApiKey::ApiVersions as i16
+                    && pending.api_key != ApiKey::SaslHandshake as i16
+                    && matches!(
+                        source.kind(),
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                    ) =>
+            {
+                Error::Protocol {
+                    broker: self.broker.clone(),
+                    detail: format!("the broker closed the connection at the first {api} request ({source}); if this listener requires SASL, use security.protocol=SASL_PLAINTEXT or SASL_SSL with credentials"),
+                }
+            }
             FrameError::Io(source) => io_error(
                 source,
                 &self.broker,

@@ -43,6 +43,8 @@ pub enum Stream {
 pub struct TlsStream {
     tls: ClientConnection,
     sock: TcpStream,
+    /// Whether a client certificate was configured (to explain the broker's refusal).
+    client_auth: bool,
 }
 
 impl Read for Stream {
@@ -147,7 +149,10 @@ impl TlsStream {
             }
             Err(e) => {
                 let _ = self.write_pending();
-                Err(io::Error::new(io::ErrorKind::InvalidData, e))
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    explain_refusal(e, self.client_auth),
+                ))
             }
         }
     }
@@ -200,6 +205,7 @@ pub struct Connector {
     tls: Option<Arc<rustls::ClientConfig>>,
     tls_verify: TlsVerify,
     server_name: Option<String>,
+    client_auth: bool,
     sasl: Option<Sasl>,
 }
 
@@ -230,6 +236,7 @@ impl Connector {
             tls,
             tls_verify: security.tls.verify,
             server_name: security.tls.server_name.clone(),
+            client_auth: security.tls.client_cert.is_some(),
             sasl: security.sasl.clone(),
         })
     }
@@ -242,6 +249,7 @@ impl Connector {
             tls: None,
             tls_verify: TlsVerify::Full,
             server_name: None,
+            client_auth: false,
             sasl: None,
         }
     }
@@ -277,6 +285,7 @@ impl Connector {
                     &host,
                     addr,
                     timeout,
+                    self.client_auth,
                 )?))
             }
         };
@@ -339,6 +348,7 @@ fn tls_handshake(
     host: &str,
     addr: &str,
     timeout: Duration,
+    client_auth: bool,
 ) -> Result<TlsStream> {
     let name = ServerName::try_from(host.to_owned()).map_err(|_| Error::Config {
         field: "tls.server_name",
@@ -366,16 +376,29 @@ fn tls_handshake(
             .set_read_timeout(Some(left))
             .and_then(|()| sock.set_write_timeout(Some(left)));
         if let Err(source) = set.and_then(|()| tls.complete_io(&mut sock).map(|_| ())) {
+            let kind = source.kind();
             if matches!(
-                source.kind(),
+                kind,
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ) {
                 return Err(timed_out);
             }
+            let source = match source.into_inner().map(|e| e.downcast::<rustls::Error>()) {
+                Some(Ok(e)) => io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    explain_refusal(*e, client_auth),
+                ),
+                Some(Err(other)) => io::Error::other(other),
+                None => io::Error::from(kind),
+            };
             return Err(tls_error(addr, host, &source));
         }
     }
-    Ok(TlsStream { tls, sock })
+    Ok(TlsStream {
+        tls,
+        sock,
+        client_auth,
+    })
 }
 
 /// Turn a failure during or after the TLS handshake into an error that names the cause and
@@ -397,6 +420,19 @@ pub(crate) fn tls_error(addr: &str, host: &str, source: &io::Error) -> Error {
     Error::Tls {
         broker: addr.to_owned(),
         cause,
+    }
+}
+
+/// With TLS 1.3 a broker that requires a client certificate refuses a client without one
+/// only after the handshake, with a generic alert: name the likely cause.
+fn explain_refusal(e: rustls::Error, client_auth: bool) -> rustls::Error {
+    match e {
+        rustls::Error::AlertReceived(
+            AlertDescription::BadCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::HandshakeFailure,
+        ) if !client_auth => rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+        other => other,
     }
 }
 
