@@ -461,3 +461,115 @@ fn properties_files_written_by_the_script_connect() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+fn kpipe_cli() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kpipe"));
+    // The properties file names the brokers; KPIPE_BROKERS would override it.
+    c.env_remove("KPIPE_BROKERS")
+        .env_remove("KPIPE_SASL_PASSWORD")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+#[test]
+fn kpipe_run_over_sasl_ssl_from_a_properties_file_and_the_java_consumer_reads_it() {
+    let props = dir().join("client-sasl-ssl-scram-sha-512.properties");
+    let topic = common::unique_topic("cli-sasl");
+    let summary = std::env::temp_dir().join(format!("{topic}.json"));
+    let out = kpipe_cli()
+        .args([
+            "run",
+            "--count",
+            "100000",
+            "--threads",
+            "2",
+            "--consumers",
+            "2",
+        ])
+        .args(["--topic", &topic, "--group", &format!("{topic}-g")])
+        .arg("--config")
+        .arg(&props)
+        .arg("--summary-json")
+        .arg(&summary)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let text = std::fs::read_to_string(&summary).unwrap();
+    assert!(!text.contains(PASSWORD) && !stderr.contains(PASSWORD));
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["missing"], 0, "{report}");
+    assert_eq!(report["acked"], 100000, "{report}");
+
+    // The Java console consumer, given the same file, reads every event kpipe wrote.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka");
+    let java = std::process::Command::new(script)
+        .args([
+            "run-class",
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+        ])
+        .args([
+            "--bootstrap-server",
+            &addr(Listener::SaslSsl),
+            "--topic",
+            &topic,
+        ])
+        .arg("--consumer.config")
+        .arg(&props)
+        .args(["--group", &format!("{topic}-java"), "--from-beginning"])
+        .args(["--max-messages", "100000", "--timeout-ms", "90000"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the Java console consumer through scripts/kafka");
+    let events = String::from_utf8_lossy(&java.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{') && l.contains("\"device\""))
+        .count();
+    assert_eq!(
+        events,
+        100000,
+        "Java read {events} events; its stderr: {}",
+        String::from_utf8_lossy(&java.stderr)
+    );
+}
+
+#[test]
+fn kpipe_with_a_wrong_password_exits_2_naming_mechanism_and_user() {
+    let props = dir().join("client-sasl-ssl-scram-sha-512.properties");
+    let started = Instant::now();
+    let out = kpipe_cli()
+        .args(["produce", "--count", "10", "--connect-timeout", "5s"])
+        .arg("--config")
+        .arg(&props)
+        .args(["--sasl-username", USER])
+        .env("KPIPE_SASL_PASSWORD", "wrong-password-xyz")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("SCRAM-SHA-512") && stderr.contains("\"alice\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-password-xyz"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30), "no hang");
+
+    // Without any password the error says where one may come from.
+    let out = kpipe_cli()
+        .args([
+            "produce",
+            "--count",
+            "10",
+            "--security-protocol",
+            "SASL_SSL",
+        ])
+        .args(["--sasl-mechanism", "PLAIN", "--sasl-username", USER])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("KPIPE_SASL_PASSWORD") && stderr.contains("--sasl-password-file"),
+        "{stderr}"
+    );
+}
