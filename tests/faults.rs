@@ -339,3 +339,225 @@ fn wrong_correlation_id_is_an_error() {
     });
     assert!(err.to_string().contains("correlation id"), "{err}");
 }
+
+// --- TLS and SASL -------------------------------------------------------------------------
+
+use kpipe::client::{Pem, Sasl, SecurityProtocol, TlsVerify};
+
+fn secured(addr: &str, protocol: SecurityProtocol) -> ClientConfig {
+    let mut c = ClientConfig::new([addr]);
+    c.connection = quick();
+    c.security.protocol = protocol;
+    c
+}
+
+#[test]
+fn a_tls_handshake_that_stalls_times_out_naming_the_step() {
+    // Accepts TCP, then says nothing: the ClientHello is never answered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut buf = [0u8; 4096];
+        while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let mut c = secured(&addr, SecurityProtocol::Ssl);
+    c.security.tls.verify = TlsVerify::Insecure;
+    let started = Instant::now();
+    let err = Cluster::connect(c).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                phase: Phase::TlsHandshake,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("TLS handshake timed out"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the connect timeout"
+    );
+    server.join().unwrap();
+}
+
+fn sasl_handshake_ok(mechanisms: &[&str]) -> Vec<u8> {
+    let mut resp = kafka_protocol::messages::SaslHandshakeResponse::default();
+    resp.mechanisms = mechanisms
+        .iter()
+        .map(|m| kafka_protocol::protocol::StrBytes::from_string((*m).to_owned()))
+        .collect();
+    let mut buf = BytesMut::new();
+    resp.encode(&mut buf, 1).unwrap();
+    buf.to_vec()
+}
+
+fn sasl_broker(then: impl FnOnce(i32) -> Reply + Send + 'static) -> (String, JoinHandle<()>) {
+    let mut then = Some(then);
+    fake_broker(move |n, id| match n {
+        0 => Reply::Bytes(frame(
+            id,
+            &api_versions(
+                &[
+                    (ApiKey::ApiVersions, 0, 4),
+                    (ApiKey::Metadata, 0, 12),
+                    (ApiKey::SaslHandshake, 0, 1),
+                    (ApiKey::SaslAuthenticate, 0, 2),
+                ],
+                0,
+                4,
+            ),
+        )),
+        1 => Reply::Bytes(frame(id, &sasl_handshake_ok(&["PLAIN"]))),
+        2 => (then.take().unwrap())(id),
+        _ => Reply::Close,
+    })
+}
+
+#[test]
+fn a_stalled_sasl_exchange_times_out_naming_the_request() {
+    let (addr, server) = sasl_broker(|_| Reply::Stall(Vec::new()));
+    let mut c = secured(&addr, SecurityProtocol::SaslPlaintext);
+    c.security.sasl = Some(Sasl::plain("alice", "pw"));
+    let started = Instant::now();
+    let err = Cluster::connect(c).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                phase: Phase::Read,
+                api: Some("SaslAuthenticate"),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    server.join().unwrap();
+}
+
+#[test]
+fn a_mechanism_the_broker_lacks_names_the_ones_it_offers() {
+    let listener_then = |id| {
+        let mut resp = kafka_protocol::messages::SaslHandshakeResponse::default();
+        resp.error_code = 33; // UNSUPPORTED_SASL_MECHANISM
+        resp.mechanisms = vec![kafka_protocol::protocol::StrBytes::from_static_str("PLAIN")];
+        let mut buf = BytesMut::new();
+        resp.encode(&mut buf, 1).unwrap();
+        Reply::Last(frame(id, &buf))
+    };
+    let mut then = Some(listener_then);
+    let (addr, server) = fake_broker(move |n, id| match n {
+        0 => Reply::Bytes(frame(
+            id,
+            &api_versions(
+                &[(ApiKey::ApiVersions, 0, 4), (ApiKey::SaslHandshake, 0, 1)],
+                0,
+                4,
+            ),
+        )),
+        1 => (then.take().unwrap())(id),
+        _ => Reply::Close,
+    });
+    let mut c = secured(&addr, SecurityProtocol::SaslPlaintext);
+    c.security.sasl = Some(Sasl::scram_sha256("alice", "pw"));
+    let err = Cluster::connect(c).unwrap_err().to_string();
+    assert!(
+        err.contains("does not offer SCRAM-SHA-256") && err.contains("offers: PLAIN"),
+        "{err}"
+    );
+    server.join().unwrap();
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, as PEM: (ca, chain, key).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+#[test]
+fn tls_readiness_sees_responses_already_decrypted() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (ca, chain, key) = test_pki();
+    let server_config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        CertificateDer::pem_slice_iter(chain.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap(),
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let conn = rustls::ServerConnection::new(std::sync::Arc::new(server_config)).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let mut size = [0u8; 4];
+        tls.read_exact(&mut size).unwrap();
+        let mut req = vec![0u8; i32::from_be_bytes(size) as usize];
+        tls.read_exact(&mut req).unwrap();
+        // The ApiVersions answer and, in the same TLS record, the answer to the Metadata
+        // request the client has not sent yet (correlation id 1).
+        let mut both = frame(
+            0,
+            &api_versions(
+                &[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 12)],
+                0,
+                4,
+            ),
+        );
+        let mut md = BytesMut::new();
+        kafka_protocol::messages::MetadataResponse::default()
+            .encode(&mut md, 12)
+            .unwrap();
+        let mut header = BytesMut::new();
+        let mut h = ResponseHeader::default();
+        h.correlation_id = 1;
+        h.encode(&mut header, 1).unwrap();
+        both.extend(((header.len() + md.len()) as i32).to_be_bytes());
+        both.extend_from_slice(&header);
+        both.extend_from_slice(&md);
+        tls.write_all(&both).unwrap();
+        tls.flush().unwrap();
+        // Hold the connection until the client has read everything and left.
+        let _ = tls.read(&mut [0u8; 1]);
+    });
+    let mut c = secured(&addr, SecurityProtocol::Ssl);
+    c.security.tls.ca = Some(Pem::Inline(ca.into()));
+    let connector = kpipe::client::Connector::new(&c).unwrap();
+    let mut conn = connector.connect(&addr).unwrap();
+    let pending = conn.send(&MetadataRequest::default()).unwrap();
+    // The socket holds nothing more, yet the response is there: readiness must say so
+    // without waiting.
+    assert!(
+        conn.poll_response(Duration::ZERO),
+        "a response buffered inside the TLS session counts as ready"
+    );
+    let md = conn.receive::<MetadataRequest>(pending).unwrap();
+    assert_eq!(md.brokers.len(), 0);
+    drop(conn);
+    server.join().unwrap();
+}

@@ -601,10 +601,8 @@ impl<S: Transport> Connection<S> {
                     && self.sasl.is_none()
                     && pending.api_key != ApiKey::ApiVersions as i16
                     && pending.api_key != ApiKey::SaslHandshake as i16
-                    && matches!(
-                        source.kind(),
-                        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
-                    ) =>
+                    && (closed_before_answer(&source)
+                        || source.kind() == io::ErrorKind::ConnectionReset) =>
             {
                 Error::Protocol {
                     broker: self.broker.clone(),
@@ -731,21 +729,42 @@ pub fn read_frame<S: Transport + ?Sized>(
     limit: usize,
 ) -> Result<Vec<u8>, FrameError> {
     let mut size = [0u8; 4];
-    read_exact_by(stream, &mut size, deadline).map_err(FrameError::Io)?;
+    read_exact_by(stream, &mut size, deadline, true).map_err(FrameError::Io)?;
     let size = i32::from_be_bytes(size);
     if size < 0 || size as usize > limit {
         return Err(FrameError::TooLarge(size.into()));
     }
     let mut frame = vec![0u8; size as usize];
-    read_exact_by(stream, &mut frame, deadline).map_err(FrameError::Io)?;
+    read_exact_by(stream, &mut frame, deadline, false).map_err(FrameError::Io)?;
     Ok(frame)
 }
 
+/// The peer closed the connection where a response should start (carried inside an
+/// `UnexpectedEof` I/O error, to tell it from a frame cut short).
+#[derive(Debug)]
+struct ClosedBeforeAnswer;
+
+impl std::fmt::Display for ClosedBeforeAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the broker closed the connection without answering")
+    }
+}
+
+impl std::error::Error for ClosedBeforeAnswer {}
+
+fn closed_before_answer(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|e| e.is::<ClosedBeforeAnswer>())
+}
+
+/// Fill `buf` by `deadline`. `frame_start`: `buf` begins a frame, so an end of stream before
+/// its first byte is [`ClosedBeforeAnswer`].
 fn read_exact_by<S: Transport + ?Sized>(
     stream: &mut S,
     mut buf: &mut [u8],
     deadline: Instant,
+    frame_start: bool,
 ) -> io::Result<()> {
+    let total = buf.len();
     while !buf.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -753,6 +772,12 @@ fn read_exact_by<S: Transport + ?Sized>(
         }
         stream.set_read_timeout(Some(left))?;
         match stream.read(buf) {
+            Ok(0) if frame_start && buf.len() == total => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    ClosedBeforeAnswer,
+                ))
+            }
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

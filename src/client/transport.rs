@@ -377,17 +377,13 @@ fn tls_handshake(
             .and_then(|()| sock.set_write_timeout(Some(left)));
         if let Err(source) = set.and_then(|()| tls.complete_io(&mut sock).map(|_| ())) {
             let kind = source.kind();
-            if matches!(
-                kind,
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) {
+            if matches!(kind, io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
                 return Err(timed_out);
             }
             let source = match source.into_inner().map(|e| e.downcast::<rustls::Error>()) {
-                Some(Ok(e)) => io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    explain_refusal(*e, client_auth),
-                ),
+                Some(Ok(e)) => {
+                    io::Error::new(io::ErrorKind::InvalidData, explain_refusal(*e, client_auth))
+                }
                 Some(Err(other)) => io::Error::other(other),
                 None => io::Error::from(kind),
             };
