@@ -388,6 +388,17 @@ fn connections_reauthenticate_before_the_session_ends() {
         renewals >= 2,
         "renewed {renewals} times in 25 s of 10 s sessions"
     );
+
+    // Idle past the end of its session, the connection renews before its next request
+    // (the broker accepts a re-authentication after expiry; it closes only on other
+    // requests).
+    let expired = conn.reauthentication_due().unwrap() + Duration::from_secs(2);
+    while Instant::now() < expired {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    conn.request(&kafka_protocol::messages::MetadataRequest::default())
+        .expect("a request after an idle expiry succeeds on the same connection");
+    assert!(conn.reauthentication_due().unwrap() > Instant::now());
 }
 
 #[test]
@@ -596,4 +607,93 @@ fn the_readme_properties_example_connects() {
     );
     let mut cluster = connect(&c);
     cluster.fetch_metadata(None).unwrap();
+}
+
+#[test]
+fn kpipe_refuses_bad_certificates_with_exit_2() {
+    let ca = dir().join("ca.pem");
+    let other = dir().join("other-ca.pem");
+    let cases: [(Listener, &std::path::Path, &str); 3] = [
+        (Listener::Ssl, &other, "not signed by a CA kpipe trusts"),
+        (Listener::BadHost, &ca, "hostname mismatch"),
+        (Listener::Mtls, &ca, "requires a client certificate"),
+    ];
+    for (listener, ca, needle) in cases {
+        let broker = addr(listener);
+        let out = kpipe_cli()
+            .args(["produce", "--count", "10", "--connect-timeout", "5s"])
+            .args(["--brokers", &broker, "--security-protocol", "SSL"])
+            .arg("--tls-ca")
+            .arg(ca)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{broker}: {stderr}");
+        assert!(
+            stderr.contains(&broker) && stderr.contains(needle),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn kpipe_with_a_wrong_password_connects_once_per_bootstrap_address() {
+    let (relay_a, count_a) = counting_relay(addr(Listener::SaslSsl));
+    let (relay_b, count_b) = counting_relay(addr(Listener::SaslSsl));
+    let out = kpipe_cli()
+        .args(["run", "--count", "10", "--connect-timeout", "5s"])
+        .args(["--brokers", &format!("{relay_a},{relay_b}")])
+        .args([
+            "--security-protocol",
+            "SASL_SSL",
+            "--tls-verify",
+            "no-hostname",
+        ])
+        .arg("--tls-ca")
+        .arg(dir().join("ca.pem"))
+        .args(["--sasl-mechanism", "SCRAM-SHA-256", "--sasl-username", USER])
+        .env("KPIPE_SASL_PASSWORD", "bad-bad-bad")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("SCRAM-SHA-256") && !stderr.contains("bad-bad-bad"),
+        "{stderr}"
+    );
+    let (a, b) = (
+        count_a.load(Ordering::Relaxed),
+        count_b.load(Ordering::Relaxed),
+    );
+    println!("connection attempts: {a} + {b}");
+    assert!(
+        a <= 1 && b <= 1 && a + b >= 1,
+        "attempts per address: {a}, {b}"
+    );
+}
+
+#[test]
+fn debug_output_of_every_config_hides_secrets() {
+    let mut client = ClientConfig::new(["b:9093"]);
+    client.security.protocol = SecurityProtocol::SaslSsl;
+    client.security.sasl = Some(Sasl::scram_sha512(USER, "s3cret-pass"));
+    let mut with_key = client.clone();
+    with_key.security.tls.client_key =
+        Some(Pem::Inline("-----BEGIN PRIVATE KEY-----key-bytes".into()));
+    let mut producer = kpipe::ProducerConfig::new("b:9093");
+    producer.client = with_key.clone();
+    let mut consumer = kpipe::ConsumerConfig::new("b:9093", "g", &["t"]);
+    consumer.client = with_key.clone();
+    let connector = Connector::new(&client).unwrap();
+    for text in [
+        format!("{with_key:?}"),
+        format!("{producer:?}"),
+        format!("{consumer:#?}"),
+        format!("{connector:?}"),
+    ] {
+        assert!(
+            !text.contains("s3cret-pass") && !text.contains("key-bytes"),
+            "{text}"
+        );
+    }
 }
