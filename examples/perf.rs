@@ -10,19 +10,27 @@
 //! is past the warm-up, so a stall delays the records behind it and counts against them (no
 //! coordinated omission).
 //!
+//! `--config FILE` reads a Java client properties file (`ClientConfig::from_properties`:
+//! `bootstrap.servers`, `security.protocol`, `sasl.*`, `ssl.*` with PEM stores) into the
+//! client config of everything the run builds, the `create` and `delete` admin calls
+//! included; `--brokers`, when given, still replaces its `bootstrap.servers`. Without
+//! either, the broker is 127.0.0.1:9092 over PLAINTEXT.
+//!
 //! ```text
 //! cargo run --release --example perf -- produce --topic t --records 1000000 --size 100 --acks 1 --compression lz4
 //! cargo run --release --example perf -- consume --topic t --records 1000000 --threads 1
 //! cargo run --release --example perf -- latency --topic t --rate 20000 --seconds 10 --warmup 3
+//! cargo run --release --example perf -- produce --config .kafka/secure/client-sasl-ssl-scram-sha-512.properties --topic t --records 1000000
 //! ```
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use kpipe::client::{Acks, Compression};
+use kpipe::client::{Acks, ClientConfig, Compression};
 use kpipe::consumer::{ConsumerPool, OffsetReset};
 use kpipe::{ConsumedRecord, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
 
@@ -42,8 +50,14 @@ enum Mode {
 #[derive(Debug, Parser)]
 struct Args {
     mode: Mode,
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    brokers: String,
+    /// Bootstrap brokers, host:port, comma-separated [default: bootstrap.servers of
+    /// --config, else 127.0.0.1:9092].
+    #[arg(long)]
+    brokers: Option<String>,
+    /// A Java client properties file (security.protocol, sasl.mechanism, sasl.jaas.config,
+    /// ssl.* with PEM stores, bootstrap.servers), for every client this run builds.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[arg(long)]
     topic: String,
     #[arg(long, default_value_t = 0)]
@@ -82,12 +96,13 @@ struct Args {
 
 fn main() {
     let a = Args::parse();
+    let client = client_config(&a);
     let (secs, n) = match a.mode {
-        Mode::Create => return create(&a),
-        Mode::Delete => return delete(&a),
-        Mode::Produce => produce(&a),
-        Mode::Consume => consume(&a),
-        Mode::Latency => return latency(&a),
+        Mode::Create => return create(&a, client),
+        Mode::Delete => return delete(&a, client),
+        Mode::Produce => produce(&a, client),
+        Mode::Consume => consume(&a, client),
+        Mode::Latency => return latency(&a, client),
     };
     let mb = n as f64 * a.size as f64 / 1e6;
     println!(
@@ -104,13 +119,29 @@ fn main() {
     );
 }
 
-fn create(a: &Args) {
-    use kpipe::client::{is_already_exists, ClientConfig, Cluster, NewTopic};
+/// The client config every Cluster, Producer and Consumer of the run gets: --config's
+/// file, if any, with --brokers over its bootstrap list.
+fn client_config(a: &Args) -> ClientConfig {
+    let mut c = match &a.config {
+        Some(path) => ClientConfig::from_properties(path).unwrap_or_else(|e| {
+            eprintln!("perf: --config: {e}");
+            std::process::exit(2)
+        }),
+        None => ClientConfig::new(["127.0.0.1:9092"]),
+    };
+    if let Some(brokers) = &a.brokers {
+        c.bootstrap = ClientConfig::new([brokers]).bootstrap;
+    }
+    c
+}
+
+fn create(a: &Args, client: ClientConfig) {
+    use kpipe::client::{is_already_exists, Cluster, NewTopic};
     let fail = |e: kpipe::client::Error| -> ! {
         eprintln!("perf: {e}");
         std::process::exit(1)
     };
-    let mut cluster = Cluster::connect(ClientConfig::new([&a.brokers])).unwrap_or_else(|e| fail(e));
+    let mut cluster = Cluster::connect(client).unwrap_or_else(|e| fail(e));
     let t = NewTopic::new(&a.topic, a.partitions, 1);
     match cluster.create_topic(&t, Duration::from_secs(60)) {
         Ok(()) => {}
@@ -126,21 +157,23 @@ fn create(a: &Args) {
     }
 }
 
-fn delete(a: &Args) {
-    use kpipe::client::{ClientConfig, Cluster, Error, KafkaCode};
+fn delete(a: &Args, client: ClientConfig) {
+    use kpipe::client::{Cluster, Error, KafkaCode};
     let fail = |e: Error| -> ! {
         eprintln!("perf: {e}");
         std::process::exit(1)
     };
-    let mut cluster = Cluster::connect(ClientConfig::new([&a.brokers])).unwrap_or_else(|e| fail(e));
+    let mut cluster = Cluster::connect(client).unwrap_or_else(|e| fail(e));
     match cluster.delete_topic(&a.topic, Duration::from_secs(60)) {
         Err(e) if e.kafka_code() != Some(KafkaCode::UnknownTopicOrPartition) => fail(e),
         _ => {}
     }
 }
 
-fn producer_config(a: &Args, default_acks: Acks) -> ProducerConfig {
-    let mut c = ProducerConfig::new(&a.brokers).topic(&a.topic);
+fn producer_config(a: &Args, client: ClientConfig, default_acks: Acks) -> ProducerConfig {
+    // The config's defaults, then the whole client config (security included) over them.
+    let mut c = ProducerConfig::new(&client.bootstrap.join(",")).topic(&a.topic);
+    c.client = client;
     c.acks = a.acks.unwrap_or(default_acks);
     c.compression = a.compression;
     c.linger = Duration::from_millis(a.linger_ms);
@@ -164,8 +197,8 @@ fn payload(size: usize) -> Vec<u8> {
         .collect()
 }
 
-fn produce(a: &Args) -> (f64, u64) {
-    let c = producer_config(a, Acks::Leader);
+fn produce(a: &Args, client: ClientConfig) -> (f64, u64) {
+    let c = producer_config(a, client, Acks::Leader);
     let start = Instant::now();
     let producer = Producer::new(c).expect("start the producer (is the broker up?)");
     let value: Bytes = payload(a.size).into();
@@ -188,12 +221,13 @@ fn produce(a: &Args) -> (f64, u64) {
     (start.elapsed().as_secs_f64(), s.delivered)
 }
 
-fn consumer_config(a: &Args) -> ConsumerConfig {
+fn consumer_config(a: &Args, client: ClientConfig) -> ConsumerConfig {
     let group = a
         .group
         .clone()
         .unwrap_or_else(|| format!("perf-{}", std::process::id()));
-    let mut c = ConsumerConfig::new(&a.brokers, &group, &[a.topic.as_str()]);
+    let mut c = ConsumerConfig::new(&client.bootstrap.join(","), &group, &[a.topic.as_str()]);
+    c.client = client;
     c.threads = a.threads;
     c.offset_reset = OffsetReset::Earliest;
     c.heartbeat_interval = Duration::from_millis(500);
@@ -201,8 +235,8 @@ fn consumer_config(a: &Args) -> ConsumerConfig {
     c
 }
 
-fn consume(a: &Args) -> (f64, u64) {
-    let c = consumer_config(a);
+fn consume(a: &Args, client: ClientConfig) -> (f64, u64) {
+    let c = consumer_config(a, client);
     let count = Arc::new(AtomicU64::new(0));
     let k = count.clone();
     let start = Instant::now();
@@ -235,7 +269,7 @@ fn quantile(sorted: &[u64], q: usize) -> u64 {
     sorted[(sorted.len() * q).div_ceil(1000).max(1) - 1]
 }
 
-fn latency(a: &Args) {
+fn latency(a: &Args, client: ClientConfig) {
     assert!(
         a.size >= 8,
         "--size must be at least 8 (the scheduled time)"
@@ -252,7 +286,7 @@ fn latency(a: &Args) {
     let seen = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
     let count = Arc::new(AtomicU64::new(0));
     let (sn, k) = (seen.clone(), count.clone());
-    let mut cc = consumer_config(a);
+    let mut cc = consumer_config(a, client.clone());
     cc.fetch.max_wait = Duration::from_millis(500);
     cc.fetch.min_bytes = 1;
     let pool = ConsumerPool::start_cloned(cc, move |r: &ConsumedRecord| {
@@ -266,7 +300,7 @@ fn latency(a: &Args) {
     .expect("start the pool (is the broker up?)");
 
     // The producer: record i at t0 + i / rate, never skipping.
-    let producer = Producer::new(producer_config(a, Acks::All))
+    let producer = Producer::new(producer_config(a, client, Acks::All))
         .expect("start the producer (is the broker up?)");
     let base = payload(a.size);
     let total = a.rate * (a.warmup + a.seconds);

@@ -170,27 +170,20 @@ impl TlsStream {
             if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
                 return Ok(true);
             }
+            // Nothing decrypted yet: wait for the socket, then take what it has without
+            // blocking, and look again. A partial record waits for its rest, within the bound.
             let left = deadline.saturating_duration_since(Instant::now());
             if !Transport::wait_readable(&mut self.sock, left)? {
                 return Ok(false);
             }
             self.sock.set_nonblocking(true)?;
-            let r = self.tls.read_tls(&mut self.sock);
+            let read = self.tls.read_tls(&mut self.sock);
             self.sock.set_nonblocking(false)?;
-            match r {
+            match read {
                 Ok(0) => return Ok(true),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return Ok(true),
-            }
-            if Instant::now() >= deadline && !timeout.is_zero() {
-                // One more look at what was just read, then give up.
-                let state = self.process().ok();
-                return Ok(state.is_none_or(|s| s.plaintext_bytes_to_read() > 0));
-            }
-            if timeout.is_zero() {
-                let state = self.process().ok();
-                return Ok(state.is_none_or(|s| s.plaintext_bytes_to_read() > 0));
             }
         }
     }

@@ -7,10 +7,17 @@
 // producer sends record i at its scheduled time t0 + i/rate (at once when behind, never
 // skipping), with that time (ns since the Unix epoch, big-endian u64) in the value's first 8
 // bytes; the consumer takes now - scheduled for every record scheduled after the warm-up.
+//
+// A secured listener (franz-go only): -tls-ca ca.pem turns on TLS (Go's crypto/tls,
+// verifying the broker against that CA), -sasl-mechanism SCRAM-SHA-512 (or SCRAM-SHA-256)
+// with -sasl-user U authenticates, the password from the environment,
+// BENCH_SASL_PASSWORD (kept off the command line).
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/json"
 	"flag"
@@ -24,6 +31,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/compress"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 var (
@@ -40,6 +48,9 @@ var (
 	rate      = flag.Int64("rate", 20000, "records per second (latency)")
 	seconds   = flag.Int64("seconds", 10, "measured seconds, after the warm-up (latency)")
 	warmup    = flag.Int64("warmup", 3, "warm-up seconds, sent but not measured (latency)")
+	tlsCA     = flag.String("tls-ca", "", "PEM CA file: connect over TLS, verifying the broker with it (franz-go)")
+	saslMech  = flag.String("sasl-mechanism", "", "SCRAM-SHA-512 or SCRAM-SHA-256, password from $BENCH_SASL_PASSWORD (franz-go)")
+	saslUser  = flag.String("sasl-user", "", "SASL user name (franz-go)")
 )
 
 func payload() []byte {
@@ -62,6 +73,9 @@ func fail(err error) {
 
 func main() {
 	flag.Parse()
+	if *client != "franz-go" && (*tlsCA != "" || *saslMech != "") {
+		fail(fmt.Errorf("-tls-ca and -sasl-mechanism are for -client franz-go only"))
+	}
 	if *mode == "latency" {
 		acksSet := false
 		flag.Visit(func(f *flag.Flag) { acksSet = acksSet || f.Name == "acks" })
@@ -170,18 +184,46 @@ func kafkaGoConsume() int64 {
 	return n
 }
 
+// franzBase is every franz-go client's seed broker and security options.
+func franzBase() []kgo.Opt {
+	opts := []kgo.Opt{kgo.SeedBrokers(*brokers)}
+	if *tlsCA != "" {
+		pem, err := os.ReadFile(*tlsCA)
+		if err != nil {
+			fail(err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			fail(fmt.Errorf("%s: no PEM certificate in it", *tlsCA))
+		}
+		// The server name comes from the address dialed (127.0.0.1, in the broker's SAN).
+		opts = append(opts, kgo.DialTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+	}
+	if *saslMech != "" {
+		auth := scram.Auth{User: *saslUser, Pass: os.Getenv("BENCH_SASL_PASSWORD")}
+		switch *saslMech {
+		case "SCRAM-SHA-512":
+			opts = append(opts, kgo.SASL(auth.AsSha512Mechanism()))
+		case "SCRAM-SHA-256":
+			opts = append(opts, kgo.SASL(auth.AsSha256Mechanism()))
+		default:
+			fail(fmt.Errorf("-sasl-mechanism %s: only SCRAM-SHA-512 and SCRAM-SHA-256", *saslMech))
+		}
+	}
+	return opts
+}
+
 func franzOpts() []kgo.Opt {
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(*brokers),
+	opts := append(franzBase(),
 		kgo.DefaultProduceTopic(*topic),
-		kgo.ProducerLinger(time.Duration(*lingerMs) * time.Millisecond),
+		kgo.ProducerLinger(time.Duration(*lingerMs)*time.Millisecond),
 		kgo.ProducerBatchMaxBytes(int32(*batchSize)),
-		kgo.MaxBufferedRecords(1 << 20),
+		kgo.MaxBufferedRecords(1<<20),
 		kgo.DisableIdempotentWrite(),
 		kgo.MaxProduceRequestsInflightPerBroker(5),
 		kgo.RequiredAcks(kgo.LeaderAck()),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
-	}
+	)
 	if *acks == "all" {
 		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()))
 	}
@@ -219,15 +261,14 @@ func franzProduce() int64 {
 }
 
 func franzConsumer() *kgo.Client {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(*brokers),
+	cl, err := kgo.NewClient(append(franzBase(),
 		kgo.ConsumerGroup(fmt.Sprintf("%s-franz-go", *topic)),
 		kgo.ConsumeTopics(*topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(500*time.Millisecond),
 		kgo.FetchMinBytes(1),
 		kgo.FetchMaxBytes(50<<20),
-	)
+	)...)
 	if err != nil {
 		fail(err)
 	}

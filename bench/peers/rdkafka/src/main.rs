@@ -7,6 +7,12 @@
 //! BaseProducer sends record i at its scheduled time t0 + i / rate (at once when behind, never
 //! skipping), with that time (ns since the Unix epoch, big-endian u64) in the value's first 8
 //! bytes; the consumer takes now - scheduled for every record scheduled after the warm-up.
+//!
+//! Security, for a secured listener (every client the run creates gets them):
+//! `--security-protocol SASL_SSL --sasl-mechanism SCRAM-SHA-512 --sasl-username U
+//! --ssl-ca-location ca.pem`, and the password from the environment, `BENCH_SASL_PASSWORD`
+//! (kept off the command line). They map one to one onto librdkafka's `security.protocol`,
+//! `sasl.mechanisms`, `sasl.username`, `sasl.password` and `ssl.ca.location`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,12 +28,35 @@ use rdkafka::producer::{
 };
 use rdkafka::types::RDKafkaErrorCode;
 
-fn arg(name: &str, default: &str) -> String {
+fn opt(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
+}
+
+fn arg(name: &str, default: &str) -> String {
+    opt(name).unwrap_or_else(|| default.to_owned())
+}
+
+/// The bootstrap list and the security flags (see the crate docs), for every client.
+fn base_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (flag, key) in [
+        ("--security-protocol", "security.protocol"),
+        ("--sasl-mechanism", "sasl.mechanisms"),
+        ("--sasl-username", "sasl.username"),
+        ("--ssl-ca-location", "ssl.ca.location"),
+    ] {
+        if let Some(v) = opt(flag) {
+            c.set(key, v);
+        }
+    }
+    if let Ok(password) = std::env::var("BENCH_SASL_PASSWORD") {
+        c.set("sasl.password", password);
+    }
+    c
 }
 
 fn payload(size: usize) -> Vec<u8> {
@@ -44,8 +73,7 @@ fn payload(size: usize) -> Vec<u8> {
 }
 
 fn producer<C: ProducerContext>(brokers: &str, default_acks: &str, context: C) -> BaseProducer<C> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    base_config(brokers)
         .set("acks", arg("--acks", default_acks))
         .set("compression.type", arg("--compression", "none"))
         .set("linger.ms", arg("--linger-ms", "5"))
@@ -59,8 +87,7 @@ fn producer<C: ProducerContext>(brokers: &str, default_acks: &str, context: C) -
 }
 
 fn consumer(brokers: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = base_config(brokers)
         .set("group.id", format!("{topic}-rdkafka"))
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "500")
