@@ -100,16 +100,21 @@ fn api_versions(ranges: &[(ApiKey, i16, i16)], error_code: i16, version: i16) ->
 
 /// A broker that speaks ApiVersions (Metadata v0-12 only) and then does `then` for request 1.
 fn broker_then(then: impl FnOnce(i32) -> Reply + Send + 'static) -> (String, JoinHandle<()>) {
+    broker_with(
+        &[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 12)],
+        then,
+    )
+}
+
+/// A broker that advertises `ranges` in ApiVersions and then does `then` for request 1.
+fn broker_with(
+    ranges: &[(ApiKey, i16, i16)],
+    then: impl FnOnce(i32) -> Reply + Send + 'static,
+) -> (String, JoinHandle<()>) {
     let mut then = Some(then);
+    let versions = api_versions(ranges, 0, 4);
     fake_broker(move |n, id| match n {
-        0 => Reply::Bytes(frame(
-            id,
-            &api_versions(
-                &[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 12)],
-                0,
-                4,
-            ),
-        )),
+        0 => Reply::Bytes(frame(id, &versions)),
         1 => (then.take().unwrap())(id),
         _ => Reply::Close,
     })
@@ -449,19 +454,10 @@ fn a_mechanism_the_broker_lacks_names_the_ones_it_offers() {
         resp.encode(&mut buf, 1).unwrap();
         Reply::Last(frame(id, &buf))
     };
-    let mut then = Some(listener_then);
-    let (addr, server) = fake_broker(move |n, id| match n {
-        0 => Reply::Bytes(frame(
-            id,
-            &api_versions(
-                &[(ApiKey::ApiVersions, 0, 4), (ApiKey::SaslHandshake, 0, 1)],
-                0,
-                4,
-            ),
-        )),
-        1 => (then.take().unwrap())(id),
-        _ => Reply::Close,
-    });
+    let (addr, server) = broker_with(
+        &[(ApiKey::ApiVersions, 0, 4), (ApiKey::SaslHandshake, 0, 1)],
+        listener_then,
+    );
     let mut c = secured(&addr, SecurityProtocol::SaslPlaintext);
     c.security.sasl = Some(Sasl::scram_sha256("alice", "pw"));
     let err = Cluster::connect(c).unwrap_err().to_string();
