@@ -128,7 +128,7 @@ impl Cluster {
             )?;
         }
         let expected = topic.partitions;
-        self.await_topic(&topic.name, deadline, "to be created", |t| {
+        self.await_topic(&topic.name, (deadline, timeout), "to be created", |t| {
             t.is_some_and(|t| t.all_led() && t.partitions.len() == expected as usize)
         })
     }
@@ -162,7 +162,7 @@ impl Cluster {
                 r.error_message.as_deref(),
             )?;
         }
-        self.await_topic(name, deadline, "to disappear", |t| t.is_none())
+        self.await_topic(name, (deadline, timeout), "to disappear", |t| t.is_none())
     }
 
     /// Grow a topic to `total` partitions and wait (at most `timeout`) until all have leaders.
@@ -189,19 +189,22 @@ impl Cluster {
                 r.error_message.as_deref(),
             )?;
         }
-        self.await_topic(name, deadline, "to grow", |t| {
+        self.await_topic(name, (deadline, timeout), "to grow", |t| {
             t.is_some_and(|t| t.all_led() && t.partitions.len() == total as usize)
         })
     }
 
     /// Poll metadata until `done` holds for the topic, or the deadline passes.
+    /// Poll metadata until `done` holds, by `limit.0`; a timeout reports `limit.1`, the
+    /// whole bound the caller was given.
     fn await_topic(
         &mut self,
         name: &str,
-        deadline: Instant,
+        limit: (Instant, Duration),
         what: &str,
         done: impl Fn(Option<&super::cluster::TopicInfo>) -> bool,
     ) -> Result<()> {
+        let (deadline, timeout) = limit;
         let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
         loop {
             self.invalidate(Some(name));
@@ -220,7 +223,7 @@ impl Cluster {
                     phase: Phase::Read,
                     broker: format!("metadata (waiting for topic {name} {what})"),
                     api: Some("Metadata"),
-                    after: deadline.saturating_duration_since(Instant::now()),
+                    after: timeout,
                 });
             }
             std::thread::sleep(delay);

@@ -55,6 +55,9 @@ struct Member {
     committed: BTreeMap<TopicPartition, i64>,
     /// The next fetch, sent before the handler works through the current batch.
     prefetched: Option<FetchInFlight>,
+    /// Delay before the next fetch after a failed one: grows while fetches fail, starts
+    /// over after one succeeds.
+    fetch_backoff: Backoff,
     last_heartbeat: Instant,
     last_commit: Instant,
     last_poll: Instant,
@@ -104,6 +107,7 @@ pub(crate) fn run<H, E>(
         done: BTreeMap::new(),
         committed: BTreeMap::new(),
         prefetched: None,
+        fetch_backoff: fetch_backoff(),
         last_heartbeat: now,
         last_commit: now,
         last_poll: now,
@@ -115,11 +119,21 @@ pub(crate) fn run<H, E>(
     m.finish();
 }
 
+/// The member's retry delays: 50 ms doubling to 1 s.
+fn fetch_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
+}
+
 fn connect(config: &ConsumerConfig, shared: &PoolShared) -> Option<Cluster> {
     let mut backoff = Backoff::default();
     loop {
         match Cluster::connect(config.client.clone()) {
             Ok(c) => return Some(c),
+            // Refused credentials or certificates, or a bad setting: retrying cannot help.
+            Err(e) if !e.is_retriable() => {
+                shared.stop_pool(format!("consumer: connecting: {e}"));
+                return None;
+            }
             Err(e) => {
                 log::warn!("consumer: connecting: {e}");
                 if shared.stopping() {
@@ -179,12 +193,13 @@ impl Member {
     }
 
     fn backoff(&self) -> Backoff {
-        Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
+        fetch_backoff()
     }
 
-    /// Pause for the retry backoff before fetching again, keeping heartbeats going.
+    /// Pause for the retry backoff before fetching again, keeping heartbeats going. The
+    /// delay grows with each failure in a row (see `fetch_backoff`).
     fn pause_to_retry(&mut self) -> Result<(), Exit> {
-        let delay = self.backoff().next_delay();
+        let delay = self.fetch_backoff.next_delay();
         if self.pause(delay) {
             Ok(())
         } else {
@@ -655,7 +670,10 @@ impl Member {
             }
         };
         let results = match results {
-            Ok(r) => r,
+            Ok(r) => {
+                self.fetch_backoff = fetch_backoff();
+                r
+            }
             Err(e) => {
                 log::debug!("consumer {}: fetch: {e}", self.idx);
                 self.pause_to_retry()?;
