@@ -42,7 +42,7 @@ pub enum Stream {
 /// A client TLS session over a TCP socket, driven with blocking reads and writes.
 pub struct TlsStream {
     tls: ClientConnection,
-    sock: TcpStream,
+    sock: BufferedSocket,
     /// Whether a client certificate was configured (to explain the broker's refusal).
     client_auth: bool,
 }
@@ -75,13 +75,16 @@ impl Transport for Stream {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_read_timeout(timeout),
-            Stream::Tls(t) => t.sock.set_read_timeout(timeout),
+            Stream::Tls(t) => {
+                t.sock.read_timeout = timeout;
+                Ok(())
+            }
         }
     }
     fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_write_timeout(timeout),
-            Stream::Tls(t) => t.sock.set_write_timeout(timeout),
+            Stream::Tls(t) => t.sock.sock.set_write_timeout(timeout),
         }
     }
     fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
@@ -170,15 +173,16 @@ impl TlsStream {
             if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
                 return Ok(true);
             }
-            // Nothing decrypted yet: wait for the socket, then take what it has without
-            // blocking, and look again. A partial record waits for its rest, within the bound.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !Transport::wait_readable(&mut self.sock, left)? {
-                return Ok(false);
+            // Nothing decrypted yet: wait for the socket (unless bytes read earlier are
+            // waiting), then take what it has without blocking, and look again. A partial
+            // record waits for its rest, within the bound.
+            if !self.sock.has_buffered() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !Transport::wait_readable(&mut self.sock.sock, left)? {
+                    return Ok(false);
+                }
             }
-            self.sock.set_nonblocking(true)?;
-            let read = self.tls.read_tls(&mut self.sock);
-            self.sock.set_nonblocking(false)?;
+            let read = self.sock.read_nonblocking(&mut self.tls);
             match read {
                 Ok(0) => return Ok(true),
                 Ok(_) => {}
@@ -186,6 +190,80 @@ impl TlsStream {
                 Err(_) => return Ok(true),
             }
         }
+    }
+}
+
+/// The TCP socket under a TLS session, with a read buffer: rustls asks for about 4 KiB per
+/// read, so a large fetch response would cost a system call (and a timeout update) per
+/// 4 KiB; this reads up to 64 KiB at a time and applies a new read timeout only when it
+/// actually reads from the socket.
+struct BufferedSocket {
+    sock: TcpStream,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The timeout the next socket read must have.
+    read_timeout: Option<Duration>,
+    /// The timeout last set on the socket.
+    applied: Option<Option<Duration>>,
+}
+
+const SOCKET_READ_BUFFER: usize = 64 << 10;
+
+impl BufferedSocket {
+    fn new(sock: TcpStream) -> Self {
+        BufferedSocket {
+            sock,
+            buf: vec![0; SOCKET_READ_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            read_timeout: None,
+            applied: None,
+        }
+    }
+
+    fn has_buffered(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// Feed `tls` what is buffered or what the socket has now, without blocking.
+    fn read_nonblocking(&mut self, tls: &mut ClientConnection) -> io::Result<usize> {
+        if self.has_buffered() {
+            return tls.read_tls(self);
+        }
+        self.sock.set_nonblocking(true)?;
+        let read = tls.read_tls(self);
+        self.sock.set_nonblocking(false)?;
+        read
+    }
+}
+
+impl Read for BufferedSocket {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if !self.has_buffered() {
+            if self.applied != Some(self.read_timeout) {
+                self.sock.set_read_timeout(self.read_timeout)?;
+                self.applied = Some(self.read_timeout);
+            }
+            self.end = self.sock.read(&mut self.buf)?;
+            self.start = 0;
+        }
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+}
+
+impl Write for BufferedSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.sock.write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
     }
 }
 
@@ -385,7 +463,7 @@ fn tls_handshake(
     }
     Ok(TlsStream {
         tls,
-        sock,
+        sock: BufferedSocket::new(sock),
         client_auth,
     })
 }
