@@ -133,6 +133,12 @@ impl Cluster {
         &self.config
     }
 
+    /// How this cluster opens connections (for opening more of them elsewhere, e.g. on
+    /// another thread).
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
     /// Known brokers by id.
     pub fn brokers(&self) -> &HashMap<i32, BrokerInfo> {
         &self.brokers

@@ -18,6 +18,7 @@
 mod balancer;
 mod config;
 mod delivery;
+mod links;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -260,7 +261,16 @@ impl Producer {
             close_timeout: config.close_timeout,
             writer: Mutex::new(None),
         };
-        let writer = writer::Writer::new(config, cluster, rx, shared);
+        let known: Vec<client::TopicInfo> = match &config.topic {
+            Some(t) => vec![cluster.topic(t)?.clone()],
+            None => Vec::new(),
+        };
+        let links =
+            links::Links::start(cluster, known, inner.tx.clone()).map_err(|e| Error::Config {
+                field: "threads",
+                reason: format!("cannot start the metadata thread: {e}"),
+            })?;
+        let writer = writer::Writer::new(config, links, rx, shared);
         let handle = std::thread::Builder::new()
             .name("kpipe-writer".into())
             .spawn(move || writer.run())

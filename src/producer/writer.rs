@@ -16,8 +16,10 @@ use kafka_protocol::messages::ProduceRequest;
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
+use std::task::Poll;
+
 use crate::client::{
-    self, produce_request, produce_results, Acks, BatchBuilder, Cluster, Compression, KafkaCode,
+    self, produce_request, produce_results, Acks, BatchBuilder, Compression, KafkaCode,
     PartitionBatch, Pending, ProduceAck,
 };
 use crate::shutdown::Shutdown;
@@ -25,7 +27,8 @@ use crate::shutdown::Shutdown;
 use super::balancer::Chooser;
 use super::config::{ProducerConfig, TopicDefaults};
 use super::delivery::{Delivery, DeliveryError, Envelope, Report};
-use super::{ensure_topic, Msg, Shared, Summary};
+use super::links::Links;
+use super::{Msg, Shared, Summary};
 use crate::sync::Locked;
 
 /// Records taken from the channel per intake round, so responses are read in between.
@@ -191,7 +194,8 @@ struct Request {
 }
 
 pub(crate) struct Writer {
-    cluster: Cluster,
+    /// Connections and metadata; nothing there blocks on one broker (see links.rs).
+    links: Links,
     rx: Receiver<Msg>,
     shared: Arc<Shared>,
     cfg: Settings,
@@ -243,7 +247,7 @@ fn error_kind(e: &client::Error) -> String {
 impl Writer {
     pub(crate) fn new(
         config: ProducerConfig,
-        cluster: Cluster,
+        links: Links,
         rx: Receiver<Msg>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -266,7 +270,7 @@ impl Writer {
             },
             chooser: Chooser::new(config.balancer),
             default_topic: config.topic.as_deref().map(Arc::from),
-            cluster,
+            links,
             rx,
             shared,
             topics: Topics::default(),
@@ -302,6 +306,7 @@ impl Writer {
                 self.shared.clock.resync();
                 self.clock_synced = now;
             }
+            self.links.poll();
             let (taken, sends) = (self.taken, self.sends);
             let wait = self.intake_wait(now, closing);
             self.intake(wait);
@@ -511,10 +516,22 @@ impl Writer {
         if !self.topics.contains_key(&topic) {
             let state = self.load_topic(&topic);
             match state {
-                Ok(state) => {
+                Poll::Ready(Ok(state)) => {
                     self.topics.insert(topic.clone(), Topic::Ready(state));
                 }
-                Err(e) if e.is_retriable() => {
+                // Metadata is on its way: hold the record until it comes.
+                Poll::Pending => {
+                    self.topics.insert(
+                        topic.clone(),
+                        Topic::Unresolved {
+                            held: VecDeque::new(),
+                            retry_at: Instant::now() + IDLE_TICK,
+                            backoff: self.backoff(),
+                            last_error: None,
+                        },
+                    );
+                }
+                Poll::Ready(Err(e)) if e.is_retriable() => {
                     let mut backoff = self.backoff();
                     let retry_at = Instant::now() + backoff.next_delay();
                     self.shared.count_error(error_kind(&e));
@@ -528,10 +545,10 @@ impl Writer {
                         },
                     );
                 }
-                Err(client::Error::UnknownTopic { .. }) => {
+                Poll::Ready(Err(client::Error::UnknownTopic { .. })) => {
                     return self.fail(env, DeliveryError::UnknownTopic(topic));
                 }
-                Err(e) => return self.fail(env, DeliveryError::Rejected(Arc::new(e))),
+                Poll::Ready(Err(e)) => return self.fail(env, DeliveryError::Rejected(Arc::new(e))),
             }
         }
         match self.topics.get_mut(&topic).expect("inserted above") {
@@ -545,31 +562,46 @@ impl Writer {
         }
     }
 
-    fn load_topic(&mut self, topic: &str) -> Result<TopicState, client::Error> {
-        ensure_topic(&mut self.cluster, topic, self.cfg.create_topics)?;
-        let info = self.cluster.topic(topic)?;
+    /// The topic's state, once its metadata is known (the first sight of a topic asks for
+    /// it, creating the topic if configured to).
+    fn load_topic(&mut self, topic: &Arc<str>) -> Poll<Result<TopicState, client::Error>> {
+        let info = match self.links.topic(topic, self.cfg.create_topics) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(info)) => info,
+        };
         let n = info.partitions.len();
         let id = info.id;
         let backoff = self.backoff();
-        Ok(TopicState {
+        Poll::Ready(Ok(TopicState {
             id,
             parts: (0..n).map(|_| new_part(backoff.clone())).collect(),
             load: vec![0; n],
-        })
+        }))
     }
 
     /// Retry metadata for topics whose records are held, and fail held records past their
     /// delivery timeout.
     fn resolve_held(&mut self, now: Instant) {
+        // Due: a retry whose time came, or a load whose answer may have arrived.
         let due: Vec<Arc<str>> = self
             .topics
             .iter()
-            .filter(|(_, t)| matches!(t, Topic::Unresolved { retry_at, .. } if *retry_at <= now))
+            .filter(|(name, t)| {
+                matches!(t, Topic::Unresolved { retry_at, last_error, .. }
+                    if *retry_at <= now || last_error.is_none())
+                    && !self.links.loading(name)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for name in due {
             match self.load_topic(&name) {
-                Ok(state) => {
+                Poll::Pending => {
+                    if let Some(Topic::Unresolved { retry_at, .. }) = self.topics.get_mut(&name) {
+                        *retry_at = now + IDLE_TICK;
+                    }
+                }
+                Poll::Ready(Ok(state)) => {
                     let Some(Topic::Unresolved { held, .. }) =
                         self.topics.insert(name.clone(), Topic::Ready(state))
                     else {
@@ -579,7 +611,7 @@ impl Writer {
                         self.route(env);
                     }
                 }
-                Err(e) if e.is_retriable() => {
+                Poll::Ready(Err(e)) if e.is_retriable() => {
                     self.shared.count_error(error_kind(&e));
                     if let Some(Topic::Unresolved {
                         retry_at,
@@ -592,7 +624,7 @@ impl Writer {
                         *last_error = Some(Arc::new(e));
                     }
                 }
-                Err(e) => {
+                Poll::Ready(Err(e)) => {
                     let err = match e {
                         client::Error::UnknownTopic { .. } => {
                             DeliveryError::UnknownTopic(name.clone())
@@ -678,12 +710,16 @@ impl Writer {
                 })
                 .collect();
             for (i, due) in candidates {
-                match self.cluster.leader(&name, i as i32) {
-                    Ok(leader) => by_broker
-                        .entry(leader)
-                        .or_default()
-                        .push((name.clone(), i, due)),
-                    Err(e) => self.delay_partition(&name, i, Arc::new(e)),
+                match self.links.leader(&name, i as i32) {
+                    Poll::Ready(Ok(leader)) => {
+                        by_broker
+                            .entry(leader)
+                            .or_default()
+                            .push((name.clone(), i, due))
+                    }
+                    Poll::Ready(Err(e)) => self.delay_partition(&name, i, Arc::new(e)),
+                    // Being refreshed: the partition waits, the others go on.
+                    Poll::Pending => {}
                 }
             }
         }
@@ -700,7 +736,7 @@ impl Writer {
 
     fn delay_partition(&mut self, topic: &Arc<str>, partition: usize, err: Arc<client::Error>) {
         self.shared.count_error(error_kind(&err));
-        self.cluster.note_error(&err, Some(topic));
+        self.links.note_error(&err, Some(topic));
         if let Some(Topic::Ready(state)) = self.topics.get_mut(topic) {
             let part = &mut state.parts[partition];
             part.retry_at = Some(Instant::now() + part.backoff.next_delay());
@@ -709,9 +745,11 @@ impl Writer {
     }
 
     fn send_to(&mut self, broker: i32, parts: Vec<(Arc<str>, usize, bool)>) {
-        let in_flight = match self.cluster.broker(broker) {
-            Ok(conn) => conn.in_flight(),
-            Err(e) => {
+        let in_flight = match self.links.connection(broker) {
+            Poll::Ready(Ok(conn)) => conn.in_flight(),
+            // Being opened in the background: its partitions wait, the others go on.
+            Poll::Pending => return,
+            Poll::Ready(Err(e)) => {
                 let e = Arc::new(e);
                 for (t, p, _) in &parts {
                     self.delay_partition(t, *p, e.clone());
@@ -792,7 +830,7 @@ impl Writer {
             return;
         }
         let req = produce_request(self.cfg.acks, self.cfg.request_timeout, &meta);
-        let conn = self.cluster.broker(broker).expect("connected above");
+        let conn = self.links.existing(broker).expect("connected above");
         let sent = if self.cfg.acks == Acks::None {
             conn.send_without_response(&req).map(|()| None)
         } else {
@@ -827,7 +865,7 @@ impl Writer {
                 }
             }
             Err(e) => {
-                self.cluster.note_error(&e, None);
+                self.links.note_error(&e, None);
                 let e = Arc::new(e);
                 for b in batches {
                     self.retry_or_fail(b, e.clone());
@@ -853,7 +891,7 @@ impl Writer {
                 .position(|r| r.broker == broker)
                 .expect("broker has a request");
             let now = Instant::now();
-            let outcome = match self.cluster.existing(broker) {
+            let outcome = match self.links.existing(broker) {
                 None => Some(Err(client::Error::Closed {
                     broker: format!("node {broker}"),
                 })),
@@ -875,7 +913,7 @@ impl Writer {
             match outcome {
                 Ok(resp) => self.handle_response(req, &resp),
                 Err(e) => {
-                    self.cluster.note_error(&e, None);
+                    self.links.note_error(&e, None);
                     let e = Arc::new(e);
                     for b in req.batches {
                         self.retry_or_fail(b, e.clone());
@@ -887,11 +925,7 @@ impl Writer {
     }
 
     fn handle_response(&mut self, req: Request, resp: &kafka_protocol::messages::ProduceResponse) {
-        let broker_addr = self
-            .cluster
-            .brokers()
-            .get(&req.broker)
-            .map_or_else(|| format!("node {}", req.broker), |b| b.addr.clone());
+        let broker_addr = self.links.broker_addr(req.broker);
         let mut results = produce_results(resp, &req.meta, &broker_addr);
         for batch in req.batches {
             let found = results
@@ -971,9 +1005,7 @@ impl Writer {
     fn retry_or_fail(&mut self, batch: SentBatch, err: Arc<client::Error>) {
         let now = Instant::now();
         self.shared.count_error(error_kind(&err));
-        if err.invalidates_metadata() {
-            self.cluster.invalidate(Some(&batch.topic));
-        }
+        self.links.note_error(&err, Some(&batch.topic));
         let too_large = matches!(
             err.kafka_code(),
             Some(KafkaCode::MessageTooLarge) | Some(KafkaCode::RecordListTooLarge)
