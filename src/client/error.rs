@@ -12,6 +12,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The phase of a request that ran out of time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Looking up the broker's host name.
+    Resolve,
     /// Opening the TCP connection.
     Connect,
     /// The TLS handshake.
@@ -25,6 +27,7 @@ pub enum Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Phase::Resolve => "name lookup",
             Phase::Connect => "connect",
             Phase::TlsHandshake => "TLS handshake",
             Phase::Write => "write",

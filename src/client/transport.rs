@@ -374,14 +374,48 @@ fn host_of(addr: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
+enum Resolve {
+    Failed(io::Error),
+    TimedOut,
+}
+
+/// The addresses `addr` names, within `timeout`. An IP address needs no lookup; a name is
+/// looked up on a thread of its own, as getaddrinfo has no timeout: one that hangs (a DNS
+/// server that does not answer) is left to finish on its own, and the connect fails in time.
+fn resolve(addr: &str, timeout: Duration) -> std::result::Result<Vec<SocketAddr>, Resolve> {
+    if let Ok(sock) = addr.parse::<SocketAddr>() {
+        return Ok(vec![sock]);
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let name = addr.to_owned();
+    std::thread::Builder::new()
+        .name("kpipe-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(name.to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+        })
+        .map_err(Resolve::Failed)?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(Resolve::Failed(e)),
+        Err(_) => Err(Resolve::TimedOut),
+    }
+}
+
 pub(crate) fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
     let connect_err = |source| Error::Connect {
         addr: addr.to_owned(),
         source,
     };
-    // Note: name resolution itself (getaddrinfo) has no timeout of its own.
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(connect_err)?.collect();
     let deadline = Instant::now() + timeout;
+    let addrs = resolve(addr, timeout).map_err(|e| match e {
+        Resolve::Failed(source) => connect_err(source),
+        Resolve::TimedOut => Error::Timeout {
+            phase: Phase::Resolve,
+            broker: addr.to_owned(),
+            api: None,
+            after: timeout,
+        },
+    })?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
     // Try every address the name resolves to (localhost may be ::1 first), all within one
     // connect timeout.
@@ -729,6 +763,20 @@ impl ServerCertVerifier for Relaxed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_resolve_within_a_bound_and_addresses_need_no_lookup() {
+        let direct = resolve("127.0.0.1:9092", Duration::ZERO).ok().unwrap();
+        assert_eq!(direct, ["127.0.0.1:9092".parse().unwrap()]);
+        let named = resolve("localhost:9092", Duration::from_secs(5))
+            .ok()
+            .unwrap();
+        assert!(named.iter().all(|a| a.ip().is_loopback()), "{named:?}");
+        assert!(matches!(
+            resolve("no-port-here", Duration::from_secs(5)),
+            Err(Resolve::Failed(_))
+        ));
+    }
 
     #[test]
     fn hosts_come_from_addresses() {
