@@ -177,8 +177,8 @@ fn broker_lost_mid_stream_fails_records_at_the_delivery_timeout() {
     config.batch_bytes = 1024;
     config.buffer_bytes = 4096;
     config.write_timeout = Duration::from_millis(100);
-    config.retry_backoff = Duration::from_millis(20);
-    config.retry_backoff_max = Duration::from_millis(100);
+    config.client.retry_backoff = Duration::from_millis(20);
+    config.client.retry_backoff_max = Duration::from_millis(100);
     let producer = Producer::new(config).unwrap();
 
     let before = producer

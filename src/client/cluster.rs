@@ -2,14 +2,14 @@
 //! per broker.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::{Request, StrBytes};
 use uuid::Uuid;
 
-use super::backoff::{retry, Backoff};
+use super::backoff::retry;
 use super::config::ClientConfig;
 use super::connection::Connection;
 use super::error::{Error, KafkaCode, Location, Result};
@@ -468,7 +468,7 @@ impl Cluster {
         op: impl FnMut(&mut Cluster) -> Result<T>,
     ) -> Result<T> {
         let deadline = Instant::now() + self.config.connection.request_timeout;
-        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
+        let mut backoff = self.config.backoff();
         retry(
             self,
             deadline,

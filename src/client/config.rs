@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::backoff::Backoff;
 use super::error::{Error, Result};
 use super::security::SecurityConfig;
 
@@ -45,6 +46,12 @@ pub struct ClientConfig {
     pub metadata_max_age: Duration,
     /// TLS and SASL: `security.protocol` and what it needs. Default plaintext.
     pub security: SecurityConfig,
+    /// First delay before a retry (of a produce, a fetch, a metadata or group request, a
+    /// connect); doubles per retry in a row, with jitter. Default 100 ms (Java
+    /// `retry.backoff.ms`). The one retry policy of everything built on this config.
+    pub retry_backoff: Duration,
+    /// Longest retry delay. Default 1 s (Java `retry.backoff.max.ms`).
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for ClientConfig {
@@ -54,6 +61,8 @@ impl Default for ClientConfig {
             connection: ConnectionConfig::default(),
             metadata_max_age: Duration::from_secs(300),
             security: SecurityConfig::default(),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
         }
     }
 }
@@ -124,7 +133,24 @@ impl ClientConfig {
                 ),
             });
         }
+        if self.retry_backoff.is_zero() || self.retry_backoff > self.retry_backoff_max {
+            return Err(Error::Config {
+                field: "retry_backoff",
+                reason: format!(
+                    "{:?} must be above zero and at most retry_backoff_max ({:?})",
+                    self.retry_backoff, self.retry_backoff_max
+                ),
+            });
+        }
         self.security.validate()
+    }
+}
+
+impl ClientConfig {
+    /// A fresh backoff of the configured retry policy (`retry_backoff` doubling to
+    /// `retry_backoff_max`).
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.retry_backoff, self.retry_backoff_max)
     }
 }
 
@@ -165,6 +191,10 @@ mod tests {
             let err = ClientConfig::new([bad]).validate().unwrap_err();
             assert!(err.to_string().contains("host:port"), "{bad}: {err}");
         }
+        let mut c = ClientConfig::default();
+        c.retry_backoff = Duration::from_secs(5);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("retry_backoff_max"), "{err}");
         let mut c = ClientConfig::default();
         c.connection.request_timeout = Duration::ZERO;
         assert!(c

@@ -318,6 +318,10 @@ pub(crate) fn load(text: &str, origin: &str, base: ClientConfig) -> Result<Loade
                 config.connection.connect_timeout = millis(p).map_err(|e| err(p, e))?
             }
             "metadata.max.age.ms" => config.metadata_max_age = millis(p).map_err(|e| err(p, e))?,
+            "retry.backoff.ms" => config.retry_backoff = millis(p).map_err(|e| err(p, e))?,
+            "retry.backoff.max.ms" => {
+                config.retry_backoff_max = millis(p).map_err(|e| err(p, e))?
+            }
             // Used together with sasl.jaas.config below.
             "sasl.oauthbearer.token.endpoint.url" => {}
             k if IGNORED.contains(&k) => {}

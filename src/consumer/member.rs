@@ -92,6 +92,7 @@ pub(crate) fn run<H, E>(
         },
     };
     let now = Instant::now();
+    let fetch_backoff = config.client.backoff();
     let mut m = Member {
         idx,
         config,
@@ -107,7 +108,7 @@ pub(crate) fn run<H, E>(
         done: BTreeMap::new(),
         committed: BTreeMap::new(),
         prefetched: None,
-        fetch_backoff: fetch_backoff(),
+        fetch_backoff,
         last_heartbeat: now,
         last_commit: now,
         last_poll: now,
@@ -119,13 +120,8 @@ pub(crate) fn run<H, E>(
     m.finish();
 }
 
-/// The member's retry delays: 50 ms doubling to 1 s.
-fn fetch_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
-}
-
 fn connect(config: &ConsumerConfig, shared: &PoolShared) -> Option<Cluster> {
-    let mut backoff = Backoff::default();
+    let mut backoff = config.client.backoff();
     loop {
         match Cluster::connect(config.client.clone()) {
             Ok(c) => return Some(c),
@@ -192,12 +188,13 @@ impl Member {
         )
     }
 
+    /// A fresh backoff of the client's retry policy.
     fn backoff(&self) -> Backoff {
-        fetch_backoff()
+        self.config.client.backoff()
     }
 
     /// Pause for the retry backoff before fetching again, keeping heartbeats going. The
-    /// delay grows with each failure in a row (see `fetch_backoff`).
+    /// delay grows with each failure in a row, and starts over after a fetch succeeds.
     fn pause_to_retry(&mut self) -> Result<(), Exit> {
         let delay = self.fetch_backoff.next_delay();
         if self.pause(delay) {
@@ -671,7 +668,7 @@ impl Member {
         };
         let results = match results {
             Ok(r) => {
-                self.fetch_backoff = fetch_backoff();
+                self.fetch_backoff = self.backoff();
                 r
             }
             Err(e) => {

@@ -55,10 +55,6 @@ pub struct ProducerConfig {
     /// it fails. Default 120 s (Java `delivery.timeout.ms`). Must be at least
     /// `linger + request_timeout`.
     pub delivery_timeout: Duration,
-    /// First retry delay; doubles per retry. Default 100 ms (Java `retry.backoff.ms`).
-    pub retry_backoff: Duration,
-    /// Longest retry delay. Default 1 s (Java `retry.backoff.max.ms`).
-    pub retry_backoff_max: Duration,
     /// Partition choice. Default [`Balancer::LeastBytes`] (keyed records always hash).
     pub balancer: Balancer,
     /// Create missing topics with these settings. Default none: a missing topic is an error.
@@ -87,8 +83,6 @@ impl ProducerConfig {
             acks: Acks::All,
             compression: Compression::None,
             delivery_timeout: Duration::from_secs(120),
-            retry_backoff: Duration::from_millis(100),
-            retry_backoff_max: Duration::from_secs(1),
             balancer: Balancer::default(),
             create_topics: None,
             shutdown: None,
@@ -163,12 +157,6 @@ impl ProducerConfig {
                     self.delivery_timeout,
                     self.linger + request_timeout
                 ),
-            );
-        }
-        if self.retry_backoff.is_zero() || self.retry_backoff > self.retry_backoff_max {
-            return bad(
-                "retry_backoff",
-                "must be above zero and at most retry_backoff_max".into(),
             );
         }
         if let Some(t) = &self.topic {

@@ -53,8 +53,7 @@ struct Settings {
     compression: Compression,
     delivery_timeout: Duration,
     request_timeout: Duration,
-    retry_backoff: Duration,
-    retry_backoff_max: Duration,
+    retry: client::ClientConfig,
     create_topics: Option<TopicDefaults>,
     shutdown: Option<Shutdown>,
     close_timeout: Duration,
@@ -262,8 +261,7 @@ impl Writer {
                 compression: config.compression,
                 delivery_timeout: config.delivery_timeout,
                 request_timeout: config.client.connection.request_timeout,
-                retry_backoff: config.retry_backoff,
-                retry_backoff_max: config.retry_backoff_max,
+                retry: config.client.clone(),
                 create_topics: config.create_topics,
                 shutdown: config.shutdown,
                 close_timeout: config.close_timeout,
@@ -289,7 +287,7 @@ impl Writer {
     }
 
     fn backoff(&self) -> client::Backoff {
-        client::Backoff::new(self.cfg.retry_backoff, self.cfg.retry_backoff_max)
+        self.cfg.retry.backoff()
     }
 
     pub(crate) fn run(mut self) -> Summary {
