@@ -191,8 +191,10 @@ mod tests {
             let err = ClientConfig::new([bad]).validate().unwrap_err();
             assert!(err.to_string().contains("host:port"), "{bad}: {err}");
         }
-        let mut c = ClientConfig::default();
-        c.retry_backoff = Duration::from_secs(5);
+        let c = ClientConfig {
+            retry_backoff: Duration::from_secs(5),
+            ..Default::default()
+        };
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("retry_backoff_max"), "{err}");
         let mut c = ClientConfig::default();

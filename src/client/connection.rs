@@ -119,6 +119,8 @@ pub struct Connection<S: Transport = Stream> {
     reauth_at: Option<Instant>,
     /// No request past the handshake has been answered yet (for error hints).
     fresh: bool,
+    /// The broker asked (throttle_time_ms, KIP-219) that nothing be sent before this.
+    throttled_until: Option<Instant>,
 }
 
 impl<S: Transport> std::fmt::Debug for Connection<S> {
@@ -163,6 +165,7 @@ impl<S: Transport> Connection<S> {
             sasl: None,
             reauth_at: None,
             fresh: true,
+            throttled_until: None,
         };
         conn.negotiate().map_err(|e| conn.hint_security(e))?;
         Ok(conn)
@@ -327,6 +330,26 @@ impl<S: Transport> Connection<S> {
         Ok(())
     }
 
+    /// Note a response's `throttle_time_ms` (KIP-219: the broker answered at once and asks
+    /// the client to send nothing more for that long, or its quota is exceeded).
+    pub fn throttle(&mut self, throttle_time_ms: i32) {
+        if throttle_time_ms > 0 {
+            let until = Instant::now() + Duration::from_millis(throttle_time_ms as u64);
+            self.throttled_until = Some(self.throttled_until.map_or(until, |t| t.max(until)));
+            log::debug!(
+                "{} throttles this client for {throttle_time_ms} ms",
+                self.broker
+            );
+        }
+    }
+
+    /// Until when the broker asked for quiet, if that is still ahead. [`send`](Self::send)
+    /// waits for it (at most the request timeout); a caller that must not wait checks this
+    /// first.
+    pub fn throttled_until(&self) -> Option<Instant> {
+        self.throttled_until.filter(|t| *t > Instant::now())
+    }
+
     /// When the connection will re-authenticate, if the broker limits its session.
     pub fn reauthentication_due(&self) -> Option<Instant> {
         self.reauth_at
@@ -464,6 +487,14 @@ impl<S: Transport> Connection<S> {
             return Err(Error::Closed {
                 broker: self.broker.clone(),
             });
+        }
+        if let Some(until) = self.throttled_until.take() {
+            let wait = until
+                .saturating_duration_since(Instant::now())
+                .min(self.config.request_timeout);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
         }
         if self.reauth_at.is_some()
             && R::KEY != ApiKey::SaslHandshake as i16
@@ -969,6 +1000,24 @@ pub(crate) mod tests {
         let mut conn = connect_with(&f).unwrap();
         let err = conn.request(&MetadataRequest::default()).unwrap_err();
         assert!(err.to_string().contains("trailing"), "{err}");
+    }
+
+    #[test]
+    fn a_throttled_connection_sends_nothing_before_the_time_is_up() {
+        let md = MetadataResponse::default();
+        let mut conn = connect_with(&frame(1, &md, 12)).unwrap();
+        assert!(conn.throttled_until().is_none());
+        conn.throttle(0);
+        assert!(conn.throttled_until().is_none(), "zero is no throttle");
+        conn.throttle(60);
+        let until = conn.throttled_until().expect("throttled");
+        let pending = conn.send(&MetadataRequest::default()).unwrap();
+        assert!(
+            Instant::now() >= until,
+            "the request went out only after the broker's throttle time"
+        );
+        assert!(conn.throttled_until().is_none());
+        conn.receive::<MetadataRequest>(pending).unwrap();
     }
 
     #[test]

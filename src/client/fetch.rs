@@ -244,8 +244,10 @@ impl Cluster {
             let received = match self.existing(leader) {
                 Some(conn) => {
                     let broker = conn.broker().to_owned();
-                    conn.receive::<FetchRequest>(pending)
-                        .map(|resp| (broker, resp))
+                    conn.receive::<FetchRequest>(pending).map(|resp| {
+                        conn.throttle(resp.throttle_time_ms);
+                        (broker, resp)
+                    })
                 }
                 None => Err(Error::Closed {
                     broker: format!("node {leader}"),

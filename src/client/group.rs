@@ -156,6 +156,7 @@ pub fn join_group(conn: &mut Connection, p: &JoinParams<'_>) -> Result<Joined> {
         req.reason = None;
         let wait = p.rebalance_timeout + Duration::from_secs(5);
         let resp = conn.request_within(&req, wait)?;
+        conn.throttle(resp.throttle_time_ms);
         // v4+: the first join is refused with MEMBER_ID_REQUIRED and an id to use.
         if resp.error_code == 79 && member_id.is_empty() {
             member_id = resp.member_id.to_string();
@@ -214,6 +215,7 @@ pub fn sync_group(
         })
         .collect();
     let resp = conn.request_within(&req, timeout)?;
+    conn.throttle(resp.throttle_time_ms);
     Error::check(resp.error_code, at(conn, "SyncGroup"), None)?;
     Ok(resp.assignment)
 }
@@ -232,6 +234,7 @@ pub fn heartbeat(
     req.member_id = s(member_id);
     req.group_instance_id = instance_id.map(s);
     let resp = conn.request(&req)?;
+    conn.throttle(resp.throttle_time_ms);
     Error::check(resp.error_code, at(conn, "Heartbeat"), None)
 }
 
@@ -257,6 +260,7 @@ pub fn leave_group(
         req.member_id = s(member_id);
     }
     let resp = conn.request(&req)?;
+    conn.throttle(resp.throttle_time_ms);
     Error::check(resp.error_code, at(conn, "LeaveGroup"), None)?;
     for m in &resp.members {
         Error::check(m.error_code, at(conn, "LeaveGroup"), None)?;
@@ -310,6 +314,7 @@ pub fn offset_fetch(
     }
     req.require_stable = version >= 7;
     let resp = conn.request(&req)?;
+    conn.throttle(resp.throttle_time_ms);
     let mut out = BTreeMap::new();
     let here = at(conn, "OffsetFetch");
     if let Some(g) = resp.groups.first() {
@@ -381,6 +386,7 @@ pub fn offset_commit(
         })
         .collect();
     let resp = conn.request(&req)?;
+    conn.throttle(resp.throttle_time_ms);
     let broker = conn.broker().to_owned();
     let mut out = Vec::new();
     for t in &resp.topics {

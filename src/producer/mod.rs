@@ -101,6 +101,9 @@ pub struct ProducerStats {
     pub requests_in_flight: u64,
     /// Batches sent again after a retriable error.
     pub retries: u64,
+    /// Milliseconds the brokers asked this producer to hold off (their quotas, KIP-219),
+    /// added up over responses.
+    pub throttled_ms: u64,
     /// Errors seen, by kind (retried ones included).
     pub errors: BTreeMap<String, u64>,
     /// Records waiting in the channel.
@@ -126,6 +129,7 @@ pub(crate) struct Shared {
     pub(crate) batch_bytes: Counter,
     pub(crate) in_flight: Counter,
     pub(crate) retries: Counter,
+    pub(crate) throttled_ms: Counter,
     pub(crate) errors: Mutex<BTreeMap<String, u64>>,
     pub(crate) latency: Histogram,
 }
@@ -247,6 +251,7 @@ impl Producer {
             batch_bytes: Counter::default(),
             in_flight: Counter::default(),
             retries: Counter::default(),
+            throttled_ms: Counter::default(),
             errors: Mutex::new(BTreeMap::new()),
             latency: Histogram::default(),
         });
@@ -424,6 +429,7 @@ impl Producer {
             },
             requests_in_flight: s.in_flight.get(),
             retries: s.retries.get(),
+            throttled_ms: s.throttled_ms.get(),
             errors: s.errors.locked().clone(),
             queue_depth: self.inner.tx.len(),
             latency: s.latency.percentiles(),

@@ -744,6 +744,9 @@ impl Writer {
 
     fn send_to(&mut self, broker: i32, parts: Vec<(Arc<str>, usize, bool)>) {
         let in_flight = match self.links.connection(broker) {
+            // Throttled by the broker's quota (KIP-219): its partitions wait, the others go
+            // on, and no request is sent to it before the broker's time is up.
+            Poll::Ready(Ok(conn)) if conn.throttled_until().is_some() => return,
             Poll::Ready(Ok(conn)) => conn.in_flight(),
             // Being opened in the background: its partitions wait, the others go on.
             Poll::Pending => return,
@@ -923,6 +926,12 @@ impl Writer {
     }
 
     fn handle_response(&mut self, req: Request, resp: &kafka_protocol::messages::ProduceResponse) {
+        if let Some(conn) = self.links.existing(req.broker) {
+            conn.throttle(resp.throttle_time_ms);
+        }
+        if resp.throttle_time_ms > 0 {
+            self.shared.throttled_ms.add(resp.throttle_time_ms as u64);
+        }
         let broker_addr = self.links.broker_addr(req.broker);
         let mut results = produce_results(resp, &req.meta, &broker_addr);
         for batch in req.batches {
