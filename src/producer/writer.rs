@@ -42,6 +42,9 @@ const SOCKET_TICK: Duration = Duration::from_millis(2);
 /// every few milliseconds at most. When the channel runs dry the writer waits on the socket
 /// instead, and sees a response the moment it arrives.
 const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// How often a partition looks again for a leader or a connection being set up in the
+/// background (an answer also wakes the writer at once).
+const LINK_WAIT: Duration = Duration::from_millis(10);
 
 struct Settings {
     linger: Duration,
@@ -716,8 +719,8 @@ impl Writer {
                             .push((name.clone(), i, due))
                     }
                     Poll::Ready(Err(e)) => self.delay_partition(&name, i, Arc::new(e)),
-                    // Being refreshed: the partition waits, the others go on.
-                    Poll::Pending => {}
+                    // Not known yet: the partition waits, the others go on.
+                    Poll::Pending => self.wait_for_link(&name, &[i]),
                 }
             }
         }
@@ -729,6 +732,18 @@ impl Writer {
             let mut parts = parts;
             parts.sort_by_key(|(_, _, due)| !*due);
             self.send_to(broker, parts);
+        }
+    }
+
+    /// Look at these partitions again in a moment: what they need (a leader, a connection)
+    /// is on its way. Without this the loop would spin while they are due.
+    fn wait_for_link(&mut self, topic: &Arc<str>, partitions: &[usize]) {
+        if let Some(Topic::Ready(state)) = self.topics.get_mut(topic) {
+            let at = Instant::now() + LINK_WAIT;
+            for &p in partitions {
+                let part = &mut state.parts[p];
+                part.retry_at = Some(part.retry_at.map_or(at, |r| r.max(at)));
+            }
         }
     }
 
@@ -749,7 +764,12 @@ impl Writer {
             Poll::Ready(Ok(conn)) if conn.throttled_until().is_some() => return,
             Poll::Ready(Ok(conn)) => conn.in_flight(),
             // Being opened in the background: its partitions wait, the others go on.
-            Poll::Pending => return,
+            Poll::Pending => {
+                for (t, p, _) in &parts {
+                    self.wait_for_link(t, &[*p]);
+                }
+                return;
+            }
             Poll::Ready(Err(e)) => {
                 let e = Arc::new(e);
                 for (t, p, _) in &parts {
