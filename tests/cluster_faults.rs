@@ -1,0 +1,680 @@
+//! Faults of a real three-node cluster (`./scripts/kafka up --nodes 3`): leaders killed and
+//! paused, brokers down, restarts. Each test writes a fresh topic (RF 3, min ISR 2 unless it
+//! says otherwise), reads every partition back with the raw fetch path (not the code under
+//! test), and compares by event identity (key + sequence) with what was acknowledged:
+//! **lost** (acked, not in the topic), **duplicates**, **order violations per key**, printed
+//! by every test.
+//!
+//! The tests act on shared nodes, so they run one at a time (`SERIAL`), and each starts by
+//! bringing every node back up.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use kpipe::client::{ClientConfig, Cluster, NewTopic};
+use kpipe::producer::DeliveryResult;
+use kpipe::{ConsumedRecord, ConsumerPool, Producer, ProducerConfig, ProducerRecord};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn brokers() -> String {
+    std::env::var("KPIPE_CLUSTER_BROKERS")
+        .unwrap_or_else(|_| "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096".to_owned())
+}
+
+fn config() -> ClientConfig {
+    let mut c = ClientConfig::new([brokers()]);
+    c.connection.client_id = "kpipe-cluster-tests".into();
+    c.connection.connect_timeout = Duration::from_secs(5);
+    c.connection.request_timeout = Duration::from_secs(10);
+    c
+}
+
+/// Run `scripts/kafka ARGS` (fault verbs always act on the cluster); its stdout, trimmed.
+fn kafka(args: &[&str]) -> String {
+    let script = std::env::var("KPIPE_KAFKA_SCRIPT")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka").to_owned());
+    let out = Command::new(script)
+        .args(args)
+        .output()
+        .expect("run scripts/kafka");
+    assert!(
+        out.status.success(),
+        "scripts/kafka {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Resume paused nodes, then start the missing ones together (`up`: one alone cannot
+/// start without a controller majority); `up` returns once all are in sync.
+fn mend() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka");
+    for n in ["1", "2", "3"] {
+        let _ = Command::new(script).args(["resume", n]).output();
+    }
+    let _ = Command::new(script).args(["up", "--nodes", "3"]).output();
+}
+
+/// One test at a time, on a cluster whose three nodes all run; they are brought back up
+/// when the test ends, passed or not.
+struct Session {
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Session {
+    fn begin() -> Session {
+        let lock = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = env_logger::builder().is_test(true).try_init();
+        mend();
+        kafka(&["status", "--nodes", "3"]);
+        Session { _lock: lock }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        mend();
+    }
+}
+
+fn connect() -> Cluster {
+    Cluster::connect(config()).unwrap_or_else(|e| {
+        panic!(
+            "the fault tests need the three-node cluster at {}: {e}\n\
+             start it with ./scripts/kafka up --nodes 3 (./scripts/test does this for you)",
+            brokers()
+        )
+    })
+}
+
+/// A fresh topic with `partitions`, replication `rf` and min ISR `min_isr`, all led.
+fn topic(cluster: &mut Cluster, prefix: &str, partitions: i32, rf: i16, min_isr: u8) -> String {
+    let name = common::unique_topic(prefix);
+    let t = NewTopic::new(&name, partitions, rf).config("min.insync.replicas", min_isr.to_string());
+    cluster
+        .create_topic(&t, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+    name
+}
+
+fn leader_of(cluster: &mut Cluster, topic: &str, partition: i32) -> i32 {
+    cluster.invalidate(Some(topic));
+    cluster.leader(topic, partition).unwrap()
+}
+
+/// Event identity: key index and per-key sequence, written as `k{key}` / `{key}:{seq}`.
+type Id = (u32, u64);
+
+fn record(key: u32, seq: u64) -> ProducerRecord {
+    ProducerRecord::new(format!("{key}:{seq}")).key(format!("k{key}"))
+}
+
+fn parse(value: &[u8]) -> Option<Id> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (k, s) = text.split_once(':')?;
+    Some((k.parse().ok()?, s.parse().ok()?))
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    acked: usize,
+    read: usize,
+    lost: usize,
+    duplicates: usize,
+    order_violations: usize,
+}
+
+/// Read the whole topic back (raw fetches, per partition in offset order) and compare.
+fn verify(topic: &str, acked: &HashSet<Id>) -> Counts {
+    let mut cluster = connect();
+    let records = common::fetch_all(&mut cluster, topic);
+    let mut seen: HashMap<Id, usize> = HashMap::new();
+    let mut highest: HashMap<u32, u64> = HashMap::new();
+    let mut counts = Counts {
+        acked: acked.len(),
+        read: records.len(),
+        ..Counts::default()
+    };
+    // fetch_all returns each partition's records in offset order.
+    for (_, r) in &records {
+        let Some(id) = r.value.as_deref().and_then(parse) else {
+            continue;
+        };
+        let copies = seen.entry(id).or_insert(0);
+        *copies += 1;
+        if *copies > 1 {
+            counts.duplicates += 1;
+            continue; // a retried batch written twice: a duplicate, not a reordering
+        }
+        let high = highest.entry(id.0).or_insert(id.1);
+        if id.1 < *high {
+            counts.order_violations += 1;
+        }
+        *high = (*high).max(id.1);
+    }
+    counts.lost = acked.iter().filter(|id| !seen.contains_key(id)).count();
+    counts
+}
+
+fn report(test: &str, c: &Counts) {
+    println!(
+        "{test}: acked {} read {} | lost {} duplicates {} order violations {}",
+        c.acked, c.read, c.lost, c.duplicates, c.order_violations
+    );
+}
+
+/// A producer fed by one thread at `rate` records/s over `keys` keys, each key's sequence
+/// in order, until `stop`; acks collected per (partition, second since start).
+struct Feed {
+    acked: Arc<Mutex<HashSet<Id>>>,
+    /// Acks per partition per whole second since the feed started.
+    acks_by_second: Arc<Mutex<BTreeMap<(i32, u64), u64>>>,
+    longest_send: Arc<Mutex<Duration>>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    thread: Option<std::thread::JoinHandle<u64>>,
+    producer: Producer,
+}
+
+impl Feed {
+    fn start(config: ProducerConfig, rate: u64, keys: u32) -> Feed {
+        let producer = Producer::new(config).unwrap();
+        let acked = Arc::new(Mutex::new(HashSet::new()));
+        let acks_by_second = Arc::new(Mutex::new(BTreeMap::new()));
+        let failed = Arc::new(AtomicU64::new(0)); // summary.failed says it; kept for the callback
+        let longest_send = Arc::new(Mutex::new(Duration::ZERO));
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let thread = {
+            let (p, acked, by_sec, failed, longest, stop) = (
+                producer.clone(),
+                acked.clone(),
+                acks_by_second.clone(),
+                failed.clone(),
+                longest_send.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                let mut next_seq = vec![0u64; keys as usize];
+                while !stop.load(Ordering::Relaxed) {
+                    let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let key = (sent % keys as u64) as u32;
+                    let seq = next_seq[key as usize];
+                    let (acked, by_sec, failed) = (acked.clone(), by_sec.clone(), failed.clone());
+                    let t = Instant::now();
+                    let r =
+                        p.send_with_callback(record(key, seq), move |r: DeliveryResult| match r {
+                            Ok(d) => {
+                                acked.lock().unwrap().insert((key, seq));
+                                let s = started.elapsed().as_secs();
+                                *by_sec.lock().unwrap().entry((d.partition, s)).or_insert(0) += 1;
+                            }
+                            Err(_) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                    let took = t.elapsed();
+                    let mut l = longest.lock().unwrap();
+                    *l = (*l).max(took);
+                    drop(l);
+                    if r.is_err() {
+                        // Handed back (queue full past write_timeout): not sent, not counted.
+                        continue;
+                    }
+                    next_seq[key as usize] += 1;
+                    sent += 1;
+                }
+                sent
+            })
+        };
+        Feed {
+            acked,
+            acks_by_second,
+            longest_send,
+            stop,
+            started,
+            thread: Some(thread),
+            producer,
+        }
+    }
+
+    /// Stop feeding, close the producer (within `close`), and return what was sent, the
+    /// summary, and every identity acknowledged (the callbacks have all run by then).
+    fn finish(mut self, close: Duration) -> (u64, kpipe::producer::Summary, HashSet<Id>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.thread.take().unwrap().join().unwrap();
+        let summary = self.producer.close(close).unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        (sent, summary, acked)
+    }
+}
+
+fn producer_config(topic: &str) -> ProducerConfig {
+    let mut c = ProducerConfig::new(&brokers()).topic(topic);
+    c.client = config();
+    c.delivery_timeout = Duration::from_secs(90);
+    c.write_timeout = Duration::from_secs(5);
+    c
+}
+
+fn wait_in_sync(topic: &str) {
+    kafka(&["wait-in-sync", topic, "120"]);
+}
+
+#[test]
+fn a_killed_partition_leader_loses_nothing_and_keeps_order() {
+    let _s = Session::begin();
+    let mut cluster = connect();
+    let topic = topic(&mut cluster, "kill-leader", 6, 3, 2);
+    let feed = Feed::start(producer_config(&topic), 2_000, 60);
+    common::await_condition(Duration::from_secs(30), "acks before the fault", || {
+        feed.acked.lock().unwrap().len() > 2_000
+    });
+    let victim = leader_of(&mut cluster, &topic, 0);
+    kafka(&["kill", &victim.to_string()]);
+    // Keep producing through the election, then bring the node back.
+    let before = feed.acked.lock().unwrap().len();
+    common::await_condition(Duration::from_secs(60), "acks after the kill", || {
+        feed.acked.lock().unwrap().len() > before + 4_000
+    });
+    kafka(&["start", &victim.to_string()]);
+    let (sent, summary, acked) = feed.finish(Duration::from_secs(90));
+    wait_in_sync(&topic);
+    let c = verify(&topic, &acked);
+    report("leader kill -9", &c);
+    assert_eq!(summary.failed, 0, "{summary:?}");
+    assert_eq!(summary.delivered, sent, "{summary:?}");
+    assert_eq!(c.lost, 0);
+    assert_eq!(c.order_violations, 0);
+    let _ = cluster.delete_topic(&topic, Duration::from_secs(30));
+}
+
+#[test]
+fn a_paused_leader_delays_only_its_own_partitions() {
+    let _s = Session::begin();
+    let mut cluster = connect();
+    // RF 3: every partition has a replica on the paused node, so acks=all waits for it to be
+    // fenced (the cluster's doing): nothing may be lost, and no send may block long.
+    let replicated = topic(&mut cluster, "pause-rf3", 6, 3, 2);
+    // RF 1: the paused node holds only the partitions it leads: the others must go on.
+    let single = topic(&mut cluster, "pause-rf1", 6, 1, 1);
+    let victim = leader_of(&mut cluster, &single, 0);
+    let others: Vec<i32> = (0..6)
+        .filter(|&p| leader_of(&mut cluster, &single, p) != victim)
+        .collect();
+    assert!(!others.is_empty(), "some partition is led elsewhere");
+    let rf3 = Feed::start(producer_config(&replicated), 1_000, 60);
+    let mut c1 = producer_config(&single);
+    c1.acks = kpipe::client::Acks::Leader;
+    let rf1 = Feed::start(c1, 1_000, 60);
+    common::await_condition(Duration::from_secs(30), "acks before the pause", || {
+        rf1.acked.lock().unwrap().len() > 1_000 && rf3.acked.lock().unwrap().len() > 1_000
+    });
+    let paused_at = rf1.started.elapsed().as_secs() + 1;
+    kafka(&["pause", &victim.to_string()]);
+    std::thread::sleep(Duration::from_secs(20)); // the fault's length, not a synchronisation
+    let resumed_at = rf1.started.elapsed().as_secs();
+    kafka(&["resume", &victim.to_string()]);
+    // Every whole second of the pause: acks for partitions led by the other brokers.
+    let by_sec = rf1.acks_by_second.lock().unwrap().clone();
+    let quiet: Vec<u64> = (paused_at..resumed_at)
+        .filter(|s| {
+            !others
+                .iter()
+                .any(|p| by_sec.get(&(*p, *s)).copied().unwrap_or(0) > 0)
+        })
+        .collect();
+    let longest = *rf3.longest_send.lock().unwrap();
+    let (sent3, s3, acked3) = rf3.finish(Duration::from_secs(90));
+    let (sent1, s1, acked1) = rf1.finish(Duration::from_secs(90));
+    wait_in_sync(&replicated);
+    let c3 = verify(&replicated, &acked3);
+    let c1 = verify(&single, &acked1);
+    assert_eq!(
+        (s3.delivered, s1.delivered),
+        (sent3, sent1),
+        "{s3:?} {s1:?}"
+    );
+    report("leader paused 20 s, RF 3", &c3);
+    report("leader paused 20 s, RF 1", &c1);
+    println!("seconds {paused_at}..{resumed_at} of the pause without acks elsewhere: {quiet:?}; longest send {longest:?}");
+    assert!(
+        quiet.is_empty(),
+        "partitions of healthy brokers stalled in seconds {quiet:?}"
+    );
+    assert!(
+        longest <= Duration::from_secs(5) + Duration::from_millis(500),
+        "a send blocked {longest:?}"
+    );
+    assert_eq!((c3.lost, c1.lost), (0, 0));
+    assert_eq!((s3.failed, s1.failed), (0, 0), "{s3:?} {s1:?}");
+    assert_eq!(c3.order_violations + c1.order_violations, 0);
+}
+
+#[test]
+fn one_broker_down_from_the_start_is_worked_around() {
+    let _s = Session::begin();
+    let mut cluster = connect();
+    let topic = topic(&mut cluster, "one-down", 3, 3, 2);
+    // Node 1 is first in the bootstrap list and down before anything starts.
+    kafka(&["stop", "1"]);
+    let mut pc = producer_config(&topic);
+    pc.client.connection.connect_timeout = Duration::from_secs(3);
+    let producer = Producer::new(pc).expect("bootstrap falls through to a live node");
+    let mut all = HashSet::new();
+    for i in 0..3_000u64 {
+        let id = ((i % 60) as u32, i / 60);
+        producer.send(record(id.0, id.1)).unwrap();
+        all.insert(id);
+    }
+    let summary = producer.close(Duration::from_secs(90)).unwrap();
+    assert_eq!(summary.delivered, 3_000, "{summary:?}");
+    // Admin: list offsets and create a topic (RF 2 fits the two live nodes).
+    let mut admin = connect();
+    let end: i64 = admin
+        .list_offsets(&topic, &[0, 1, 2], kpipe::client::OffsetSpec::Latest)
+        .unwrap()
+        .iter()
+        .map(|o| o.offset)
+        .sum();
+    assert_eq!(end, 3_000);
+    let extra = common::unique_topic("one-down-admin");
+    admin
+        .create_topic(&NewTopic::new(&extra, 1, 2), Duration::from_secs(60))
+        .unwrap();
+    // The consumer pool reads it all.
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let mut cc = common::consumer_config(&common::unique_topic("one-down-g"), &topic, 2);
+    cc.client = config();
+    let s = seen.clone();
+    let pool = ConsumerPool::start_cloned(cc, move |r: &ConsumedRecord| {
+        if let Some(id) = r.value.as_deref().and_then(parse) {
+            s.lock().unwrap().insert(id);
+        }
+        Ok::<(), String>(())
+    })
+    .unwrap();
+    common::await_condition(Duration::from_secs(90), "every record consumed", || {
+        seen.lock().unwrap().len() == 3_000
+    });
+    pool.close(Duration::from_secs(30));
+    kafka(&["start", "1"]);
+    wait_in_sync(&topic);
+    let c = verify(&topic, &all);
+    report("one broker down from the start", &c);
+    assert_eq!(c.lost, 0);
+    let _ = admin.delete_topic(&extra, Duration::from_secs(30));
+}
+
+#[test]
+fn two_brokers_down_acknowledge_nothing_until_they_return() {
+    let _s = Session::begin();
+    let mut cluster = connect();
+    let topic = topic(&mut cluster, "two-down", 3, 3, 2);
+    let producer = Producer::new(producer_config(&topic)).unwrap();
+    // Warm up: the writer knows the leaders.
+    producer.send_and_wait(record(0, 0)).unwrap();
+    kafka(&["kill", "2"]);
+    kafka(&["kill", "3"]);
+    let acked_while_down = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicBool::new(true));
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    for i in 1..=300u64 {
+        let (count, down, acked) = (acked_while_down.clone(), down.clone(), acked.clone());
+        producer
+            .send_with_callback(record((i % 60) as u32, i / 60), move |r: DeliveryResult| {
+                if r.is_ok() {
+                    if down.load(Ordering::SeqCst) {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    acked.lock().unwrap().insert(((i % 60) as u32, i / 60));
+                }
+            })
+            .unwrap();
+    }
+    // Nothing can be replicated to two brokers now; wait a while to give it every chance.
+    std::thread::sleep(Duration::from_secs(8)); // the fault's length
+    down.store(false, Ordering::SeqCst);
+    kafka(&["start", "2"]);
+    kafka(&["start", "3"]);
+    let summary = producer.close(Duration::from_secs(120)).unwrap();
+    let while_down = acked_while_down.load(Ordering::Relaxed);
+    println!("two brokers down: acknowledged while down {while_down}, then {summary:?}");
+    assert_eq!(
+        while_down, 0,
+        "acks=all with min ISR 2 acknowledged unreplicated records"
+    );
+    assert_eq!(
+        summary.delivered, 301,
+        "retried until the brokers returned: {summary:?}"
+    );
+    wait_in_sync(&topic);
+    let mut all = acked.lock().unwrap().clone();
+    all.insert((0, 0));
+    let c = verify(&topic, &all);
+    report("two of three down, then back", &c);
+    assert_eq!(c.lost, 0);
+    assert_eq!(c.order_violations, 0);
+
+    // Down for longer than the delivery timeout: every record fails in time, naming why.
+    kafka(&["kill", "2"]);
+    kafka(&["kill", "3"]);
+    let mut pc = producer_config(&topic);
+    pc.delivery_timeout = Duration::from_secs(12);
+    let producer = Producer::new(pc).unwrap();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..100u64 {
+        let errors = errors.clone();
+        producer
+            .send_with_callback(record(1_000, i), move |r: DeliveryResult| {
+                if let Err(e) = r {
+                    errors.lock().unwrap().push(e.to_string());
+                }
+            })
+            .unwrap();
+    }
+    let started = Instant::now();
+    let summary = producer.close(Duration::from_secs(60)).unwrap();
+    let errors = errors.lock().unwrap().clone();
+    println!(
+        "past the delivery timeout: {summary:?} after {:?}; e.g. {:?}",
+        started.elapsed(),
+        errors.first()
+    );
+    assert_eq!(summary.failed, 100, "{summary:?}");
+    assert_eq!(
+        summary.delivered + summary.failed + summary.not_attempted,
+        summary.accepted
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("timed out") || e.contains("timeout")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .first()
+            .is_some_and(|e| e.contains("NotEnoughReplicas") || e.contains("last error")),
+        "the failure names the last broker error: {errors:?}"
+    );
+}
+
+#[test]
+fn all_brokers_down_fail_in_time_and_recover_without_a_new_producer() {
+    let _s = Session::begin();
+    let mut cluster = connect();
+    let topic = topic(&mut cluster, "all-down", 3, 3, 2);
+    let mut pc = producer_config(&topic);
+    pc.delivery_timeout = Duration::from_secs(12);
+    pc.buffer_bytes = 256 << 10;
+    pc.write_timeout = Duration::from_millis(200);
+    let producer = Producer::new(pc).unwrap();
+    producer.send_and_wait(record(0, 0)).unwrap();
+    for n in ["1", "2", "3"] {
+        kafka(&["kill", n]);
+    }
+    // Keep offering records for longer than the delivery timeout: the buffer bounds what is
+    // held, the rest is handed back, and what was taken fails in time.
+    let offered = Instant::now();
+    let (mut taken, mut refused) = (0u64, 0u64);
+    while offered.elapsed() < Duration::from_secs(15) {
+        match producer.send(ProducerRecord::new(vec![b'x'; 1_000]).key("k")) {
+            Ok(()) => taken += 1,
+            Err(_) => refused += 1,
+        }
+        let stats = producer.stats();
+        assert!(
+            stats.queue_depth <= 100_000,
+            "the queue is bounded: {stats:?}"
+        );
+    }
+    let stats = producer.stats();
+    println!("all down: taken {taken}, handed back {refused}, {stats:?}");
+    assert!(refused > 0, "backpressure once the buffer is full");
+    assert!(stats.failed > 0, "records past the delivery timeout failed");
+    kafka(&["up", "--nodes", "3"]);
+    // The same producer works again.
+    let mut back = None;
+    common::await_condition(Duration::from_secs(120), "a send to succeed again", || {
+        back = producer.send_and_wait(record(7, 0)).ok();
+        back.is_some()
+    });
+    let summary = producer.close(Duration::from_secs(60)).unwrap();
+    println!("after the cluster came back: {summary:?}");
+    assert_eq!(
+        summary.delivered + summary.failed + summary.not_attempted,
+        summary.accepted
+    );
+    wait_in_sync(&topic);
+}
+
+#[test]
+fn a_killed_group_coordinator_is_found_again_and_commits_resume() {
+    let _s = Session::begin();
+    let mut cluster = connect();
+    let topic = topic(&mut cluster, "coordinator", 6, 3, 2);
+    let n = 20_000u64;
+    let mut pc = producer_config(&topic);
+    pc.linger = Duration::from_millis(20);
+    let producer = Producer::new(pc).unwrap();
+    for i in 0..n {
+        producer.send(record((i % 60) as u32, i / 60)).unwrap();
+    }
+    assert_eq!(
+        producer.close(Duration::from_secs(60)).unwrap().delivered,
+        n
+    );
+    let group = common::unique_topic("coordinator-g");
+    let handled: Arc<Mutex<HashMap<Id, u32>>> = Arc::new(Mutex::new(HashMap::new()));
+    let mut cc = common::consumer_config(&group, &topic, 2);
+    cc.client = config();
+    let h = handled.clone();
+    let pool = ConsumerPool::start_cloned(cc, move |r: &ConsumedRecord| {
+        if let Some(id) = r.value.as_deref().and_then(parse) {
+            *h.lock().unwrap().entry(id).or_insert(0) += 1;
+        }
+        // Slow enough that the kill lands mid-consume.
+        std::thread::sleep(Duration::from_micros(200));
+        Ok::<(), String>(())
+    })
+    .unwrap();
+    common::await_condition(Duration::from_secs(60), "some records handled", || {
+        handled.lock().unwrap().len() > 2_000
+    });
+    let coordinator = kafka(&["coordinator", &group]);
+    let at_kill = pool.stats();
+    kafka(&["kill", &coordinator]);
+    common::await_condition(Duration::from_secs(120), "every record handled", || {
+        handled.lock().unwrap().len() as u64 == n
+    });
+    // Commits succeed again: the group's committed offsets reach the end.
+    common::await_condition(Duration::from_secs(60), "commits at the end", || {
+        pool.stats()
+            .partitions
+            .values()
+            .all(|p| p.committed >= p.high_watermark)
+    });
+    let stats = pool.stats();
+    pool.close(Duration::from_secs(30));
+    kafka(&["start", &coordinator]);
+    let copies: u64 = handled.lock().unwrap().values().map(|&c| c as u64).sum();
+    let duplicates = copies - n;
+    let uncommitted_at_kill: i64 = at_kill
+        .partitions
+        .values()
+        .map(|p| p.position - p.committed.max(0))
+        .sum();
+    println!(
+        "coordinator kill -9 (node {coordinator}): handled {copies} for {n} records, duplicates {duplicates}; uncommitted at the kill {uncommitted_at_kill}; {stats:?}"
+    );
+    assert!(
+        duplicates as i64 <= uncommitted_at_kill + stats.handled as i64 - at_kill.handled as i64,
+        "duplicates stay within what was handled since the last commit"
+    );
+    wait_in_sync(&topic);
+}
+
+#[test]
+fn a_rolling_restart_during_kpipe_run_loses_nothing() {
+    let _s = Session::begin();
+    let topic = common::unique_topic("rolling");
+    let summary = std::env::temp_dir().join(format!("{topic}.json"));
+    let mut run = Command::new(env!("CARGO_BIN_EXE_kpipe"))
+        .args(["run", "--brokers", &brokers(), "--topic", &topic])
+        .args(["--group", &format!("{topic}-g"), "--replication", "3"])
+        .args(["--threads", "2", "--consumers", "2", "--rate", "500"])
+        .args(["--duration", "600s", "--drain-timeout", "60s"])
+        .arg("--summary-json")
+        .arg(&summary)
+        .env_remove("KPIPE_BROKERS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut cluster = connect();
+    common::await_condition(Duration::from_secs(60), "kpipe to create its topic", || {
+        cluster.invalidate(Some(&topic));
+        cluster.topic(&topic).is_ok()
+    });
+    let started = Instant::now();
+    for n in ["1", "2", "3"] {
+        kafka(&["stop", n]);
+        kafka(&["start", n]);
+        wait_in_sync(&topic);
+    }
+    println!("rolling restart took {:?}", started.elapsed());
+    // Done: stop kpipe as an operator would (SIGTERM), so it drains and reports.
+    let killed = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = run.wait().unwrap();
+    let mut stderr = String::new();
+    use std::io::Read;
+    let _ = run.stderr.take().unwrap().read_to_string(&mut stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    println!(
+        "rolling restart: acked {} consumed {} | lost (missing) {} duplicates {} gaps {}",
+        report["acked"],
+        report["consumed"],
+        report["missing"],
+        report["duplicates"],
+        report["sequence_gaps"]
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(report["missing"], 0, "{report}");
+}
