@@ -678,3 +678,74 @@ fn a_rolling_restart_during_kpipe_run_loses_nothing() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(report["missing"], 0, "{report}");
 }
+
+#[test]
+fn a_metadata_load_while_the_bootstrap_broker_is_paused_holds_up_no_other_partition() {
+    let _s = Session::begin();
+    let mut cluster = connect();
+    let steady = topic(&mut cluster, "meta-steady", 6, 1, 1);
+    let late = topic(&mut cluster, "meta-late", 6, 1, 1);
+    // The producer's metadata connection is to the first bootstrap broker: pause that one.
+    let first: String = brokers().split(',').next().unwrap().to_owned();
+    let victim = cluster
+        .brokers()
+        .values()
+        .find(|b| b.addr == first)
+        .map(|b| b.id)
+        .expect("the first bootstrap address is a broker");
+    let others: Vec<i32> = (0..6)
+        .filter(|&p| leader_of(&mut cluster, &steady, p) != victim)
+        .collect();
+    let mut pc = producer_config(&steady);
+    pc.acks = kpipe::client::Acks::Leader;
+    let feed = Feed::start(pc, 1_000, 60);
+    common::await_condition(Duration::from_secs(30), "acks before the pause", || {
+        feed.acked.lock().unwrap().len() > 1_000
+    });
+    kafka(&["pause", &victim.to_string()]);
+    let paused_at = feed.started.elapsed().as_secs() + 1;
+    // A topic the writer has not seen: its metadata must be loaded now, and the first try
+    // goes to the paused broker (held until the request timeout, 10 s here).
+    let late_acks = Arc::new(AtomicU64::new(0));
+    for i in 0..600u64 {
+        let a = late_acks.clone();
+        feed.producer
+            .send_with_callback(
+                record(5_000 + (i % 60) as u32, i / 60).topic(late.as_str()),
+                move |r: DeliveryResult| {
+                    if r.is_ok() {
+                        a.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+            )
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(15)); // the fault's length
+    let resumed_at = feed.started.elapsed().as_secs();
+    let late_during = late_acks.load(Ordering::Relaxed);
+    kafka(&["resume", &victim.to_string()]);
+    let by_sec = feed.acks_by_second.lock().unwrap().clone();
+    let quiet: Vec<u64> = (paused_at..resumed_at)
+        .filter(|s| {
+            !others
+                .iter()
+                .any(|p| by_sec.get(&(*p, *s)).copied().unwrap_or(0) > 0)
+        })
+        .collect();
+    let (sent, summary, acked) = feed.finish(Duration::from_secs(90));
+    let c = verify(&steady, &acked);
+    report("metadata load with the bootstrap broker paused", &c);
+    println!(
+        "seconds {paused_at}..{resumed_at} without acks on other brokers' partitions: {quiet:?}; the new topic's records acked during the pause: {late_during}; {summary:?}"
+    );
+    assert!(
+        quiet.is_empty(),
+        "partitions of healthy brokers stalled in seconds {quiet:?}"
+    );
+    assert!(
+        late_during > 0,
+        "the new topic's records for healthy brokers went out during the pause"
+    );
+    assert_eq!(summary.delivered, sent + 600, "{summary:?}");
+    assert_eq!(c.lost, 0);
+}
