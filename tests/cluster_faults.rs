@@ -131,7 +131,26 @@ struct Counts {
 }
 
 /// Read the whole topic back (raw fetches, per partition in offset order) and compare.
+/// Right after a fault a broker may still answer with an old view (a resumed node that
+/// believes it leads, with its old end offsets), so a read that misses acknowledged records
+/// is repeated with fresh metadata for a while before the counts stand.
 fn verify(topic: &str, acked: &HashSet<Id>) -> Counts {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut reads = 1;
+    loop {
+        let c = read_back(topic, acked);
+        if c.lost == 0 || Instant::now() >= deadline {
+            if reads > 1 {
+                println!("(read back {reads} times before the counts settled)");
+            }
+            return c;
+        }
+        reads += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn read_back(topic: &str, acked: &HashSet<Id>) -> Counts {
     let mut cluster = connect();
     let records = common::fetch_all(&mut cluster, topic);
     let mut seen: HashMap<Id, usize> = HashMap::new();
