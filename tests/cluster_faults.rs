@@ -768,3 +768,116 @@ fn a_metadata_load_while_the_bootstrap_broker_is_paused_holds_up_no_other_partit
     assert_eq!(summary.delivered, sent + 600, "{summary:?}");
     assert_eq!(c.lost, 0);
 }
+
+/// The bootstrap list with `last` moved to the end (so connecting does not start with it).
+fn brokers_with_last(cluster: &Cluster, last: i32) -> String {
+    let addr = cluster.brokers()[&last].addr.clone();
+    let mut list: Vec<String> = brokers().split(',').map(str::to_owned).collect();
+    list.retain(|a| *a != addr);
+    list.push(addr);
+    list.join(",")
+}
+
+#[test]
+fn closes_return_in_time_while_a_broker_is_paused() {
+    let _s = Session::begin();
+    let mut cluster = connect();
+    let topic = topic(&mut cluster, "close-bound", 6, 1, 1);
+    let victim = leader_of(&mut cluster, &topic, 0);
+    let bootstrap = brokers_with_last(&cluster, victim);
+    // A pool reading the topic, with fetches to every leader in flight.
+    let mut cc = common::consumer_config(&common::unique_topic("close-bound-g"), &topic, 1);
+    cc.client = ClientConfig::new([bootstrap.as_str()]);
+    cc.client.connection.request_timeout = Duration::from_secs(20);
+    let pool = ConsumerPool::start_cloned(cc, |_: &ConsumedRecord| Ok::<(), String>(())).unwrap();
+    common::await_condition(
+        Duration::from_secs(60),
+        "the pool to own the partitions",
+        || pool.stats().partitions.len() == 6,
+    );
+    kafka(&["pause", &victim.to_string()]);
+    // A fresh producer must open a connection to the paused leader for its partitions:
+    // TCP connects (the kernel answers), then the handshake waits for the request timeout.
+    let mut pc = producer_config(&topic);
+    pc.client = ClientConfig::new([bootstrap.as_str()]);
+    pc.client.connection.request_timeout = Duration::from_secs(20);
+    pc.delivery_timeout = Duration::from_secs(60);
+    let producer = Producer::new(pc).unwrap();
+    for i in 0..600u64 {
+        producer.send(record((i % 60) as u32, i / 60)).unwrap();
+    }
+    // Give the writer time to send what it can and to start the dial.
+    common::await_condition(
+        Duration::from_secs(20),
+        "deliveries to healthy leaders",
+        || producer.stats().delivered > 0,
+    );
+    let started = Instant::now();
+    let summary = producer.close(Duration::from_secs(2)).unwrap();
+    let producer_took = started.elapsed();
+    let started = Instant::now();
+    let pool_summary = pool.close(Duration::from_secs(2));
+    let pool_took = started.elapsed();
+    kafka(&["resume", &victim.to_string()]);
+    println!("producer close took {producer_took:?}: {summary:?}; pool close took {pool_took:?}: {pool_summary:?}");
+    assert!(
+        producer_took < Duration::from_secs(3),
+        "producer close took {producer_took:?}"
+    );
+    assert!(
+        pool_took < Duration::from_secs(3),
+        "pool close took {pool_took:?}"
+    );
+    assert!(
+        summary.delivered > 0 && summary.delivered < 600,
+        "{summary:?}"
+    );
+    assert_eq!(
+        summary.delivered + summary.failed + summary.not_attempted,
+        summary.accepted
+    );
+}
+
+#[test]
+fn a_dead_leader_is_retried_with_a_growing_backoff() {
+    let _s = Session::begin();
+    let mut cluster = connect();
+    let topic = topic(&mut cluster, "backoff", 1, 1, 1);
+    let victim = leader_of(&mut cluster, &topic, 0);
+    let mut cc = common::consumer_config(&common::unique_topic("backoff-g"), &topic, 1);
+    cc.client = ClientConfig::new([brokers_with_last(&cluster, victim).as_str()]);
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = seen.clone();
+    let pool = ConsumerPool::start_cloned(cc, move |_: &ConsumedRecord| {
+        s.fetch_add(1, Ordering::Relaxed);
+        Ok::<(), String>(())
+    })
+    .unwrap();
+    common::await_condition(
+        Duration::from_secs(60),
+        "the pool to own the partition",
+        || pool.stats().partitions.len() == 1,
+    );
+    // RF 1: the partition is offline while its only replica is down.
+    kafka(&["kill", &victim.to_string()]);
+    let before = pool.stats().fetch_errors;
+    std::thread::sleep(Duration::from_secs(8)); // the outage being measured
+    let during = pool.stats().fetch_errors - before;
+    kafka(&["start", &victim.to_string()]);
+    let producer = Producer::new(producer_config(&topic)).unwrap();
+    producer.send_and_wait(record(1, 0)).unwrap();
+    let _ = producer.close(Duration::from_secs(30));
+    common::await_condition(
+        Duration::from_secs(60),
+        "a record read after the outage",
+        || seen.load(Ordering::Relaxed) >= 1,
+    );
+    pool.close(Duration::from_secs(10));
+    println!("fetch retries during 8 s with the leader down: {during}");
+    // 100 ms doubling to 1 s: about a dozen; a fixed 50 ms would be some 160.
+    assert!(during >= 1, "the outage was seen");
+    assert!(
+        during <= 30,
+        "{during} fetch retries in 8 s: the backoff does not grow"
+    );
+}

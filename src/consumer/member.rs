@@ -673,6 +673,7 @@ impl Member {
             }
             Err(e) => {
                 log::debug!("consumer {}: fetch: {e}", self.idx);
+                self.shared.fetch_errors.add(1);
                 self.pause_to_retry()?;
                 return Ok(Vec::new());
             }

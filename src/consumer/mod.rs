@@ -242,6 +242,9 @@ pub struct ConsumerStats {
     pub rebalances: u64,
     /// Commits the coordinator refused or that failed.
     pub commit_failures: u64,
+    /// Fetches that failed (an unreachable or stalled leader, say) and were retried after
+    /// the retry backoff.
+    pub fetch_errors: u64,
     /// Progress of the partitions currently assigned.
     pub partitions: BTreeMap<TopicPartition, PartitionProgress>,
     /// The partitions each member thread holds now, by thread index.
@@ -278,6 +281,7 @@ pub(crate) struct PoolShared {
     pub(crate) handler_errors: Counter,
     pub(crate) rebalances: Counter,
     pub(crate) commit_failures: Counter,
+    pub(crate) fetch_errors: Counter,
     pub(crate) progress: Mutex<BTreeMap<TopicPartition, PartitionProgress>>,
     pub(crate) committed: Mutex<BTreeMap<TopicPartition, i64>>,
     pub(crate) assignments: Mutex<BTreeMap<usize, Vec<TopicPartition>>>,
@@ -336,6 +340,7 @@ impl ConsumerPool {
             handler_errors: Counter::default(),
             rebalances: Counter::default(),
             commit_failures: Counter::default(),
+            fetch_errors: Counter::default(),
             progress: Mutex::new(BTreeMap::new()),
             committed: Mutex::new(BTreeMap::new()),
             assignments: Mutex::new(BTreeMap::new()),
@@ -388,6 +393,7 @@ impl ConsumerPool {
             handler_errors: s.handler_errors.get(),
             rebalances: s.rebalances.get(),
             commit_failures: s.commit_failures.get(),
+            fetch_errors: s.fetch_errors.get(),
             partitions: s.progress.locked().clone(),
             assignments: s.assignments.locked().clone(),
         }
