@@ -278,6 +278,18 @@ impl Feed {
     }
 }
 
+/// The whole seconds of `range` in which none of `partitions` had a record acknowledged.
+fn quiet_seconds(feed: &Feed, partitions: &[i32], range: std::ops::Range<u64>) -> Vec<u64> {
+    let by_sec = feed.acks_by_second.lock().unwrap();
+    range
+        .filter(|s| {
+            !partitions
+                .iter()
+                .any(|p| by_sec.get(&(*p, *s)).copied().unwrap_or(0) > 0)
+        })
+        .collect()
+}
+
 fn producer_config(topic: &str) -> ProducerConfig {
     let mut c = ProducerConfig::new(&brokers()).topic(topic);
     c.client = config();
@@ -345,14 +357,7 @@ fn a_paused_leader_delays_only_its_own_partitions() {
     let resumed_at = rf1.started.elapsed().as_secs();
     kafka(&["resume", &victim.to_string()]);
     // Every whole second of the pause: acks for partitions led by the other brokers.
-    let by_sec = rf1.acks_by_second.lock().unwrap().clone();
-    let quiet: Vec<u64> = (paused_at..resumed_at)
-        .filter(|s| {
-            !others
-                .iter()
-                .any(|p| by_sec.get(&(*p, *s)).copied().unwrap_or(0) > 0)
-        })
-        .collect();
+    let quiet = quiet_seconds(&rf1, &others, paused_at..resumed_at);
     let longest = *rf3.longest_send.lock().unwrap();
     let (sent3, s3, acked3) = rf3.finish(Duration::from_secs(90));
     let (sent1, s1, acked1) = rf1.finish(Duration::from_secs(90));
@@ -743,14 +748,7 @@ fn a_metadata_load_while_the_bootstrap_broker_is_paused_holds_up_no_other_partit
     let resumed_at = feed.started.elapsed().as_secs();
     let late_during = late_acks.load(Ordering::Relaxed);
     kafka(&["resume", &victim.to_string()]);
-    let by_sec = feed.acks_by_second.lock().unwrap().clone();
-    let quiet: Vec<u64> = (paused_at..resumed_at)
-        .filter(|s| {
-            !others
-                .iter()
-                .any(|p| by_sec.get(&(*p, *s)).copied().unwrap_or(0) > 0)
-        })
-        .collect();
+    let quiet = quiet_seconds(&feed, &others, paused_at..resumed_at);
     let (sent, summary, acked) = feed.finish(Duration::from_secs(90));
     let c = verify(&steady, &acked);
     report("metadata load with the bootstrap broker paused", &c);
