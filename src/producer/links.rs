@@ -84,6 +84,9 @@ fn refresh_backoff() -> client::Backoff {
     client::Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
 }
 
+/// Dials that finish are joined in [`poll`](Links::poll); one still running when the writer
+/// exits is left to end on its own (within its connect and request timeouts), as is the
+/// metadata thread, so that a close never waits for a stalled broker.
 pub(crate) struct Links {
     connector: Connector,
     max_age: Duration,
