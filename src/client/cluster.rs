@@ -85,6 +85,12 @@ impl Cluster {
     pub fn connect(config: ClientConfig) -> Result<Self> {
         config.validate()?;
         let connector = Connector::new(&config)?;
+        Cluster::connect_with(config, connector)
+    }
+
+    /// [`connect`](Self::connect) with a connector already made from `config` (its TLS
+    /// files read once, shared by the threads of one producer or pool).
+    pub fn connect_with(config: ClientConfig, connector: Connector) -> Result<Self> {
         let mut failures = Vec::new();
         let mut bootstrap = None;
         for addr in &config.bootstrap {

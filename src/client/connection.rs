@@ -230,11 +230,15 @@ impl<S: Transport> Connection<S> {
     /// on its own before the session ends (see [`send`](Self::send)).
     pub fn authenticate(&mut self, sasl: Sasl) -> Result<()> {
         let mechanism = sasl.mechanism();
-        let auth_err = |conn: &Self, message: String| Error::Auth {
-            broker: conn.broker.clone(),
-            mechanism: mechanism.name(),
-            user: sasl.username().map(str::to_owned),
-            message,
+        // The broker closes the connection after a failed authentication: so do we.
+        let refused = |conn: &mut Self, message: String| {
+            let err = Error::Auth {
+                broker: conn.broker.clone(),
+                mechanism: mechanism.name(),
+                user: sasl.username().map(str::to_owned),
+                message,
+            };
+            conn.poison(err)
         };
         self.reauth_at = None;
         let started = Instant::now();
@@ -252,15 +256,11 @@ impl<S: Transport> Connection<S> {
                 Some(code) => format!("SaslHandshake failed: {code}"),
                 None => format!("SaslHandshake failed with error {}", resp.error_code),
             };
-            let err = auth_err(self, message);
-            return Err(self.poison(err));
+            return Err(refused(self, message));
         }
         let (mut session, mut out) = match SaslSession::start(&sasl) {
             Ok(v) => v,
-            Err(message) => {
-                let err = auth_err(self, message);
-                return Err(self.poison(err));
-            }
+            Err(message) => return Err(refused(self, message)),
         };
         loop {
             let mut req = SaslAuthenticateRequest::default();
@@ -278,9 +278,7 @@ impl<S: Transport> Connection<S> {
                     (None, None) => KafkaCode::try_from_code(resp.error_code)
                         .map_or_else(|| format!("error {}", resp.error_code), |c| c.to_string()),
                 };
-                let err = auth_err(self, message);
-                // The broker closes the connection after a failed authentication.
-                return Err(self.poison(err));
+                return Err(refused(self, message));
             }
             match session.next(&resp.auth_bytes) {
                 Ok(Step::Send(bytes)) => out = bytes,
@@ -290,10 +288,7 @@ impl<S: Transport> Connection<S> {
                     }
                     break;
                 }
-                Err(message) => {
-                    let err = auth_err(self, message);
-                    return Err(self.poison(err));
-                }
+                Err(message) => return Err(refused(self, message)),
             }
         }
         log::debug!("authenticated to {} with {mechanism}", self.broker);
@@ -304,8 +299,10 @@ impl<S: Transport> Connection<S> {
     /// Re-authenticate if the session is due to end (KIP-368): responses still owed are
     /// read ahead first, so nothing in flight is lost, then the SASL exchange runs again.
     fn reauthenticate_if_due(&mut self) -> Result<()> {
-        let due = self.reauth_at.is_some_and(|at| Instant::now() >= at);
-        let Some(sasl) = self.sasl.clone().filter(|_| due) else {
+        if self.reauth_at.is_none_or(|at| Instant::now() < at) {
+            return Ok(());
+        }
+        let Some(sasl) = self.sasl.clone() else {
             return Ok(());
         };
         self.read_ahead_all()?;

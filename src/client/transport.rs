@@ -586,28 +586,27 @@ fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig> {
             field: "tls",
             reason: e.to_string(),
         })?;
-    let roots = Arc::new(root_store(tls)?);
-    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|e| Error::Config {
-            field: "tls.ca",
-            reason: format!("cannot use the trusted certificates: {e}"),
-        })?;
-    let builder = match tls.verify {
-        TlsVerify::Full => builder.with_webpki_verifier(webpki),
-        TlsVerify::NoHostname => builder
+    // Insecure checks no chain, so it needs no trusted roots (nor loads the system's).
+    let chain = match tls.verify {
+        TlsVerify::Insecure => None,
+        TlsVerify::Full | TlsVerify::NoHostname => {
+            let roots = Arc::new(root_store(tls)?);
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| Error::Config {
+                    field: "tls.ca",
+                    reason: format!("cannot use the trusted certificates: {e}"),
+                })?;
+            Some(webpki)
+        }
+    };
+    let builder = match (tls.verify, chain) {
+        (TlsVerify::Full, Some(webpki)) => builder.with_webpki_verifier(webpki),
+        (_, chain) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Relaxed {
-                inner: webpki,
+                chain,
                 provider: provider.clone(),
-                check_chain: true,
-            })),
-        TlsVerify::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Relaxed {
-                inner: webpki,
-                provider: provider.clone(),
-                check_chain: false,
             })),
     };
     match (&tls.client_cert, &tls.client_key) {
@@ -641,7 +640,7 @@ fn root_store(tls: &TlsConfig) -> Result<rustls::RootCertStore> {
         None => {
             let found = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 && tls.verify != TlsVerify::Insecure {
+            if added == 0 {
                 return Err(Error::Config {
                     field: "tls.ca",
                     reason: "no CA given and no system root certificates found; set ssl.truststore.location (--tls-ca) to the CA that signed the brokers' certificates".into(),
@@ -696,13 +695,13 @@ fn read_key(pem: &super::security::Pem) -> Result<PrivateKeyDer<'static>> {
     })
 }
 
-/// A verifier that skips the host name check (`check_chain`) or everything, while still
+/// A verifier that skips the host name check (with `chain`) or everything (without), while still
 /// checking the handshake signatures.
 #[derive(Debug)]
 struct Relaxed {
-    inner: Arc<WebPkiServerVerifier>,
+    /// Checks the chain (and the host name, whose failure is forgiven); `None`: no check.
+    chain: Option<Arc<WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
-    check_chain: bool,
 }
 
 impl ServerCertVerifier for Relaxed {
@@ -714,13 +713,10 @@ impl ServerCertVerifier for Relaxed {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        if !self.check_chain {
+        let Some(chain) = &self.chain else {
             return Ok(ServerCertVerified::assertion());
-        }
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -799,7 +795,9 @@ mod tests {
         ));
         let err = Connector::new(&c).unwrap_err().to_string();
         assert!(err.contains("no certificate"), "{err}");
+        // Insecure needs no roots, so these reach the client certificate and key.
         c.security.tls.ca = None;
+        c.security.tls.verify = TlsVerify::Insecure;
         c.security.tls.client_cert = Some(super::super::security::Pem::Inline("x".into()));
         c.security.tls.client_key = Some(super::super::security::Pem::Inline(
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
@@ -807,8 +805,17 @@ mod tests {
         ));
         let err = Connector::new(&c).unwrap_err().to_string();
         assert!(
-            err.contains("no certificate") || err.contains("encrypted"),
+            err.contains("tls.client_cert") && err.contains("no certificate"),
             "{err}"
         );
+        c.security.tls.client_cert = Some(super::super::security::Pem::Inline(
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+        ));
+        let err = Connector::new(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("encrypted private keys are not supported"),
+            "{err}"
+        );
+        assert!(err.contains("openssl pkcs8"), "{err}");
     }
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use crate::client::{
     self, decode_assignment, decode_subscription, encode_assignment, encode_subscription,
     heartbeat, join_group, leave_group, offset_commit, offset_fetch, sync_group, Assignment,
-    Assignor, Backoff, Batches, Cluster, FetchInFlight, FetchTarget, JoinParams, KafkaCode,
-    OffsetSpec, TopicPartition,
+    Assignor, Backoff, Batches, Cluster, Connector, FetchInFlight, FetchTarget, JoinParams,
+    KafkaCode, OffsetSpec, TopicPartition,
 };
 
 use super::{
@@ -75,7 +75,7 @@ struct Fetched {
 pub(crate) fn run<H, E>(
     idx: usize,
     mut config: ConsumerConfig,
-    cluster: Option<Cluster>,
+    cluster: Result<Cluster, Connector>,
     shared: Arc<PoolShared>,
     mut handler: H,
 ) where
@@ -85,8 +85,8 @@ pub(crate) fn run<H, E>(
     // A member expands one batch at a time, as the handler gets to it.
     config.fetch.decode_lazily = true;
     let cluster = match cluster {
-        Some(c) => c,
-        None => match connect(&config, &shared) {
+        Ok(c) => c,
+        Err(connector) => match connect(&config, connector, &shared) {
             Some(c) => c,
             None => return,
         },
@@ -120,10 +120,10 @@ pub(crate) fn run<H, E>(
     m.finish();
 }
 
-fn connect(config: &ConsumerConfig, shared: &PoolShared) -> Option<Cluster> {
+fn connect(config: &ConsumerConfig, connector: Connector, shared: &PoolShared) -> Option<Cluster> {
     let mut backoff = config.client.backoff();
     loop {
-        match Cluster::connect(config.client.clone()) {
+        match Cluster::connect_with(config.client.clone(), connector.clone()) {
             Ok(c) => return Some(c),
             // Refused credentials or certificates, or a bad setting: retrying cannot help.
             Err(e) if !e.is_retriable() => {

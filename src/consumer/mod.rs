@@ -347,11 +347,14 @@ impl ConsumerPool {
             stopped_because: Mutex::new(None),
         });
         let mut threads = Vec::with_capacity(config.threads);
+        let connector = cluster.connector().clone();
         let mut first = Some(cluster);
         for i in 0..config.threads {
             let handler = make_handler(i);
             let (config, member_shared) = (config.clone(), shared.clone());
-            let cluster = first.take();
+            // The first member takes the pool's cluster; the others connect their own
+            // through the same connector.
+            let cluster = first.take().ok_or_else(|| connector.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("kpipe-consumer-{i}"))
                 .spawn(move || member::run(i, config, cluster, member_shared, handler));

@@ -56,7 +56,8 @@ struct Settings {
     compression: Compression,
     delivery_timeout: Duration,
     request_timeout: Duration,
-    retry: client::ClientConfig,
+    retry_backoff: Duration,
+    retry_backoff_max: Duration,
     create_topics: Option<TopicDefaults>,
     shutdown: Option<Shutdown>,
     close_timeout: Duration,
@@ -264,7 +265,8 @@ impl Writer {
                 compression: config.compression,
                 delivery_timeout: config.delivery_timeout,
                 request_timeout: config.client.connection.request_timeout,
-                retry: config.client.clone(),
+                retry_backoff: config.client.retry_backoff,
+                retry_backoff_max: config.client.retry_backoff_max,
                 create_topics: config.create_topics,
                 shutdown: config.shutdown,
                 close_timeout: config.close_timeout,
@@ -290,7 +292,7 @@ impl Writer {
     }
 
     fn backoff(&self) -> client::Backoff {
-        self.cfg.retry.backoff()
+        client::Backoff::new(self.cfg.retry_backoff, self.cfg.retry_backoff_max)
     }
 
     pub(crate) fn run(mut self) -> Summary {
