@@ -44,7 +44,8 @@ pub use produce::{
     produce_request, produce_results, Acks, PartitionBatch, PartitionResult, ProduceAck,
 };
 pub use records::{
-    decode_batches, encode_batch, BatchBuilder, Batches, DecodeInfo, FetchedRecord, Header, Record,
+    decode_batches, encode_batch, restamp, BatchBuilder, BatchHeader, Batches, DecodeInfo,
+    FetchedRecord, Header, ProducerStamp, Record,
 };
 pub use security::{
     Pem, Sasl, SaslMechanism, Secret, SecurityConfig, SecurityProtocol, TlsConfig, TlsVerify,

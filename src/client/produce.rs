@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
@@ -177,6 +179,38 @@ pub fn produce_results(
 }
 
 impl Cluster {
+    /// Ask a broker for a producer id and epoch (KIP-98), which an idempotent producer
+    /// stamps on every batch. Retriable errors are retried for up to the request timeout.
+    pub fn init_producer_id(&mut self) -> Result<(i64, i16)> {
+        self.retrying(None, Cluster::init_producer_id_once)
+    }
+
+    /// One try of [`init_producer_id`](Self::init_producer_id), without retries.
+    pub(crate) fn init_producer_id_once(&mut self) -> Result<(i64, i16)> {
+        {
+            let (broker, resp) = self.request_any_with(|_| {
+                let mut req = InitProducerIdRequest::default();
+                req.transactional_id = None;
+                // Java's transaction.timeout.ms default; unused without a transactional id.
+                req.transaction_timeout_ms = 60_000;
+                req.producer_id = ProducerId(-1);
+                req.producer_epoch = -1;
+                req
+            })?;
+            Error::check(
+                resp.error_code,
+                || Location {
+                    broker,
+                    api: "InitProducerId",
+                    topic: None,
+                    partition: None,
+                },
+                None,
+            )?;
+            Ok((resp.producer_id.0, resp.producer_epoch))
+        }
+    }
+
     /// Produce one encoded batch to one partition and wait for the acknowledgement,
     /// retrying retriable errors (leader moves, broken connections) for up to the request
     /// timeout.
