@@ -75,6 +75,10 @@ pub struct Cluster {
     dedicated: HashMap<i32, Connection>,
     /// The connection made while bootstrapping, used until broker ids are known.
     bootstrap: Option<Connection>,
+    /// Brokers (by address) whose last request from [`request_any`](Self::request_any)
+    /// failed, and when: asked last for a while, so a stalled broker is not asked first
+    /// again and again.
+    failed: HashMap<String, Instant>,
     cluster_id: Option<String>,
     controller: i32,
 }
@@ -127,6 +131,7 @@ impl Cluster {
             connections: HashMap::new(),
             dedicated: HashMap::new(),
             bootstrap: Some(bootstrap),
+            failed: HashMap::new(),
             cluster_id: None,
             controller: -1,
         };
@@ -401,12 +406,21 @@ impl Cluster {
             let req = build(c.version::<R>()?);
             Ok((c.broker().to_owned(), c.request(&req)?))
         };
+        let memory = self.config.connection.request_timeout;
+        self.failed.retain(|_, at| at.elapsed() < memory);
+        let mut last = None;
         if let Some(conn) = self
             .bootstrap
             .as_mut()
-            .filter(|c| c.is_open() && c.in_flight() == 0)
+            .filter(|c| c.is_open() && c.in_flight() == 0 && !self.failed.contains_key(c.broker()))
         {
-            return call(conn);
+            match call(conn) {
+                Err(e) if e.is_retriable() => {
+                    self.failed.insert(conn.broker().to_owned(), Instant::now());
+                    last = Some(e);
+                }
+                other => return other,
+            }
         }
         // Connections with pipelined requests in flight owe those responses first: skip them.
         let busy: Vec<i32> = self
@@ -426,11 +440,25 @@ impl Cluster {
                 .keys()
                 .filter(|id| !self.connections.contains_key(id)),
         );
-        let mut last = None;
+        // Those that failed lately go last (a stable sort keeps the order otherwise).
+        let failed_lately = |c: &Cluster, id: &i32| {
+            c.brokers
+                .get(id)
+                .is_some_and(|b| c.failed.contains_key(&b.addr))
+        };
+        ids.sort_by_key(|id| failed_lately(self, id));
         for id in ids {
             match self.broker(id).and_then(call) {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retriable() => last = Some(e),
+                Ok(v) => {
+                    self.failed.remove(&v.0);
+                    return Ok(v);
+                }
+                Err(e) if e.is_retriable() => {
+                    if let Some(b) = self.brokers.get(&id) {
+                        self.failed.insert(b.addr.clone(), Instant::now());
+                    }
+                    last = Some(e);
+                }
                 Err(e) => return Err(e),
             }
         }
