@@ -6,6 +6,7 @@ use crate::client::{Acks, ClientConfig, Compression};
 use crate::shutdown::Shutdown;
 
 use super::balancer::Balancer;
+use super::lane::MAX_IDEMPOTENT_IN_FLIGHT;
 use super::Error;
 
 /// How to create topics the producer writes to but the cluster lacks.
@@ -44,11 +45,18 @@ pub struct ProducerConfig {
     /// Largest produce request, and so largest record, in bytes. Default 1 MiB
     /// (Java `max.request.size`).
     pub max_request_bytes: usize,
-    /// Produce requests in flight per broker connection. Default 5
-    /// (Java `max.in.flight.requests.per.connection`).
+    /// Produce requests in flight per broker connection, and batches in flight per
+    /// partition with idempotence (without it a partition has one, so that a retry cannot
+    /// reorder it). Default 5 (Java `max.in.flight.requests.per.connection`).
     pub max_in_flight: usize,
     /// Acknowledgement level. Default [`Acks::All`].
     pub acks: Acks,
+    /// Idempotent writes (KIP-98): the broker writes each batch once and in order, whatever
+    /// the retries, leader changes and reconnects. `None`, the default, means on unless
+    /// `acks` is not [`Acks::All`] or `max_in_flight` is above 5, which it cannot keep (then
+    /// off, as in the Java client). `Some(true)` insists: [`validate`](Self::validate) refuses
+    /// settings it cannot keep. `Some(false)` turns it off.
+    pub idempotence: Option<bool>,
     /// Batch compression. Default none.
     pub compression: Compression,
     /// How long a record may take from `send` to acknowledgement, retries included, before
@@ -81,6 +89,7 @@ impl ProducerConfig {
             max_request_bytes: 1024 * 1024,
             max_in_flight: 5,
             acks: Acks::All,
+            idempotence: None,
             compression: Compression::None,
             delivery_timeout: Duration::from_secs(120),
             balancer: Balancer::default(),
@@ -94,6 +103,13 @@ impl ProducerConfig {
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
         self.topic = Some(topic.into());
         self
+    }
+
+    /// Whether the producer will be idempotent with these settings (see
+    /// [`idempotence`](Self::idempotence)).
+    pub fn idempotent(&self) -> bool {
+        self.idempotence
+            .unwrap_or(self.acks == Acks::All && self.max_in_flight <= MAX_IDEMPOTENT_IN_FLIGHT)
     }
 
     /// Check every field; the error names the field.
@@ -132,6 +148,27 @@ impl ProducerConfig {
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight", "must be at least 1".into());
+        }
+        if self.idempotence == Some(true) && self.acks != Acks::All {
+            return bad(
+                "idempotence",
+                format!(
+                    "needs acks=all, and acks is {}; set acks to all, or idempotence to \
+                     Some(false) (or None, which turns it off with other acks)",
+                    self.acks
+                ),
+            );
+        }
+        if self.idempotence == Some(true) && self.max_in_flight > MAX_IDEMPOTENT_IN_FLIGHT {
+            return bad(
+                "idempotence",
+                format!(
+                    "allows at most {MAX_IDEMPOTENT_IN_FLIGHT} batches in flight (the broker \
+                     remembers that many), and max_in_flight is {}; lower it, or set \
+                     idempotence to Some(false)",
+                    self.max_in_flight
+                ),
+            );
         }
         if self.write_timeout.is_zero() {
             return bad(
@@ -197,6 +234,31 @@ mod tests {
     }
 
     #[test]
+    fn idempotence_is_on_by_default_and_quietly_off_where_it_cannot_hold() {
+        let base = || ProducerConfig::new("localhost:9092");
+        assert!(base().idempotent());
+        for (acks, on) in [
+            (Acks::All, true),
+            (Acks::Leader, false),
+            (Acks::None, false),
+        ] {
+            let c = ProducerConfig { acks, ..base() };
+            assert_eq!(c.idempotent(), on, "{acks}");
+            c.validate().unwrap();
+        }
+        let many = ProducerConfig {
+            max_in_flight: 10,
+            ..base()
+        };
+        assert!(!many.idempotent());
+        let off = ProducerConfig {
+            idempotence: Some(false),
+            ..base()
+        };
+        assert!(!off.idempotent());
+    }
+
+    #[test]
     fn each_bad_field_is_named() {
         let base = || ProducerConfig::new("localhost:9092");
         assert_eq!(
@@ -235,6 +297,21 @@ mod tests {
             "delivery_timeout"
         );
         assert!(field_of(ProducerConfig::new("")).contains("`bootstrap`"));
+        // Asked for explicitly, idempotence refuses what it cannot keep...
+        for c in [
+            ProducerConfig {
+                idempotence: Some(true),
+                acks: Acks::Leader,
+                ..base()
+            },
+            ProducerConfig {
+                idempotence: Some(true),
+                max_in_flight: 6,
+                ..base()
+            },
+        ] {
+            assert_eq!(field_of(c), "idempotence");
+        }
         assert_eq!(field_of(base().topic("")), "topic");
     }
 }

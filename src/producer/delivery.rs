@@ -180,8 +180,6 @@ pub(crate) struct Envelope {
     pub(crate) report: Report,
     /// `record.encoded_size()`, computed once.
     pub(crate) size: usize,
-    /// How many times it was sent.
-    pub(crate) attempts: u32,
 }
 
 /// Why a record was handed back instead of accepted. Nothing is dropped: every variant

@@ -35,13 +35,26 @@ enum Ask {
     },
     /// Load the topic's metadata afresh.
     Refresh { topic: Arc<str> },
+    /// Get a producer id and epoch (InitProducerId).
+    ProducerId,
 }
 
-/// What it answers, with the broker list as it now knows it.
-struct Answer {
-    topic: Arc<str>,
-    result: Result<TopicInfo, client::Error>,
-    brokers: HashMap<i32, BrokerInfo>,
+/// What it answers.
+enum Answer {
+    /// A topic's metadata, with the broker list as it now knows it.
+    Topic {
+        topic: Arc<str>,
+        result: Result<TopicInfo, client::Error>,
+        brokers: HashMap<i32, BrokerInfo>,
+    },
+    ProducerId(Result<(i64, i16), client::Error>),
+}
+
+/// Where the ask for a producer id stands.
+enum IdAsk {
+    Idle,
+    Asked,
+    Answered(Result<(i64, i16), client::Error>),
 }
 
 enum Entry {
@@ -97,6 +110,7 @@ pub(crate) struct Links {
     topics: HashMap<Arc<str>, Entry>,
     asks: Sender<Ask>,
     answers: Receiver<Answer>,
+    producer_id: IdAsk,
     /// Wakes the writer when an answer or a connection arrives.
     wake: Sender<Msg>,
 }
@@ -139,6 +153,7 @@ impl Links {
             topics,
             asks,
             answers,
+            producer_id: IdAsk::Idle,
             wake,
         })
     }
@@ -146,16 +161,27 @@ impl Links {
     /// Take in what arrived: metadata answers and finished dials.
     pub(crate) fn poll(&mut self) {
         while let Ok(a) = self.answers.try_recv() {
-            if !a.brokers.is_empty() {
-                self.brokers = a.brokers;
+            let (topic, result, brokers) = match a {
+                Answer::ProducerId(result) => {
+                    self.producer_id = IdAsk::Answered(result);
+                    continue;
+                }
+                Answer::Topic {
+                    topic,
+                    result,
+                    brokers,
+                } => (topic, result, brokers),
+            };
+            if !brokers.is_empty() {
+                self.brokers = brokers;
                 // Connections to brokers that left or moved are dropped.
                 let brokers = &self.brokers;
                 self.connections
                     .retain(|id, c| brokers.get(id).is_some_and(|b| b.addr == c.broker()));
             }
-            let entry = match a.result {
+            let entry = match result {
                 Ok(info) => Entry::Known(Known::new(info)),
-                Err(e) => match self.topics.remove(&a.topic) {
+                Err(e) => match self.topics.remove(&topic) {
                     // A failed refresh keeps what was known, still stale: it is asked again
                     // after a backoff.
                     Some(Entry::Known(mut k)) if e.is_retriable() => {
@@ -167,7 +193,7 @@ impl Links {
                     _ => Entry::Failed(e),
                 },
             };
-            self.topics.insert(a.topic, entry);
+            self.topics.insert(topic, entry);
         }
         if self.dials.values().any(|d| d.is_finished()) {
             let done: Vec<i32> = self
@@ -220,6 +246,24 @@ impl Links {
             create,
         });
         Poll::Pending
+    }
+
+    /// A producer id and epoch from the cluster, asked for in the background (retried
+    /// there for up to the request timeout). An answer is handed out once; the next call
+    /// asks again.
+    pub(crate) fn producer_id(&mut self) -> Poll<Result<(i64, i16), client::Error>> {
+        match std::mem::replace(&mut self.producer_id, IdAsk::Idle) {
+            IdAsk::Answered(result) => Poll::Ready(result),
+            IdAsk::Asked => {
+                self.producer_id = IdAsk::Asked;
+                Poll::Pending
+            }
+            IdAsk::Idle => {
+                self.producer_id = IdAsk::Asked;
+                let _ = self.asks.send(Ask::ProducerId);
+                Poll::Pending
+            }
+        }
     }
 
     /// Whether a load of `topic` is waiting for its answer.
@@ -357,6 +401,14 @@ fn serve_metadata(
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let (topic, result) = match ask {
+            Ask::ProducerId => {
+                let result = cluster.init_producer_id();
+                if answers.send(Answer::ProducerId(result)).is_err() {
+                    return;
+                }
+                let _ = wake.try_send(Msg::Wake);
+                continue;
+            }
             Ask::Load { topic, create } => {
                 let result = ensure_topic(&mut cluster, &topic, create)
                     .and_then(|()| cluster.topic(&topic).cloned());
@@ -369,7 +421,7 @@ fn serve_metadata(
             }
         };
         if answers
-            .send(Answer {
+            .send(Answer::Topic {
                 topic,
                 result,
                 brokers: cluster.brokers().clone(),

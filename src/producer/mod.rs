@@ -18,6 +18,7 @@
 mod balancer;
 mod config;
 mod delivery;
+mod lane;
 mod links;
 mod writer;
 
@@ -78,6 +79,28 @@ pub struct Summary {
     pub failures: BTreeMap<String, u64>,
     /// Records never sent because the close deadline came first.
     pub not_attempted: u64,
+    /// The producer id and epoch its last batches carried; `None` without idempotence.
+    pub producer: Option<ProducerIdentity>,
+    /// Times a partition's sequences started again under a new epoch (the broker had lost
+    /// track of them, KIP-360).
+    pub epoch_bumps: u64,
+    /// Batches sent again after a retriable error (the same records, the same sequence).
+    pub resent_batches: u64,
+}
+
+/// The producer id and epoch an idempotent producer stamps on its batches (KIP-98).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProducerIdentity {
+    /// The id the cluster gave this producer.
+    pub id: i64,
+    /// Its epoch, raised when a partition's sequences start again.
+    pub epoch: i16,
+}
+
+impl std::fmt::Display for ProducerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} epoch {}", self.id, self.epoch)
+    }
 }
 
 /// A snapshot of the producer's counters.
@@ -99,8 +122,14 @@ pub struct ProducerStats {
     pub avg_batch_bytes: f64,
     /// Produce requests awaiting a response.
     pub requests_in_flight: u64,
-    /// Batches sent again after a retriable error.
+    /// Batches sent again after a retriable error (the same records, the same sequence).
     pub retries: u64,
+    /// The producer id and epoch; `None` without idempotence.
+    pub producer: Option<ProducerIdentity>,
+    /// Times a partition's sequences started again under a new epoch.
+    pub epoch_bumps: u64,
+    /// Why the producer stopped by itself, if it did (it was fenced, say).
+    pub fatal: Option<String>,
     /// Milliseconds the brokers asked this producer to hold off (their quotas, KIP-219),
     /// added up over responses.
     pub throttled_ms: u64,
@@ -130,6 +159,11 @@ pub(crate) struct Shared {
     pub(crate) in_flight: Counter,
     pub(crate) retries: Counter,
     pub(crate) throttled_ms: Counter,
+    /// Producer id and epoch, -1 without idempotence.
+    pub(crate) producer_id: AtomicI64,
+    pub(crate) producer_epoch: AtomicI64,
+    pub(crate) epoch_bumps: Counter,
+    pub(crate) fatal: Mutex<Option<String>>,
     pub(crate) errors: Mutex<BTreeMap<String, u64>>,
     pub(crate) latency: Histogram,
 }
@@ -180,6 +214,20 @@ impl Clock {
 impl Shared {
     pub(crate) fn count_error(&self, kind: String) {
         *self.errors.locked().entry(kind).or_default() += 1;
+    }
+
+    pub(crate) fn set_producer(&self, who: Option<ProducerIdentity>) {
+        let (id, epoch) = who.map_or((-1, -1), |w| (w.id, w.epoch as i64));
+        self.producer_id.store(id, Ordering::Relaxed);
+        self.producer_epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    pub(crate) fn producer(&self) -> Option<ProducerIdentity> {
+        let id = self.producer_id.load(Ordering::Relaxed);
+        (id >= 0).then(|| ProducerIdentity {
+            id,
+            epoch: self.producer_epoch.load(Ordering::Relaxed) as i16,
+        })
     }
 }
 
@@ -235,6 +283,30 @@ impl Producer {
         if let Some(topic) = &config.topic {
             ensure_topic(&mut cluster, topic, config.create_topics)?;
         }
+        let producer = if config.idempotent() {
+            match cluster.init_producer_id_once() {
+                Ok((id, epoch)) => writer::Start::Known(ProducerIdentity { id, epoch }),
+                // The cluster cannot give one yet (a coordinator loading, a broker away):
+                // the writer keeps asking, and records wait for it within their timeout.
+                Err(e) if e.is_retriable() => {
+                    log::info!("no producer id yet ({e}); asking again in the background");
+                    writer::Start::Later
+                }
+                // Not asked for explicitly, and this principal may not write idempotently
+                // (the cluster's IdempotentWrite ACL): go on without, as said in the log.
+                Err(e)
+                    if config.idempotence.is_none()
+                        && e.kafka_code()
+                            == Some(client::KafkaCode::ClusterAuthorizationFailed) =>
+                {
+                    log::warn!("idempotence off: the cluster refused a producer id ({e})");
+                    writer::Start::Off
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            writer::Start::Off
+        };
         let shared = Arc::new(Shared {
             gate: Gate {
                 sending: AtomicUsize::new(0),
@@ -252,9 +324,16 @@ impl Producer {
             in_flight: Counter::default(),
             retries: Counter::default(),
             throttled_ms: Counter::default(),
+            producer_id: AtomicI64::new(-1),
+            producer_epoch: AtomicI64::new(-1),
+            epoch_bumps: Counter::default(),
+            fatal: Mutex::new(None),
             errors: Mutex::new(BTreeMap::new()),
             latency: Histogram::default(),
         });
+        if let writer::Start::Known(p) = producer {
+            shared.set_producer(Some(p));
+        }
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
         let inner = Inner {
             tx,
@@ -275,7 +354,7 @@ impl Producer {
                 field: "threads",
                 reason: format!("cannot start the metadata thread: {e}"),
             })?;
-        let writer = writer::Writer::new(config, links, rx, shared);
+        let writer = writer::Writer::new(config, producer, links, rx, shared);
         let handle = std::thread::Builder::new()
             .name("kpipe-writer".into())
             .spawn(move || writer.run())
@@ -379,7 +458,6 @@ impl Producer {
             enqueued,
             report,
             size,
-            attempts: 0,
         });
         // Try without waiting first: a timed send reads the clock for its deadline, which
         // a channel with room never needs.
@@ -429,6 +507,9 @@ impl Producer {
             },
             requests_in_flight: s.in_flight.get(),
             retries: s.retries.get(),
+            producer: s.producer(),
+            epoch_bumps: s.epoch_bumps.get(),
+            fatal: s.fatal.locked().clone(),
             throttled_ms: s.throttled_ms.get(),
             errors: s.errors.locked().clone(),
             queue_depth: self.inner.tx.len(),

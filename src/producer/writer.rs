@@ -3,7 +3,9 @@
 //! One loop: take records from the channel, route them to per-partition queues, send the
 //! batches that are due (linger passed, `batch_bytes` reached, or closing), read whatever
 //! responses have arrived, and when there is nothing else to do wait briefly on the oldest
-//! response. A partition has at most one batch in flight, so retries never reorder it.
+//! response. What a partition may send, and what an answer means for it, its lane decides
+//! (lane.rs): a batch is sealed once, with its sequence when the producer is idempotent, and a
+//! retry resends it as it is.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -20,15 +22,16 @@ use std::task::Poll;
 
 use crate::client::{
     self, produce_request, produce_results, Acks, BatchBuilder, Compression, KafkaCode,
-    PartitionBatch, Pending, ProduceAck,
+    PartitionBatch, Pending, ProduceAck, ProducerStamp,
 };
 use crate::shutdown::Shutdown;
 
 use super::balancer::Chooser;
 use super::config::{ProducerConfig, TopicDefaults};
 use super::delivery::{Delivery, DeliveryError, Envelope, Report};
+use super::lane::{Identity, Lane, Next, Outcome, Reply, Sealed, Stamp};
 use super::links::Links;
-use super::{Msg, Shared, Summary};
+use super::{Msg, ProducerIdentity, Shared, Summary};
 use crate::sync::Locked;
 
 /// Records taken from the channel per intake round, so responses are read in between.
@@ -63,16 +66,36 @@ struct Settings {
     close_timeout: Duration,
 }
 
-/// One partition's queue.
+/// How the writer starts as to idempotence.
+pub(crate) enum Start {
+    /// Without it.
+    Off,
+    /// With this producer id and epoch.
+    Known(ProducerIdentity),
+    /// With it, once the cluster gives a producer id (asked in the background).
+    Later,
+}
+
+/// A sealed batch's contents, kept until the broker has them.
+struct Body {
+    records: Vec<Envelope>,
+    /// Record bytes (`Envelope::size` summed), for the buffer and the balancer.
+    bytes: u64,
+    encoded: Bytes,
+    /// What `encoded` carries; the lane's stamp differs after a renumbering.
+    stamp: Stamp,
+}
+
+/// One partition: records not yet in a batch, and the lane of sealed ones.
 struct Part {
     queue: VecDeque<Envelope>,
     queued_bytes: u64,
-    /// A batch of this partition is in flight: nothing else may be sent until it returns.
-    busy: bool,
+    lane: Lane<Body>,
+    /// Bytes in the lane's batches.
+    sealed_bytes: u64,
+    /// Nothing new is sent before this (a leader or connection on its way, a backoff).
     retry_at: Option<Instant>,
     backoff: client::Backoff,
-    /// After MESSAGE_TOO_LARGE: send smaller batches until one succeeds.
-    max_records: Option<usize>,
     last_error: Option<Arc<client::Error>>,
 }
 
@@ -182,18 +205,18 @@ impl Topics {
     }
 }
 
-struct SentBatch {
+/// A batch in a request: its partition and its id in that partition's lane.
+struct Sent {
     topic: Arc<str>,
     partition: i32,
-    records: Vec<Envelope>,
-    bytes: u64,
+    id: u64,
 }
 
 struct Request {
     broker: i32,
     pending: Pending,
     meta: Vec<PartitionBatch>,
-    batches: Vec<SentBatch>,
+    batches: Vec<Sent>,
 }
 
 pub(crate) struct Writer {
@@ -207,6 +230,17 @@ pub(crate) struct Writer {
     default_topic: Option<Arc<str>>,
     topics: Topics,
     in_flight: Vec<Request>,
+    /// Idempotent writes: every lane numbers its batches.
+    idempotent: bool,
+    /// The producer id and the newest epoch; `None` without idempotence or until known.
+    identity: Option<Identity>,
+    /// While the producer id is being asked for: not before this, and why the last ask
+    /// failed (records that expire meanwhile say so).
+    id_retry: Option<(Instant, client::Backoff, Option<Arc<client::Error>>)>,
+    /// Set when the producer cannot go on (fenced): everything left fails with it.
+    fatal: Option<Arc<client::Error>>,
+    epoch_bumps: u64,
+    resent: u64,
     builder: BatchBuilder,
     /// Records taken from the channel: the producer's `accepted`.
     taken: u64,
@@ -250,6 +284,7 @@ fn error_kind(e: &client::Error) -> String {
 impl Writer {
     pub(crate) fn new(
         config: ProducerConfig,
+        producer: Start,
         links: Links,
         rx: Receiver<Msg>,
         shared: Arc<Shared>,
@@ -278,6 +313,24 @@ impl Writer {
             shared,
             topics: Topics::default(),
             in_flight: Vec::new(),
+            idempotent: !matches!(producer, Start::Off),
+            identity: match producer {
+                Start::Known(p) => Some(Identity {
+                    id: p.id,
+                    epoch: p.epoch,
+                }),
+                _ => None,
+            },
+            id_retry: matches!(producer, Start::Later).then(|| {
+                let backoff = client::Backoff::new(
+                    config.client.retry_backoff,
+                    config.client.retry_backoff_max,
+                );
+                (Instant::now(), backoff, None)
+            }),
+            fatal: None,
+            epoch_bumps: 0,
+            resent: 0,
             builder: BatchBuilder::with_capacity(config.batch_bytes),
             taken: 0,
             clock_synced: Instant::now(),
@@ -360,6 +413,9 @@ impl Writer {
             failed: self.failed,
             failures: std::mem::take(&mut self.failures),
             not_attempted: self.not_attempted,
+            producer: self.producer(),
+            epoch_bumps: self.epoch_bumps,
+            resent_batches: self.resent,
         };
         if summary.delivered + summary.failed + summary.not_attempted != accepted {
             log::error!("kpipe bug: producer summary does not add up: {summary:?}");
@@ -384,20 +440,34 @@ impl Writer {
         }
     }
 
+    fn producer(&self) -> Option<ProducerIdentity> {
+        self.identity.map(|i| ProducerIdentity {
+            id: i.id,
+            epoch: i.epoch,
+        })
+    }
+
     fn is_idle(&self) -> bool {
         self.in_flight.is_empty()
             && self.topics.values().all(|t| match t {
-                Topic::Ready(s) => s.parts.iter().all(|p| p.queue.is_empty()),
+                Topic::Ready(s) => s
+                    .parts
+                    .iter()
+                    .all(|p| p.queue.is_empty() && p.lane.is_empty()),
                 Topic::Unresolved { held, .. } => held.is_empty(),
             })
     }
 
-    /// Bytes waiting in partition queues and held topics.
+    /// Bytes waiting in partition queues, sealed batches (in flight too) and held topics.
     fn buffered(&self) -> u64 {
         self.topics
             .values()
             .map(|t| match t {
-                Topic::Ready(s) => s.parts.iter().map(|p| p.queued_bytes).sum::<u64>(),
+                Topic::Ready(s) => s
+                    .parts
+                    .iter()
+                    .map(|p| p.queued_bytes + p.sealed_bytes)
+                    .sum::<u64>(),
                 Topic::Unresolved { held, .. } => held.iter().map(|e| e.size as u64).sum(),
             })
             .sum()
@@ -427,20 +497,31 @@ impl Writer {
     /// Time until something is due: a linger, a retry, an expiry.
     fn next_event(&self, now: Instant, closing: bool) -> Duration {
         let mut next = now + IDLE_TICK;
+        let timeout = self.cfg.delivery_timeout;
+        // Waiting for a producer id, nothing can be sent: only expiries and the next ask.
+        let no_id = self.idempotent && self.identity.is_none();
+        if let Some((retry_at, _, _)) = &self.id_retry {
+            next = next.min(*retry_at);
+        }
         for t in self.topics.values() {
             match t {
                 Topic::Ready(s) => {
                     for p in &s.parts {
                         if let Some(front) = p.queue.front() {
-                            let mut due = if p.busy || closing {
-                                front.enqueued + self.cfg.delivery_timeout
+                            let due = if no_id {
+                                front.enqueued + timeout
+                            } else if closing {
+                                now
                             } else {
                                 front.enqueued + self.cfg.linger
                             };
-                            if let Some(r) = p.retry_at {
-                                due = due.max(r);
-                            }
-                            next = next.min(due);
+                            next = next.min(p.retry_at.map_or(due, |r| due.max(r)));
+                        }
+                        for b in p.lane.batches().filter(|b| !b.in_flight()) {
+                            let expiry = b.body.records[0].enqueued + timeout;
+                            let retry = b.retry_at.unwrap_or(now);
+                            let retry = p.retry_at.map_or(retry, |r| retry.max(r));
+                            next = next.min(retry.min(expiry));
                         }
                     }
                 }
@@ -449,7 +530,6 @@ impl Writer {
         }
         next.saturating_duration_since(now)
     }
-
     /// Take records from the channel into partition queues, while the queues hold less
     /// than `buffer_bytes`: beyond that the channel fills and senders feel backpressure.
     fn intake(&mut self, wait: Duration) {
@@ -501,6 +581,10 @@ impl Writer {
 
     /// Put a record in its partition's queue, loading the topic's metadata on first sight.
     fn route(&mut self, env: Envelope) {
+        if let Some(fatal) = &self.fatal {
+            let err = DeliveryError::Rejected(fatal.clone());
+            return self.fail(env, err);
+        }
         // The common case, a known topic, costs one lookup and no reference counting.
         let name = match &env.record.topic {
             Some(t) => t,
@@ -576,9 +660,14 @@ impl Writer {
         let n = info.partitions.len();
         let id = info.id;
         let backoff = self.backoff();
+        let max = self.cfg.max_in_flight;
+        let lane = || match (self.idempotent, self.identity) {
+            (true, None) => Lane::awaiting_identity(max),
+            (_, identity) => Lane::new(identity, max),
+        };
         Poll::Ready(Ok(TopicState {
             id,
-            parts: (0..n).map(|_| new_part(backoff.clone())).collect(),
+            parts: (0..n).map(|_| new_part(backoff.clone(), lane())).collect(),
             load: vec![0; n],
         }))
     }
@@ -644,9 +733,11 @@ impl Writer {
         }
     }
 
-    /// Fail queued records whose delivery timeout has passed.
+    /// Fail records whose delivery timeout has passed: queued ones, and sealed ones waiting
+    /// for a retry (a batch in flight is bounded by the request timeout and ends first).
     fn expire(&mut self, now: Instant) {
         let timeout = self.cfg.delivery_timeout;
+        let id_error = self.id_retry.as_ref().and_then(|(_, _, e)| e.clone());
         let mut expired = Vec::new();
         for t in self.topics.values_mut() {
             match t {
@@ -660,7 +751,24 @@ impl Writer {
                             let env = part.queue.pop_front().expect("checked");
                             part.queued_bytes -= env.size as u64;
                             state.load[i] -= env.size as u64;
-                            expired.push((env, part.last_error.clone()));
+                            expired.push((env, part.last_error.clone().or(id_error.clone())));
+                        }
+                        let late: Vec<u64> = part
+                            .lane
+                            .batches()
+                            .filter(|b| {
+                                !b.in_flight() && b.body.records[0].enqueued + timeout <= now
+                            })
+                            .map(|b| b.id)
+                            .collect();
+                        for id in late {
+                            let Some(b) = part.lane.give_up(id) else {
+                                continue;
+                            };
+                            part.sealed_bytes -= b.body.bytes;
+                            state.load[i] -= b.body.bytes;
+                            let last = part.last_error.clone();
+                            expired.extend(b.body.records.into_iter().map(|e| (e, last.clone())));
                         }
                     }
                 }
@@ -685,9 +793,13 @@ impl Writer {
     }
 
     /// Send every batch that is due, one request per broker (more while `max_in_flight`
-    /// allows), each request carrying every sendable partition of that broker.
+    /// allows), each request carrying at most one batch of each partition it leads.
     fn send_due(&mut self, closing: bool) {
+        if self.fatal.is_some() {
+            return;
+        }
         let now = Instant::now();
+        self.ask_producer_id(now);
         // broker -> [(topic, partition, due)]
         let mut by_broker: BTreeMap<i32, Vec<(Arc<str>, usize, bool)>> = BTreeMap::new();
         let names: Vec<Arc<str>> = self.topics.keys().cloned().collect();
@@ -695,30 +807,26 @@ impl Writer {
             let Some(Topic::Ready(state)) = self.topics.get(&name) else {
                 continue;
             };
-            let candidates: Vec<(usize, bool)> = state
+            let candidates: Vec<usize> = state
                 .parts
                 .iter()
                 .enumerate()
                 .filter(|(_, p)| {
-                    !p.busy && !p.queue.is_empty() && p.retry_at.is_none_or(|r| r <= now)
+                    let work = !p.queue.is_empty() || p.lane.batches().any(|b| !b.in_flight());
+                    work && p.retry_at.is_none_or(|r| r <= now)
                 })
-                .map(|(i, p)| {
-                    let due = closing
-                        || p.retry_at.is_some()
-                        || p.queued_bytes >= self.cfg.batch_bytes as u64
-                        || p.queue
-                            .front()
-                            .is_some_and(|e| e.enqueued + self.cfg.linger <= now);
-                    (i, due)
-                })
+                .map(|(i, _)| i)
                 .collect();
-            for (i, due) in candidates {
+            for i in candidates {
                 match self.links.leader(&name, i as i32) {
                     Poll::Ready(Ok(leader)) => {
-                        by_broker
-                            .entry(leader)
-                            .or_default()
-                            .push((name.clone(), i, due))
+                        self.renew_epoch(&name, i);
+                        if let Some(due) = self.due(&name, i, leader, now, closing) {
+                            by_broker
+                                .entry(leader)
+                                .or_default()
+                                .push((name.clone(), i, due));
+                        }
                     }
                     Poll::Ready(Err(e)) => self.delay_partition(&name, i, Arc::new(e)),
                     // Not known yet: the partition waits, the others go on.
@@ -734,6 +842,99 @@ impl Writer {
             let mut parts = parts;
             parts.sort_by_key(|(_, _, due)| !*due);
             self.send_to(broker, parts);
+        }
+    }
+
+    /// Until the producer id is known: ask for it (again, after a backoff, if an ask failed).
+    fn ask_producer_id(&mut self, now: Instant) {
+        let Some((retry_at, _, _)) = &self.id_retry else {
+            return;
+        };
+        if *retry_at > now {
+            return;
+        }
+        match self.links.producer_id() {
+            Poll::Pending => {}
+            Poll::Ready(Ok((id, epoch))) => {
+                log::info!("producer id {id} epoch {epoch}");
+                self.identity = Some(Identity { id, epoch });
+                self.id_retry = None;
+                self.shared.set_producer(self.producer());
+            }
+            Poll::Ready(Err(e)) if e.is_retriable() => {
+                self.shared.count_error(error_kind(&e));
+                if let Some((retry_at, backoff, last)) = &mut self.id_retry {
+                    *retry_at = now + backoff.next_delay();
+                    *last = Some(Arc::new(e));
+                }
+            }
+            Poll::Ready(Err(e)) => self.stop_for_good(Arc::new(e)),
+        }
+    }
+
+    /// Whether partition `p` has something to send to `leader`, and whether it is due:
+    /// `None` when its lane allows nothing now.
+    fn due(&self, topic: &str, p: usize, leader: i32, now: Instant, closing: bool) -> Option<bool> {
+        let Some(Topic::Ready(state)) = self.topics.get(topic) else {
+            return None;
+        };
+        let part = &state.parts[p];
+        match part.lane.next(now, leader) {
+            Next::Resend(_) => Some(true),
+            Next::Seal => {
+                let front = part.queue.front()?;
+                Some(
+                    closing
+                        || part.queued_bytes >= self.cfg.batch_bytes as u64
+                        || front.enqueued + self.cfg.linger <= now,
+                )
+            }
+            Next::Wait(_) => None,
+        }
+    }
+
+    /// A lane whose broker lost its sequences starts again under a new epoch once nothing
+    /// of it is in flight: the producer's newest epoch if the lane has not used it yet, else
+    /// the next one (the broker accepts a higher epoch from sequence 0, KIP-360).
+    fn renew_epoch(&mut self, topic: &str, p: usize) {
+        let Some(current) = self.identity else { return };
+        let lane_epoch = match self.topics.get(topic) {
+            Some(Topic::Ready(state))
+                if state.parts[p].lane.needs_epoch() && state.parts[p].lane.in_flight() == 0 =>
+            {
+                state.parts[p].lane.identity().map(|i| i.epoch)
+            }
+            _ => return,
+        };
+        let identity = if lane_epoch == Some(current.epoch) {
+            if current.epoch == i16::MAX {
+                let err = client::Error::Protocol {
+                    broker: format!("producer {}", current.id),
+                    detail: "the producer epoch is exhausted (32767 renewals); start a new \
+                             producer"
+                        .into(),
+                };
+                return self.stop_for_good(Arc::new(err));
+            }
+            let bumped = Identity {
+                id: current.id,
+                epoch: current.epoch + 1,
+            };
+            self.identity = Some(bumped);
+            self.epoch_bumps += 1;
+            self.shared.epoch_bumps.add(1);
+            self.shared.set_producer(self.producer());
+            log::info!(
+                "{topic}-{p}: the broker lost this producer's sequences; they start again \
+                 under epoch {}",
+                bumped.epoch
+            );
+            bumped
+        } else {
+            current
+        };
+        if let Some(Topic::Ready(state)) = self.topics.get_mut(topic) {
+            state.parts[p].lane.restart(identity);
         }
     }
 
@@ -783,68 +984,89 @@ impl Writer {
         if in_flight >= self.cfg.max_in_flight {
             return;
         }
+        let now = Instant::now();
         let mut meta = Vec::with_capacity(parts.len());
         let mut batches = Vec::with_capacity(parts.len());
         let mut rejected = Vec::new();
         let mut request_bytes = 100usize;
+        let mut records = 0u64;
         for (topic, p, _) in parts {
             let Some(Topic::Ready(state)) = self.topics.get_mut(&topic) else {
                 continue;
             };
             let part = &mut state.parts[p];
-            let limit = part.max_records.unwrap_or(usize::MAX);
-            // Take records up to batch_bytes (at least one), within the request budget.
             let budget = self.cfg.max_request_bytes.saturating_sub(request_bytes);
-            let mut count = 0;
-            let mut bytes = 0usize;
-            for env in &part.queue {
-                let next = bytes + env.size;
-                let full = count > 0 && (next > self.cfg.batch_bytes || count >= limit);
-                if full || next + 100 > budget {
-                    break;
+            let index = match part.lane.next(now, broker) {
+                Next::Resend(i) => {
+                    let b = part.lane.get_mut(i);
+                    if b.body.encoded.len() + 100 > budget {
+                        continue; // the next request takes it
+                    }
+                    if let Err(e) = stamp_body(b) {
+                        log::error!("kpipe bug: cannot renumber a batch of {topic}-{p}: {e}");
+                        continue;
+                    }
+                    self.resent += 1;
+                    self.shared.retries.add(1);
+                    i
                 }
-                bytes = next;
-                count += 1;
-            }
-            if count == 0 {
-                break; // the request is full
-            }
-            let mut taken: Vec<Envelope> = part.queue.drain(..count).collect();
-            part.queued_bytes -= bytes as u64;
-            part.busy = true;
-            self.builder.clear();
-            for env in &mut taken {
-                env.attempts += 1;
-                let r = &env.record;
-                self.builder.push(
-                    r.timestamp.unwrap_or_default(),
-                    r.key.as_deref(),
-                    r.value.as_deref(),
-                    &r.headers,
-                );
-            }
-            let mut buf = Vec::with_capacity(self.builder.size());
-            if let Err(e) = self.builder.finish(self.cfg.compression, &mut buf) {
-                // Compression cannot fail on in-memory buffers; treat it as a rejection.
-                part.busy = false;
-                state.load[p] -= bytes as u64;
-                let err = DeliveryError::Rejected(Arc::new(client::Error::Records(e.to_string())));
-                rejected.extend(taken.into_iter().map(|env| (env, err.clone())));
-                continue;
-            }
-            request_bytes += buf.len() + 30;
+                Next::Seal if !part.queue.is_empty() => {
+                    // Take records up to batch_bytes (at least one), within the request budget.
+                    let mut count = 0;
+                    let mut bytes = 0usize;
+                    for env in &part.queue {
+                        let next = bytes + env.size;
+                        if (count > 0 && next > self.cfg.batch_bytes) || next + 100 > budget {
+                            break;
+                        }
+                        bytes = next;
+                        count += 1;
+                    }
+                    if count == 0 {
+                        break; // the request is full
+                    }
+                    let taken: Vec<Envelope> = part.queue.drain(..count).collect();
+                    part.queued_bytes -= bytes as u64;
+                    let stamp = part.lane.next_stamp();
+                    match encode(&mut self.builder, &taken, self.cfg.compression, stamp) {
+                        Ok(encoded) => {
+                            part.sealed_bytes += bytes as u64;
+                            let body = Body {
+                                records: taken,
+                                bytes: bytes as u64,
+                                encoded,
+                                stamp,
+                            };
+                            part.lane.seal(count as i32, body)
+                        }
+                        Err(e) => {
+                            // Compression cannot fail on in-memory buffers; a rejection if so.
+                            state.load[p] -= bytes as u64;
+                            let err = DeliveryError::Rejected(Arc::new(client::Error::Records(
+                                e.to_string(),
+                            )));
+                            rejected.extend(taken.into_iter().map(|env| (env, err.clone())));
+                            continue;
+                        }
+                    }
+                }
+                _ => continue,
+            };
+            let b = part.lane.get(index);
+            request_bytes += b.body.encoded.len() + 30;
+            records += b.records as u64;
             meta.push(PartitionBatch {
                 topic: topic.to_string(),
                 topic_id: state.id,
                 partition: p as i32,
-                records: Bytes::from(buf),
+                records: b.body.encoded.clone(),
             });
-            batches.push(SentBatch {
+            batches.push(Sent {
                 topic: topic.clone(),
                 partition: p as i32,
-                records: taken,
-                bytes: bytes as u64,
+                id: b.id,
             });
+            part.lane.sent(index, broker);
         }
         for (env, err) in rejected {
             self.fail(env, err);
@@ -864,9 +1086,7 @@ impl Writer {
         self.shared
             .batch_bytes
             .add(meta.iter().map(|b| b.records.len() as u64).sum());
-        self.shared
-            .batch_records
-            .add(batches.iter().map(|b| b.records.len() as u64).sum());
+        self.shared.batch_records.add(records);
         match sent {
             Ok(Some(pending)) => {
                 self.shared.in_flight.add(1);
@@ -880,18 +1100,14 @@ impl Writer {
             Ok(None) => {
                 // acks=0: the broker says nothing; sent is as good as it gets.
                 for b in batches {
-                    let ack = ProduceAck {
-                        base_offset: -1,
-                        log_append_time: -1,
-                    };
-                    self.complete(b, ack, false);
+                    self.answer(b, Ok(NO_ACK));
                 }
             }
             Err(e) => {
                 self.links.note_error(&e, None);
                 let e = Arc::new(e);
                 for b in batches {
-                    self.retry_or_fail(b, e.clone());
+                    self.answer(b, Err(e.clone()));
                 }
             }
         }
@@ -939,7 +1155,7 @@ impl Writer {
                     self.links.note_error(&e, None);
                     let e = Arc::new(e);
                     for b in req.batches {
-                        self.retry_or_fail(b, e.clone());
+                        self.answer(b, Err(e.clone()));
                     }
                 }
             }
@@ -967,10 +1183,7 @@ impl Writer {
                     detail: format!("no result for {}-{}", batch.topic, batch.partition),
                 }),
             };
-            match result {
-                Ok(ack) => self.complete(batch, ack, true),
-                Err(e) => self.retry_or_fail(batch, Arc::new(e)),
-            }
+            self.answer(batch, result.map_err(Arc::new));
         }
     }
 
@@ -985,28 +1198,183 @@ impl Writer {
         }
     }
 
-    /// A batch was acknowledged: report each record with its offset.
-    fn complete(&mut self, batch: SentBatch, ack: ProduceAck, reset: bool) {
+    /// Take in what became of a batch sent: the lane says what it means.
+    fn answer(&mut self, sent: Sent, result: Result<ProduceAck, Arc<client::Error>>) {
+        let now = Instant::now();
+        if let Err(e) = &result {
+            self.shared.count_error(error_kind(e));
+            self.links.note_error(e, Some(&sent.topic));
+        }
+        let idempotent = self.identity.is_some();
         let fresh = self.backoff();
-        if let Some((part, load)) = self.part_mut(&batch.topic, batch.partition) {
-            part.busy = false;
-            *load -= batch.bytes;
-            if reset {
-                part.retry_at = None;
-                part.max_records = None;
-                part.last_error = None;
+        let codec = self.cfg.compression;
+        let fatal = self.fatal.clone();
+        let Some((part, load)) = self.part_mut(&sent.topic, sent.partition) else {
+            log::error!(
+                "kpipe bug: an answer for {}-{} found no partition",
+                sent.topic,
+                sent.partition
+            );
+            return;
+        };
+        let records = part.lane.find(sent.id).map_or(0, |b| b.records);
+        let mut split = false;
+        let (reply, ack) =
+            match &result {
+                Ok(ack) => (Reply::Written, *ack),
+                Err(e) => (
+                    match e.kafka_code() {
+                        // Written before: the broker recognised the retry.
+                        Some(KafkaCode::DuplicateSequenceNumber) => Reply::Written,
+                        Some(
+                            KafkaCode::OutOfOrderSequenceNumber | KafkaCode::UnknownProducerId,
+                        ) if idempotent => Reply::OutOfSequence,
+                        Some(KafkaCode::InvalidProducerEpoch | KafkaCode::ProducerFenced) => {
+                            Reply::Fenced
+                        }
+                        // Refused whole and written nowhere: send it as two halves.
+                        Some(KafkaCode::MessageTooLarge | KafkaCode::RecordListTooLarge)
+                            if records > 1 =>
+                        {
+                            split = true;
+                            Reply::Retriable {
+                                maybe_written: false,
+                                at: now,
+                            }
+                        }
+                        code if e.is_retriable() => Reply::Retriable {
+                            // No answer, or one that says the leader appended it already.
+                            maybe_written: matches!(
+                                code,
+                                None | Some(
+                                    KafkaCode::RequestTimedOut
+                                        | KafkaCode::NotEnoughReplicasAfterAppend
+                                )
+                            ),
+                            at: now + part.backoff.next_delay(),
+                        },
+                        _ => Reply::Rejected,
+                    },
+                    NO_ACK,
+                ),
+            };
+        let gone = match part.lane.answer(sent.id, reply) {
+            Outcome::Done(b) => {
                 part.backoff = fresh;
+                part.last_error = None;
+                part.retry_at = None;
+                Some((b, None))
+            }
+            Outcome::Kept => {
+                part.last_error = result.as_ref().err().cloned();
+                if split {
+                    split_batch(&mut part.lane, sent.id, codec);
+                }
+                None
+            }
+            Outcome::Failed(b) => {
+                let e = result
+                    .as_ref()
+                    .err()
+                    .cloned()
+                    .expect("an error fails a batch");
+                Some((b, Some(DeliveryError::Rejected(e))))
+            }
+            Outcome::Fenced(b) => {
+                let e = result.as_ref().err().cloned().expect("an error fences");
+                Some((b, Some(DeliveryError::Rejected(e))))
+            }
+            Outcome::Unknown => {
+                log::error!(
+                    "kpipe bug: an answer for {}-{} found no batch in flight",
+                    sent.topic,
+                    sent.partition
+                );
+                None
+            }
+        };
+        // After a fatal error nothing is resent: a batch kept for a retry fails now.
+        let gone = match (gone, &fatal) {
+            (None, Some(fatal)) => part.lane.give_up(sent.id).map(|b| {
+                let err = DeliveryError::Rejected(fatal.clone());
+                (b, Some(err))
+            }),
+            (gone, _) => gone,
+        };
+        let Some((b, failure)) = gone else { return };
+        part.sealed_bytes -= b.body.bytes;
+        *load -= b.body.bytes;
+        match failure {
+            None => self.complete(&sent.topic, sent.partition, b.body, ack),
+            Some(err) => {
+                let fenced = matches!(reply, Reply::Fenced);
+                for env in b.body.records {
+                    self.fail(env, err.clone());
+                }
+                if fenced {
+                    if let DeliveryError::Rejected(e) = err {
+                        self.stop_for_good(e);
+                    }
+                }
             }
         }
+    }
+
+    /// The producer cannot go on (it was fenced): stop intake and fail everything not in
+    /// flight with `err`; what is in flight still reports its answer.
+    fn stop_for_good(&mut self, err: Arc<client::Error>) {
+        if self.fatal.is_some() {
+            return;
+        }
+        log::error!("the producer stops: {err}");
+        self.fatal = Some(err.clone());
+        *self.shared.fatal.locked() = Some(err.to_string());
+        if !self.shared.gate.closing.load(Ordering::SeqCst) {
+            *self.shared.close_deadline.locked() = Some(Instant::now() + self.cfg.close_timeout);
+            self.shared.gate.closing.store(true, Ordering::SeqCst);
+        }
+        let mut left = Vec::new();
+        for t in self.topics.values_mut() {
+            match t {
+                Topic::Ready(state) => {
+                    for (i, part) in state.parts.iter_mut().enumerate() {
+                        left.extend(part.queue.drain(..));
+                        state.load[i] -= part.queued_bytes;
+                        part.queued_bytes = 0;
+                        let waiting: Vec<u64> = part
+                            .lane
+                            .batches()
+                            .filter(|b| !b.in_flight())
+                            .map(|b| b.id)
+                            .collect();
+                        for id in waiting {
+                            if let Some(b) = part.lane.give_up(id) {
+                                part.sealed_bytes -= b.body.bytes;
+                                state.load[i] -= b.body.bytes;
+                                left.extend(b.body.records);
+                            }
+                        }
+                    }
+                }
+                Topic::Unresolved { held, .. } => left.extend(held.drain(..)),
+            }
+        }
+        for env in left {
+            self.fail(env, DeliveryError::Rejected(err.clone()));
+        }
+    }
+
+    /// A batch was acknowledged: report each record with its offset.
+    fn complete(&mut self, topic: &Arc<str>, partition: i32, body: Body, ack: ProduceAck) {
         let now = Instant::now();
-        let n = batch.records.len() as u64;
+        let n = body.records.len() as u64;
         self.delivered += n;
         self.shared.delivered.add(n);
-        self.shared.bytes_delivered.add(batch.bytes);
+        self.shared.bytes_delivered.add(body.bytes);
         self.shared
             .latency
-            .record_all(batch.records.iter().map(|env| now - env.enqueued));
-        for (i, env) in batch.records.into_iter().enumerate() {
+            .record_all(body.records.iter().map(|env| now - env.enqueued));
+        for (i, env) in body.records.into_iter().enumerate() {
             if matches!(env.report, Report::None) {
                 continue; // nobody asked: build no report
             }
@@ -1021,64 +1389,11 @@ impl Writer {
                 env.record.timestamp.unwrap_or_default()
             };
             env.report.deliver(Ok(Delivery {
-                topic: batch.topic.clone(),
-                partition: batch.partition,
+                topic: topic.clone(),
+                partition,
                 offset,
                 timestamp,
             }));
-        }
-    }
-
-    /// A batch failed: retry it (at the front of its queue, after a backoff) if the error is
-    /// retriable and time remains; split it if it was too large; else fail its records.
-    fn retry_or_fail(&mut self, batch: SentBatch, err: Arc<client::Error>) {
-        let now = Instant::now();
-        self.shared.count_error(error_kind(&err));
-        self.links.note_error(&err, Some(&batch.topic));
-        let too_large = matches!(
-            err.kafka_code(),
-            Some(KafkaCode::MessageTooLarge) | Some(KafkaCode::RecordListTooLarge)
-        );
-        let split = too_large && batch.records.len() > 1;
-        let retry = split || err.is_retriable();
-        let delivery_timeout = self.cfg.delivery_timeout;
-        let Some((part, load)) = self.part_mut(&batch.topic, batch.partition) else {
-            // The topic vanished from our map (cannot happen while a batch is in flight).
-            for env in batch.records {
-                self.fail(env, DeliveryError::Rejected(err.clone()));
-            }
-            return;
-        };
-        part.busy = false;
-        let expired = batch
-            .records
-            .first()
-            .is_some_and(|e| e.enqueued + delivery_timeout <= now);
-        if retry && !expired {
-            if split {
-                part.max_records = Some(batch.records.len() / 2);
-            } else {
-                part.retry_at = Some(now + part.backoff.next_delay());
-            }
-            part.last_error = Some(err);
-            part.queued_bytes += batch.bytes;
-            for env in batch.records.into_iter().rev() {
-                part.queue.push_front(env);
-            }
-            self.shared.retries.add(1);
-            return;
-        }
-        *load -= batch.bytes;
-        let failure = if retry {
-            DeliveryError::TimedOut {
-                after: delivery_timeout,
-                last_error: Some(err),
-            }
-        } else {
-            DeliveryError::Rejected(err)
-        };
-        for env in batch.records {
-            self.fail(env, failure.clone());
         }
     }
 
@@ -1097,23 +1412,35 @@ impl Writer {
 
     /// The close deadline passed: report everything left.
     fn abandon(&mut self) {
-        for req in std::mem::take(&mut self.in_flight) {
+        for _ in std::mem::take(&mut self.in_flight) {
             self.shared.in_flight.sub(1);
-            for b in req.batches {
-                for env in b.records {
-                    self.fail(env, DeliveryError::Unacknowledged);
-                }
-            }
         }
         let mut left = Vec::new();
         for (_, t) in self.topics.drain() {
             match t {
                 Topic::Ready(state) => {
-                    for p in state.parts {
-                        left.extend(p.queue);
+                    for mut p in state.parts {
+                        left.extend(
+                            p.queue
+                                .into_iter()
+                                .map(|e| (e, DeliveryError::NotAttempted)),
+                        );
+                        for b in p.lane.take_all() {
+                            let err = if b.in_flight() {
+                                DeliveryError::Unacknowledged
+                            } else {
+                                DeliveryError::TimedOut {
+                                    after: self.cfg.delivery_timeout,
+                                    last_error: p.last_error.clone(),
+                                }
+                            };
+                            left.extend(b.body.records.into_iter().map(|e| (e, err.clone())));
+                        }
                     }
                 }
-                Topic::Unresolved { held, .. } => left.extend(held),
+                Topic::Unresolved { held, .. } => {
+                    left.extend(held.into_iter().map(|e| (e, DeliveryError::NotAttempted)))
+                }
             }
         }
         // Senders caught between their check and their enqueue finish soon: no new ones
@@ -1122,7 +1449,7 @@ impl Writer {
             while let Ok(msg) = self.rx.try_recv() {
                 if let Msg::Record(env) = msg {
                     self.taken += 1;
-                    left.push(env);
+                    left.push((env, DeliveryError::NotAttempted));
                 }
             }
             if self.shared.gate.sending.load(Ordering::SeqCst) == 0 && self.rx.is_empty() {
@@ -1130,28 +1457,112 @@ impl Writer {
             }
             std::thread::yield_now();
         }
-        for env in left {
-            let err = if env.attempts == 0 {
-                DeliveryError::NotAttempted
-            } else {
-                DeliveryError::TimedOut {
-                    after: self.cfg.delivery_timeout,
-                    last_error: None,
-                }
-            };
+        for (env, err) in left {
             self.fail(env, err);
         }
     }
 }
 
-fn new_part(backoff: client::Backoff) -> Part {
+/// What an acknowledgement without an offset says (acks=0, a duplicate).
+const NO_ACK: ProduceAck = ProduceAck {
+    base_offset: -1,
+    log_append_time: -1,
+};
+
+fn producer_stamp(stamp: Stamp) -> ProducerStamp {
+    match stamp.identity {
+        Some(i) => ProducerStamp {
+            id: i.id,
+            epoch: i.epoch,
+            base_sequence: stamp.base,
+        },
+        None => ProducerStamp::NONE,
+    }
+}
+
+/// Encode `records` as one batch carrying `stamp`.
+fn encode(
+    builder: &mut BatchBuilder,
+    records: &[Envelope],
+    codec: Compression,
+    stamp: Stamp,
+) -> std::io::Result<Bytes> {
+    builder.clear();
+    for env in records {
+        let r = &env.record;
+        builder.push(
+            r.timestamp.unwrap_or_default(),
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+        );
+    }
+    let mut buf = Vec::with_capacity(builder.size());
+    builder.finish_as(codec, producer_stamp(stamp), &mut buf)?;
+    Ok(Bytes::from(buf))
+}
+
+/// Make a batch's encoding carry the stamp the lane gave it (after a renumbering).
+fn stamp_body(b: &mut Sealed<Body>) -> Result<(), String> {
+    if b.body.stamp == b.stamp {
+        return Ok(());
+    }
+    let mut buf = b.body.encoded.to_vec();
+    client::restamp(&mut buf, producer_stamp(b.stamp))?;
+    b.body.encoded = Bytes::from(buf);
+    b.body.stamp = b.stamp;
+    Ok(())
+}
+
+/// Replace a batch the broker refused as too large with two halves covering its
+/// sequences. They are encoded unstamped; the send renumbers them to what the lane says.
+fn split_batch(lane: &mut Lane<Body>, id: u64, codec: Compression) {
+    let Some(i) = lane.batches().position(|b| b.id == id && !b.in_flight()) else {
+        return;
+    };
+    let mut first = std::mem::take(&mut lane.get_mut(i).body.records);
+    let second = first.split_off(first.len() / 2);
+    let mut builder = BatchBuilder::default();
+    let mut parts = Vec::new();
+    let unstamped = Stamp {
+        identity: None,
+        base: super::lane::NO_SEQUENCE,
+    };
+    for records in [first, second] {
+        let bytes = records.iter().map(|e| e.size as u64).sum();
+        let encoded = match encode(&mut builder, &records, codec, unstamped) {
+            Ok(e) => e,
+            Err(e) => {
+                log::error!("kpipe bug: cannot re-encode half a batch: {e}");
+                return;
+            }
+        };
+        parts.push((
+            records.len() as i32,
+            Body {
+                records,
+                bytes,
+                encoded,
+                stamp: unstamped,
+            },
+        ));
+    }
+    if let Err(parts) = lane.split(id, parts) {
+        // Cannot happen (checked above); keep the records whole rather than lose them.
+        log::error!("kpipe bug: a batch could not be split");
+        let body = &mut lane.get_mut(i).body;
+        body.records = parts.into_iter().flat_map(|(_, b)| b.records).collect();
+    }
+}
+
+fn new_part(backoff: client::Backoff, lane: Lane<Body>) -> Part {
     Part {
         queue: VecDeque::new(),
         queued_bytes: 0,
-        busy: false,
+        lane,
+        sealed_bytes: 0,
         retry_at: None,
         backoff,
-        max_records: None,
         last_error: None,
     }
 }
