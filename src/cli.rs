@@ -130,6 +130,10 @@ pub struct Opts {
     /// Compression: none, gzip, snappy, lz4, zstd.
     #[arg(long, global = true, default_value = "none")]
     pub compression: Compression,
+    /// Idempotent writes (each event written once, in order, whatever the retries): on or
+    /// off. Default: on with --acks all, else off.
+    #[arg(long, global = true, value_enum)]
+    pub idempotence: Option<OnOff>,
     /// How long a batch waits for more events, e.g. 5ms.
     #[arg(long, global = true, default_value = "5ms", value_parser = parse_duration)]
     pub linger: Duration,
@@ -161,6 +165,15 @@ pub struct Opts {
     /// Write the final summary as one JSON object to this file.
     #[arg(long, global = true)]
     pub summary_json: Option<PathBuf>,
+}
+
+/// A switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// `--tls-verify` values.
@@ -211,6 +224,16 @@ pub struct Report {
     pub failures: std::collections::BTreeMap<String, u64>,
     /// Events never sent because the drain deadline came first.
     pub not_attempted: u64,
+    /// The idempotent producer's id and last epoch (absent without idempotence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producer_id: Option<i64>,
+    /// Its epoch at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producer_epoch: Option<i16>,
+    /// Times a partition's sequences restarted under a new epoch.
+    pub epoch_bumps: u64,
+    /// Batches sent again after a retriable error.
+    pub resent_batches: u64,
     /// Records read, ours or not.
     pub consumed: u64,
     /// Records that were not this run's events.
@@ -418,6 +441,17 @@ fn print_report(r: &Report) {
         r.mode, r.produced, r.acked, r.failed, r.not_attempted, r.consumed, r.foreign, r.duplicates, r.sequence_gaps,
         r.missing, r.lag, r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.p999, r.records_per_sec, r.elapsed_secs, r.stopped_by
     );
+    if let (Some(id), Some(epoch)) = (r.producer_id, r.producer_epoch) {
+        eprintln!(
+            "kpipe: idempotent producer {id} epoch {epoch}: {} epoch bumps, {} batches resent",
+            r.epoch_bumps, r.resent_batches
+        );
+    } else if r.resent_batches > 0 {
+        eprintln!(
+            "kpipe: {} batches resent without idempotence (duplicates possible)",
+            r.resent_batches
+        );
+    }
     if !r.failures.is_empty() {
         eprintln!("kpipe: failures: {:?}", r.failures);
     }
@@ -672,6 +706,7 @@ fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
         let mut c = ProducerConfig::new("localhost:9092").topic(&o.topic);
         c.client = client.clone();
         c.acks = o.acks;
+        c.idempotence = o.idempotence.map(|v| v == OnOff::On);
         c.compression = o.compression;
         c.linger = o.linger;
         c.batch_bytes = o.batch_bytes.max(1);
@@ -756,6 +791,10 @@ fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
                 report.failed = s.failed;
                 report.failures = s.failures;
                 report.not_attempted = s.not_attempted;
+                report.producer_id = s.producer.map(|p| p.id);
+                report.producer_epoch = s.producer.map(|p| p.epoch);
+                report.epoch_bumps = s.epoch_bumps;
+                report.resent_batches = s.resent_batches;
             }
             Err(e) => {
                 report.failures.insert(e.to_string(), 1);
@@ -972,6 +1011,9 @@ fn watch(
                 "e2e_p50_ms": ledger.latency.quantile(0.5).as_secs_f64() * 1000.0,
                 "e2e_p99_ms": ledger.latency.quantile(0.99).as_secs_f64() * 1000.0,
                 "errors": ps.errors.values().sum::<u64>() + cs.commit_failures,
+                "producer_epoch": ps.producer.map(|p| p.epoch),
+                "epoch_bumps": ps.epoch_bumps,
+                "resent_batches": ps.retries,
             });
             last = (Instant::now(), ps.delivered, consumed);
             if let Some(f) = stats_file.as_mut() {
