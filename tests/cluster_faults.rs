@@ -188,6 +188,18 @@ fn report(test: &str, c: &Counts) {
     );
 }
 
+/// The producer is idempotent (the default), with five batches in flight per partition: a
+/// producer that lives through a fault has written every record once and in order.
+fn assert_exactly_once(test: &str, c: &Counts, s: &kpipe::producer::Summary) {
+    println!(
+        "{test}: producer {:?}, epoch bumps {}, resent batches {}",
+        s.producer, s.epoch_bumps, s.resent_batches
+    );
+    assert!(s.producer.is_some(), "{test}: not idempotent: {s:?}");
+    assert_eq!(c.duplicates, 0, "{test}: duplicates in the topic");
+    assert_eq!(c.order_violations, 0, "{test}: order violations");
+}
+
 /// A producer fed by one thread at `rate` records/s over `keys` keys, each key's sequence
 /// in order, until `stop`; acks collected per (partition, second since start).
 struct Feed {
@@ -323,6 +335,7 @@ fn a_killed_partition_leader_loses_nothing_and_keeps_order() {
     wait_in_sync(&topic);
     let c = verify(&topic, &acked);
     report("leader kill -9", &c);
+    assert_exactly_once("leader kill -9", &c, &summary);
     assert_eq!(summary.failed, 0, "{summary:?}");
     assert_eq!(summary.delivered, sent, "{summary:?}");
     assert_eq!(c.lost, 0);
@@ -345,9 +358,7 @@ fn a_paused_leader_delays_only_its_own_partitions() {
         .collect();
     assert!(!others.is_empty(), "some partition is led elsewhere");
     let rf3 = Feed::start(producer_config(&replicated), 1_000, 60);
-    let mut c1 = producer_config(&single);
-    c1.acks = kpipe::client::Acks::Leader;
-    let rf1 = Feed::start(c1, 1_000, 60);
+    let rf1 = Feed::start(producer_config(&single), 1_000, 60);
     common::await_condition(Duration::from_secs(30), "acks before the pause", || {
         rf1.acked.lock().unwrap().len() > 1_000 && rf3.acked.lock().unwrap().len() > 1_000
     });
@@ -371,6 +382,8 @@ fn a_paused_leader_delays_only_its_own_partitions() {
     );
     report("leader paused 20 s, RF 3", &c3);
     report("leader paused 20 s, RF 1", &c1);
+    assert_exactly_once("leader paused 20 s, RF 3", &c3, &s3);
+    assert_exactly_once("leader paused 20 s, RF 1", &c1, &s1);
     println!("seconds {paused_at}..{resumed_at} of the pause without acks elsewhere: {quiet:?}; longest send {longest:?}");
     assert!(
         quiet.is_empty(),
@@ -436,6 +449,7 @@ fn one_broker_down_from_the_start_is_worked_around() {
     wait_in_sync(&topic);
     let c = verify(&topic, &all);
     report("one broker down from the start", &c);
+    assert_exactly_once("one broker down from the start", &c, &summary);
     assert_eq!(c.lost, 0);
     let _ = admin.delete_topic(&extra, Duration::from_secs(30));
 }
@@ -487,6 +501,7 @@ fn two_brokers_down_acknowledge_nothing_until_they_return() {
     all.insert((0, 0));
     let c = verify(&topic, &all);
     report("two of three down, then back", &c);
+    assert_exactly_once("two of three down, then back", &c, &summary);
     assert_eq!(c.lost, 0);
     assert_eq!(c.order_violations, 0);
 
@@ -701,6 +716,38 @@ fn a_rolling_restart_during_kpipe_run_loses_nothing() {
     );
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(report["missing"], 0, "{report}");
+    // The topic itself holds every event once, in order per partition (the consumers may
+    // still see some twice: what they handled after their last commit).
+    let mut cluster = connect();
+    let records = common::fetch_all(&mut cluster, &topic);
+    let mut seen = HashSet::new();
+    let mut last: HashMap<(i32, String), u64> = HashMap::new();
+    let (mut duplicates, mut reordered) = (0, 0);
+    for (p, r) in &records {
+        let value = r.value.clone().unwrap_or_default();
+        if !seen.insert(value.clone()) {
+            duplicates += 1;
+            continue;
+        }
+        let Ok(e) = serde_json::from_slice::<serde_json::Value>(&value) else {
+            continue;
+        };
+        let (device, seq) = (e["device"].as_str().map(str::to_owned), e["seq"].as_u64());
+        if let (Some(device), Some(seq)) = (device, seq) {
+            if last
+                .insert((*p, device), seq)
+                .is_some_and(|before| before >= seq)
+            {
+                reordered += 1;
+            }
+        }
+    }
+    println!(
+        "rolling restart, the topic: {} records, duplicates {duplicates}, out of order {reordered}",
+        records.len()
+    );
+    assert!(!last.is_empty(), "events carry a device and a sequence");
+    assert_eq!((duplicates, reordered), (0, 0));
 }
 
 #[test]
@@ -720,9 +767,7 @@ fn a_metadata_load_while_the_bootstrap_broker_is_paused_holds_up_no_other_partit
     let others: Vec<i32> = (0..6)
         .filter(|&p| leader_of(&mut cluster, &steady, p) != victim)
         .collect();
-    let mut pc = producer_config(&steady);
-    pc.acks = kpipe::client::Acks::Leader;
-    let feed = Feed::start(pc, 1_000, 60);
+    let feed = Feed::start(producer_config(&steady), 1_000, 60);
     common::await_condition(Duration::from_secs(30), "acks before the pause", || {
         feed.acked.lock().unwrap().len() > 1_000
     });
@@ -765,6 +810,11 @@ fn a_metadata_load_while_the_bootstrap_broker_is_paused_holds_up_no_other_partit
     );
     assert_eq!(summary.delivered, sent + 600, "{summary:?}");
     assert_eq!(c.lost, 0);
+    assert_exactly_once(
+        "metadata load with the bootstrap broker paused",
+        &c,
+        &summary,
+    );
 }
 
 /// The bootstrap list with `last` moved to the end (so connecting does not start with it).

@@ -162,3 +162,115 @@ fn share_a_group(kpipe_first: bool) {
         );
     }
 }
+
+/// What kpipe writes idempotently, Kafka's own console consumer reads back byte for byte,
+/// in order; and the batches on the broker carry kpipe's producer id with sequences that
+/// run from 0 without a gap.
+#[test]
+fn the_java_console_consumer_reads_back_idempotent_batches_byte_exact() {
+    use kpipe::client::{FetchParams, FetchTarget};
+    use kpipe::{Producer, ProducerRecord};
+
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "idem-interop", 1);
+    let mut config = common::producer_config(&topic);
+    config.idempotence = Some(true);
+    config.batch_bytes = 2048; // many batches, several in flight
+    let producer = Producer::new(config).unwrap();
+    let who = producer
+        .stats()
+        .producer
+        .expect("an idempotent producer has an id");
+    // Keys and values with multi-byte UTF-8 and separators the tool must pass through.
+    let sent: Vec<(String, String)> = (0..3_000)
+        .map(|i| {
+            let key = format!("k{}-é", i % 17);
+            let value = format!("v{i}:{}|✓ {}", "αβγ".repeat(i % 5), "x".repeat(i % 300));
+            (key, value)
+        })
+        .collect();
+    for (k, v) in &sent {
+        producer
+            .send(ProducerRecord::new(v.clone()).key(k.clone()))
+            .unwrap();
+    }
+    let summary = producer.close(Duration::from_secs(60)).unwrap();
+    assert_eq!(summary.delivered, 3_000, "{summary:?}");
+    assert_eq!(summary.producer, Some(who), "{summary:?}");
+
+    // The batch headers, read raw from the broker.
+    let info = cluster.topic(&topic).unwrap().clone();
+    let params = FetchParams {
+        max_wait: Duration::from_millis(50),
+        partition_max_bytes: 8 << 20,
+        decode_lazily: true,
+        ..FetchParams::default()
+    };
+    let (mut offset, mut next_seq, mut batches) = (0i64, 0i32, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while offset < 3_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fetching back took over 60 s"
+        );
+        let target = FetchTarget {
+            topic: topic.clone(),
+            topic_id: info.id,
+            partition: 0,
+            offset,
+        };
+        for r in cluster.fetch(&params, &[target]).unwrap() {
+            for h in r.result.unwrap().batches.headers().unwrap() {
+                if h.base_offset < offset {
+                    continue;
+                }
+                assert_eq!(
+                    (h.producer.id, h.producer.epoch),
+                    (who.id, who.epoch),
+                    "{h:?}"
+                );
+                assert_eq!(
+                    h.producer.base_sequence, next_seq,
+                    "a gap or a repeat: {h:?}"
+                );
+                next_seq += h.records;
+                offset = h.base_offset + h.records as i64;
+                batches += 1;
+            }
+        }
+    }
+    assert_eq!(next_seq, 3_000);
+    assert!(batches > 5, "only {batches} batches: the test meant many");
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka");
+    let out = Command::new(script)
+        .args([
+            "run-class",
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+        ])
+        .args(["--bootstrap-server", &common::brokers(), "--topic", &topic])
+        .args([
+            "--from-beginning",
+            "--max-messages",
+            "3000",
+            "--timeout-ms",
+            "60000",
+        ])
+        .args([
+            "--property",
+            "print.key=true",
+            "--property",
+            "key.separator=\t",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("run the Java console consumer through scripts/kafka");
+    let text = String::from_utf8(out.stdout).expect("the tool printed UTF-8");
+    let got: Vec<&str> = text.lines().filter(|l| l.starts_with('k')).collect();
+    let want: Vec<String> = sent.iter().map(|(k, v)| format!("{k}\t{v}")).collect();
+    assert_eq!(got.len(), want.len(), "records read by the Java consumer");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "record {i} differs");
+    }
+}
