@@ -16,6 +16,11 @@
 //! included; `--brokers`, when given, still replaces its `bootstrap.servers`. Without
 //! either, the broker is 127.0.0.1:9092 over PLAINTEXT.
 //!
+//! `--idempotence on|off` sets `ProducerConfig::idempotence` (`Some(true)` / `Some(false)`)
+//! for the producer of `produce` and `latency`; without it the library's default (`None`:
+//! on with acks=all and at most 5 in flight, else off). Their JSON line says whether the
+//! producer was idempotent (`"idempotent"`: it had a producer id, `ProducerStats::producer`).
+//!
 //! ```text
 //! cargo run --release --example perf -- produce --topic t --records 1000000 --size 100 --acks 1 --compression lz4
 //! cargo run --release --example perf -- consume --topic t --records 1000000 --threads 1
@@ -33,6 +38,12 @@ use clap::{Parser, ValueEnum};
 use kpipe::client::{Acks, ClientConfig, Compression};
 use kpipe::consumer::{ConsumerPool, OffsetReset};
 use kpipe::{ConsumedRecord, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
@@ -74,6 +85,9 @@ struct Args {
     linger_ms: u64,
     #[arg(long, default_value_t = 1 << 20)]
     batch_bytes: usize,
+    /// Idempotent writes (produce, latency) [default: the library's, on with acks=all].
+    #[arg(long)]
+    idempotence: Option<OnOff>,
     /// Sending threads (produce) or member threads (consume).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -97,7 +111,7 @@ struct Args {
 fn main() {
     let a = Args::parse();
     let client = client_config(&a);
-    let (secs, n) = match a.mode {
+    let (secs, n, idempotent) = match a.mode {
         Mode::Create => return create(&a, client),
         Mode::Delete => return delete(&a, client),
         Mode::Produce => produce(&a, client),
@@ -105,18 +119,19 @@ fn main() {
         Mode::Latency => return latency(&a, client),
     };
     let mb = n as f64 * a.size as f64 / 1e6;
-    println!(
-        "{}",
-        serde_json::json!({
-            "client": "kpipe",
-            "mode": format!("{:?}", a.mode).to_lowercase(),
-            "records": n,
-            "size": a.size,
-            "secs": secs,
-            "records_per_sec": n as f64 / secs,
-            "mb_per_sec": mb / secs,
-        })
-    );
+    let mut line = serde_json::json!({
+        "client": "kpipe",
+        "mode": format!("{:?}", a.mode).to_lowercase(),
+        "records": n,
+        "size": a.size,
+        "secs": secs,
+        "records_per_sec": n as f64 / secs,
+        "mb_per_sec": mb / secs,
+    });
+    if let Some(idempotent) = idempotent {
+        line["idempotent"] = idempotent.into();
+    }
+    println!("{line}");
 }
 
 /// The client config every Cluster, Producer and Consumer of the run gets: --config's
@@ -180,6 +195,9 @@ fn producer_config(a: &Args, client: ClientConfig, default_acks: Acks) -> Produc
     c.batch_bytes = a.batch_bytes;
     c.max_request_bytes = c.max_request_bytes.max(a.batch_bytes * 2);
     c.buffer_bytes = c.buffer_bytes.max(a.batch_bytes * 4);
+    if let Some(i) = a.idempotence {
+        c.idempotence = Some(i == OnOff::On);
+    }
     c
 }
 
@@ -197,7 +215,8 @@ fn payload(size: usize) -> Vec<u8> {
         .collect()
 }
 
-fn produce(a: &Args, client: ClientConfig) -> (f64, u64) {
+/// Seconds, records delivered, and whether the producer was idempotent (had a producer id).
+fn produce(a: &Args, client: ClientConfig) -> (f64, u64, Option<bool>) {
     let c = producer_config(a, client, Acks::Leader);
     let start = Instant::now();
     let producer = Producer::new(c).expect("start the producer (is the broker up?)");
@@ -216,9 +235,10 @@ fn produce(a: &Args, client: ClientConfig) -> (f64, u64) {
     for t in threads {
         t.join().unwrap();
     }
+    let idempotent = producer.stats().producer.is_some();
     let s = producer.close(Duration::from_secs(300)).expect("close");
     assert_eq!(s.delivered, a.records, "{s:?}");
-    (start.elapsed().as_secs_f64(), s.delivered)
+    (start.elapsed().as_secs_f64(), s.delivered, Some(idempotent))
 }
 
 fn consumer_config(a: &Args, client: ClientConfig) -> ConsumerConfig {
@@ -235,7 +255,7 @@ fn consumer_config(a: &Args, client: ClientConfig) -> ConsumerConfig {
     c
 }
 
-fn consume(a: &Args, client: ClientConfig) -> (f64, u64) {
+fn consume(a: &Args, client: ClientConfig) -> (f64, u64, Option<bool>) {
     let c = consumer_config(a, client);
     let count = Arc::new(AtomicU64::new(0));
     let k = count.clone();
@@ -252,7 +272,7 @@ fn consume(a: &Args, client: ClientConfig) -> (f64, u64) {
     }
     let secs = start.elapsed().as_secs_f64();
     pool.close(Duration::from_secs(30));
-    (secs, count.load(Ordering::Relaxed))
+    (secs, count.load(Ordering::Relaxed), None)
 }
 
 /// Nanoseconds since the Unix epoch, from the wall clock.
@@ -319,6 +339,7 @@ fn latency(a: &Args, client: ClientConfig) {
             .unwrap_or_else(|e| fail(format!("send: {e}")));
     }
     let sent_end = wall_ns();
+    let idempotent = producer.stats().producer.is_some();
     let s = producer
         .close(Duration::from_secs(60))
         .unwrap_or_else(|e| fail(format!("close: {e}")));
@@ -369,6 +390,7 @@ fn latency(a: &Args, client: ClientConfig) {
             "max_ms": ms(*lat.last().unwrap()),
             "sent_rate": measured_sent as f64 / (window as f64 / 1e9),
             "first_ms": ms(first),
+            "idempotent": idempotent,
         })
     );
 }

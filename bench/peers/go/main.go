@@ -12,6 +12,11 @@
 // verifying the broker against that CA), -sasl-mechanism SCRAM-SHA-512 (or SCRAM-SHA-256)
 // with -sasl-user U authenticates, the password from the environment,
 // BENCH_SASL_PASSWORD (kept off the command line).
+//
+// -idempotence on|off (default off) is franz-go's idempotent writes: off is
+// kgo.DisableIdempotentWrite with 5 produce requests in flight per broker, on is franz-go's
+// default (acks=all required; 5 in flight per broker once the broker's first produce response
+// shows it can). kafka-go has no idempotent producer, so it refuses on.
 package main
 
 import (
@@ -51,6 +56,7 @@ var (
 	tlsCA     = flag.String("tls-ca", "", "PEM CA file: connect over TLS, verifying the broker with it (franz-go)")
 	saslMech  = flag.String("sasl-mechanism", "", "SCRAM-SHA-512 or SCRAM-SHA-256, password from $BENCH_SASL_PASSWORD (franz-go)")
 	saslUser  = flag.String("sasl-user", "", "SASL user name (franz-go)")
+	idempo    = flag.String("idempotence", "off", "on or off: idempotent writes (franz-go; kafka-go has no idempotent producer)")
 )
 
 func payload() []byte {
@@ -75,6 +81,12 @@ func main() {
 	flag.Parse()
 	if *client != "franz-go" && (*tlsCA != "" || *saslMech != "") {
 		fail(fmt.Errorf("-tls-ca and -sasl-mechanism are for -client franz-go only"))
+	}
+	if *idempo != "on" && *idempo != "off" {
+		fail(fmt.Errorf("-idempotence %s: on or off", *idempo))
+	}
+	if *client != "franz-go" && *idempo == "on" {
+		fail(fmt.Errorf("-idempotence on: kafka-go has no idempotent producer"))
 	}
 	if *mode == "latency" {
 		acksSet := false
@@ -219,11 +231,15 @@ func franzOpts() []kgo.Opt {
 		kgo.ProducerLinger(time.Duration(*lingerMs)*time.Millisecond),
 		kgo.ProducerBatchMaxBytes(int32(*batchSize)),
 		kgo.MaxBufferedRecords(1<<20),
-		kgo.DisableIdempotentWrite(),
-		kgo.MaxProduceRequestsInflightPerBroker(5),
 		kgo.RequiredAcks(kgo.LeaderAck()),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 	)
+	if *idempo == "off" {
+		opts = append(opts, kgo.DisableIdempotentWrite(), kgo.MaxProduceRequestsInflightPerBroker(5))
+	}
+	// Idempotent (franz-go's default), it refuses MaxProduceRequestsInflightPerBroker and
+	// allows 5 requests in flight per broker by itself once the broker's first produce
+	// response shows v4 or later; it also requires acks=all (NewClient fails otherwise).
 	if *acks == "all" {
 		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()))
 	}

@@ -13,6 +13,9 @@
 //! --ssl-ca-location ca.pem`, and the password from the environment, `BENCH_SASL_PASSWORD`
 //! (kept off the command line). They map one to one onto librdkafka's `security.protocol`,
 //! `sasl.mechanisms`, `sasl.username`, `sasl.password` and `ssl.ca.location`.
+//!
+//! `--idempotence on|off` (default off) sets the producer's `enable.idempotence`; with it on,
+//! librdkafka requires what the other settings already are (acks=all, at most 5 in flight).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -78,12 +81,21 @@ fn producer<C: ProducerContext>(brokers: &str, default_acks: &str, context: C) -
         .set("compression.type", arg("--compression", "none"))
         .set("linger.ms", arg("--linger-ms", "5"))
         .set("batch.size", arg("--batch-bytes", "1048576"))
-        .set("enable.idempotence", "false")
+        .set("enable.idempotence", idempotence())
         .set("max.in.flight.requests.per.connection", "5")
         .set("queue.buffering.max.messages", "1000000")
         .set("message.max.bytes", "2097152")
         .create_with_context(context)
         .expect("create the producer")
+}
+
+/// `--idempotence on|off` (default off) as librdkafka's `enable.idempotence`.
+fn idempotence() -> &'static str {
+    match arg("--idempotence", "off").as_str() {
+        "on" => "true",
+        "off" => "false",
+        other => fail(format!("--idempotence {other}: on or off")),
+    }
 }
 
 fn consumer(brokers: &str, topic: &str) -> BaseConsumer {
