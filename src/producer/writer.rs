@@ -96,6 +96,9 @@ struct Part {
     /// Nothing new is sent before this (a leader or connection on its way, a backoff).
     retry_at: Option<Instant>,
     backoff: client::Backoff,
+    /// When the batches that failed last may go again: batches failing together (a broken
+    /// connection answers all five at once) share one step of the backoff.
+    resend_at: Option<Instant>,
     last_error: Option<Arc<client::Error>>,
 }
 
@@ -1251,7 +1254,14 @@ impl Writer {
                                         | KafkaCode::NotEnoughReplicasAfterAppend
                                 )
                             ),
-                            at: now + part.backoff.next_delay(),
+                            at: match part.resend_at {
+                                Some(at) if at > now => at,
+                                _ => {
+                                    let at = now + part.backoff.next_delay();
+                                    part.resend_at = Some(at);
+                                    at
+                                }
+                            },
                         },
                         _ => Reply::Rejected,
                     },
@@ -1261,6 +1271,7 @@ impl Writer {
         let gone = match part.lane.answer(sent.id, reply) {
             Outcome::Done(b) => {
                 part.backoff = fresh;
+                part.resend_at = None;
                 part.last_error = None;
                 part.retry_at = None;
                 Some((b, None))
@@ -1307,14 +1318,12 @@ impl Writer {
         match failure {
             None => self.complete(&sent.topic, sent.partition, b.body, ack),
             Some(err) => {
-                let fenced = matches!(reply, Reply::Fenced);
+                // Fenced: stop intake before anyone hears of it.
+                if let (Reply::Fenced, DeliveryError::Rejected(e)) = (reply, &err) {
+                    self.stop_for_good(e.clone());
+                }
                 for env in b.body.records {
                     self.fail(env, err.clone());
-                }
-                if fenced {
-                    if let DeliveryError::Rejected(e) = err {
-                        self.stop_for_good(e);
-                    }
                 }
             }
         }
@@ -1327,12 +1336,13 @@ impl Writer {
             return;
         }
         log::error!("the producer stops: {err}");
-        self.fatal = Some(err.clone());
-        *self.shared.fatal.locked() = Some(err.to_string());
+        // Intake stops first, so that whoever sees the reason finds the producer closed.
         if !self.shared.gate.closing.load(Ordering::SeqCst) {
             *self.shared.close_deadline.locked() = Some(Instant::now() + self.cfg.close_timeout);
             self.shared.gate.closing.store(true, Ordering::SeqCst);
         }
+        self.fatal = Some(err.clone());
+        *self.shared.fatal.locked() = Some(err.to_string());
         let mut left = Vec::new();
         for t in self.topics.values_mut() {
             match t {
@@ -1563,6 +1573,7 @@ fn new_part(backoff: client::Backoff, lane: Lane<Body>) -> Part {
         sealed_bytes: 0,
         retry_at: None,
         backoff,
+        resend_at: None,
         last_error: None,
     }
 }
