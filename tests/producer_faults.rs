@@ -1,7 +1,7 @@
 //! Producer faults a real broker will not produce on demand: the broker vanishing
 //! mid-stream. A tiny fake broker on loopback answers just enough (ApiVersions, Metadata,
-//! Produce) and then dies; the producer must retry, then fail each record definitely at its
-//! delivery timeout, with memory bounded by the queue.
+//! InitProducerId, Produce) and then dies; the producer must retry, then fail each record
+//! definitely at its delivery timeout, with memory bounded by the queue.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -109,7 +109,7 @@ fn serve(mut sock: TcpStream, port: u16, dead: &AtomicBool, offsets: &AtomicI64)
         match key {
             18 => {
                 let mut resp = ApiVersionsResponse::default();
-                for (k, min, max) in [(18, 0, 3), (3, 4, 8), (0, 3, 8)] {
+                for (k, min, max) in [(18, 0, 3), (3, 4, 8), (0, 3, 8), (22, 0, 4)] {
                     let mut v = ApiVersion::default();
                     v.api_key = k;
                     v.min_version = min;
@@ -132,6 +132,13 @@ fn serve(mut sock: TcpStream, port: u16, dead: &AtomicBool, offsets: &AtomicI64)
                 t.partitions.push(p);
                 resp.topics.push(t);
                 respond::<MetadataRequest>(&mut sock, id, version, &resp);
+            }
+            22 => {
+                // The producer is idempotent by default: it asks for an id first.
+                let mut resp = InitProducerIdResponse::default();
+                resp.producer_id = ProducerId(1000);
+                resp.producer_epoch = 0;
+                respond::<InitProducerIdRequest>(&mut sock, id, version, &resp);
             }
             0 => {
                 let _ = RequestHeader::decode(&mut body, ProduceRequest::header_version(version))
