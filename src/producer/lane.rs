@@ -21,6 +21,13 @@
 //!   (KIP-360). For a later batch, or for an answer to a sequence since renumbered, it is only
 //!   the echo of an earlier failure: the batch is resent in turn.
 //! - Without idempotence the lane keeps one batch in flight, so order holds all the same.
+//!
+//! Room for transactions, the next step: the identity then comes from InitProducerId with a
+//! transactional id, and a new epoch from the coordinator (InitProducerId with the current
+//! id and epoch) instead of the local bump in `Writer::renew_epoch`; a lane's first batch of
+//! a transaction waits for AddPartitionsToTxn as a lane without an identity waits today
+//! ([`Lane::awaiting_identity`]); fencing already stops the producer for good; and EndTxn
+//! needs every lane empty, which `Writer::is_idle` already answers.
 
 use std::collections::VecDeque;
 use std::time::Instant;

@@ -104,6 +104,10 @@ pub(crate) struct Links {
     connector: Connector,
     max_age: Duration,
     connections: HashMap<i32, Connection>,
+    /// Which connection to a broker is the current one: a request sent on an earlier one
+    /// must never read its answer from a later one.
+    generations: HashMap<i32, u64>,
+    next_generation: u64,
     dials: HashMap<i32, JoinHandle<Result<Connection, client::Error>>>,
     dial_errors: HashMap<i32, client::Error>,
     brokers: HashMap<i32, BrokerInfo>,
@@ -147,6 +151,8 @@ impl Links {
             connector,
             max_age,
             connections: HashMap::new(),
+            generations: HashMap::new(),
+            next_generation: 0,
             dials: HashMap::new(),
             dial_errors: HashMap::new(),
             brokers,
@@ -206,6 +212,8 @@ impl Links {
                 let handle = self.dials.remove(&id).expect("listed above");
                 match handle.join() {
                     Ok(Ok(conn)) => {
+                        self.next_generation += 1;
+                        self.generations.insert(id, self.next_generation);
                         self.connections.insert(id, conn);
                     }
                     Ok(Err(e)) => {
@@ -356,6 +364,14 @@ impl Links {
                 "cannot start a thread to connect to node {id}: {e}"
             )))),
         }
+    }
+
+    /// Which connection to broker `id` is open now (see `generations`), if one is.
+    pub(crate) fn generation(&self, id: i32) -> Option<u64> {
+        self.connections
+            .get(&id)
+            .filter(|c| c.is_open())
+            .and_then(|_| self.generations.get(&id).copied())
     }
 
     /// The open connection to broker `id`, if there is one (never dials).

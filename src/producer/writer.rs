@@ -217,6 +217,8 @@ struct Sent {
 
 struct Request {
     broker: i32,
+    /// The connection it went out on (`Links::generation`).
+    generation: Option<u64>,
     pending: Pending,
     meta: Vec<PartitionBatch>,
     batches: Vec<Sent>,
@@ -1095,6 +1097,7 @@ impl Writer {
                 self.shared.in_flight.add(1);
                 self.in_flight.push(Request {
                     broker,
+                    generation: self.links.generation(broker),
                     pending,
                     meta,
                     batches,
@@ -1133,9 +1136,11 @@ impl Writer {
                 .position(|r| r.broker == broker)
                 .expect("broker has a request");
             let now = Instant::now();
-            let outcome = match self.links.existing(broker) {
+            // Sent on a connection since closed (and perhaps replaced): its answer is lost.
+            let current = self.links.generation(broker) == self.in_flight[idx].generation;
+            let outcome = match self.links.existing(broker).filter(|_| current) {
                 None => Some(Err(client::Error::Closed {
-                    broker: format!("node {broker}"),
+                    broker: self.links.broker_addr(broker),
                 })),
                 Some(conn) => {
                     let overdue = conn.oldest_deadline().is_some_and(|t| t <= now);
@@ -1243,6 +1248,20 @@ impl Writer {
                             Reply::Retriable {
                                 maybe_written: false,
                                 at: now,
+                            }
+                        }
+                        // The answer could not be read (garbled, out of turn): the batch
+                        // may be in the log, so it is not a refusal.
+                        None if matches!(
+                            **e,
+                            client::Error::Protocol { .. }
+                                | client::Error::FrameTooLarge { .. }
+                                | client::Error::Misuse(_)
+                        ) =>
+                        {
+                            Reply::Retriable {
+                                maybe_written: true,
+                                at: now + part.backoff.next_delay(),
                             }
                         }
                         code if e.is_retriable() => Reply::Retriable {
