@@ -189,8 +189,12 @@ impl Links {
                 Ok(info) => Entry::Known(Known::new(info)),
                 Err(e) => match self.topics.remove(&topic) {
                     // A failed refresh keeps what was known, still stale: it is asked again
-                    // after a backoff.
-                    Some(Entry::Known(mut k)) if e.is_retriable() => {
+                    // after a backoff. Whatever the error: a cluster coming back may say
+                    // for a moment that it does not know the topic, and a topic the writer
+                    // routes by must never become unknown to it (its partitions would wait
+                    // for metadata forever); records fail at their delivery timeout instead.
+                    Some(Entry::Known(mut k)) => {
+                        log::debug!("refreshing {topic} failed: {e}");
                         k.stale = true;
                         k.refreshing = false;
                         k.ask_after = Instant::now() + k.backoff.next_delay();
