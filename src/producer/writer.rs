@@ -903,23 +903,25 @@ impl Writer {
     /// the next one (the broker accepts a higher epoch from sequence 0, KIP-360).
     fn renew_epoch(&mut self, topic: &str, p: usize) {
         let Some(current) = self.identity else { return };
-        let lane_epoch = match self.topics.get(topic) {
+        let lane_identity = match self.topics.get(topic) {
             Some(Topic::Ready(state))
                 if state.parts[p].lane.needs_epoch() && state.parts[p].lane.in_flight() == 0 =>
             {
-                state.parts[p].lane.identity().map(|i| i.epoch)
+                state.parts[p].lane.identity()
             }
             _ => return,
         };
-        let identity = if lane_epoch == Some(current.epoch) {
+        let identity = if lane_identity == Some(current) {
             if current.epoch == i16::MAX {
-                let err = client::Error::Protocol {
-                    broker: format!("producer {}", current.id),
-                    detail: "the producer epoch is exhausted (32767 renewals); start a new \
-                             producer"
-                        .into(),
-                };
-                return self.stop_for_good(Arc::new(err));
+                // Out of epochs for this id: ask for a new producer id, which every lane
+                // that needs one adopts; the others go on under the old one meanwhile.
+                log::info!(
+                    "producer {} has used every epoch; asking for a new producer id",
+                    current.id
+                );
+                self.identity = None;
+                self.id_retry = Some((Instant::now(), self.backoff(), None));
+                return;
             }
             let bumped = Identity {
                 id: current.id,
@@ -1213,7 +1215,7 @@ impl Writer {
             self.shared.count_error(error_kind(e));
             self.links.note_error(e, Some(&sent.topic));
         }
-        let idempotent = self.identity.is_some();
+        let idempotent = self.idempotent;
         let fresh = self.backoff();
         let codec = self.cfg.compression;
         let fatal = self.fatal.clone();
