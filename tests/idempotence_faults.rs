@@ -140,6 +140,15 @@ struct State {
     init_producer_ids: usize,
     /// InitProducerId requests still to be refused with COORDINATOR_NOT_AVAILABLE.
     init_refusals: usize,
+    /// Metadata requests still to be answered with UNKNOWN_TOPIC_OR_PARTITION for `t` (as a
+    /// cluster coming back may answer for a moment).
+    unknown_topic: usize,
+    /// Metadata requests answered.
+    metadata_requests: usize,
+    /// The epoch the first producer id comes with (later ones come with 0).
+    first_epoch: Option<i16>,
+    /// Fresh producer ids handed out: the nth is PRODUCER_ID + n - 1.
+    ids_given: i64,
     /// What the fake found wrong with the requests (a test fails if any).
     problems: Vec<String>,
 }
@@ -272,6 +281,10 @@ impl Fake {
             unanswered: 0,
             init_producer_ids: 0,
             init_refusals: 0,
+            unknown_topic: 0,
+            metadata_requests: 0,
+            first_epoch: None,
+            ids_given: 0,
             problems: Vec::new(),
         }));
         let shared = state.clone();
@@ -377,7 +390,22 @@ fn serve(mut sock: TcpStream, port: u16, state: Arc<Mutex<State>>) {
                 resp.brokers.push(b);
                 let mut t = MetadataResponseTopic::default();
                 t.name = Some(TopicName(StrBytes::from_static_str("t")));
-                for i in 0..state.lock().unwrap().parts.len() {
+                let unknown = {
+                    let mut st = state.lock().unwrap();
+                    st.metadata_requests += 1;
+                    let unknown = st.unknown_topic > 0;
+                    st.unknown_topic = st.unknown_topic.saturating_sub(1);
+                    unknown
+                };
+                if unknown {
+                    t.error_code = 3; // UNKNOWN_TOPIC_OR_PARTITION
+                }
+                let partitions = if unknown {
+                    0
+                } else {
+                    state.lock().unwrap().parts.len()
+                };
+                for i in 0..partitions {
                     let mut p = MetadataResponsePartition::default();
                     p.partition_index = i as i32;
                     p.leader_id = 0.into();
@@ -389,23 +417,28 @@ fn serve(mut sock: TcpStream, port: u16, state: Arc<Mutex<State>>) {
                 encode::<MetadataRequest>(&frame, frame.version, &resp)
             }
             22 => {
-                let refuse = {
-                    let mut st = state.lock().unwrap();
-                    st.init_producer_ids += 1;
-                    let refuse = st.init_refusals > 0;
-                    st.init_refusals = st.init_refusals.saturating_sub(1);
-                    refuse
-                };
-                // A new producer gets epoch 0; one that names itself the next epoch (KIP-360).
+                // A new producer gets a fresh id (epoch 0, or `first_epoch` for the first);
+                // one that names itself gets its next epoch (KIP-360).
                 let mut body = frame.body.clone();
                 let header = InitProducerIdRequest::header_version(frame.version);
                 let _ = RequestHeader::decode(&mut body, header).unwrap();
                 let req = InitProducerIdRequest::decode(&mut body, frame.version).unwrap();
                 let mut resp = InitProducerIdResponse::default();
-                resp.producer_id = ProducerId(PRODUCER_ID);
-                resp.producer_epoch = match req.producer_id.0 {
-                    PRODUCER_ID if req.producer_epoch >= 0 => req.producer_epoch + 1,
-                    _ => 0,
+                let refuse = {
+                    let mut st = state.lock().unwrap();
+                    st.init_producer_ids += 1;
+                    let refuse = st.init_refusals > 0;
+                    st.init_refusals = st.init_refusals.saturating_sub(1);
+                    let named = req.producer_id.0 >= PRODUCER_ID && req.producer_epoch >= 0;
+                    if named {
+                        resp.producer_id = req.producer_id;
+                        resp.producer_epoch = req.producer_epoch + 1;
+                    } else if !refuse {
+                        resp.producer_id = ProducerId(PRODUCER_ID + st.ids_given);
+                        resp.producer_epoch = st.first_epoch.take().unwrap_or(0);
+                        st.ids_given += 1;
+                    }
+                    refuse
                 };
                 if refuse {
                     resp = InitProducerIdResponse::default();
@@ -772,6 +805,37 @@ fn five_batches_written_whose_responses_were_all_lost_are_each_recognised_as_dup
     );
 }
 
+/// A refresh answered "unknown topic" for a topic the producer writes to (a cluster coming
+/// back says so for a moment) leaves the producer routing by what it knew, asking again:
+/// the records go out once the topic is known again, in order and once each.
+#[test]
+fn a_refresh_that_finds_the_topic_unknown_for_a_moment_stalls_nothing_for_good() {
+    logging();
+    let fake = Fake::start(1);
+    // NOT_LEADER_OR_FOLLOWER makes the producer refresh its metadata.
+    fake.at(0, 2, Fault::Answer(6));
+    let producer = Producer::new(config(&fake)).unwrap();
+    let before = fake.state().metadata_requests;
+    fake.state().unknown_topic = 1;
+    let sent = values(0..6);
+    let mut outcomes = Vec::new();
+    for v in sent.chunks(1) {
+        outcomes.extend(send_all(&producer, v)); // a request each
+    }
+    let summary = producer.close(Duration::from_secs(5)).unwrap();
+    fake.assert_sane();
+    let st = fake.state();
+    assert!(
+        st.unknown_topic == 0 && st.metadata_requests > before,
+        "a refresh met the unknown topic: {} metadata requests",
+        st.metadata_requests - before
+    );
+    drop(st);
+    assert_delivered(&sent, &outcomes);
+    check_log(&fake, &sent, &outcomes);
+    assert_eq!((summary.delivered, summary.failed), (6, 0), "{summary:?}");
+}
+
 #[test]
 fn retriable_errors_before_and_after_the_write_resend_the_same_sequence() {
     logging();
@@ -895,6 +959,50 @@ fn a_broker_that_lost_the_producer_state(code: i16) {
         after[0]
     );
     assert!(after.iter().all(|b| b.epoch >= 1), "{after:?}");
+    assert_eq!((summary.delivered, summary.failed), (60, 0), "{summary:?}");
+}
+
+/// A producer id whose epochs are used up (the fake hands out the last one) cannot be
+/// bumped: when the broker loses the producer, the producer asks for a new id, and the
+/// partition starts again under it from sequence 0, nothing lost, repeated or reordered.
+#[test]
+fn a_producer_out_of_epochs_gets_a_new_producer_id() {
+    logging();
+    let fake = Fake::start(1);
+    fake.state().first_epoch = Some(i16::MAX);
+    fake.state().delay = Duration::from_millis(3);
+    fake.at(0, 4, Fault::Forget(UNKNOWN_PRODUCER_ID));
+    let mut c = config(&fake);
+    c.batch_bytes = 100;
+    let producer = Producer::new(c).unwrap();
+    let last = ProducerIdentity {
+        id: PRODUCER_ID,
+        epoch: i16::MAX,
+    };
+    assert_eq!(producer.stats().producer, Some(last));
+    let sent = values(0..60);
+    let outcomes = send_all(&producer, &sent);
+    let summary = producer.close(Duration::from_secs(5)).unwrap();
+    fake.assert_sane();
+    assert_delivered(&sent, &outcomes);
+    check_log(&fake, &sent, &outcomes);
+    assert_eq!(fake.state().init_producer_ids, 2, "a second InitProducerId");
+    let next = ProducerIdentity {
+        id: PRODUCER_ID + 1,
+        epoch: 0,
+    };
+    assert_eq!(summary.producer, Some(next), "{summary:?}");
+    assert_eq!(summary.epoch_bumps, 0, "no epoch to bump: {summary:?}");
+    let written = fake.written(0);
+    let switch = written
+        .iter()
+        .position(|b| b.producer_id == next.id)
+        .expect("batches under the new id");
+    assert!(written[..switch]
+        .iter()
+        .all(|b| b.producer_id == PRODUCER_ID));
+    assert_eq!(written[switch].base_seq, 0, "{:?}", written[switch]);
+    assert!(written[switch..].iter().all(|b| b.producer_id == next.id));
     assert_eq!((summary.delivered, summary.failed), (60, 0), "{summary:?}");
 }
 
