@@ -11,9 +11,11 @@
 //!                                                  └───────────────────────────────────────┘
 //! ```
 //!
-//! Per-partition order is kept: a partition has at most one batch in flight, so a retried
-//! batch can never be overtaken. Requests still pipeline, up to `max_in_flight` per broker,
-//! across partitions.
+//! Per-partition order is kept and, with idempotence (the default), each record is written
+//! once: batches are sealed with the producer id, epoch and sequence, up to five per
+//! partition in flight, and a retry resends a batch as it was sealed (lane.rs has the
+//! rules). Without idempotence a partition has one batch in flight, so a retry cannot be
+//! overtaken; requests still pipeline across partitions, up to `max_in_flight` per broker.
 
 mod balancer;
 mod config;
@@ -276,7 +278,9 @@ fn now_ms() -> i64 {
 
 impl Producer {
     /// Validate `config`, connect to the cluster (an unreachable broker is an error within
-    /// the connect timeout), check the default topic, and start the writer thread.
+    /// the connect timeout), check the default topic, ask for a producer id (with
+    /// idempotence; if the cluster cannot give one yet, the writer keeps asking), and start
+    /// the writer thread.
     pub fn new(config: ProducerConfig) -> Result<Producer, Error> {
         config.validate()?;
         let mut cluster = Cluster::connect(config.client.clone())?;
