@@ -854,12 +854,17 @@ fn closes_return_in_time_while_a_broker_is_paused() {
     for i in 0..600u64 {
         producer.send(record((i % 60) as u32, i / 60)).unwrap();
     }
-    // Give the writer time to send what it can and to start the dial.
+    // Give the writer time to send what it can and to start the dial. The producer id comes
+    // first (idempotence), and a broker hands one out only from a block the active
+    // controller gives it: if the paused node is that controller, only after the quorum
+    // elects another (10-15 s here).
+    let waited = Instant::now();
     common::await_condition(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "deliveries to healthy leaders",
         || producer.stats().delivered > 0,
     );
+    println!("first deliveries after {:?}", waited.elapsed());
     let started = Instant::now();
     let summary = producer.close(Duration::from_secs(2)).unwrap();
     let producer_took = started.elapsed();
