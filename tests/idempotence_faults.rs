@@ -17,6 +17,8 @@
 //!
 //! `RUST_LOG=kpipe=debug,fake=debug` traces what the fake did with each batch.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -650,12 +652,12 @@ fn send_all(producer: &Producer, values: &[String]) -> Vec<Outcome> {
         .collect()
 }
 
-fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
+/// The fake saw nothing wrong, every record was delivered, and the log holds each once, in
+/// the order sent.
+fn assert_once_in_order(fake: &Fake, sent: &[String], outcomes: &[Outcome]) {
+    fake.assert_sane();
+    assert_delivered(sent, outcomes);
+    check_log(fake, sent, outcomes);
 }
 
 fn assert_delivered(sent: &[String], outcomes: &[Outcome]) {
@@ -725,9 +727,7 @@ fn a_lost_response_is_recognised_as_a_duplicate() {
     let sent = values(0..30);
     let outcomes = send_all(&producer, &sent);
     let summary = producer.close(Duration::from_secs(5)).unwrap();
-    fake.assert_sane();
-    assert_delivered(&sent, &outcomes);
-    check_log(&fake, &sent, &outcomes);
+    assert_once_in_order(&fake, &sent, &outcomes);
     assert!(summary.resent_batches >= 1, "{summary:?}");
     assert!(
         fake.state().duplicates >= 1,
@@ -784,9 +784,7 @@ fn five_batches_written_whose_responses_were_all_lost_are_each_recognised_as_dup
     let sent = values(0..60);
     let outcomes = send_all(&producer, &sent);
     let summary = producer.close(Duration::from_secs(5)).unwrap();
-    fake.assert_sane();
-    assert_delivered(&sent, &outcomes);
-    check_log(&fake, &sent, &outcomes);
+    assert_once_in_order(&fake, &sent, &outcomes);
     // Every batch written without an answer came again, and was taken for a duplicate.
     let (unanswered, duplicates) = {
         let st = fake.state();
@@ -851,9 +849,7 @@ fn retriable_errors_before_and_after_the_write_resend_the_same_sequence() {
         outcomes.extend(send_all(&producer, v)); // a request each
     }
     let summary = producer.close(Duration::from_secs(5)).unwrap();
-    fake.assert_sane();
-    assert_delivered(&sent, &outcomes);
-    check_log(&fake, &sent, &outcomes);
+    assert_once_in_order(&fake, &sent, &outcomes);
     let seen = fake.seen();
     // The n-th request's batch, as stamped.
     let stamp = |n: usize| {
@@ -888,9 +884,7 @@ fn a_broker_that_lost_every_partition_s_state_costs_one_epoch_bump() {
     let sent = values(0..300);
     let outcomes = send_all(&producer, &sent);
     let summary = producer.close(Duration::from_secs(5)).unwrap();
-    fake.assert_sane();
-    assert_delivered(&sent, &outcomes);
-    check_log(&fake, &sent, &outcomes);
+    assert_once_in_order(&fake, &sent, &outcomes);
     assert_eq!(summary.epoch_bumps, 1, "{summary:?}");
     assert_eq!(
         summary.producer,
@@ -931,9 +925,7 @@ fn a_broker_that_lost_the_producer_state(code: i16) {
     let outcomes = send_all(&producer, &sent);
     let stats = producer.stats();
     let summary = producer.close(Duration::from_secs(5)).unwrap();
-    fake.assert_sane();
-    assert_delivered(&sent, &outcomes);
-    check_log(&fake, &sent, &outcomes);
+    assert_once_in_order(&fake, &sent, &outcomes);
     assert!(
         fake.seen().iter().any(|(_, c)| *c == Some(code)),
         "the fake answered {code}"
@@ -983,9 +975,7 @@ fn a_producer_out_of_epochs_gets_a_new_producer_id() {
     let sent = values(0..60);
     let outcomes = send_all(&producer, &sent);
     let summary = producer.close(Duration::from_secs(5)).unwrap();
-    fake.assert_sane();
-    assert_delivered(&sent, &outcomes);
-    check_log(&fake, &sent, &outcomes);
+    assert_once_in_order(&fake, &sent, &outcomes);
     assert_eq!(fake.state().init_producer_ids, 2, "a second InitProducerId");
     let next = ProducerIdentity {
         id: PRODUCER_ID + 1,
@@ -1033,7 +1023,7 @@ fn a_fencing_error_stops_the_producer(code: i16, kafka_code: KafkaCode) {
     for (v, o) in sent.iter().zip(&outcomes).skip(1) {
         assert!(matches!(o, Err(DeliveryError::Rejected(_))), "{v:?}: {o:?}");
     }
-    until("the producer to stop", Duration::from_secs(5), || {
+    common::await_condition(Duration::from_secs(5), "the producer to stop", || {
         producer.stats().fatal.is_some()
     });
     let fatal = producer.stats().fatal.unwrap();
@@ -1165,9 +1155,7 @@ fn up_to_five_batches_fly_per_partition_and_the_log_keeps_their_order() {
     let sent = values(0..3000);
     let outcomes = send_all(&producer, &sent);
     let summary = producer.close(Duration::from_secs(5)).unwrap();
-    fake.assert_sane();
-    assert_delivered(&sent, &outcomes);
-    check_log(&fake, &sent, &outcomes);
+    assert_once_in_order(&fake, &sent, &outcomes);
     let most: Vec<usize> = fake
         .state()
         .parts
@@ -1198,9 +1186,7 @@ fn without_idempotence_batches_carry_no_producer_id_and_no_sequence() {
     let outcomes = send_all(&producer, &sent);
     let stats = producer.stats();
     let summary = producer.close(Duration::from_secs(5)).unwrap();
-    fake.assert_sane();
-    assert_delivered(&sent, &outcomes);
-    check_log(&fake, &sent, &outcomes);
+    assert_once_in_order(&fake, &sent, &outcomes);
     assert_eq!(fake.state().init_producer_ids, 0, "no InitProducerId");
     let seen = fake.seen();
     assert!(seen.len() > 1, "{seen:?}");
@@ -1220,9 +1206,7 @@ fn records_wait_for_a_producer_id_that_comes_late() {
     let sent = values(0..20);
     let outcomes = send_all(&producer, &sent);
     let summary = producer.close(Duration::from_secs(5)).unwrap();
-    fake.assert_sane();
-    assert_delivered(&sent, &outcomes);
-    check_log(&fake, &sent, &outcomes);
+    assert_once_in_order(&fake, &sent, &outcomes);
     assert_eq!(fake.state().init_producer_ids, 4);
     for (b, _) in fake.seen() {
         assert_eq!((b.producer_id, b.epoch), (PRODUCER_ID, 0), "{b:?}");

@@ -102,6 +102,20 @@ struct Part {
     last_error: Option<Arc<client::Error>>,
 }
 
+impl Part {
+    /// When batches that failed now may go again: those failing together share one step.
+    fn resend_time(&mut self, now: Instant) -> Instant {
+        match self.resend_at {
+            Some(at) if at > now => at,
+            _ => {
+                let at = now + self.backoff.next_delay();
+                self.resend_at = Some(at);
+                at
+            }
+        }
+    }
+}
+
 struct TopicState {
     id: Uuid,
     parts: Vec<Part>,
@@ -320,10 +334,7 @@ impl Writer {
             in_flight: Vec::new(),
             idempotent: !matches!(producer, Start::Off),
             identity: match producer {
-                Start::Known(p) => Some(Identity {
-                    id: p.id,
-                    epoch: p.epoch,
-                }),
+                Start::Known(p) => Some(p),
                 _ => None,
             },
             id_retry: matches!(producer, Start::Later).then(|| {
@@ -418,7 +429,7 @@ impl Writer {
             failed: self.failed,
             failures: std::mem::take(&mut self.failures),
             not_attempted: self.not_attempted,
-            producer: self.producer(),
+            producer: self.identity,
             epoch_bumps: self.epoch_bumps,
             resent_batches: self.resent,
         };
@@ -443,13 +454,6 @@ impl Writer {
             *self.shared.close_deadline.locked() = Some(Instant::now() + self.cfg.close_timeout);
             self.shared.gate.closing.store(true, Ordering::SeqCst);
         }
-    }
-
-    fn producer(&self) -> Option<ProducerIdentity> {
-        self.identity.map(|i| ProducerIdentity {
-            id: i.id,
-            epoch: i.epoch,
-        })
     }
 
     fn is_idle(&self) -> bool {
@@ -864,7 +868,7 @@ impl Writer {
                 log::info!("producer id {id} epoch {epoch}");
                 self.identity = Some(Identity { id, epoch });
                 self.id_retry = None;
-                self.shared.set_producer(self.producer());
+                self.shared.set_producer(self.identity);
             }
             Poll::Ready(Err(e)) if e.is_retriable() => {
                 self.shared.count_error(error_kind(&e));
@@ -930,7 +934,7 @@ impl Writer {
             self.identity = Some(bumped);
             self.epoch_bumps += 1;
             self.shared.epoch_bumps.add(1);
-            self.shared.set_producer(self.producer());
+            self.shared.set_producer(self.identity);
             log::info!(
                 "{topic}-{p}: the broker lost this producer's sequences; they start again \
                  under epoch {}",
@@ -1252,22 +1256,10 @@ impl Writer {
                                 at: now,
                             }
                         }
-                        // The answer could not be read (garbled, out of turn): the batch
-                        // may be in the log, so it is not a refusal.
-                        None if matches!(
-                            **e,
-                            client::Error::Protocol { .. }
-                                | client::Error::FrameTooLarge { .. }
-                                | client::Error::Misuse(_)
-                        ) =>
-                        {
-                            Reply::Retriable {
-                                maybe_written: true,
-                                at: now + part.backoff.next_delay(),
-                            }
-                        }
-                        code if e.is_retriable() => Reply::Retriable {
-                            // No answer, or one that says the leader appended it already.
+                        // No answer, one that could not be read (garbled, out of turn; the
+                        // code is none then too), or one that says the leader appended it
+                        // already: the batch may be in the log, so it is no refusal.
+                        code if e.is_retriable() || unreadable(e) => Reply::Retriable {
                             maybe_written: matches!(
                                 code,
                                 None | Some(
@@ -1275,14 +1267,7 @@ impl Writer {
                                         | KafkaCode::NotEnoughReplicasAfterAppend
                                 )
                             ),
-                            at: match part.resend_at {
-                                Some(at) if at > now => at,
-                                _ => {
-                                    let at = now + part.backoff.next_delay();
-                                    part.resend_at = Some(at);
-                                    at
-                                }
-                            },
+                            at: part.resend_time(now),
                         },
                         _ => Reply::Rejected,
                     },
@@ -1492,6 +1477,16 @@ impl Writer {
             self.fail(env, err);
         }
     }
+}
+
+/// An answer the client could not read: whether the broker wrote the batch is unknown.
+fn unreadable(e: &client::Error) -> bool {
+    matches!(
+        e,
+        client::Error::Protocol { .. }
+            | client::Error::FrameTooLarge { .. }
+            | client::Error::Misuse(_)
+    )
 }
 
 /// What an acknowledgement without an offset says (acks=0, a duplicate).
