@@ -1,6 +1,6 @@
 //! The consumer protocol's member metadata and assignments, and the classic assignors the
-//! group leader runs (range and round-robin, named as the Java client names them so that
-//! kpipe and Java members share one group).
+//! group leader runs: range and round-robin, named as the Java client
+//! names them so that kpipe and Java members share one group whichever of them leads it.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +14,29 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 /// Partitions by topic.
 pub type Assignment = BTreeMap<String, Vec<i32>>;
+
+/// A member's subscription as carried in JoinGroup metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The topics the member reads.
+    pub topics: Vec<String>,
+    /// Partitions the member owns now (cooperative protocols send them; eager ones leave it
+    /// empty).
+    pub owned: Assignment,
+    /// The generation in which it owned them, -1 when unknown.
+    pub generation: i32,
+}
+
+impl Default for Subscription {
+    /// No topics, nothing owned, generation -1 (unknown), as a member that never joined.
+    fn default() -> Self {
+        Subscription {
+            topics: Vec::new(),
+            owned: Assignment::new(),
+            generation: -1,
+        }
+    }
+}
 
 /// Which assignor the leader runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,98 +68,162 @@ impl Assignor {
         }
     }
 
-    /// Assign `partitions` (count per topic) among `members` (member id → subscribed topics).
-    /// Every member gets an entry, possibly empty.
+    /// Whether members keep what they own through a rebalance (KIP-429) rather than giving
+    /// everything up first.
+    pub fn is_cooperative(self) -> bool {
+        false // range and round-robin are both eager
+    }
+
+    /// Assign `partitions` (count per topic) among `members` (member id → subscription).
+    /// Every member gets an entry, possibly empty; only subscribers of a topic get its
+    /// partitions. Range and round-robin ignore what members own.
     pub fn assign(
         self,
-        members: &BTreeMap<String, Vec<String>>,
+        members: &BTreeMap<String, Subscription>,
         partitions: &BTreeMap<String, i32>,
     ) -> BTreeMap<String, Assignment> {
-        let mut out: BTreeMap<String, Assignment> = members
-            .keys()
-            .map(|m| (m.clone(), Assignment::new()))
-            .collect();
         match self {
-            Assignor::Range => {
-                for (topic, &count) in partitions {
-                    let subscribers: Vec<&String> = members
-                        .iter()
-                        .filter(|(_, topics)| topics.contains(topic))
-                        .map(|(m, _)| m)
-                        .collect();
-                    if subscribers.is_empty() {
-                        continue;
-                    }
-                    let n = subscribers.len() as i32;
-                    let (per, extra) = (count / n, count % n);
-                    let mut next = 0;
-                    for (i, m) in subscribers.into_iter().enumerate() {
-                        let take = per + i32::from((i as i32) < extra);
-                        if take > 0 {
-                            let entry = out.get_mut(m).expect("every member has an entry");
-                            entry.insert(topic.clone(), (next..next + take).collect());
-                        }
-                        next += take;
-                    }
-                }
-            }
-            Assignor::RoundRobin => {
-                let ids: Vec<&String> = members.keys().collect();
-                let mut turn = 0usize;
-                for (topic, &count) in partitions {
-                    for p in 0..count {
-                        // The next member (in turn) that subscribes to this topic.
-                        for _ in 0..ids.len() {
-                            let m = ids[turn % ids.len()];
-                            turn += 1;
-                            if members[m].contains(topic) {
-                                out.get_mut(m)
-                                    .expect("every member has an entry")
-                                    .entry(topic.clone())
-                                    .or_default()
-                                    .push(p);
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
+            Assignor::Range => range(members, partitions),
+            Assignor::RoundRobin => round_robin(members, partitions),
         }
-        out
     }
 }
 
-/// Encode member metadata for JoinGroup: the consumer protocol's subscription, with the
-/// leading version the Java client expects (the crate leaves it out).
-pub fn encode_subscription(topics: &[String], owned: &Assignment) -> Bytes {
-    const VERSION: i16 = 1;
-    let mut sub = ConsumerProtocolSubscription::default();
-    sub.topics = topics
+/// An empty assignment for every member.
+fn empty_for(members: &BTreeMap<String, Subscription>) -> BTreeMap<String, Assignment> {
+    members
+        .keys()
+        .map(|m| (m.clone(), Assignment::new()))
+        .collect()
+}
+
+/// Per topic, contiguous runs to its subscribers in id order, the first ones one longer.
+fn range(
+    members: &BTreeMap<String, Subscription>,
+    partitions: &BTreeMap<String, i32>,
+) -> BTreeMap<String, Assignment> {
+    let mut out = empty_for(members);
+    for (topic, &count) in partitions {
+        let subscribers: Vec<&String> = members
+            .iter()
+            .filter(|(_, sub)| sub.topics.contains(topic))
+            .map(|(m, _)| m)
+            .collect();
+        if subscribers.is_empty() {
+            continue;
+        }
+        let n = subscribers.len() as i32;
+        let (per, extra) = (count / n, count % n);
+        let mut next = 0;
+        for (i, m) in subscribers.into_iter().enumerate() {
+            let take = per + i32::from((i as i32) < extra);
+            if take > 0 {
+                if let Some(entry) = out.get_mut(m) {
+                    entry.insert(topic.clone(), (next..next + take).collect());
+                }
+            }
+            next += take;
+        }
+    }
+    out
+}
+
+/// Every partition of every topic, in turn, to the next member (in id order) subscribed.
+fn round_robin(
+    members: &BTreeMap<String, Subscription>,
+    partitions: &BTreeMap<String, i32>,
+) -> BTreeMap<String, Assignment> {
+    let mut out = empty_for(members);
+    let ids: Vec<&String> = members.keys().collect();
+    let mut turn = 0usize;
+    for (topic, &count) in partitions {
+        for p in 0..count {
+            // The next member (in turn) that subscribes to this topic.
+            for _ in 0..ids.len() {
+                let m = ids[turn % ids.len()];
+                turn += 1;
+                if members[m].topics.contains(topic) {
+                    if let Some(entry) = out.get_mut(m) {
+                        entry.entry(topic.clone()).or_default().push(p);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The consumer protocol subscription version kpipe writes (the newest, with owned
+/// partitions, generation and rack).
+const SUBSCRIPTION_VERSION: i16 = 3;
+
+/// Encode member metadata for JoinGroup: ConsumerProtocolSubscription v3 with the leading
+/// version the Java client expects (the crate leaves it out). Topics sorted, owned
+/// partitions sorted, no rack.
+pub fn encode_subscription(sub: &Subscription, assignor: Assignor) -> Bytes {
+    let mut topics = sub.topics.clone();
+    topics.sort_unstable();
+    topics.dedup();
+    let mut wire = ConsumerProtocolSubscription::default();
+    wire.topics = topics.into_iter().map(StrBytes::from_string).collect();
+    wire.owned_partitions = sub
+        .owned
         .iter()
-        .map(|t| StrBytes::from_string(t.clone()))
-        .collect();
-    sub.owned_partitions = owned
-        .iter()
+        .filter(|(_, ps)| !ps.is_empty())
         .map(|(t, ps)| {
+            let mut ps = ps.clone();
+            ps.sort_unstable();
+            ps.dedup();
             let mut o = OwnedTopic::default();
             o.topic = TopicName(StrBytes::from_string(t.clone()));
-            o.partitions = ps.clone();
+            o.partitions = ps;
             o
         })
         .collect();
+    wire.generation_id = sub.generation;
+    wire.rack_id = None;
+    let _ = assignor; // only cooperative assignors put anything in the user data
     let mut buf = BytesMut::new();
-    buf.put_i16(VERSION);
-    sub.encode(&mut buf, VERSION)
+    buf.put_i16(SUBSCRIPTION_VERSION);
+    wire.encode(&mut buf, SUBSCRIPTION_VERSION)
         .expect("a subscription always encodes");
     buf.freeze()
 }
 
-/// Decode a member's subscription (any version 0-3) into its topics.
-pub fn decode_subscription(metadata: &Bytes) -> Result<Vec<String>, String> {
+/// Decode a member's subscription, any version (a version above 3 is read as 3, as the
+/// Java client does). The generation is the v2+ field when it is set (>= 0), else the one
+/// in a 4-byte user data (cooperative-sticky members up to v1), else -1.
+pub fn decode_subscription(metadata: &Bytes) -> Result<Subscription, String> {
     let (version, mut body) = split_version(metadata)?;
-    let sub = ConsumerProtocolSubscription::decode(&mut body, version.min(3))
+    let wire = ConsumerProtocolSubscription::decode(&mut body, version.min(3))
         .map_err(|e| format!("bad subscription: {e}"))?;
-    Ok(sub.topics.iter().map(|t| t.to_string()).collect())
+    let mut owned = Assignment::new();
+    for tp in wire.owned_partitions {
+        owned
+            .entry(tp.topic.0.to_string())
+            .or_default()
+            .extend(tp.partitions);
+    }
+    for ps in owned.values_mut() {
+        ps.sort_unstable();
+        ps.dedup();
+    }
+    let from_user_data = wire
+        .user_data
+        .as_deref()
+        .and_then(|d| <[u8; 4]>::try_from(d).ok())
+        .map(i32::from_be_bytes);
+    let generation = match (wire.generation_id, from_user_data) {
+        (g, _) if g >= 0 => g,
+        (_, Some(g)) => g,
+        _ => -1,
+    };
+    Ok(Subscription {
+        topics: wire.topics.iter().map(|t| t.to_string()).collect(),
+        owned,
+        generation,
+    })
 }
 
 /// Encode an assignment for SyncGroup, with its leading version.
@@ -191,14 +278,16 @@ fn split_version(bytes: &Bytes) -> Result<(i16, Bytes), String> {
 mod tests {
     use super::*;
 
-    fn members(n: usize, topics: &[&str]) -> BTreeMap<String, Vec<String>> {
+    fn subscribed(topics: &[&str]) -> Subscription {
+        Subscription {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            ..Subscription::default()
+        }
+    }
+
+    fn members(n: usize, topics: &[&str]) -> BTreeMap<String, Subscription> {
         (0..n)
-            .map(|i| {
-                (
-                    format!("m{i}"),
-                    topics.iter().map(|t| t.to_string()).collect(),
-                )
-            })
+            .map(|i| (format!("m{i}"), subscribed(topics)))
             .collect()
     }
 
@@ -248,7 +337,7 @@ mod tests {
     #[test]
     fn only_subscribers_get_a_topic() {
         let mut m = members(2, &["a"]);
-        m.insert("m2".into(), vec!["b".into()]);
+        m.insert("m2".into(), subscribed(&["b"]));
         let parts = BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 2)]);
         for assignor in [Assignor::Range, Assignor::RoundRobin] {
             let a = assignor.assign(&m, &parts);
@@ -259,13 +348,140 @@ mod tests {
     }
 
     #[test]
-    fn protocol_data_round_trips_with_its_version_prefix() {
-        let owned = Assignment::from([("t".to_string(), vec![1, 2])]);
-        let sub = encode_subscription(&["t".into(), "u".into()], &owned);
-        assert_eq!(&sub[..2], &[0, 1], "leading version");
-        assert_eq!(decode_subscription(&sub).unwrap(), ["t", "u"]);
+    fn names_round_trip() {
+        for a in [Assignor::Range, Assignor::RoundRobin] {
+            assert_eq!(Assignor::from_name(a.name()), Some(a));
+            assert!(!a.is_cooperative());
+        }
+        assert_eq!(Assignor::from_name("sticky"), None);
+    }
+
+    #[test]
+    fn range_and_round_robin_ignore_what_members_own() {
+        let mut m = members(2, &["t"]);
+        if let Some(sub) = m.get_mut("m1") {
+            sub.owned = Assignment::from([("t".to_string(), vec![0, 1, 2, 3])]);
+            sub.generation = 4;
+        }
+        let parts = BTreeMap::from([("t".to_string(), 4)]);
+        assert_eq!(
+            Assignor::Range.assign(&m, &parts),
+            Assignor::Range.assign(&members(2, &["t"]), &parts)
+        );
+        assert_eq!(
+            Assignor::RoundRobin.assign(&m, &parts),
+            Assignor::RoundRobin.assign(&members(2, &["t"]), &parts)
+        );
+    }
+
+    /// A subscription as any client writes it at `version`, with its version prefix.
+    fn wire(
+        version: i16,
+        topics: &[&str],
+        owned: &[(&str, &[i32])],
+        generation_id: i32,
+        user_data: Option<&[u8]>,
+    ) -> Bytes {
+        let mut w = ConsumerProtocolSubscription::default();
+        w.topics = topics
+            .iter()
+            .map(|t| StrBytes::from(t.to_string()))
+            .collect();
+        w.user_data = user_data.map(Bytes::copy_from_slice);
+        w.owned_partitions = owned
+            .iter()
+            .map(|(t, ps)| {
+                let mut o = OwnedTopic::default();
+                o.topic = TopicName(StrBytes::from(t.to_string()));
+                o.partitions = ps.to_vec();
+                o
+            })
+            .collect();
+        w.generation_id = generation_id;
+        let mut buf = BytesMut::new();
+        buf.put_i16(version);
+        w.encode(&mut buf, version.min(3)).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn subscription_round_trips_as_v3() {
+        let sub = Subscription {
+            topics: vec!["u".into(), "t".into(), "u".into()],
+            owned: Assignment::from([("t".to_string(), vec![2, 1, 2]), ("u".to_string(), vec![])]),
+            generation: 7,
+        };
+        let want = Subscription {
+            topics: vec!["t".into(), "u".into()],
+            owned: Assignment::from([("t".to_string(), vec![1, 2])]),
+            generation: 7,
+        };
+        for assignor in [Assignor::Range, Assignor::RoundRobin] {
+            let bytes = encode_subscription(&sub, assignor);
+            assert_eq!(&bytes[..2], &[0, 3], "leading version");
+            assert_eq!(decode_subscription(&bytes).unwrap(), want, "{assignor:?}");
+        }
+        let fresh = encode_subscription(&Subscription::default(), Assignor::Range);
+        assert_eq!(
+            decode_subscription(&fresh).unwrap(),
+            Subscription::default()
+        );
+    }
+
+    #[test]
+    fn older_versions_decode() {
+        // v0: topics and user data only.
+        let v0 = decode_subscription(&wire(0, &["t", "u"], &[], -1, None)).unwrap();
+        assert_eq!(v0, subscribed(&["t", "u"]));
+        // v1 from a cooperative-sticky member: the generation is in the user data.
+        let gen5 = 5i32.to_be_bytes();
+        let v1 = decode_subscription(&wire(1, &["t"], &[("t", &[3, 0])], -1, Some(&gen5)));
+        let want = Subscription {
+            topics: vec!["t".into()],
+            owned: Assignment::from([("t".to_string(), vec![0, 3])]),
+            generation: 5,
+        };
+        assert_eq!(v1.unwrap(), want);
+        // v1 without user data: generation unknown.
+        let v1 = decode_subscription(&wire(1, &["t"], &[("t", &[1])], -1, None)).unwrap();
+        assert_eq!(v1.generation, -1);
+    }
+
+    #[test]
+    fn the_generation_field_wins_over_the_user_data() {
+        let gen5 = 5i32.to_be_bytes();
+        let v3 = wire(3, &["t"], &[("t", &[0])], 9, Some(&gen5));
+        assert_eq!(decode_subscription(&v3).unwrap().generation, 9);
+        let unset = wire(2, &["t"], &[("t", &[0])], -1, Some(&gen5));
+        assert_eq!(decode_subscription(&unset).unwrap().generation, 5);
+        // User data in another format (not 4 bytes) says nothing about the generation.
+        for data in [&[0u8, 0, 5][..], &[0, 0, 0, 1, 0, 0, 0, 5][..], &[][..]] {
+            let other = wire(1, &["t"], &[], -1, Some(data));
+            assert_eq!(decode_subscription(&other).unwrap().generation, -1);
+        }
+    }
+
+    #[test]
+    fn newer_versions_decode_as_v3_and_garbage_is_an_error() {
+        let v4 = wire(4, &["t"], &[("t", &[2])], 3, None);
+        let sub = decode_subscription(&v4).unwrap();
+        assert_eq!((sub.topics, sub.generation), (vec!["t".to_string()], 3));
+        for bad in [
+            &[][..],
+            &[0][..],
+            &[0xff, 0xff][..],
+            &[0, 3, 0, 0, 0, 1][..],
+        ] {
+            let bad = Bytes::copy_from_slice(bad);
+            assert!(decode_subscription(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn assignments_round_trip_with_their_version_prefix() {
         let a = Assignment::from([("t".to_string(), vec![3, 0])]);
         let bytes = encode_assignment(&a);
+        assert_eq!(&bytes[..2], &[0, 1], "leading version");
         assert_eq!(decode_assignment(&bytes).unwrap()["t"], [0, 3]);
         assert!(decode_assignment(&Bytes::new()).unwrap().is_empty());
         assert!(decode_assignment(&Bytes::from_static(&[0])).is_err());

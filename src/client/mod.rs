@@ -23,7 +23,7 @@ mod versions;
 pub use admin::{is_already_exists, ListedOffset, NewTopic, OffsetSpec};
 pub use assignor::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
-    Assignor,
+    Assignor, Subscription,
 };
 pub use backoff::{retry, Backoff};
 pub use cluster::{BrokerInfo, Cluster, PartitionInfo, TopicInfo};

@@ -10,7 +10,7 @@ use crate::client::{
     self, decode_assignment, decode_subscription, encode_assignment, encode_subscription,
     heartbeat, join_group, leave_group, offset_commit, offset_fetch, sync_group, Assignment,
     Assignor, Backoff, Batches, Cluster, Connector, FetchInFlight, FetchTarget, JoinParams,
-    KafkaCode, OffsetSpec, TopicPartition,
+    KafkaCode, OffsetSpec, Subscription, TopicPartition,
 };
 
 use super::{
@@ -300,7 +300,11 @@ impl Member {
     }
 
     fn try_join(&mut self) -> client::Result<()> {
-        let metadata = encode_subscription(&self.config.topics, &Assignment::new());
+        let subscription = Subscription {
+            topics: self.config.topics.clone(),
+            ..Subscription::default()
+        };
+        let metadata = encode_subscription(&subscription, self.config.assignor);
         let (group, member_id) = (self.config.group.clone(), self.member_id.clone());
         let params = JoinParams {
             group: &group,
@@ -367,7 +371,7 @@ impl Member {
                     broker: "coordinator".into(),
                     detail: format!("member {id}: {detail}"),
                 })?;
-            topics.extend(subscribed.iter().cloned());
+            topics.extend(subscribed.topics.iter().cloned());
             subscriptions.insert(id.clone(), subscribed);
         }
         let mut counts = BTreeMap::new();
