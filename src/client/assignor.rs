@@ -1,5 +1,5 @@
 //! The consumer protocol's member metadata and assignments, and the classic assignors the
-//! group leader runs: range and round-robin, named as the Java client
+//! group leader runs: range, round-robin and cooperative-sticky, named as the Java client
 //! names them so that kpipe and Java members share one group whichever of them leads it.
 
 use std::collections::BTreeMap;
@@ -11,6 +11,8 @@ use kafka_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+mod sticky;
 
 /// Partitions by topic.
 pub type Assignment = BTreeMap<String, Vec<i32>>;
@@ -48,6 +50,11 @@ pub enum Assignor {
     /// All partitions of all topics dealt to members in turn (Java's
     /// `RoundRobinAssignor`, protocol name `roundrobin`).
     RoundRobin,
+    /// Balanced, and sticky: members keep what they own unless balance needs it elsewhere,
+    /// and a partition that moves is handed over in two rebalances, first revoked by its
+    /// owner, then given to its new member (KIP-429; Java's `CooperativeStickyAssignor`,
+    /// protocol name `cooperative-sticky`). See [`Assignor::assign`] for its guarantees.
+    CooperativeSticky,
 }
 
 impl Assignor {
@@ -56,6 +63,7 @@ impl Assignor {
         match self {
             Assignor::Range => "range",
             Assignor::RoundRobin => "roundrobin",
+            Assignor::CooperativeSticky => "cooperative-sticky",
         }
     }
 
@@ -64,6 +72,7 @@ impl Assignor {
         match name {
             "range" => Some(Assignor::Range),
             "roundrobin" => Some(Assignor::RoundRobin),
+            "cooperative-sticky" => Some(Assignor::CooperativeSticky),
             _ => None,
         }
     }
@@ -71,12 +80,31 @@ impl Assignor {
     /// Whether members keep what they own through a rebalance (KIP-429) rather than giving
     /// everything up first.
     pub fn is_cooperative(self) -> bool {
-        false // range and round-robin are both eager
+        matches!(self, Assignor::CooperativeSticky)
     }
 
     /// Assign `partitions` (count per topic) among `members` (member id → subscription).
     /// Every member gets an entry, possibly empty; only subscribers of a topic get its
     /// partitions. Range and round-robin ignore what members own.
+    ///
+    /// Cooperative-sticky promises, for any input (and never panics):
+    /// - **Balance.** No member could take a partition off a member holding two or more
+    ///   partitions more than it, directly or along a chain of members each passing one
+    ///   partition to the next subscriber of its topic. When all members subscribe to the
+    ///   same topics, counts therefore differ by at most one; with unequal subscriptions
+    ///   the counts are as even as the subscriptions allow (no assignment has a smaller
+    ///   largest count, or a smaller sum of squared counts).
+    /// - **Stickiness.** A member keeps every partition it validly owns unless balance
+    ///   needs it elsewhere; partitions nobody owns are moved before owned ones. With equal
+    ///   subscriptions, as few owned partitions move as balance allows. A claim counts when
+    ///   the member still subscribes to the topic and the partition exists; of the claims
+    ///   on one partition that count, the one from the highest generation is valid, and a
+    ///   tie at the highest generation leaves it to nobody (as Java since 3.5, KAFKA-14639).
+    /// - **Cooperation.** A partition given to a member that does not validly own it,
+    ///   while another member still claims it, is withheld this round: the claimant revokes
+    ///   it on seeing it missing, rejoins, and the next round hands it over. So no partition
+    ///   is handed to a member while another still holds it, and once membership stops
+    ///   changing the group settles within two rounds (the second withholds nothing).
     pub fn assign(
         self,
         members: &BTreeMap<String, Subscription>,
@@ -85,6 +113,7 @@ impl Assignor {
         match self {
             Assignor::Range => range(members, partitions),
             Assignor::RoundRobin => round_robin(members, partitions),
+            Assignor::CooperativeSticky => sticky::plan(members, partitions).given,
         }
     }
 }
@@ -160,7 +189,9 @@ const SUBSCRIPTION_VERSION: i16 = 3;
 
 /// Encode member metadata for JoinGroup: ConsumerProtocolSubscription v3 with the leading
 /// version the Java client expects (the crate leaves it out). Topics sorted, owned
-/// partitions sorted, no rack.
+/// partitions sorted, no rack. For cooperative-sticky the user data also carries the
+/// generation as a 4-byte big-endian int, as Java's `CooperativeStickyAssignor` writes it
+/// for leaders that read subscriptions older than v2.
 pub fn encode_subscription(sub: &Subscription, assignor: Assignor) -> Bytes {
     let mut topics = sub.topics.clone();
     topics.sort_unstable();
@@ -183,7 +214,9 @@ pub fn encode_subscription(sub: &Subscription, assignor: Assignor) -> Bytes {
         .collect();
     wire.generation_id = sub.generation;
     wire.rack_id = None;
-    let _ = assignor; // only cooperative assignors put anything in the user data
+    if assignor.is_cooperative() {
+        wire.user_data = Some(Bytes::copy_from_slice(&sub.generation.to_be_bytes()));
+    }
     let mut buf = BytesMut::new();
     buf.put_i16(SUBSCRIPTION_VERSION);
     wire.encode(&mut buf, SUBSCRIPTION_VERSION)
@@ -348,10 +381,14 @@ mod tests {
     }
 
     #[test]
-    fn names_round_trip() {
-        for a in [Assignor::Range, Assignor::RoundRobin] {
+    fn names_round_trip_and_only_sticky_cooperates() {
+        for a in [
+            Assignor::Range,
+            Assignor::RoundRobin,
+            Assignor::CooperativeSticky,
+        ] {
             assert_eq!(Assignor::from_name(a.name()), Some(a));
-            assert!(!a.is_cooperative());
+            assert_eq!(a.is_cooperative(), a == Assignor::CooperativeSticky);
         }
         assert_eq!(Assignor::from_name("sticky"), None);
     }
@@ -416,12 +453,12 @@ mod tests {
             owned: Assignment::from([("t".to_string(), vec![1, 2])]),
             generation: 7,
         };
-        for assignor in [Assignor::Range, Assignor::RoundRobin] {
+        for assignor in [Assignor::Range, Assignor::CooperativeSticky] {
             let bytes = encode_subscription(&sub, assignor);
             assert_eq!(&bytes[..2], &[0, 3], "leading version");
             assert_eq!(decode_subscription(&bytes).unwrap(), want, "{assignor:?}");
         }
-        let fresh = encode_subscription(&Subscription::default(), Assignor::Range);
+        let fresh = encode_subscription(&Subscription::default(), Assignor::CooperativeSticky);
         assert_eq!(
             decode_subscription(&fresh).unwrap(),
             Subscription::default()
@@ -475,6 +512,38 @@ mod tests {
             let bad = Bytes::copy_from_slice(bad);
             assert!(decode_subscription(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The JoinGroup metadata a Java 4.x consumer with `cooperative-sticky`, subscribed to
+    /// `events`, owning partitions 0 and 2 in generation 5, and no `client.rack`, sends.
+    /// Built by hand from apache/kafka: `ConsumerProtocolSubscription.json` (the fields
+    /// and their versions), `ConsumerProtocol.serializeSubscription` (int16 version prefix,
+    /// sorted topics and partitions, version 3), `ConsumerCoordinator.metadata()` (owned
+    /// partitions, `generation().generationId`, an absent rack as null) and
+    /// `CooperativeStickyAssignor.subscriptionUserData` (a struct of one INT32 generation).
+    const JAVA_COOPERATIVE_STICKY: &[u8] = &[
+        0, 3, // version 3
+        0, 0, 0, 1, 0, 6, b'e', b'v', b'e', b'n', b't', b's', // topics: ["events"]
+        0, 0, 0, 4, 0, 0, 0, 5, // user data: 4 bytes, generation 5
+        0, 0, 0, 1, 0, 6, b'e', b'v', b'e', b'n', b't', b's', // owned: events
+        0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, // partitions [0, 2]
+        0, 0, 0, 5, // generation id 5
+        0xff, 0xff, // rack id: null
+    ];
+
+    #[test]
+    fn cooperative_sticky_metadata_matches_the_java_client_byte_for_byte() {
+        let sub = Subscription {
+            topics: vec!["events".into()],
+            owned: Assignment::from([("events".to_string(), vec![2, 0])]),
+            generation: 5,
+        };
+        let bytes = encode_subscription(&sub, Assignor::CooperativeSticky);
+        assert_eq!(&bytes[..], JAVA_COOPERATIVE_STICKY);
+        let java = Bytes::from_static(JAVA_COOPERATIVE_STICKY);
+        let decoded = decode_subscription(&java).unwrap();
+        assert_eq!(decoded.owned["events"], [0, 2]);
+        assert_eq!(decoded.generation, 5);
     }
 
     #[test]
