@@ -358,6 +358,8 @@ impl<'a> Board<'a> {
 mod tests {
     use super::*;
     use crate::client::Assignor;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
 
     fn parts(counts: &[(&str, i32)]) -> BTreeMap<String, i32> {
         counts.iter().map(|&(t, n)| (t.to_string(), n)).collect()
@@ -611,5 +613,308 @@ mod tests {
         let plan = plan(&g, &p);
         assert_eq!(given(&plan, "m000").len(), 5);
         assert!(g.keys().all(|m| target(&plan, m).len() == 5));
+    }
+
+    // ---- The round simulation -------------------------------------------------------
+
+    /// The valid owner of each partition, worked out the plain way.
+    fn valid_owners(
+        members: &BTreeMap<String, Subscription>,
+        parts: &BTreeMap<String, i32>,
+    ) -> BTreeMap<(String, i32), String> {
+        let mut claims: BTreeMap<(String, i32), BTreeMap<&String, i32>> = BTreeMap::new();
+        for (id, s) in members {
+            for (t, ps) in s.owned.iter().filter(|(t, _)| s.topics.contains(t)) {
+                let n = parts.get(t).copied().unwrap_or(0);
+                for &p in ps.iter().filter(|&&p| 0 <= p && p < n) {
+                    claims
+                        .entry((t.clone(), p))
+                        .or_default()
+                        .insert(id, s.generation);
+                }
+            }
+        }
+        let mut owners = BTreeMap::new();
+        for (tp, by) in claims {
+            let top = by.values().copied().max().unwrap_or(-1);
+            let at_top: Vec<&&String> = by
+                .iter()
+                .filter(|(_, &g)| g == top)
+                .map(|(m, _)| m)
+                .collect();
+            if let [only] = at_top[..] {
+                owners.insert(tp, only.to_string());
+            }
+        }
+        owners
+    }
+
+    fn claimed(sub: &Subscription) -> BTreeSet<(String, i32)> {
+        flat(&sub.owned)
+    }
+
+    /// Whether no partition is in two of these sets.
+    fn disjoint(sets: impl IntoIterator<Item = BTreeSet<(String, i32)>>) -> bool {
+        let mut seen = BTreeSet::new();
+        sets.into_iter()
+            .all(|set| set.into_iter().all(|tp| seen.insert(tp)))
+    }
+
+    /// Run one round and check every promise; returns the plan.
+    fn check_round(
+        members: &BTreeMap<String, Subscription>,
+        parts: &BTreeMap<String, i32>,
+    ) -> Plan {
+        let plan = plan(members, parts);
+        assert_eq!(plan, super::plan(members, parts), "deterministic");
+        assert!(plan.given.keys().eq(members.keys()), "an entry per member");
+        assert!(plan.withheld.keys().all(|m| members.contains_key(m)));
+        for m in members.keys() {
+            assert!(given(&plan, m).is_disjoint(&withheld(&plan, m)));
+        }
+        check_coverage(members, parts, &plan);
+        check_balance(members, &plan);
+        check_stickiness(members, parts, &plan);
+        check_handover(members, parts, &plan);
+        plan
+    }
+
+    /// 1. Every partition of a subscribed topic goes to exactly one subscriber; nothing else.
+    fn check_coverage(
+        members: &BTreeMap<String, Subscription>,
+        parts: &BTreeMap<String, i32>,
+        plan: &Plan,
+    ) {
+        let mut seen = BTreeSet::new();
+        for (m, s) in members {
+            for tp in target(plan, m) {
+                assert!(s.topics.contains(&tp.0), "{m} got {tp:?} unsubscribed");
+                assert!(seen.insert(tp.clone()), "{tp:?} twice");
+            }
+        }
+        let want: BTreeSet<(String, i32)> = parts
+            .iter()
+            .filter(|(t, _)| members.values().any(|s| s.topics.contains(t)))
+            .flat_map(|(t, &n)| (0..n).map(move |p| (t.clone(), p)))
+            .collect();
+        assert_eq!(seen, want);
+    }
+
+    /// 2. No member could take work off one holding two more, directly or along a chain;
+    ///    with equal subscriptions, counts within one.
+    fn check_balance(members: &BTreeMap<String, Subscription>, plan: &Plan) {
+        let load = |m: &String| target(plan, m).len();
+        let topic_sets: BTreeSet<BTreeSet<&String>> = members
+            .values()
+            .map(|s| s.topics.iter().collect())
+            .collect();
+        if topic_sets.len() == 1 {
+            let loads: Vec<usize> = members.keys().map(load).collect();
+            let (lo, hi) = (loads.iter().min(), loads.iter().max());
+            assert!(hi.zip(lo).is_none_or(|(h, l)| h - l <= 1), "{loads:?}");
+        }
+        for x in members.keys() {
+            let mut reached = BTreeSet::from([x]);
+            let mut stack = vec![x];
+            while let Some(u) = stack.pop() {
+                for (t, _) in target(plan, u) {
+                    for (v, s) in members {
+                        if s.topics.contains(&t) && reached.insert(v) {
+                            stack.push(v);
+                        }
+                    }
+                }
+            }
+            for y in reached {
+                assert!(
+                    load(y) + 2 > load(x),
+                    "{x} ({}) could pass work to {y} ({})",
+                    load(x),
+                    load(y)
+                );
+            }
+        }
+    }
+
+    /// 3. With equal subscriptions, as few owned partitions move as balance allows, and a
+    ///    member that loses one gains nothing new.
+    fn check_stickiness(
+        members: &BTreeMap<String, Subscription>,
+        parts: &BTreeMap<String, i32>,
+        plan: &Plan,
+    ) {
+        let owners = valid_owners(members, parts);
+        let topic_sets: BTreeSet<BTreeSet<&String>> = members
+            .values()
+            .map(|s| s.topics.iter().collect())
+            .collect();
+        if topic_sets.len() != 1 {
+            return;
+        }
+        let total: usize = members.keys().map(|m| target(plan, m).len()).sum();
+        let n = members.len();
+        let mut kept: Vec<usize> = members
+            .keys()
+            .map(|m| owners.values().filter(|o| *o == m).count())
+            .collect();
+        kept.sort_unstable_by(|a, b| b.cmp(a));
+        let fewest: usize = kept
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| k.saturating_sub(total / n + usize::from(i < total % n)))
+            .sum();
+        let moved = owners
+            .iter()
+            .filter(|(tp, m)| !target(plan, m).contains(tp))
+            .count();
+        assert_eq!(moved, fewest, "owned partitions moved");
+        for m in members.keys() {
+            let own: BTreeSet<_> = owners
+                .iter()
+                .filter(|(_, o)| *o == m)
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            if !own.is_subset(&target(plan, m)) {
+                assert!(target(plan, m).is_subset(&own), "{m} lost and gained");
+            }
+        }
+    }
+
+    /// 4. Nothing is given to a member while another claims it, unless the member's own
+    ///    claim is the valid one; what moves off a valid owner is withheld. So when no
+    ///    partition had two owners before the round, none has two at any moment of it, each
+    ///    member holding at most what it owned plus what it was given.
+    fn check_handover(
+        members: &BTreeMap<String, Subscription>,
+        parts: &BTreeMap<String, i32>,
+        plan: &Plan,
+    ) {
+        let owners = valid_owners(members, parts);
+        for b in members.keys() {
+            for tp in given(plan, b)
+                .into_iter()
+                .filter(|tp| owners.get(tp) != Some(b))
+            {
+                for (a, sub) in members.iter().filter(|(a, _)| *a != b) {
+                    assert!(
+                        !claimed(sub).contains(&tp),
+                        "{tp:?} to {b} while {a} holds it"
+                    );
+                }
+            }
+            for tp in target(plan, b) {
+                if owners.get(&tp).is_some_and(|a| a != b) {
+                    assert!(
+                        withheld(plan, b).contains(&tp),
+                        "{tp:?} moved to {b} at once"
+                    );
+                }
+            }
+        }
+        if disjoint(members.values().map(claimed)) {
+            let during = members.iter().map(|(m, s)| &claimed(s) | &given(plan, m));
+            assert!(disjoint(during), "a partition with two owners");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// One round from disjoint ownership, the common case: every promise holds, and
+        /// the round after it withholds nothing.
+        #[test]
+        fn one_round_from_disjoint_ownership(
+            counts in vec(0i32..12, 1..4),
+            n in 1usize..8,
+            owners in vec(0usize..10, 36),
+            masks in vec(1u8..8, 8),
+            uniform in any::<bool>(),
+        ) {
+            let parts: BTreeMap<String, i32> =
+                counts.iter().enumerate().map(|(i, &c)| (format!("t{i}"), c)).collect();
+            let mut members: BTreeMap<String, Subscription> = (0..n)
+                .map(|m| {
+                    let topics = parts
+                        .keys()
+                        .enumerate()
+                        .filter(|&(i, _)| uniform || masks[m] & (1 << i) != 0)
+                        .map(|(_, t)| t.clone())
+                        .collect();
+                    (format!("m{m}"), Subscription { topics, generation: 3, ..Subscription::default() })
+                })
+                .collect();
+            let all = parts.iter().flat_map(|(t, &c)| (0..c).map(move |p| (t.clone(), p)));
+            for ((t, p), &o) in all.zip(owners.iter().cycle()) {
+                if let Some(sub) = members.get_mut(&format!("m{o}")) {
+                    sub.owned.entry(t).or_default().push(p);
+                }
+            }
+            let first = check_round(&members, &parts);
+            apply(&mut members, &first, 4);
+            let second = check_round(&members, &parts);
+            prop_assert!(second.withheld.is_empty(), "still withheld: {:?}", second.withheld);
+        }
+
+        /// From any ownership, through members joining and leaving, every round keeps the
+        /// promises, and once membership is steady the group settles within two rounds.
+        #[test]
+        fn rounds_keep_every_promise_and_settle(
+            counts in vec(0i32..7, 1..4),
+            uniform in any::<bool>(),
+            start in vec((0u8..16, vec((0usize..4, -1i32..8), 0..10), -1i32..4), 0..6),
+            events in vec((0u8..3, 0usize..8, 0u8..16), 0..6),
+        ) {
+            let names: Vec<String> = (0..4).map(|i| format!("t{i}")).collect();
+            let parts: BTreeMap<String, i32> =
+                counts.iter().enumerate().map(|(i, &n)| (names[i].clone(), n)).collect();
+            let topics_of = |mask: u8| -> Vec<String> {
+                if uniform {
+                    parts.keys().cloned().collect()
+                } else {
+                    (0..4).filter(|i| mask & (1 << i) != 0).map(|i| names[i].clone()).collect()
+                }
+            };
+            let mut members: BTreeMap<String, Subscription> = BTreeMap::new();
+            for (i, (mask, claims, generation)) in start.iter().enumerate() {
+                let mut owned = Assignment::new();
+                for &(t, p) in claims {
+                    owned.entry(names[t].clone()).or_default().push(p);
+                }
+                let sub = Subscription { topics: topics_of(*mask), owned, generation: *generation };
+                members.insert(format!("m{i}"), sub);
+            }
+            let mut generation = 4;
+            let mut joined = members.len();
+            for &(kind, pick, mask) in &events {
+                let plan = check_round(&members, &parts);
+                apply(&mut members, &plan, generation);
+                generation += 1;
+                match kind {
+                    0 => {
+                        let sub = Subscription { topics: topics_of(mask), ..Subscription::default() };
+                        members.insert(format!("m{joined}"), sub);
+                        joined += 1;
+                    }
+                    1 => {
+                        let leaving = members.keys().nth(pick % members.len().max(1)).cloned();
+                        if let Some(id) = leaving {
+                            members.remove(&id);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Membership is steady: the first round may withhold, the second must not.
+            let first = check_round(&members, &parts);
+            apply(&mut members, &first, generation);
+            let second = check_round(&members, &parts);
+            prop_assert!(second.withheld.is_empty(), "still withheld: {:?}", second.withheld);
+            for (id, sub) in &members {
+                prop_assert!(claimed(sub).is_subset(&given(&second, id)), "{id} revokes");
+            }
+            apply(&mut members, &second, generation + 1);
+            let third = check_round(&members, &parts);
+            prop_assert_eq!(third.given, second.given);
+        }
     }
 }
