@@ -27,6 +27,9 @@ pub fn floor(key: ApiKey) -> i16 {
         ApiKey::CreatePartitions => 0,
         // v0 carried raw tokens outside Kafka framing; v1 wraps them in SaslAuthenticate.
         ApiKey::SaslHandshake => 1,
+        // v0 was the preview of Kafka 3.7-3.9 (the broker chose member ids); v1 is the
+        // generally available protocol of Kafka 4.0, where the member makes its own id.
+        ApiKey::ConsumerGroupHeartbeat => 1,
         _ => 0,
     }
 }
@@ -56,6 +59,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::SaslHandshake => "SaslHandshake",
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
         _ => "other API",
     }
 }
@@ -68,10 +72,12 @@ pub fn client_range(key: ApiKey, encodable: VersionRange) -> VersionRange {
     }
 }
 
-/// The version ranges one broker advertised in ApiVersions.
+/// The version ranges one broker advertised in ApiVersions, and its finalized features.
 #[derive(Debug, Clone, Default)]
 pub struct BrokerVersions {
     ranges: Vec<(i16, VersionRange)>,
+    /// Finalized feature levels (ApiVersions v3+), e.g. `metadata.version`.
+    features: Vec<(String, i16)>,
 }
 
 impl BrokerVersions {
@@ -90,7 +96,28 @@ impl BrokerVersions {
                 )
             })
             .collect();
-        BrokerVersions { ranges }
+        let features = resp
+            .finalized_features
+            .iter()
+            .map(|f| (f.name.to_string(), f.max_version_level))
+            .collect();
+        BrokerVersions { ranges, features }
+    }
+
+    /// The finalized level of feature `name` (`metadata.version`, `group.version`, ...), if
+    /// the broker reported it (Kafka 3.x KRaft brokers and 4.x do).
+    pub fn feature(&self, name: &str) -> Option<i16> {
+        self.features
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, level)| *level)
+    }
+
+    /// The Kafka release the broker's cluster runs at, as far as its `metadata.version`
+    /// tells, for error messages: `"Kafka 3.9 (metadata.version 21)"`.
+    pub fn release(&self) -> Option<String> {
+        self.feature("metadata.version")
+            .map(release_of_metadata_version)
     }
 
     /// The range the broker advertised for `key`, if any.
@@ -111,6 +138,40 @@ impl BrokerVersions {
                 theirs.map_or_else(|| "none".to_owned(), |t| t.to_string()),
             )),
         }
+    }
+}
+
+/// The Kafka release whose `metadata.version` feature level is `level` (Kafka's
+/// `MetadataVersion`: 3.9-IV0 is 21, 4.0-IV0..IV3 are 22-25, 4.4-IV2 is 33), as
+/// `"Kafka 3.9 (metadata.version 21)"`. The level says what the cluster runs at, which
+/// after an upgrade may be older than the brokers' binaries.
+pub fn release_of_metadata_version(level: i16) -> String {
+    // The first level of each release, in order (from Kafka 4.4's MetadataVersion).
+    const RELEASES: &[(i16, &str)] = &[
+        (1, "3.0"),
+        (2, "3.1"),
+        (3, "3.2"),
+        (4, "3.3"),
+        (8, "3.4"),
+        (9, "3.5"),
+        (12, "3.6"),
+        (15, "3.7"),
+        (20, "3.8"),
+        (21, "3.9"),
+        (22, "4.0"),
+        (26, "4.1"),
+        (28, "4.2"),
+        (30, "4.3"),
+        (31, "4.4"),
+        (34, "4.5"),
+    ];
+    const NEWEST_KNOWN: i16 = 34;
+    match RELEASES.iter().rev().find(|(first, _)| level >= *first) {
+        Some(_) if level > NEWEST_KNOWN => {
+            format!("Kafka 4.5 or newer (metadata.version {level})")
+        }
+        Some((_, release)) => format!("Kafka {release} (metadata.version {level})"),
+        None => format!("metadata.version {level}"),
     }
 }
 
@@ -141,6 +202,28 @@ mod tests {
         let (o, t) = b.choose(ApiKey::Produce, ours).unwrap_err();
         assert_eq!(o, "3..13");
         assert_eq!(t, "0..2");
+    }
+
+    #[test]
+    fn metadata_versions_name_their_release() {
+        assert_eq!(
+            release_of_metadata_version(21),
+            "Kafka 3.9 (metadata.version 21)"
+        );
+        assert_eq!(
+            release_of_metadata_version(25),
+            "Kafka 4.0 (metadata.version 25)"
+        );
+        assert_eq!(
+            release_of_metadata_version(33),
+            "Kafka 4.4 (metadata.version 33)"
+        );
+        assert_eq!(
+            release_of_metadata_version(7),
+            "Kafka 3.3 (metadata.version 7)"
+        );
+        assert!(release_of_metadata_version(40).contains("4.5 or newer"));
+        assert_eq!(release_of_metadata_version(0), "metadata.version 0");
     }
 
     #[test]
