@@ -8,6 +8,6 @@ pub mod shutdown;
 pub mod stats;
 mod sync;
 
-pub use consumer::{ConsumedRecord, ConsumerConfig, ConsumerPool};
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, ConsumerPool};
 pub use producer::{Producer, ProducerConfig, ProducerRecord};
 pub use shutdown::Shutdown;

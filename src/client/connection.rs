@@ -387,6 +387,11 @@ impl<S: Transport> Connection<S> {
         &self.broker
     }
 
+    /// How long a request waits for its response unless told otherwise.
+    pub fn request_timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+
     /// Whether the connection is still usable (it has not failed).
     pub fn is_open(&self) -> bool {
         self.stream.is_some()
@@ -446,12 +451,35 @@ impl<S: Transport> Connection<S> {
         req: &R,
         timeout: Duration,
     ) -> Result<R::Response> {
-        let mut pending = self.send(req)?;
+        let version = self.version::<R>()?;
+        let pending = self.send_within(req, version, timeout)?;
+        self.receive::<R>(pending)
+    }
+
+    /// Send at `version`, allowing `timeout` for the response instead of the configured
+    /// request timeout (for requests the broker holds, such as JoinGroup).
+    pub fn send_within<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<Pending> {
+        let mut pending = self.send_versioned(req, version, true)?;
         pending.deadline = pending.sent_at + timeout;
         if let Some(p) = self.pending.back_mut() {
             p.deadline = pending.deadline;
         }
-        self.receive::<R>(pending)
+        Ok(pending)
+    }
+
+    /// Give the connection up: what is in flight is never read, and every later request
+    /// fails with [`Error::Closed`] (for a caller that stops waiting on a held request).
+    pub fn abandon(&mut self, why: &str) {
+        if self.stream.take().is_some() {
+            log::debug!("abandoning connection to {}: {why}", self.broker);
+        }
+        self.pending.clear();
+        self.read_ahead.clear();
     }
 
     /// Send one request and wait for its response.

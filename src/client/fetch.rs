@@ -1,7 +1,7 @@
 //! The Fetch primitive: one request per leader, records decoded batch by batch.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
@@ -229,6 +229,22 @@ impl Cluster {
             }
         }
         Ok(FetchInFlight { sent })
+    }
+
+    /// Wait until every response of `inflight` has begun to arrive (or its connection
+    /// failed), or `deadline` passes; true when [`receive_fetch`](Self::receive_fetch) will
+    /// not wait long. Lets a caller bound its wait below the fetch's own `max_wait`.
+    pub fn fetch_ready(&mut self, inflight: &FetchInFlight, deadline: Instant) -> bool {
+        for (leader, _, _) in &inflight.sent {
+            let Some(conn) = self.existing(*leader) else {
+                continue; // closed: receiving reports it at once
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !conn.poll_response(left) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Read the responses to [`send_fetch`](Self::send_fetch). Every connection is read even

@@ -36,10 +36,13 @@ pub use error::{Error, KafkaCode, Location, Phase, Result};
 pub use fetch::{
     fetch_request, fetch_results, FetchInFlight, FetchParams, FetchTarget, FetchedPartition,
 };
-pub use group::{
-    heartbeat, join_group, leave_group, offset_commit, offset_fetch, sync_group, JoinParams,
-    Joined, TopicPartition,
+pub(crate) use group::{
+    consumer_heartbeat_request, heartbeat_request, join_request, leave_request,
+    offset_commit_request, offset_fetch_request, read_consumer_heartbeat, read_heartbeat,
+    read_join, read_leave, read_offset_commit, read_offset_fetch, read_sync, sync_request,
+    ConsumerHeartbeat, JoinAnswer, JoinParams, Joined,
 };
+pub use group::{GroupMember, TopicPartition};
 pub use produce::{
     produce_request, produce_results, Acks, PartitionBatch, PartitionResult, ProduceAck,
 };
@@ -52,4 +55,4 @@ pub use security::{
     TokenFile, TokenProvider, UnsecuredToken,
 };
 pub use transport::{Connector, Stream, TlsStream};
-pub use versions::{api_name, client_range, floor, BrokerVersions};
+pub use versions::{api_name, client_range, floor, release_of_metadata_version, BrokerVersions};

@@ -1,0 +1,247 @@
+//! Consumer settings: [`ConsumerConfig`] and its policies.
+
+use std::time::Duration;
+
+use crate::client::{Assignor, ClientConfig, FetchParams};
+use crate::shutdown::Shutdown;
+
+use super::Error;
+
+/// Where to start reading a partition the group has no committed offset for (or whose
+/// committed offset is out of range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// The first offset still in the log.
+    Earliest,
+    /// The end of the log: only new records (the Java client's default).
+    #[default]
+    Latest,
+    /// Stop the member with an error.
+    Error,
+}
+
+/// What the pool does when its handler returns an error for a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnHandlerError {
+    /// Call the handler again on the same record, after `backoff` doubling up to `max_backoff`,
+    /// until it succeeds or the pool stops. Later records of that partition wait.
+    Retry {
+        /// First delay.
+        backoff: Duration,
+        /// Longest delay.
+        max_backoff: Duration,
+    },
+    /// Log and count the failure, then go on: the record counts as done and is committed past.
+    Skip,
+    /// Stop the whole pool; the failed record is not committed past.
+    Stop,
+}
+
+impl Default for OnHandlerError {
+    /// Retry from 100 ms up to 10 s: nothing is committed past a record that failed.
+    fn default() -> Self {
+        OnHandlerError::Retry {
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which consumer group protocol the members speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// The classic protocol (JoinGroup / SyncGroup / Heartbeat): the group leader, one of the
+    /// members, runs the [`Assignor`]. Works with every Kafka broker. The default, as in the
+    /// Java client.
+    #[default]
+    Classic,
+    /// The consumer protocol of KIP-848 (Kafka 4.0+): one ConsumerGroupHeartbeat RPC, the
+    /// coordinator computes the assignment ([`ServerAssignor`]), and each member gives up
+    /// only the partitions that move, one member at a time. The session timeout and
+    /// heartbeat interval are the group's, set on the broker
+    /// (`group.consumer.session.timeout.ms`, `group.consumer.heartbeat.interval.ms`).
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// The name the Java client's `group.protocol` uses: `classic` or `consumer`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
+/// The assignor the coordinator runs for a [`GroupProtocol::Consumer`] group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerAssignor {
+    /// Spreads partitions evenly and moves as few as it can (`uniform`, the broker's
+    /// default).
+    Uniform,
+    /// Contiguous ranges per topic, co-partitioned topics together (`range`).
+    Range,
+}
+
+impl ServerAssignor {
+    /// The name sent in ConsumerGroupHeartbeat.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerAssignor::Uniform => "uniform",
+            ServerAssignor::Range => "range",
+        }
+    }
+}
+
+/// Settings of a [`Consumer`](super::Consumer) or [`ConsumerPool`](super::ConsumerPool);
+/// the Java consumer's defaults unless noted.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Brokers and connection settings.
+    pub client: ClientConfig,
+    /// The consumer group.
+    pub group: String,
+    /// Topics to read.
+    pub topics: Vec<String>,
+    /// Member threads in a pool. Default 1. (A [`Consumer`](super::Consumer) is one member.)
+    pub threads: usize,
+    /// The group protocol. Default [`GroupProtocol::Classic`].
+    pub group_protocol: GroupProtocol,
+    /// The assignor this member offers under the classic protocol. Default
+    /// [`Assignor::Range`]; [`Assignor::CooperativeSticky`] keeps partitions where they are
+    /// through a rebalance.
+    pub assignor: Assignor,
+    /// The coordinator's assignor under the consumer protocol; `None` (the default) leaves
+    /// the choice to the broker (`uniform` unless configured otherwise).
+    pub server_assignor: Option<ServerAssignor>,
+    /// Static membership (KIP-345): a member that comes back under the same id within the
+    /// session timeout gets its partitions back without a rebalance. A pool gives its thread
+    /// `i` the id `"{id}-{i}"`. Default none (a dynamic member).
+    pub group_instance_id: Option<String>,
+    /// Classic protocol: the coordinator drops a member silent this long. Default 45 s.
+    /// (The consumer protocol uses the group's setting on the broker.)
+    pub session_timeout: Duration,
+    /// Classic protocol: heartbeat period. Default 3 s. (The consumer protocol uses the
+    /// interval the coordinator gives.)
+    pub heartbeat_interval: Duration,
+    /// The longest a member may go without progress (a pool: between records; a
+    /// [`Consumer`](super::Consumer): between calls of `poll`) before it gives up its
+    /// partitions and leaves the group, to rejoin when it is back. Heartbeats go on from
+    /// their own thread meanwhile. Also the rebalance timeout. Default 300 s.
+    pub max_poll_interval: Duration,
+    /// Where to start without a committed offset. Default [`OffsetReset::Latest`].
+    pub offset_reset: OffsetReset,
+    /// A [`Consumer`](super::Consumer) commits, every `commit_interval`, the records its
+    /// caller has finished (those handed out before the latest `poll`). Default true. A pool
+    /// always commits what its handler finished.
+    pub auto_commit: bool,
+    /// How often finished records are committed. Default 5 s.
+    pub commit_interval: Duration,
+    /// Most records one [`Consumer::poll`](super::Consumer::poll) returns. Default 500.
+    pub max_poll_records: usize,
+    /// Fetch settings: `min_bytes` 1, `max_bytes` 50 MiB, `max_wait` 500 ms, 1 MiB per
+    /// partition.
+    pub fetch: FetchParams,
+    /// Handler error policy of a pool. Default: retry with backoff.
+    pub on_error: OnHandlerError,
+    /// Leave the group on close, so partitions move at once. Default true; false behaves like
+    /// a crash (partitions move after the session timeout). A static member
+    /// ([`group_instance_id`](Self::group_instance_id)) under the classic protocol never
+    /// leaves (as in the Java client), and under the consumer protocol leaves as a member
+    /// that will come back (epoch -2), so its partitions wait for it for the session timeout.
+    pub leave_group_on_close: bool,
+    /// A shared shutdown flag; when set, a pool finishes the record in hand, commits,
+    /// leaves and stops, as [`ConsumerPool::close`](super::ConsumerPool::close) does.
+    /// Default none.
+    pub shutdown: Option<Shutdown>,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `group` reading `topics` from `brokers`.
+    pub fn new(brokers: &str, group: &str, topics: &[&str]) -> Self {
+        ConsumerConfig {
+            client: ClientConfig::new([brokers]),
+            group: group.to_owned(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            threads: 1,
+            group_protocol: GroupProtocol::Classic,
+            assignor: Assignor::Range,
+            server_assignor: None,
+            group_instance_id: None,
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(3),
+            max_poll_interval: Duration::from_secs(300),
+            offset_reset: OffsetReset::Latest,
+            auto_commit: true,
+            commit_interval: Duration::from_secs(5),
+            max_poll_records: 500,
+            fetch: FetchParams::default(),
+            on_error: OnHandlerError::default(),
+            leave_group_on_close: true,
+            shutdown: None,
+        }
+    }
+
+    /// Check every field; the error names the field.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.client.validate().map_err(Error::Client)?;
+        let bad = |field: &'static str, reason: String| Err(Error::Config { field, reason });
+        if self.group.is_empty() {
+            return bad("group", "the group id must not be empty".into());
+        }
+        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+            return bad("topics", "give at least one topic, none empty".into());
+        }
+        if self.threads == 0 {
+            return bad("threads", "must be at least 1".into());
+        }
+        if self
+            .group_instance_id
+            .as_ref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return bad(
+                "group_instance_id",
+                "must not be empty; use None for a dynamic member".into(),
+            );
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_timeout {
+            return bad(
+                "heartbeat_interval",
+                format!(
+                    "must be above zero and below session_timeout ({:?})",
+                    self.session_timeout
+                ),
+            );
+        }
+        if self.max_poll_interval < self.session_timeout {
+            return bad(
+                "max_poll_interval",
+                "must be at least session_timeout".into(),
+            );
+        }
+        if self.fetch.max_wait >= self.client.connection.request_timeout {
+            return bad("fetch.max_wait", "must be below the request timeout".into());
+        }
+        if self.fetch.min_bytes < 0
+            || self.fetch.max_bytes <= 0
+            || self.fetch.partition_max_bytes <= 0
+        {
+            return bad("fetch", "byte limits must be positive".into());
+        }
+        if self.commit_interval.is_zero() {
+            return bad("commit_interval", "must be above zero".into());
+        }
+        if self.max_poll_records == 0 {
+            return bad("max_poll_records", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The static instance id of pool member `thread`, if the pool has one.
+    pub(crate) fn instance_id_of(&self, thread: usize) -> Option<String> {
+        self.group_instance_id
+            .as_ref()
+            .map(|id| format!("{id}-{thread}"))
+    }
+}

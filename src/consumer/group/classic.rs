@@ -1,0 +1,455 @@
+//! The classic group protocol: JoinGroup, SyncGroup (the leader, one of the members, runs the
+//! assignor), Heartbeat, LeaveGroup; eager or cooperative (KIP-429), dynamic or static
+//! (KIP-345).
+//!
+//! ```text
+//!  Joining ──JoinGroup+SyncGroup──▶ Stable ──heartbeat: REBALANCE_IN_PROGRESS──▶ Rejoining
+//!     ▲                               │                                            │
+//!     │  UNKNOWN_MEMBER_ID,           │ cooperative: the new assignment            │ eager: every
+//!     │  ILLEGAL_GENERATION:          │ took partitions away ──▶ Rejoining         │ partition given
+//!     └── partitions lost ◀───────────┘                                            │ back first
+//!                                          Rejoining ──released──▶ JoinGroup ◀─────┘
+//! ```
+//!
+//! Eager (`range`, `roundrobin`): every member gives back everything before it rejoins, so
+//! nobody handles records until the rebalance completes. Cooperative (`cooperative-sticky`):
+//! members keep what they own through the JoinGroup; the leader withholds the partitions
+//! that change owner; a member that lost some gives them back (committing first) and joins
+//! again, and the second round hands them to their new owner.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::client::{
+    self, decode_assignment, decode_subscription, encode_assignment, encode_subscription,
+    heartbeat_request, join_request, leave_request, read_heartbeat, read_join, read_leave,
+    read_sync, sync_request, Assignment, Assignor, Backoff, GroupMember, JoinAnswer, JoinParams,
+    Joined, KafkaCode, Subscription, TopicPartition,
+};
+
+use super::super::config::ConsumerConfig;
+use super::super::{Error, Shared};
+use super::{names, Coordinator, MemberState, MemberStatus, Membership, Ownership};
+
+/// Where a classic member stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not in a generation: join at `next_join`.
+    Joining,
+    /// In a generation, heartbeating.
+    Stable,
+    /// Still in its generation (heartbeating), but to join again once the partitions it
+    /// was asked to give back are released.
+    Rejoining,
+    /// Out of the group after a stall, until the member thread moves again.
+    Stalled,
+    Left,
+}
+
+pub(super) struct Classic {
+    topics: Vec<String>,
+    assignor: Assignor,
+    instance_id: Option<String>,
+    session_timeout: Duration,
+    heartbeat_interval: Duration,
+    rebalance_timeout: Duration,
+    member_id: String,
+    /// The generation the member is in, -1 if none.
+    generation: i32,
+    state: State,
+    next_heartbeat: Instant,
+    next_join: Instant,
+    /// Why the member joins next, for the broker's log.
+    reason: &'static str,
+    retry: Backoff,
+    retry_template: Backoff,
+    shared: Arc<Shared>,
+}
+
+impl Classic {
+    pub(super) fn new(
+        config: &ConsumerConfig,
+        instance_id: Option<String>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let now = Instant::now();
+        Classic {
+            topics: config.topics.clone(),
+            assignor: config.assignor,
+            instance_id,
+            session_timeout: config.session_timeout,
+            heartbeat_interval: config.heartbeat_interval,
+            rebalance_timeout: config.max_poll_interval,
+            member_id: String::new(),
+            generation: -1,
+            state: State::Joining,
+            next_heartbeat: now,
+            next_join: now,
+            reason: "the member starts",
+            retry: config.client.backoff(),
+            retry_template: config.client.backoff(),
+            shared,
+        }
+    }
+
+    /// Join the group when the member is ready to: eager members give everything back first.
+    fn join(&mut self, io: &mut Coordinator, own: &mut Ownership) -> Result<(), Error> {
+        if !self.assignor.is_cooperative() && !own.owned().is_empty() {
+            own.revoke_all();
+            self.state = State::Rejoining;
+            return Ok(());
+        }
+        if !own.is_settled() {
+            self.state = State::Rejoining;
+            return Ok(());
+        }
+        match self.join_and_sync(io, own) {
+            Ok(()) => {
+                self.retry = self.retry_template.clone();
+                Ok(())
+            }
+            Err(e) => self.join_failed(e, own),
+        }
+    }
+
+    fn join_and_sync(&mut self, io: &mut Coordinator, own: &mut Ownership) -> client::Result<()> {
+        let owned: Assignment = if self.assignor.is_cooperative() {
+            to_assignment(own.owned())
+        } else {
+            Assignment::new()
+        };
+        let subscription = Subscription {
+            topics: self.topics.clone(),
+            owned,
+            generation: self.generation,
+        };
+        let metadata = encode_subscription(&subscription, self.assignor);
+        // The coordinator holds JoinGroup until every member has joined (up to the rebalance
+        // timeout), then SyncGroup until the leader has assigned.
+        let held = Some(self.rebalance_timeout + Duration::from_secs(5));
+        let group = io.group().to_owned();
+        let mut joined = None;
+        for _ in 0..2 {
+            let params = JoinParams {
+                group: &group,
+                member_id: &self.member_id,
+                instance_id: self.instance_id.as_deref(),
+                session_timeout: self.session_timeout,
+                rebalance_timeout: self.rebalance_timeout,
+                protocols: vec![(self.assignor.name(), metadata.clone())],
+                reason: self.reason,
+            };
+            match io.call(|v| join_request(&params, v), held, read_join)? {
+                JoinAnswer::MemberIdRequired(id) => self.member_id = id,
+                JoinAnswer::Joined(j) => {
+                    joined = Some(j);
+                    break;
+                }
+            }
+        }
+        let Some(joined) = joined else {
+            return Err(client::Error::Protocol {
+                broker: "the coordinator".into(),
+                detail: "JoinGroup asked for a member id twice".into(),
+            });
+        };
+        self.member_id = joined.member_id.clone();
+        let plan = if joined.leads() {
+            self.lead(io, &joined)?
+        } else {
+            Vec::new()
+        };
+        let instance = self.instance_id.clone();
+        let raw = io.call(
+            |v| sync_request(&group, &joined, instance.as_deref(), plan, v),
+            held,
+            read_sync,
+        )?;
+        let assignment = decode_assignment(&raw).map_err(|detail| client::Error::Protocol {
+            broker: "the coordinator".into(),
+            detail,
+        })?;
+        self.take_up(&joined, assignment, own);
+        Ok(())
+    }
+
+    /// Act on a new generation's assignment.
+    fn take_up(&mut self, joined: &Joined, assignment: Assignment, own: &mut Ownership) {
+        self.generation = joined.generation;
+        self.shared.rebalances.add(1);
+        self.next_heartbeat = Instant::now() + self.heartbeat_interval;
+        let target: BTreeSet<TopicPartition> = assignment
+            .into_iter()
+            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+            .collect();
+        let moved: Vec<TopicPartition> = own.owned().difference(&target).cloned().collect();
+        own.revoke(moved.iter().cloned());
+        own.assign(target.iter().cloned());
+        log::info!(
+            "consumer joined {:?} generation {} as {} ({}): {}{}",
+            joined.member_id,
+            joined.generation,
+            if joined.leader == joined.member_id {
+                "leader"
+            } else {
+                "follower"
+            },
+            joined.protocol,
+            if target.is_empty() {
+                "no partitions".to_owned()
+            } else {
+                names(&target)
+            },
+            if moved.is_empty() {
+                String::new()
+            } else {
+                format!("; giving back {}", names(&moved))
+            },
+        );
+        // KIP-429: partitions taken away are given back, then the member joins again so
+        // that the next round hands them to their new owner.
+        if moved.is_empty() {
+            self.state = State::Stable;
+        } else {
+            self.state = State::Rejoining;
+            self.reason = "gave back partitions moved to another member";
+        }
+    }
+
+    /// As leader: every member's assignment.
+    fn lead(
+        &mut self,
+        io: &mut Coordinator,
+        joined: &Joined,
+    ) -> client::Result<Vec<(String, Bytes)>> {
+        let assignor = Assignor::from_name(&joined.protocol).unwrap_or(self.assignor);
+        let mut subscriptions = BTreeMap::new();
+        let mut topics = BTreeSet::new();
+        for (id, meta) in &joined.members {
+            let sub = decode_subscription(meta).map_err(|detail| client::Error::Protocol {
+                broker: "the coordinator".into(),
+                detail: format!("member {id}: {detail}"),
+            })?;
+            topics.extend(sub.topics.iter().cloned());
+            subscriptions.insert(id.clone(), sub);
+        }
+        let mut counts = BTreeMap::new();
+        let cluster = io.cluster();
+        for t in topics {
+            cluster.invalidate(Some(&t));
+            match cluster.topic(&t) {
+                Ok(info) => {
+                    counts.insert(t, info.partitions.len() as i32);
+                }
+                Err(client::Error::UnknownTopic { .. }) => {
+                    log::warn!("consumer: subscribed topic {t} does not exist")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let plan = assignor.assign(&subscriptions, &counts);
+        Ok(plan
+            .iter()
+            .map(|(m, a)| (m.clone(), encode_assignment(a)))
+            .collect())
+    }
+
+    fn join_failed(&mut self, e: client::Error, own: &mut Ownership) -> Result<(), Error> {
+        let now = Instant::now();
+        self.state = State::Joining;
+        match e.kafka_code() {
+            // Our generation is gone: so are the partitions we held through the join.
+            Some(KafkaCode::UnknownMemberId) | Some(KafkaCode::IllegalGeneration) => {
+                if e.kafka_code() == Some(KafkaCode::UnknownMemberId) {
+                    self.member_id.clear();
+                }
+                self.generation = -1;
+                if own.lose_all() {
+                    log::warn!("consumer: lost its partitions ({e}); rejoining");
+                }
+                self.next_join = now;
+            }
+            Some(KafkaCode::RebalanceInProgress) => self.next_join = now,
+            Some(
+                KafkaCode::InconsistentGroupProtocol
+                | KafkaCode::GroupAuthorizationFailed
+                | KafkaCode::TopicAuthorizationFailed
+                | KafkaCode::InvalidSessionTimeout
+                | KafkaCode::InvalidGroupId
+                | KafkaCode::GroupMaxSizeReached
+                | KafkaCode::FencedInstanceId,
+            ) => return Err(Error::GroupRefused { cause: e }),
+            _ => {
+                log::debug!("consumer: join: {e}");
+                self.next_join = now + self.retry.next_delay();
+            }
+        }
+        Ok(())
+    }
+
+    fn heartbeat(&mut self, io: &mut Coordinator, own: &mut Ownership) -> Result<(), Error> {
+        self.next_heartbeat = Instant::now() + self.heartbeat_interval;
+        let Some(member) = self.member() else {
+            return Ok(());
+        };
+        let group = io.group().to_owned();
+        let Err(e) = io.call(
+            |v| heartbeat_request(&group, &member, v),
+            None,
+            read_heartbeat,
+        ) else {
+            return Ok(());
+        };
+        match e.kafka_code() {
+            Some(KafkaCode::RebalanceInProgress) => {
+                if self.state == State::Stable {
+                    log::debug!("consumer: the group is rebalancing; rejoining");
+                    self.reason = "the group is rebalancing";
+                    self.rejoin(own);
+                }
+            }
+            Some(KafkaCode::UnknownMemberId | KafkaCode::IllegalGeneration) => {
+                self.refused(e.kafka_code().expect("matched"), own);
+            }
+            Some(KafkaCode::FencedInstanceId) => return Err(Error::GroupRefused { cause: e }),
+            _ => log::debug!("consumer: heartbeat: {e}"),
+        }
+        Ok(())
+    }
+
+    /// Join again: eager members give everything back first.
+    fn rejoin(&mut self, own: &mut Ownership) {
+        if !self.assignor.is_cooperative() {
+            own.revoke_all();
+        }
+        self.state = State::Rejoining;
+    }
+}
+
+impl Membership for Classic {
+    fn status(&self) -> MemberStatus {
+        MemberStatus {
+            state: match self.state {
+                State::Joining => MemberState::Joining,
+                State::Stable => MemberState::Stable,
+                State::Rejoining => MemberState::Reconciling,
+                State::Stalled => MemberState::Stalled,
+                State::Left => MemberState::Left,
+            },
+            member_id: self.member_id.clone(),
+            generation: self.generation,
+            instance_id: self.instance_id.clone(),
+        }
+    }
+
+    fn due(&self) -> Instant {
+        match self.state {
+            State::Joining => self.next_join,
+            State::Stable | State::Rejoining => self.next_heartbeat,
+            State::Stalled | State::Left => Instant::now() + Duration::from_secs(3600),
+        }
+    }
+
+    fn tick(&mut self, io: &mut Coordinator, own: &mut Ownership) -> Result<(), Error> {
+        let now = Instant::now();
+        match self.state {
+            State::Joining if now >= self.next_join => self.join(io, own),
+            State::Stable if now >= self.next_heartbeat => self.heartbeat(io, own),
+            State::Rejoining => {
+                if now >= self.next_heartbeat {
+                    // Keep the session while the member finishes what it gives back.
+                    self.heartbeat(io, own)?;
+                }
+                if self.state == State::Rejoining && own.is_settled() {
+                    self.join(io, own)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn member(&self) -> Option<GroupMember> {
+        (self.generation >= 0 && !self.member_id.is_empty()).then(|| GroupMember {
+            member_id: self.member_id.clone(),
+            generation: self.generation,
+            instance_id: self.instance_id.clone(),
+        })
+    }
+
+    fn refused(&mut self, code: KafkaCode, own: &mut Ownership) {
+        match code {
+            KafkaCode::UnknownMemberId | KafkaCode::IllegalGeneration => {
+                if own.lose_all() {
+                    log::warn!("consumer: lost its partitions ({code:?}); rejoining");
+                }
+                if code == KafkaCode::UnknownMemberId {
+                    self.member_id.clear();
+                }
+                self.generation = -1;
+                self.state = State::Joining;
+                self.next_join = Instant::now();
+                self.reason = "the coordinator no longer knew the member";
+            }
+            KafkaCode::RebalanceInProgress if self.state == State::Stable => {
+                self.reason = "the group is rebalancing";
+                self.rejoin(own);
+            }
+            _ => {}
+        }
+    }
+
+    fn stall(&mut self, io: &mut Coordinator, own: &mut Ownership) {
+        // A static member keeps its place: its partitions wait for it for the session
+        // timeout, and it gets them back if it moves again by then.
+        if self.instance_id.is_none() && !self.member_id.is_empty() {
+            let (group, member_id) = (io.group().to_owned(), self.member_id.clone());
+            if let Err(e) = io.call(
+                |v| leave_request(&group, &member_id, None, v),
+                None,
+                read_leave,
+            ) {
+                log::debug!("consumer: leaving after a stall: {e}");
+            }
+            self.member_id.clear();
+        }
+        own.lose_all();
+        self.generation = -1;
+        self.state = State::Stalled;
+    }
+
+    fn resume(&mut self) {
+        self.state = State::Joining;
+        self.next_join = Instant::now();
+        self.reason = "the member moves again after a stall";
+    }
+
+    fn leave(&mut self, io: &mut Coordinator, own: &mut Ownership, leave: bool) {
+        // Static members never send LeaveGroup (as in the Java client): their partitions
+        // wait for them for the session timeout, so a restart causes no rebalance.
+        if leave && self.instance_id.is_none() && !self.member_id.is_empty() {
+            let (group, member_id) = (io.group().to_owned(), self.member_id.clone());
+            match io.call(
+                |v| leave_request(&group, &member_id, None, v),
+                None,
+                read_leave,
+            ) {
+                Ok(()) => log::debug!("consumer {member_id} left {group:?}"),
+                Err(e) => log::debug!("consumer: leaving: {e}"),
+            }
+        }
+        own.lose_all();
+        self.state = State::Left;
+    }
+}
+
+fn to_assignment(partitions: &BTreeSet<TopicPartition>) -> Assignment {
+    let mut out = Assignment::new();
+    for (t, p) in partitions {
+        out.entry(t.clone()).or_default().push(*p);
+    }
+    out
+}

@@ -1,0 +1,227 @@
+//! The group thread's line to the group coordinator: finding it, one dedicated connection,
+//! and one way to send a request that notices when the coordinator moved, and gives up a
+//! held request (JoinGroup waits a whole rebalance) when the member closes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, HeartbeatResponse,
+    JoinGroupResponse, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupResponse,
+};
+use kafka_protocol::protocol::Request;
+
+use crate::client::{
+    self, offset_commit_request, offset_fetch_request, read_offset_commit, read_offset_fetch,
+    Cluster, GroupMember, KafkaCode, TopicPartition,
+};
+
+use super::super::Error;
+use super::Beacon;
+
+/// Responses that carry the broker's throttle time (KIP-219).
+pub(crate) trait Throttled {
+    fn throttle_ms(&self) -> i32;
+}
+
+macro_rules! throttled {
+    ($($t:ty),*) => {$(
+        impl Throttled for $t {
+            fn throttle_ms(&self) -> i32 {
+                self.throttle_time_ms
+            }
+        }
+    )*};
+}
+
+throttled!(
+    ConsumerGroupHeartbeatResponse,
+    HeartbeatResponse,
+    JoinGroupResponse,
+    LeaveGroupResponse,
+    OffsetCommitResponse,
+    OffsetFetchResponse,
+    SyncGroupResponse
+);
+
+/// How often a held request looks at the abort flag.
+const ABORT_CHECK: Duration = Duration::from_millis(50);
+
+/// The coordinator of one group, as one group thread sees it.
+#[derive(Debug)]
+pub(crate) struct Coordinator {
+    cluster: Cluster,
+    group: String,
+    node: Option<i32>,
+    beacon: Arc<Beacon>,
+}
+
+impl Coordinator {
+    pub(super) fn new(cluster: Cluster, group: &str, beacon: Arc<Beacon>) -> Self {
+        Coordinator {
+            cluster,
+            group: group.to_owned(),
+            node: None,
+            beacon,
+        }
+    }
+
+    /// The group's id.
+    pub(super) fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The cluster, for metadata (partition counts, topic ids).
+    pub(super) fn cluster(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
+
+    /// Send the request `build` makes for the negotiated version, wait up to `wait` (the
+    /// request timeout if `None`) for the answer, and read it with `read`. A transport
+    /// failure, NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE makes the next call find the
+    /// coordinator again.
+    pub(super) fn call<R, T>(
+        &mut self,
+        build: impl FnOnce(i16) -> R,
+        wait: Option<Duration>,
+        read: impl FnOnce(&R::Response, &str) -> client::Result<T>,
+    ) -> client::Result<T>
+    where
+        R: Request,
+        R::Response: Throttled,
+    {
+        let result = self.exchange(build, wait, read);
+        if let Err(e) = &result {
+            self.forget_if_moved(e);
+        }
+        result
+    }
+
+    fn exchange<R, T>(
+        &mut self,
+        build: impl FnOnce(i16) -> R,
+        wait: Option<Duration>,
+        read: impl FnOnce(&R::Response, &str) -> client::Result<T>,
+    ) -> client::Result<T>
+    where
+        R: Request,
+        R::Response: Throttled,
+    {
+        let id = self.node()?;
+        let beacon = self.beacon.clone();
+        let conn = self.cluster.dedicated(id)?;
+        let version = conn.version::<R>()?;
+        let broker = conn.broker().to_owned();
+        let wait = wait.unwrap_or(conn.request_timeout());
+        let pending = conn.send_within(&build(version), version, wait)?;
+        let deadline = Instant::now() + wait;
+        // Wait in slices so that a closing member need not sit out a whole rebalance.
+        while !conn.poll_response(ABORT_CHECK) && Instant::now() < deadline {
+            if beacon.aborted() {
+                conn.abandon("the consumer is closing");
+                return Err(client::Error::Closed { broker });
+            }
+        }
+        let resp = conn.receive::<R>(pending)?;
+        conn.throttle(resp.throttle_ms());
+        read(&resp, &broker)
+    }
+
+    fn node(&mut self) -> client::Result<i32> {
+        match self.node {
+            Some(id) => Ok(id),
+            None => {
+                let id = self.cluster.find_coordinator(&self.group)?;
+                log::debug!("group {:?}: coordinator is node {id}", self.group);
+                self.node = Some(id);
+                Ok(id)
+            }
+        }
+    }
+
+    /// After an error: find the coordinator again if it moved or the connection broke.
+    fn forget_if_moved(&mut self, e: &client::Error) {
+        let moved = matches!(
+            e.kafka_code(),
+            Some(KafkaCode::NotCoordinator) | Some(KafkaCode::CoordinatorNotAvailable)
+        );
+        let transport = e.kafka_code().is_none()
+            && !matches!(
+                e,
+                client::Error::UnsupportedVersion { .. } | client::Error::Misuse(_)
+            );
+        if moved || transport {
+            self.node = None;
+        }
+    }
+
+    /// Fail now, with the reason, if the cluster does not offer the consumer group protocol
+    /// (KIP-848: Kafka 4.0+). A cluster that cannot be asked yet is given the benefit of
+    /// the doubt: the first heartbeat will tell.
+    pub(super) fn check_consumer_protocol(&mut self) -> Result<(), Error> {
+        let id = match self.node() {
+            Ok(id) => id,
+            Err(e) if e.is_retriable() => return Ok(()),
+            Err(e) => return Err(Error::Client(e)),
+        };
+        let conn = match self.cluster.dedicated(id) {
+            Ok(c) => c,
+            Err(e) if e.is_retriable() => return Ok(()),
+            Err(e) => return Err(Error::Client(e)),
+        };
+        // Kafka 3.7-3.9 list ConsumerGroupHeartbeat v0 (a preview, off by default); a 4.x
+        // cluster still at group.version 0 lists v1 but refuses it. Either way: not offered.
+        let versions = conn.broker_versions();
+        let listed = conn.version::<ConsumerGroupHeartbeatRequest>().is_ok();
+        let enabled = versions.feature("group.version").is_some_and(|v| v >= 1)
+            || versions.feature("metadata.version").is_none();
+        if listed && enabled {
+            Ok(())
+        } else {
+            Err(self.unsupported())
+        }
+    }
+
+    /// The error for a cluster without the consumer group protocol, naming the broker and
+    /// the release it runs.
+    pub(super) fn unsupported(&mut self) -> Error {
+        let (broker, release) = match self.node.and_then(|id| self.cluster.dedicated(id).ok()) {
+            Some(conn) => (conn.broker().to_owned(), conn.broker_versions().release()),
+            None => ("the coordinator".to_owned(), None),
+        };
+        Error::ProtocolUnsupported {
+            broker,
+            release: release.unwrap_or_else(|| "a cluster without group.version 1".to_owned()),
+        }
+    }
+
+    /// Commit `offsets` as `member`: one result per partition.
+    pub(super) fn commit(
+        &mut self,
+        member: &GroupMember,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> client::Result<Vec<(TopicPartition, client::Result<()>)>> {
+        let group = self.group.clone();
+        self.call(
+            |v| -> OffsetCommitRequest { offset_commit_request(&group, member, offsets, v) },
+            None,
+            |resp, broker| Ok(read_offset_commit(resp, broker)),
+        )
+    }
+
+    /// The group's committed offsets of `partitions` (absent: none), asked as `member`.
+    pub(super) fn committed(
+        &mut self,
+        member: Option<&GroupMember>,
+        partitions: &[TopicPartition],
+    ) -> client::Result<BTreeMap<TopicPartition, i64>> {
+        let group = self.group.clone();
+        self.call(
+            |v| -> OffsetFetchRequest { offset_fetch_request(&group, partitions, member, v) },
+            None,
+            read_offset_fetch,
+        )
+    }
+}

@@ -1,0 +1,371 @@
+//! [`ConsumerPool`]: N member threads, each a [`Consumer`] in the pool's group, each running
+//! a handler on its records and committing what the handler finished.
+//!
+//! ```text
+//!  kpipe-consumer-i: fill (poll) ─▶ handler, record by record ─▶ finished ─▶ commit (interval)
+//!       │  between records: group events (revoke: finish, commit, give back), commits due
+//!  kpipe-group-i:   join, heartbeats (also while the handler runs), reconcile, commits
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::client::{Backoff, Cluster, Connector, TopicPartition};
+use crate::sync::Locked;
+
+use super::consumer::{connect_checked, Consumer, Mode};
+use super::{ConsumedRecord, ConsumerConfig, ConsumerStats, Error, OnHandlerError, Shared};
+
+/// What a pool did, from [`ConsumerPool::close`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerSummary {
+    /// Records the handler finished.
+    pub handled: u64,
+    /// Records skipped after a handler error.
+    pub skipped: u64,
+    /// The last offset committed, per partition (the next offset to read).
+    pub committed: BTreeMap<TopicPartition, i64>,
+    /// Member threads that had not finished by the close deadline.
+    pub unfinished_members: usize,
+    /// Why the pool stopped on its own, if it did (a `Stop` policy or a fatal error).
+    pub stopped_because: Option<String>,
+}
+
+/// N consumer threads in one group, each handing its records to a handler.
+pub struct ConsumerPool {
+    shared: Arc<Shared>,
+    started: Instant,
+    threads: Vec<JoinHandle<()>>,
+    close_deadline: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl std::fmt::Debug for ConsumerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerPool")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+impl ConsumerPool {
+    /// Start `config.threads` members, each with its own handler made by `make_handler(i)`.
+    /// Fails at once if the brokers cannot be reached, a topic does not exist, or the group
+    /// protocol asked for is not offered.
+    pub fn start<F, H, E>(config: ConsumerConfig, make_handler: F) -> Result<ConsumerPool, Error>
+    where
+        F: Fn(usize) -> H,
+        H: FnMut(&ConsumedRecord) -> Result<(), E> + Send + 'static,
+        E: Display,
+    {
+        config.validate()?;
+        let cluster = connect_checked(&config)?;
+        let connector = cluster.connector().clone();
+        let shared = Arc::new(Shared::new(config.shutdown.clone()));
+        let close_deadline = Arc::new(std::sync::Mutex::new(None));
+        // The first member starts here, so that a cluster without the group protocol asked
+        // for is an error now; the others connect on their own threads.
+        let first = Consumer::member(
+            0,
+            config.clone(),
+            config.instance_id_of(0),
+            cluster,
+            shared.clone(),
+            Mode::Pool,
+        )?;
+        let mut first = Some(first);
+        let mut threads = Vec::with_capacity(config.threads);
+        for i in 0..config.threads {
+            let handler = make_handler(i);
+            let member = Member {
+                idx: i,
+                config: config.clone(),
+                shared: shared.clone(),
+                close_deadline: close_deadline.clone(),
+            };
+            let start = first.take().ok_or_else(|| connector.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("kpipe-consumer-{i}"))
+                .spawn(move || member.run(start, handler));
+            match spawned {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    return Err(Error::Config {
+                        field: "threads",
+                        reason: format!("cannot start thread {i}: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(ConsumerPool {
+            shared,
+            started: Instant::now(),
+            threads,
+            close_deadline,
+        })
+    }
+
+    /// Start a pool whose members share clones of one handler.
+    pub fn start_cloned<H, E>(config: ConsumerConfig, handler: H) -> Result<ConsumerPool, Error>
+    where
+        H: FnMut(&ConsumedRecord) -> Result<(), E> + Clone + Send + 'static,
+        E: Display,
+    {
+        Self::start(config, move |_| handler.clone())
+    }
+
+    /// A snapshot of the counters, per-partition progress and members.
+    pub fn stats(&self) -> ConsumerStats {
+        self.shared.snapshot(self.started.elapsed())
+    }
+
+    /// Whether every member thread has ended (after a `Stop` policy, say).
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+
+    /// Stop fetching, let each member finish its record in hand, commit, leave the group and
+    /// end, all within `timeout`; then report.
+    pub fn close(self, timeout: Duration) -> ConsumerSummary {
+        let deadline = Instant::now() + timeout;
+        *self.close_deadline.locked() = Some(deadline);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let mut unfinished = 0;
+        for h in self.threads {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                if h.join().is_err() {
+                    self.shared.stop_pool("a member thread panicked".into());
+                }
+            } else {
+                unfinished += 1; // detached: it ends on its own when its current call returns
+            }
+        }
+        let s = &*self.shared;
+        ConsumerSummary {
+            handled: s.handled.get(),
+            skipped: s.skipped.get(),
+            committed: s.committed.locked().clone(),
+            unfinished_members: unfinished,
+            stopped_because: s.stopped_because.locked().clone(),
+        }
+    }
+}
+
+/// The outcome of handing one record to the handler.
+enum Handled {
+    Done,
+    Skipped,
+    /// Stop requested while retrying, or the Stop policy: the record is not done.
+    Interrupted,
+    /// Its partition was taken away while retrying: the record is left to the next owner.
+    Abandoned,
+}
+
+/// One member thread.
+struct Member {
+    idx: usize,
+    config: ConsumerConfig,
+    shared: Arc<Shared>,
+    close_deadline: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Member {
+    fn run<H, E>(self, start: Result<Consumer, Connector>, mut handler: H)
+    where
+        H: FnMut(&ConsumedRecord) -> Result<(), E>,
+        E: Display,
+    {
+        let mut consumer = match start {
+            Ok(c) => c,
+            Err(connector) => match self.connect(connector) {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        if let Err(e) = self.work(&mut consumer, &mut handler) {
+            log::error!("consumer {}: {e}", self.idx);
+            self.shared.stop_pool(e.to_string());
+        }
+        let deadline = self
+            .close_deadline
+            .locked()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(30));
+        if let Err(e) = consumer.shutdown(deadline) {
+            log::warn!("consumer {}: closing: {e}", self.idx);
+        }
+    }
+
+    /// A member of its own: connect (retrying what may pass) and join.
+    fn connect(&self, connector: Connector) -> Option<Consumer> {
+        let mut backoff = self.config.client.backoff();
+        loop {
+            let attempt = Cluster::connect_with(self.config.client.clone(), connector.clone())
+                .map_err(Error::from)
+                .and_then(|cluster| {
+                    Consumer::member(
+                        self.idx,
+                        self.config.clone(),
+                        self.config.instance_id_of(self.idx),
+                        cluster,
+                        self.shared.clone(),
+                        Mode::Pool,
+                    )
+                });
+            match attempt {
+                Ok(c) => return Some(c),
+                Err(Error::Client(e)) if e.is_retriable() => {
+                    log::warn!("consumer {}: connecting: {e}", self.idx);
+                    if self.shared.stopping() {
+                        return None;
+                    }
+                    std::thread::sleep(backoff.next_delay());
+                }
+                // Refused credentials or certificates, or a bad setting: retrying cannot help.
+                Err(e) => {
+                    self.shared
+                        .stop_pool(format!("consumer {}: connecting: {e}", self.idx));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Fetch and handle until the pool stops.
+    fn work<H, E>(&self, consumer: &mut Consumer, handler: &mut H) -> Result<(), Error>
+    where
+        H: FnMut(&ConsumedRecord) -> Result<(), E>,
+        E: Display,
+    {
+        let mut records = Vec::with_capacity(self.config.max_poll_records);
+        while !self.shared.stopping() {
+            records.clear();
+            consumer.fill(
+                &mut records,
+                self.config.max_poll_records,
+                Duration::from_millis(100),
+            )?;
+            let revision = consumer.revision();
+            // Finished records are noted per partition run, not per record: a map look-up
+            // per record would cost more than a small handler.
+            let mut run: Option<(Arc<str>, i32, i64)> = None;
+            let mut handled = 0u64;
+            for rec in records.drain(..) {
+                if consumer.service_due(Instant::now()) {
+                    flush(consumer, &mut run, &mut handled, &self.shared);
+                    consumer.service()?;
+                }
+                if consumer.revision() != revision && !consumer.owns(&rec.topic, rec.partition) {
+                    continue; // given back meanwhile: the next owner handles it
+                }
+                if run
+                    .as_ref()
+                    .is_some_and(|(t, p, _)| *p != rec.partition || **t != *rec.topic)
+                {
+                    flush(consumer, &mut run, &mut handled, &self.shared);
+                }
+                match self.handle(consumer, &rec, handler)? {
+                    Handled::Done => handled += 1,
+                    Handled::Skipped => self.shared.skipped.add(1),
+                    Handled::Abandoned => continue,
+                    Handled::Interrupted => {
+                        flush(consumer, &mut run, &mut handled, &self.shared);
+                        return Ok(());
+                    }
+                }
+                consumer.note_progress();
+                run = Some((rec.topic.clone(), rec.partition, rec.offset + 1));
+            }
+            flush(consumer, &mut run, &mut handled, &self.shared);
+        }
+        Ok(())
+    }
+
+    fn handle<H, E>(
+        &self,
+        consumer: &mut Consumer,
+        rec: &ConsumedRecord,
+        handler: &mut H,
+    ) -> Result<Handled, Error>
+    where
+        H: FnMut(&ConsumedRecord) -> Result<(), E>,
+        E: Display,
+    {
+        if self.shared.stopping() {
+            return Ok(Handled::Interrupted);
+        }
+        let mut backoff: Option<Backoff> = None;
+        loop {
+            let err = match handler(rec) {
+                Ok(()) => return Ok(Handled::Done),
+                Err(e) => e,
+            };
+            self.shared.handler_errors.add(1);
+            let at = format!("{}-{}@{}", rec.topic, rec.partition, rec.offset);
+            match self.config.on_error {
+                OnHandlerError::Skip => {
+                    log::warn!(
+                        "consumer {}: handler failed on {at}, skipped: {err}",
+                        self.idx
+                    );
+                    return Ok(Handled::Skipped);
+                }
+                OnHandlerError::Stop => {
+                    self.shared
+                        .stop_pool(format!("the handler failed on {at}: {err}"));
+                    return Ok(Handled::Interrupted);
+                }
+                OnHandlerError::Retry {
+                    backoff: first,
+                    max_backoff,
+                } => {
+                    let delay = backoff
+                        .get_or_insert_with(|| Backoff::new(first, max_backoff))
+                        .next_delay();
+                    log::warn!(
+                        "consumer {}: handler failed on {at}, retrying in {delay:?}: {err}",
+                        self.idx
+                    );
+                    // Waiting on purpose is progress: the watchdog leaves the member be.
+                    consumer.note_progress();
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until {
+                        if self.shared.stopping() {
+                            return Ok(Handled::Interrupted);
+                        }
+                        consumer.service()?;
+                        if !consumer.owns(&rec.topic, rec.partition) {
+                            return Ok(Handled::Abandoned);
+                        }
+                        std::thread::sleep(
+                            until
+                                .saturating_duration_since(Instant::now())
+                                .min(Duration::from_millis(50)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Note the current run of finished records.
+fn flush(
+    consumer: &mut Consumer,
+    run: &mut Option<(Arc<str>, i32, i64)>,
+    handled: &mut u64,
+    shared: &Shared,
+) {
+    if let Some((topic, partition, next)) = run.take() {
+        consumer.finished(&topic, partition, next);
+    }
+    if *handled > 0 {
+        shared.handled.add(std::mem::take(handled));
+    }
+}
