@@ -40,7 +40,7 @@ pub(crate) use group::{
     consumer_heartbeat_request, heartbeat_request, join_request, leave_request,
     offset_commit_request, offset_fetch_request, read_consumer_heartbeat, read_heartbeat,
     read_join, read_leave, read_offset_commit, read_offset_fetch, read_sync, sync_request,
-    ConsumerHeartbeat, JoinAnswer, JoinParams, Joined,
+    ConsumerHeartbeat, ConsumerHeartbeatAnswer, JoinAnswer, JoinParams, Joined,
 };
 pub use group::{GroupMember, TopicPartition};
 pub use produce::{

@@ -25,14 +25,13 @@ use bytes::Bytes;
 
 use crate::client::{
     self, decode_assignment, decode_subscription, encode_assignment, encode_subscription,
-    heartbeat_request, join_request, leave_request, read_heartbeat, read_join, read_leave,
-    read_sync, sync_request, Assignment, Assignor, Backoff, GroupMember, JoinAnswer, JoinParams,
-    Joined, KafkaCode, Subscription, TopicPartition,
+    Assignment, Assignor, Backoff, GroupMember, JoinAnswer, JoinParams, Joined, KafkaCode,
+    Subscription, TopicPartition,
 };
 
 use super::super::config::ConsumerConfig;
 use super::super::{Error, Shared};
-use super::{names, Coordinator, MemberState, MemberStatus, Membership, Ownership};
+use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership};
 
 /// Where a classic member stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +95,7 @@ impl Classic {
     }
 
     /// Join the group when the member is ready to: eager members give everything back first.
-    fn join(&mut self, io: &mut Coordinator, own: &mut Ownership) -> Result<(), Error> {
+    fn join(&mut self, io: &mut dyn GroupIo, own: &mut Ownership) -> Result<(), Error> {
         if !self.assignor.is_cooperative() && !own.owned().is_empty() {
             own.revoke_all();
             self.state = State::Rejoining;
@@ -115,7 +114,7 @@ impl Classic {
         }
     }
 
-    fn join_and_sync(&mut self, io: &mut Coordinator, own: &mut Ownership) -> client::Result<()> {
+    fn join_and_sync(&mut self, io: &mut dyn GroupIo, own: &mut Ownership) -> client::Result<()> {
         let owned: Assignment = if self.assignor.is_cooperative() {
             to_assignment(own.owned())
         } else {
@@ -129,7 +128,7 @@ impl Classic {
         let metadata = encode_subscription(&subscription, self.assignor);
         // The coordinator holds JoinGroup until every member has joined (up to the rebalance
         // timeout), then SyncGroup until the leader has assigned.
-        let held = Some(self.rebalance_timeout + Duration::from_secs(5));
+        let held = self.rebalance_timeout + Duration::from_secs(5);
         let group = io.group().to_owned();
         let mut joined = None;
         for _ in 0..2 {
@@ -142,7 +141,7 @@ impl Classic {
                 protocols: vec![(self.assignor.name(), metadata.clone())],
                 reason: self.reason,
             };
-            match io.call(|v| join_request(&params, v), held, read_join)? {
+            match io.join(&params, held)? {
                 JoinAnswer::MemberIdRequired(id) => self.member_id = id,
                 JoinAnswer::Joined(j) => {
                     joined = Some(j);
@@ -162,12 +161,7 @@ impl Classic {
         } else {
             Vec::new()
         };
-        let instance = self.instance_id.clone();
-        let raw = io.call(
-            |v| sync_request(&group, &joined, instance.as_deref(), plan, v),
-            held,
-            read_sync,
-        )?;
+        let raw = io.sync(&joined, self.instance_id.as_deref(), plan, held)?;
         let assignment = decode_assignment(&raw).map_err(|detail| client::Error::Protocol {
             broker: "the coordinator".into(),
             detail,
@@ -222,7 +216,7 @@ impl Classic {
     /// As leader: every member's assignment.
     fn lead(
         &mut self,
-        io: &mut Coordinator,
+        io: &mut dyn GroupIo,
         joined: &Joined,
     ) -> client::Result<Vec<(String, Bytes)>> {
         let assignor = Assignor::from_name(&joined.protocol).unwrap_or(self.assignor);
@@ -236,20 +230,7 @@ impl Classic {
             topics.extend(sub.topics.iter().cloned());
             subscriptions.insert(id.clone(), sub);
         }
-        let mut counts = BTreeMap::new();
-        let cluster = io.cluster();
-        for t in topics {
-            cluster.invalidate(Some(&t));
-            match cluster.topic(&t) {
-                Ok(info) => {
-                    counts.insert(t, info.partitions.len() as i32);
-                }
-                Err(client::Error::UnknownTopic { .. }) => {
-                    log::warn!("consumer: subscribed topic {t} does not exist")
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let counts = io.partition_counts(&topics)?;
         let plan = assignor.assign(&subscriptions, &counts);
         Ok(plan
             .iter()
@@ -290,17 +271,12 @@ impl Classic {
         Ok(())
     }
 
-    fn heartbeat(&mut self, io: &mut Coordinator, own: &mut Ownership) -> Result<(), Error> {
+    fn heartbeat(&mut self, io: &mut dyn GroupIo, own: &mut Ownership) -> Result<(), Error> {
         self.next_heartbeat = Instant::now() + self.heartbeat_interval;
         let Some(member) = self.member() else {
             return Ok(());
         };
-        let group = io.group().to_owned();
-        let Err(e) = io.call(
-            |v| heartbeat_request(&group, &member, v),
-            None,
-            read_heartbeat,
-        ) else {
+        let Err(e) = io.heartbeat(&member) else {
             return Ok(());
         };
         match e.kafka_code() {
@@ -353,23 +329,22 @@ impl Membership for Classic {
         }
     }
 
-    fn tick(&mut self, io: &mut Coordinator, own: &mut Ownership) -> Result<(), Error> {
+    fn tick(&mut self, io: &mut dyn GroupIo, own: &mut Ownership) -> Result<(), Error> {
         let now = Instant::now();
-        match self.state {
-            State::Joining if now >= self.next_join => self.join(io, own),
-            State::Stable if now >= self.next_heartbeat => self.heartbeat(io, own),
-            State::Rejoining => {
-                if now >= self.next_heartbeat {
-                    // Keep the session while the member finishes what it gives back.
-                    self.heartbeat(io, own)?;
-                }
-                if self.state == State::Rejoining && own.is_settled() {
-                    self.join(io, own)?;
-                }
-                Ok(())
-            }
-            _ => Ok(()),
+        if matches!(self.state, State::Stable | State::Rejoining) && now >= self.next_heartbeat {
+            // Also while rejoining: the session lasts while the member finishes what it
+            // gives back.
+            self.heartbeat(io, own)?;
         }
+        let ready = match self.state {
+            State::Joining => Instant::now() >= self.next_join,
+            State::Rejoining => own.is_settled(),
+            _ => false,
+        };
+        if ready {
+            self.join(io, own)?;
+        }
+        Ok(())
     }
 
     fn member(&self) -> Option<GroupMember> {
@@ -378,6 +353,10 @@ impl Membership for Classic {
             generation: self.generation,
             instance_id: self.instance_id.clone(),
         })
+    }
+
+    fn heartbeat_now(&mut self) {
+        self.next_heartbeat = Instant::now();
     }
 
     fn refused(&mut self, code: KafkaCode, own: &mut Ownership) {
@@ -402,16 +381,11 @@ impl Membership for Classic {
         }
     }
 
-    fn stall(&mut self, io: &mut Coordinator, own: &mut Ownership) {
+    fn stall(&mut self, io: &mut dyn GroupIo, own: &mut Ownership) {
         // A static member keeps its place: its partitions wait for it for the session
         // timeout, and it gets them back if it moves again by then.
         if self.instance_id.is_none() && !self.member_id.is_empty() {
-            let (group, member_id) = (io.group().to_owned(), self.member_id.clone());
-            if let Err(e) = io.call(
-                |v| leave_request(&group, &member_id, None, v),
-                None,
-                read_leave,
-            ) {
+            if let Err(e) = io.leave(&self.member_id) {
                 log::debug!("consumer: leaving after a stall: {e}");
             }
             self.member_id.clear();
@@ -427,17 +401,12 @@ impl Membership for Classic {
         self.reason = "the member moves again after a stall";
     }
 
-    fn leave(&mut self, io: &mut Coordinator, own: &mut Ownership, leave: bool) {
+    fn leave(&mut self, io: &mut dyn GroupIo, own: &mut Ownership, leave: bool) {
         // Static members never send LeaveGroup (as in the Java client): their partitions
         // wait for them for the session timeout, so a restart causes no rebalance.
         if leave && self.instance_id.is_none() && !self.member_id.is_empty() {
-            let (group, member_id) = (io.group().to_owned(), self.member_id.clone());
-            match io.call(
-                |v| leave_request(&group, &member_id, None, v),
-                None,
-                read_leave,
-            ) {
-                Ok(()) => log::debug!("consumer {member_id} left {group:?}"),
+            match io.leave(&self.member_id) {
+                Ok(()) => log::debug!("consumer {} left {:?}", self.member_id, io.group()),
                 Err(e) => log::debug!("consumer: leaving: {e}"),
             }
         }
@@ -452,4 +421,225 @@ fn to_assignment(partitions: &BTreeSet<TopicPartition>) -> Assignment {
         out.entry(t.clone()).or_default().push(*p);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::script::{events, refusal, tp, Script};
+    use super::*;
+
+    fn member(assignor: Assignor, instance: Option<&str>) -> (Classic, Script, Ownership) {
+        let mut config = ConsumerConfig::new("b:9092", "g", &["t"]);
+        config.assignor = assignor;
+        let m = Classic::new(
+            &config,
+            instance.map(str::to_owned),
+            Arc::new(Shared::default()),
+        );
+        let script = Script {
+            counts: BTreeMap::from([("t".to_string(), 4)]),
+            ..Script::default()
+        };
+        (m, script, Ownership::default())
+    }
+
+    impl Classic {
+        fn hurry(&mut self) {
+            self.next_heartbeat = Instant::now();
+            self.next_join = Instant::now();
+        }
+    }
+
+    /// Script one JoinGroup + SyncGroup round giving `ps` of topic t, as a follower.
+    fn round(io: &mut Script, generation: i32, ps: &[i32]) {
+        io.joins.push_back(Ok(JoinAnswer::Joined(Joined {
+            generation,
+            member_id: "me".into(),
+            leader: "someone-else".into(),
+            protocol: "range".into(),
+            members: Vec::new(),
+            skip_assignment: false,
+        })));
+        let a = Assignment::from([("t".to_string(), ps.to_vec())]);
+        io.syncs.push_back(Ok(encode_assignment(&a)));
+    }
+
+    fn owned_in_join(io: &Script, n: usize) -> Vec<i32> {
+        io.sent_joins[n]
+            .1
+            .owned
+            .get("t")
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn eager_members_give_everything_back_before_joining_again() {
+        let (mut m, mut io, mut own) = member(Assignor::Range, None);
+        round(&mut io, 1, &[0, 1]);
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(events(&mut own), ["assigned t0 t1"]);
+        assert_eq!(m.member().unwrap().generation, 1);
+        m.hurry();
+        io.heartbeats
+            .push_back(Err(refusal(KafkaCode::RebalanceInProgress)));
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(events(&mut own), ["revoke t0 t1"]);
+        assert_eq!(
+            io.sent_joins.len(),
+            1,
+            "no JoinGroup before the partitions are back"
+        );
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(io.sent_joins.len(), 1);
+        own.released(&[tp("t", 0), tp("t", 1)]);
+        round(&mut io, 2, &[2, 3]);
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(io.sent_joins.len(), 2);
+        assert!(
+            owned_in_join(&io, 1).is_empty(),
+            "eager members own nothing when they join"
+        );
+        assert_eq!(io.sent_joins[1].0, "me", "with the member id it had");
+        assert_eq!(events(&mut own), ["assigned t2 t3"]);
+        assert_eq!(m.status().state, MemberState::Stable);
+    }
+
+    #[test]
+    fn cooperative_members_keep_what_stays_and_join_again_after_giving_back_what_moved() {
+        let (mut m, mut io, mut own) = member(Assignor::CooperativeSticky, None);
+        round(&mut io, 1, &[0, 1, 2, 3]);
+        m.tick(&mut io, &mut own).unwrap();
+        events(&mut own);
+        m.hurry();
+        io.heartbeats
+            .push_back(Err(refusal(KafkaCode::RebalanceInProgress)));
+        round(&mut io, 2, &[0, 1]);
+        m.tick(&mut io, &mut own).unwrap();
+        // Joined at once, owning everything, and the leader took two away.
+        assert_eq!(owned_in_join(&io, 1), [0, 1, 2, 3]);
+        assert_eq!(
+            io.sent_joins[1].1.generation, 1,
+            "with the generation it owns them in"
+        );
+        assert_eq!(events(&mut own), ["revoke t2 t3"], "t0 and t1 never stop");
+        assert_eq!(m.status().state, MemberState::Reconciling);
+        own.released(&[tp("t", 2), tp("t", 3)]);
+        round(&mut io, 3, &[0, 1]);
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(owned_in_join(&io, 2), [0, 1], "the second round");
+        assert!(events(&mut own).is_empty(), "nothing more moves");
+        assert_eq!(m.status().state, MemberState::Stable);
+        assert_eq!(m.member().unwrap().generation, 3);
+    }
+
+    #[test]
+    fn the_leader_assigns_every_member_from_their_subscriptions() {
+        let (mut m, mut io, mut own) = member(Assignor::Range, None);
+        let sub = |topics: &[&str]| {
+            encode_subscription(
+                &Subscription {
+                    topics: topics.iter().map(|t| t.to_string()).collect(),
+                    ..Subscription::default()
+                },
+                Assignor::Range,
+            )
+        };
+        io.joins.push_back(Ok(JoinAnswer::Joined(Joined {
+            generation: 1,
+            member_id: "a".into(),
+            leader: "a".into(),
+            protocol: "range".into(),
+            members: vec![("a".into(), sub(&["t"])), ("b".into(), sub(&["t"]))],
+            skip_assignment: false,
+        })));
+        io.syncs.push_back(Ok(encode_assignment(&Assignment::from([(
+            "t".to_string(),
+            vec![0, 1],
+        )]))));
+        m.tick(&mut io, &mut own).unwrap();
+        let plan: BTreeMap<String, Assignment> = io.sent_plans[0]
+            .iter()
+            .map(|(m, a)| (m.clone(), decode_assignment(a).unwrap()))
+            .collect();
+        assert_eq!(plan["a"]["t"], [0, 1]);
+        assert_eq!(plan["b"]["t"], [2, 3]);
+        assert_eq!(events(&mut own), ["assigned t0 t1"]);
+    }
+
+    #[test]
+    fn a_static_leader_told_to_skip_assignment_sends_no_plan() {
+        let (mut m, mut io, mut own) = member(Assignor::Range, Some("host-a"));
+        io.joins.push_back(Ok(JoinAnswer::Joined(Joined {
+            generation: 4,
+            member_id: "a".into(),
+            leader: "a".into(),
+            protocol: "range".into(),
+            members: vec![("a".into(), Bytes::from_static(b"not read"))],
+            skip_assignment: true,
+        })));
+        io.syncs.push_back(Ok(encode_assignment(&Assignment::from([(
+            "t".to_string(),
+            vec![3],
+        )]))));
+        m.tick(&mut io, &mut own).unwrap();
+        assert!(io.sent_plans[0].is_empty());
+        assert_eq!(events(&mut own), ["assigned t3"]);
+    }
+
+    #[test]
+    fn an_unknown_member_loses_its_partitions_and_joins_afresh() {
+        let (mut m, mut io, mut own) = member(Assignor::CooperativeSticky, None);
+        round(&mut io, 1, &[0, 1]);
+        m.tick(&mut io, &mut own).unwrap();
+        events(&mut own);
+        m.hurry();
+        io.heartbeats
+            .push_back(Err(refusal(KafkaCode::UnknownMemberId)));
+        io.joins
+            .push_back(Ok(JoinAnswer::MemberIdRequired("new-id".into())));
+        round(&mut io, 7, &[1]);
+        m.tick(&mut io, &mut own).unwrap();
+        // Lost first (nothing to commit: not ours any more), then joined afresh at once.
+        assert_eq!(events(&mut own), ["lost t0 t1", "assigned t1"]);
+        assert_eq!(
+            io.sent_joins[1].0, "",
+            "an unknown member starts without an id"
+        );
+        assert_eq!(
+            io.sent_joins[2].0, "new-id",
+            "then takes the id it is given"
+        );
+        assert!(owned_in_join(&io, 1).is_empty());
+        assert_eq!(m.member().unwrap().generation, 7);
+    }
+
+    #[test]
+    fn fatal_join_errors_stop_the_member_and_others_are_retried() {
+        let (mut m, mut io, mut own) = member(Assignor::Range, Some("host-a"));
+        io.joins
+            .push_back(Err(refusal(KafkaCode::CoordinatorLoadInProgress)));
+        m.tick(&mut io, &mut own).unwrap();
+        assert!(m.due() > Instant::now(), "retried after a backoff");
+        m.hurry();
+        io.joins
+            .push_back(Err(refusal(KafkaCode::FencedInstanceId)));
+        let err = m.tick(&mut io, &mut own).unwrap_err();
+        assert!(matches!(err, Error::GroupRefused { .. }), "{err}");
+        assert!(err.to_string().contains("FencedInstanceId"), "{err}");
+    }
+
+    #[test]
+    fn static_members_never_send_leave_group() {
+        let (mut m, mut io, mut own) = member(Assignor::Range, Some("host-a"));
+        round(&mut io, 1, &[0]);
+        m.tick(&mut io, &mut own).unwrap();
+        m.leave(&mut io, &mut own, true);
+        assert!(io.left.is_empty());
+        let (mut m, mut io, mut own) = member(Assignor::Range, None);
+        round(&mut io, 1, &[0]);
+        m.tick(&mut io, &mut own).unwrap();
+        m.leave(&mut io, &mut own, true);
+        assert_eq!(io.left, ["me"]);
+    }
 }

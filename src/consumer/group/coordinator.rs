@@ -2,9 +2,12 @@
 //! and one way to send a request that notices when the coordinator moved, and gives up a
 //! held request (JoinGroup waits a whole rebalance) when the member closes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use uuid::Uuid;
 
 use kafka_protocol::messages::{
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, HeartbeatResponse,
@@ -14,8 +17,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::Request;
 
 use crate::client::{
-    self, offset_commit_request, offset_fetch_request, read_offset_commit, read_offset_fetch,
-    Cluster, GroupMember, KafkaCode, TopicPartition,
+    self, consumer_heartbeat_request, heartbeat_request, join_request, leave_request,
+    offset_commit_request, offset_fetch_request, read_consumer_heartbeat, read_heartbeat,
+    read_join, read_leave, read_offset_commit, read_offset_fetch, read_sync, sync_request, Cluster,
+    ConsumerHeartbeat, ConsumerHeartbeatAnswer, GroupMember, JoinAnswer, JoinParams, Joined,
+    KafkaCode, TopicPartition,
 };
 
 use super::super::Error;
@@ -46,6 +52,135 @@ throttled!(
     SyncGroupResponse
 );
 
+/// What a [`Membership`](super::Membership) asks of its group coordinator and cluster: the
+/// group thread's [`Coordinator`] does it over the wire; unit tests script the answers.
+pub(crate) trait GroupIo {
+    /// The group's id.
+    fn group(&self) -> &str;
+    /// One JoinGroup, held by the coordinator for up to `wait`.
+    fn join(&mut self, params: &JoinParams<'_>, wait: Duration) -> client::Result<JoinAnswer>;
+    /// One SyncGroup: our assignment, raw.
+    fn sync(
+        &mut self,
+        joined: &Joined,
+        instance_id: Option<&str>,
+        plan: Vec<(String, Bytes)>,
+        wait: Duration,
+    ) -> client::Result<Bytes>;
+    /// One classic Heartbeat.
+    fn heartbeat(&mut self, member: &GroupMember) -> client::Result<()>;
+    /// LeaveGroup for a dynamic member.
+    fn leave(&mut self, member_id: &str) -> client::Result<()>;
+    /// One ConsumerGroupHeartbeat.
+    fn consumer_heartbeat(
+        &mut self,
+        hb: &ConsumerHeartbeat,
+    ) -> client::Result<ConsumerHeartbeatAnswer>;
+    /// Partition counts of `topics`, from fresh metadata; a topic that does not exist is
+    /// absent.
+    fn partition_counts(
+        &mut self,
+        topics: &BTreeSet<String>,
+    ) -> client::Result<BTreeMap<String, i32>>;
+    /// Topic ids of `topics`, from fresh metadata; unknown ones are absent.
+    fn topic_ids(&mut self, topics: &[String]) -> BTreeMap<String, Uuid>;
+    /// The error for a cluster that does not offer the consumer group protocol.
+    fn unsupported(&mut self) -> Error;
+}
+
+impl GroupIo for Coordinator {
+    fn group(&self) -> &str {
+        &self.group
+    }
+
+    fn join(&mut self, params: &JoinParams<'_>, wait: Duration) -> client::Result<JoinAnswer> {
+        self.call(|v| join_request(params, v), Some(wait), read_join)
+    }
+
+    fn sync(
+        &mut self,
+        joined: &Joined,
+        instance_id: Option<&str>,
+        plan: Vec<(String, Bytes)>,
+        wait: Duration,
+    ) -> client::Result<Bytes> {
+        let group = self.group.clone();
+        self.call(
+            |v| sync_request(&group, joined, instance_id, plan, v),
+            Some(wait),
+            read_sync,
+        )
+    }
+
+    fn heartbeat(&mut self, member: &GroupMember) -> client::Result<()> {
+        let group = self.group.clone();
+        self.call(
+            |v| heartbeat_request(&group, member, v),
+            None,
+            read_heartbeat,
+        )
+    }
+
+    fn leave(&mut self, member_id: &str) -> client::Result<()> {
+        let group = self.group.clone();
+        self.call(
+            |v| leave_request(&group, member_id, None, v),
+            None,
+            read_leave,
+        )
+    }
+
+    fn consumer_heartbeat(
+        &mut self,
+        hb: &ConsumerHeartbeat,
+    ) -> client::Result<ConsumerHeartbeatAnswer> {
+        let group = self.group.clone();
+        self.call(
+            |_| consumer_heartbeat_request(&group, hb),
+            None,
+            read_consumer_heartbeat,
+        )
+    }
+
+    fn partition_counts(
+        &mut self,
+        topics: &BTreeSet<String>,
+    ) -> client::Result<BTreeMap<String, i32>> {
+        let mut counts = BTreeMap::new();
+        for t in topics {
+            self.cluster.invalidate(Some(t));
+            match self.cluster.topic(t) {
+                Ok(info) => {
+                    counts.insert(t.clone(), info.partitions.len() as i32);
+                }
+                Err(client::Error::UnknownTopic { .. }) => {
+                    log::warn!("consumer: subscribed topic {t} does not exist")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(counts)
+    }
+
+    fn topic_ids(&mut self, topics: &[String]) -> BTreeMap<String, Uuid> {
+        let mut ids = BTreeMap::new();
+        for t in topics {
+            self.cluster.invalidate(Some(t));
+            match self.cluster.topic(t) {
+                Ok(info) => {
+                    ids.insert(t.clone(), info.id);
+                }
+                Err(e) => log::debug!("consumer: metadata for {t}: {e}"),
+            }
+        }
+        ids
+    }
+
+    fn unsupported(&mut self) -> Error {
+        Coordinator::unsupported(self)
+    }
+}
+
 /// How often a held request looks at the abort flag.
 const ABORT_CHECK: Duration = Duration::from_millis(50);
 
@@ -68,21 +203,11 @@ impl Coordinator {
         }
     }
 
-    /// The group's id.
-    pub(super) fn group(&self) -> &str {
-        &self.group
-    }
-
-    /// The cluster, for metadata (partition counts, topic ids).
-    pub(super) fn cluster(&mut self) -> &mut Cluster {
-        &mut self.cluster
-    }
-
     /// Send the request `build` makes for the negotiated version, wait up to `wait` (the
     /// request timeout if `None`) for the answer, and read it with `read`. A transport
     /// failure, NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE makes the next call find the
     /// coordinator again.
-    pub(super) fn call<R, T>(
+    fn call<R, T>(
         &mut self,
         build: impl FnOnce(i16) -> R,
         wait: Option<Duration>,

@@ -23,14 +23,11 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::client::{
-    self, consumer_heartbeat_request, read_consumer_heartbeat, Backoff, ConsumerHeartbeat,
-    GroupMember, KafkaCode, TopicPartition,
-};
+use crate::client::{self, Backoff, ConsumerHeartbeat, GroupMember, KafkaCode, TopicPartition};
 
 use super::super::config::ConsumerConfig;
 use super::super::{Error, Shared};
-use super::{names, Coordinator, MemberState, MemberStatus, Membership, Ownership};
+use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership};
 
 /// How long unresolved topic ids wait before metadata is asked again.
 const RESOLVE_EVERY: Duration = Duration::from_millis(500);
@@ -99,7 +96,7 @@ impl Kip848 {
         }
     }
 
-    fn heartbeat(&mut self, io: &mut Coordinator, own: &mut Ownership) -> Result<(), Error> {
+    fn heartbeat(&mut self, io: &mut dyn GroupIo, own: &mut Ownership) -> Result<(), Error> {
         let full = self.full || self.epoch == 0;
         // Acknowledge only a settled assignment: while partitions are being given back, the
         // coordinator must go on thinking we own them.
@@ -116,12 +113,7 @@ impl Kip848 {
             server_assignor: self.server_assignor.filter(|_| full).map(str::to_owned),
             owned: report.as_ref().map(|r| self.by_id(r)),
         };
-        let group = io.group().to_owned();
-        let answer = io.call(
-            |_| consumer_heartbeat_request(&group, &hb),
-            None,
-            read_consumer_heartbeat,
-        );
+        let answer = io.consumer_heartbeat(&hb);
         let now = Instant::now();
         let a = match answer {
             Ok(a) => a,
@@ -137,8 +129,9 @@ impl Kip848 {
         }
         if self.state == State::Joining {
             log::info!(
-                "consumer {} joined {group:?} at epoch {}",
+                "consumer {} joined {:?} at epoch {}",
                 self.member_id,
+                io.group(),
                 a.epoch
             );
             self.state = State::Stable;
@@ -159,7 +152,7 @@ impl Kip848 {
     fn failed(
         &mut self,
         e: client::Error,
-        io: &mut Coordinator,
+        io: &mut dyn GroupIo,
         own: &mut Ownership,
     ) -> Result<(), Error> {
         let now = Instant::now();
@@ -207,7 +200,7 @@ impl Kip848 {
     }
 
     /// Move toward the target: give back what left it first, then take up the rest.
-    fn reconcile(&mut self, io: &mut Coordinator, own: &mut Ownership) {
+    fn reconcile(&mut self, io: &mut dyn GroupIo, own: &mut Ownership) {
         let Some(target) = self.target.clone() else {
             return;
         };
@@ -250,23 +243,16 @@ impl Kip848 {
     /// asked again for them now and then).
     fn resolve(
         &mut self,
-        io: &mut Coordinator,
+        io: &mut dyn GroupIo,
         target: &BTreeMap<Uuid, Vec<i32>>,
     ) -> (BTreeSet<TopicPartition>, usize) {
         if target.keys().any(|id| !self.names.contains_key(id))
             && Instant::now() >= self.next_resolve
         {
             self.next_resolve = Instant::now() + RESOLVE_EVERY;
-            let cluster = io.cluster();
-            for t in &self.topics {
-                cluster.invalidate(Some(t));
-                match cluster.topic(t) {
-                    Ok(info) => {
-                        self.ids.insert(t.clone(), info.id);
-                        self.names.insert(info.id, t.clone());
-                    }
-                    Err(e) => log::debug!("consumer: metadata for {t}: {e}"),
-                }
+            for (t, id) in io.topic_ids(&self.topics) {
+                self.names.insert(id, t.clone());
+                self.ids.insert(t, id);
             }
         }
         let mut resolved = BTreeSet::new();
@@ -291,7 +277,7 @@ impl Kip848 {
     }
 
     /// Leave with epoch -1, or -2 for a static member (its partitions wait for it).
-    fn send_leave(&mut self, io: &mut Coordinator) {
+    fn send_leave(&mut self, io: &mut dyn GroupIo) {
         if self.epoch <= 0 {
             return;
         }
@@ -301,13 +287,8 @@ impl Kip848 {
             instance_id: self.instance_id.clone(),
             ..ConsumerHeartbeat::default()
         };
-        let group = io.group().to_owned();
-        match io.call(
-            |_| consumer_heartbeat_request(&group, &hb),
-            None,
-            read_consumer_heartbeat,
-        ) {
-            Ok(_) => log::debug!("consumer {} left {group:?}", self.member_id),
+        match io.consumer_heartbeat(&hb) {
+            Ok(_) => log::debug!("consumer {} left {:?}", self.member_id, io.group()),
             Err(e) => log::debug!("consumer {}: leaving: {e}", self.member_id),
         }
         self.epoch = 0;
@@ -337,18 +318,22 @@ impl Membership for Kip848 {
         }
     }
 
-    fn tick(&mut self, io: &mut Coordinator, own: &mut Ownership) -> Result<(), Error> {
+    fn tick(&mut self, io: &mut dyn GroupIo, own: &mut Ownership) -> Result<(), Error> {
         if matches!(self.state, State::Stalled | State::Left) {
             return Ok(());
         }
-        self.reconcile(io, own);
-        let acknowledge = self.epoch > 0
-            && own.is_settled()
-            && self.reported.as_ref().is_some_and(|r| r != own.owned());
-        if acknowledge || Instant::now() >= self.next_heartbeat {
-            self.heartbeat(io, own)?;
+        // At most the heartbeat that was due, then the acknowledgement its answer made due.
+        for _ in 0..2 {
             self.reconcile(io, own);
+            let acknowledge = self.epoch > 0
+                && own.is_settled()
+                && self.reported.as_ref().is_some_and(|r| r != own.owned());
+            if !acknowledge && Instant::now() < self.next_heartbeat {
+                break;
+            }
+            self.heartbeat(io, own)?;
         }
+        self.reconcile(io, own);
         Ok(())
     }
 
@@ -360,6 +345,10 @@ impl Membership for Kip848 {
         })
     }
 
+    fn heartbeat_now(&mut self) {
+        self.next_heartbeat = Instant::now();
+    }
+
     fn refused(&mut self, code: KafkaCode, own: &mut Ownership) {
         if matches!(
             code,
@@ -369,7 +358,7 @@ impl Membership for Kip848 {
         }
     }
 
-    fn stall(&mut self, io: &mut Coordinator, own: &mut Ownership) {
+    fn stall(&mut self, io: &mut dyn GroupIo, own: &mut Ownership) {
         self.send_leave(io);
         own.lose_all();
         self.target = None;
@@ -383,11 +372,214 @@ impl Membership for Kip848 {
         self.next_heartbeat = Instant::now();
     }
 
-    fn leave(&mut self, io: &mut Coordinator, own: &mut Ownership, leave: bool) {
+    fn leave(&mut self, io: &mut dyn GroupIo, own: &mut Ownership, leave: bool) {
         if leave {
             self.send_leave(io);
         }
         own.lose_all();
         self.state = State::Left;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::script::{answer, events, refusal, tp, Script};
+    use super::*;
+
+    const T: Uuid = Uuid::from_u128(7);
+
+    fn member(instance: Option<&str>) -> (Kip848, Script, Ownership) {
+        let config = ConsumerConfig::new("b:9092", "g", &["t"]);
+        let m = Kip848::new(
+            &config,
+            instance.map(str::to_owned),
+            Arc::new(Shared::default()),
+        );
+        let script = Script {
+            ids: BTreeMap::from([("t".to_string(), T)]),
+            ..Script::default()
+        };
+        (m, script, Ownership::default())
+    }
+
+    fn target(ps: &[i32]) -> Option<BTreeMap<Uuid, Vec<i32>>> {
+        Some(BTreeMap::from([(T, ps.to_vec())]))
+    }
+
+    /// Join and take up `ps`, acknowledged.
+    fn joined(ps: &[i32]) -> (Kip848, Script, Ownership) {
+        let (mut m, mut io, mut own) = member(None);
+        io.consumer.push_back(Ok(answer(1, target(ps))));
+        io.consumer.push_back(Ok(answer(1, None)));
+        m.tick(&mut io, &mut own).unwrap();
+        events(&mut own);
+        (m, io, own)
+    }
+
+    impl Kip848 {
+        fn hurry(&mut self) {
+            self.next_heartbeat = Instant::now();
+        }
+    }
+
+    fn owned(own: &Ownership) -> Vec<TopicPartition> {
+        own.owned().iter().cloned().collect()
+    }
+
+    #[test]
+    fn joins_with_every_field_then_acknowledges_what_it_took_up() {
+        let (mut m, mut io, mut own) = member(None);
+        io.consumer.push_back(Ok(answer(1, target(&[0, 1]))));
+        io.consumer.push_back(Ok(answer(1, None)));
+        m.tick(&mut io, &mut own).unwrap();
+        let join = &io.sent_consumer[0];
+        assert_eq!(join.epoch, 0);
+        assert_eq!(join.topics.as_deref(), Some(&["t".to_string()][..]));
+        assert_eq!(
+            join.owned,
+            Some(BTreeMap::new()),
+            "a join sends [] owned, not null"
+        );
+        assert!(join.rebalance_timeout.is_some());
+        assert_eq!(events(&mut own), ["assigned t0 t1"]);
+        let ack = &io.sent_consumer[1];
+        assert_eq!(
+            (ack.epoch, ack.topics.clone()),
+            (1, None),
+            "not a full heartbeat"
+        );
+        assert_eq!(ack.owned, target(&[0, 1]), "the acknowledgement, at once");
+        assert_eq!(m.member().unwrap().generation, 1);
+        assert_eq!(m.status().state, MemberState::Stable);
+    }
+
+    #[test]
+    fn gives_back_what_moved_before_taking_up_the_rest_and_then_acknowledges() {
+        let (mut m, mut io, mut own) = joined(&[0, 1]);
+        m.hurry();
+        io.consumer.push_back(Ok(answer(2, target(&[0, 2]))));
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(events(&mut own), ["revoke t1"]);
+        assert_eq!(
+            owned(&own),
+            [tp("t", 0), tp("t", 1)],
+            "t2 waits for t1 to go"
+        );
+        assert_eq!(m.status().state, MemberState::Reconciling);
+        // Until t1 is released, heartbeats only keep the member alive.
+        m.hurry();
+        io.consumer.push_back(Ok(answer(2, None)));
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(io.sent_consumer.last().unwrap().owned, None);
+        own.released(&[tp("t", 1)]);
+        io.consumer.push_back(Ok(answer(2, None)));
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(events(&mut own), ["assigned t2"]);
+        assert_eq!(io.sent_consumer.last().unwrap().owned, target(&[0, 2]));
+        assert_eq!(m.status().state, MemberState::Stable);
+    }
+
+    #[test]
+    fn a_fenced_member_loses_its_partitions_and_rejoins_at_epoch_zero() {
+        let (mut m, mut io, mut own) = joined(&[0, 1]);
+        m.hurry();
+        io.consumer
+            .push_back(Err(refusal(KafkaCode::FencedMemberEpoch)));
+        io.consumer.push_back(Ok(answer(5, target(&[1]))));
+        io.consumer.push_back(Ok(answer(5, None)));
+        m.tick(&mut io, &mut own).unwrap();
+        // Rejoined at once, in the same tick.
+        assert_eq!(events(&mut own), ["lost t0 t1", "assigned t1"]);
+        let rejoin = io.sent_consumer.last().unwrap();
+        assert_eq!(
+            (rejoin.epoch, rejoin.owned.clone()),
+            (0, Some(BTreeMap::new()))
+        );
+        assert!(rejoin.topics.is_some(), "every field again");
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(io.sent_consumer.last().unwrap().owned, target(&[1]));
+        assert_eq!(m.member().unwrap().generation, 5);
+    }
+
+    #[test]
+    fn commits_refused_as_fenced_lose_the_partitions_too() {
+        let (mut m, _io, mut own) = joined(&[0]);
+        m.refused(KafkaCode::StaleMemberEpoch, &mut own);
+        assert!(events(&mut own).is_empty(), "stale is retried, not fatal");
+        m.refused(KafkaCode::UnknownMemberId, &mut own);
+        assert_eq!(events(&mut own), ["lost t0"]);
+    }
+
+    #[test]
+    fn a_topic_id_not_yet_in_metadata_waits_and_then_is_taken_up() {
+        let (mut m, mut io, mut own) = member(None);
+        let other = Uuid::from_u128(99);
+        io.ids.clear();
+        io.consumer
+            .push_back(Ok(answer(1, Some(BTreeMap::from([(other, vec![0])])))));
+        m.tick(&mut io, &mut own).unwrap();
+        assert!(events(&mut own).is_empty(), "nothing taken up blindly");
+        assert!(own.owned().is_empty());
+        io.ids = BTreeMap::from([("t".to_string(), other)]);
+        m.next_resolve = Instant::now();
+        io.consumer.push_back(Ok(answer(1, None)));
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(events(&mut own), ["assigned t0"]);
+    }
+
+    #[test]
+    fn a_cluster_without_the_protocol_is_a_clear_error() {
+        let (mut m, mut io, mut own) = member(None);
+        io.consumer
+            .push_back(Err(refusal(KafkaCode::UnsupportedVersion)));
+        let err = m.tick(&mut io, &mut own).unwrap_err();
+        assert!(err.to_string().contains("Kafka 3.9"), "{err}");
+        let (mut m, mut io, mut own) = member(None);
+        io.consumer
+            .push_back(Err(refusal(KafkaCode::UnreleasedInstanceId)));
+        let err = m.tick(&mut io, &mut own).unwrap_err();
+        assert!(matches!(err, Error::GroupRefused { .. }), "{err}");
+    }
+
+    #[test]
+    fn transient_errors_retry_with_every_field() {
+        let (mut m, mut io, mut own) = joined(&[0]);
+        m.hurry();
+        io.consumer
+            .push_back(Err(refusal(KafkaCode::CoordinatorLoadInProgress)));
+        m.tick(&mut io, &mut own).unwrap();
+        assert!(events(&mut own).is_empty(), "the partitions stay");
+        assert!(m.due() > Instant::now(), "after a backoff");
+        m.hurry();
+        io.consumer.push_back(Ok(answer(1, None)));
+        m.tick(&mut io, &mut own).unwrap();
+        let again = io.sent_consumer.last().unwrap();
+        assert_eq!((again.epoch, again.owned.clone()), (1, target(&[0])));
+        assert!(again.topics.is_some());
+    }
+
+    #[test]
+    fn leaving_sends_epoch_minus_one_or_minus_two_for_a_static_member() {
+        let (mut m, mut io, mut own) = joined(&[0]);
+        m.leave(&mut io, &mut own, true);
+        assert_eq!(io.sent_consumer.last().unwrap().epoch, -1);
+        let (mut m, mut io, mut own) = member(Some("host-a"));
+        io.consumer.push_back(Ok(answer(1, None)));
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(io.sent_consumer[0].instance_id.as_deref(), Some("host-a"));
+        m.leave(&mut io, &mut own, true);
+        let leave = io.sent_consumer.last().unwrap();
+        assert_eq!(
+            (leave.epoch, leave.instance_id.as_deref()),
+            (-2, Some("host-a"))
+        );
+        let (mut m, mut io, mut own) = joined(&[0]);
+        let sent = io.sent_consumer.len();
+        m.leave(&mut io, &mut own, false);
+        assert_eq!(
+            io.sent_consumer.len(),
+            sent,
+            "leave_group_on_close false: like a crash"
+        );
     }
 }

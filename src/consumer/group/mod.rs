@@ -19,6 +19,8 @@
 mod classic;
 mod coordinator;
 mod kip848;
+#[cfg(test)]
+mod script;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +37,7 @@ use super::config::{ConsumerConfig, GroupProtocol};
 use super::{Error, Shared};
 
 pub(crate) use coordinator::Coordinator;
+use coordinator::GroupIo;
 
 /// The longest the group thread sleeps before looking at its watchdog and due work.
 const IDLE: Duration = Duration::from_millis(100);
@@ -232,23 +235,26 @@ pub(super) trait Membership: Send {
     fn due(&self) -> Instant;
 
     /// Do what is due now: join, heartbeat, reconcile, acknowledge. An error is fatal.
-    fn tick(&mut self, io: &mut Coordinator, own: &mut Ownership) -> Result<(), Error>;
+    fn tick(&mut self, io: &mut dyn GroupIo, own: &mut Ownership) -> Result<(), Error>;
 
     /// How the member names itself in OffsetCommit / OffsetFetch; `None` while it has no
     /// generation or epoch to commit under.
     fn member(&self) -> Option<GroupMember>;
 
+    /// Heartbeat at the next tick (a commit found the member's epoch stale).
+    fn heartbeat_now(&mut self);
+
     /// A commit was refused in a way that says the member lost its place (`code`).
     fn refused(&mut self, code: KafkaCode, own: &mut Ownership);
 
     /// The member made no progress for `max_poll_interval`: leave, lose the partitions.
-    fn stall(&mut self, io: &mut Coordinator, own: &mut Ownership);
+    fn stall(&mut self, io: &mut dyn GroupIo, own: &mut Ownership);
 
     /// The member made progress again after [`stall`](Self::stall): rejoin.
     fn resume(&mut self);
 
     /// Leave the group for good (`leave` false: as if crashed).
-    fn leave(&mut self, io: &mut Coordinator, own: &mut Ownership, leave: bool);
+    fn leave(&mut self, io: &mut dyn GroupIo, own: &mut Ownership, leave: bool);
 }
 
 /// State both threads of a member see.
@@ -553,6 +559,7 @@ impl Driver {
         let outcome = self.try_commit(&mine).or_else(|e| match e.kafka_code() {
             // The coordinator moved our epoch on since we last heard: heartbeat, then retry.
             Some(KafkaCode::StaleMemberEpoch) => {
+                self.member.heartbeat_now();
                 let _ = self.member.tick(&mut self.io, &mut self.own);
                 self.try_commit(&mine)
             }
