@@ -109,6 +109,18 @@ pub struct Opts {
     /// Consumer group.
     #[arg(long, global = true, default_value = "analytics-service-group")]
     pub group: String,
+    /// Group protocol: classic (JoinGroup/SyncGroup, the default) or consumer (KIP-848,
+    /// Kafka 4.0+: the coordinator assigns, and only moved partitions stop).
+    #[arg(long, global = true, value_enum, default_value = "classic")]
+    pub group_protocol: GroupProtocolArg,
+    /// Assignor of the classic protocol: range, roundrobin, or cooperative-sticky (members
+    /// keep what they own through a rebalance).
+    #[arg(long, global = true, value_enum, default_value = "range")]
+    pub assignor: AssignorArg,
+    /// Static membership: consumer thread i joins as ID-i, and gets its partitions back
+    /// without a rebalance when restarted within the session timeout.
+    #[arg(long, global = true, value_name = "ID")]
+    pub group_instance_id: Option<String>,
     /// Producer threads.
     #[arg(long, global = true, default_value_t = 4)]
     pub threads: usize,
@@ -165,6 +177,26 @@ pub struct Opts {
     /// Write the final summary as one JSON object to this file.
     #[arg(long, global = true)]
     pub summary_json: Option<PathBuf>,
+}
+
+/// `--group-protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupProtocolArg {
+    /// The classic protocol.
+    Classic,
+    /// The consumer protocol of KIP-848.
+    Consumer,
+}
+
+/// `--assignor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AssignorArg {
+    /// Contiguous ranges per topic.
+    Range,
+    /// Partitions dealt in turn.
+    Roundrobin,
+    /// Sticky and cooperative (KIP-429).
+    CooperativeSticky,
 }
 
 /// A switch.
@@ -667,6 +699,16 @@ fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
         let mut c = ConsumerConfig::new("localhost:9092", &o.group, &[o.topic.as_str()]);
         c.client = client.clone();
         c.threads = o.consumers;
+        c.group_protocol = match o.group_protocol {
+            GroupProtocolArg::Classic => consumer::GroupProtocol::Classic,
+            GroupProtocolArg::Consumer => consumer::GroupProtocol::Consumer,
+        };
+        c.assignor = match o.assignor {
+            AssignorArg::Range => consumer::Assignor::Range,
+            AssignorArg::Roundrobin => consumer::Assignor::RoundRobin,
+            AssignorArg::CooperativeSticky => consumer::Assignor::CooperativeSticky,
+        };
+        c.group_instance_id = o.group_instance_id.clone();
         c.offset_reset = if mode == Mode::Consume {
             OffsetReset::Earliest
         } else {

@@ -103,6 +103,32 @@ fn a_bounded_run_ends_with_nothing_missing_and_the_topic_holds_exactly_the_acked
 }
 
 #[test]
+fn each_group_protocol_reads_back_every_event() {
+    for args in [
+        ["--group-protocol", "consumer", "--assignor", "range"],
+        [
+            "--group-protocol",
+            "classic",
+            "--assignor",
+            "cooperative-sticky",
+        ],
+    ] {
+        let mut all = vec!["--count", "3000", "--consumers", "3"];
+        all.extend_from_slice(&args);
+        let (_, s) = run_ok("cli-protocol", &all);
+        assert_eq!(
+            (
+                s["consumed"].as_u64(),
+                s["missing"].as_u64(),
+                s["duplicates"].as_u64()
+            ),
+            (Some(3000), Some(0), Some(0)),
+            "{args:?}: {s}"
+        );
+    }
+}
+
+#[test]
 fn warmup_leaves_early_events_out_of_the_latency_but_not_out_of_the_count() {
     // A warm-up longer than the run: every event is sent during it.
     let (_, s) = run_ok(
@@ -289,6 +315,7 @@ fn bad_input_exits_2_with_a_message_in_time() {
             "does not exist",
         ),
         (vec!["consume", "--topic", &missing], "does not exist"),
+        (vec!["--group-protocol", "eager"], "classic, consumer"),
     ];
     for (args, needle) in cases {
         let (out, took) = run_to_end(&args, Duration::from_secs(30));
@@ -329,6 +356,9 @@ fn help_documents_every_flag_with_its_default() {
         "--summary-json",
         "--drain-timeout",
         "--warmup",
+        "--group-protocol",
+        "--assignor",
+        "--group-instance-id",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
