@@ -374,13 +374,14 @@ impl Consumer {
     // -----------------------------------------------------------------------------------
 
     /// Note progress for the `max_poll_interval` watchdog (a record handled).
-    pub(crate) fn note_progress(&self) {
+    pub(crate) fn note_progress(&mut self) {
         self.group.progress();
     }
 
-    /// Whether something waits for [`service`](Self::service): group events, or a commit.
-    pub(crate) fn service_due(&self, now: Instant) -> bool {
-        self.group.has_events() || now - self.last_commit >= self.config.commit_interval
+    /// Whether [`service`](Self::service) has something to do (group events, a commit):
+    /// one atomic load, for between records.
+    pub(crate) fn service_due(&self) -> bool {
+        self.group.poked()
     }
 
     /// Changes whenever the assignment does.

@@ -257,7 +257,7 @@ impl Member {
             let mut run: Option<(Arc<str>, i32, i64)> = None;
             let mut handled = 0u64;
             for rec in records.drain(..) {
-                if consumer.service_due(Instant::now()) {
+                if consumer.service_due() {
                     flush(consumer, &mut run, &mut handled, &self.shared);
                     consumer.service()?;
                 }

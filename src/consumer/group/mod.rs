@@ -262,6 +262,9 @@ pub(super) trait Membership: Send {
 pub(crate) struct Beacon {
     /// Bumped by the member thread whenever it makes progress (a poll, a record handled).
     progress: AtomicU64,
+    /// Set by the group thread when the member thread should look up from its records:
+    /// events wait, or a commit interval went by. One load per record to check.
+    poke: AtomicBool,
     /// Set when closing: a request the coordinator holds (JoinGroup) is given up.
     abort: AtomicBool,
 }
@@ -278,6 +281,8 @@ pub(crate) struct GroupHandle {
     events: Receiver<Event>,
     beacon: Arc<Beacon>,
     thread: Option<JoinHandle<()>>,
+    /// Progress noted so far (mirrored in the beacon).
+    progress: u64,
 }
 
 impl std::fmt::Debug for GroupHandle {
@@ -319,6 +324,8 @@ impl GroupHandle {
             beacon: beacon.clone(),
             shared,
             max_poll_interval: config.max_poll_interval,
+            commit_interval: config.commit_interval,
+            next_poke: Instant::now() + config.commit_interval,
             seen: (0, Instant::now()),
             stalled: false,
             failed: false,
@@ -338,17 +345,21 @@ impl GroupHandle {
             events,
             beacon,
             thread: Some(thread),
+            progress: 0,
         })
     }
 
-    /// Note progress (a poll, a record handled), for the `max_poll_interval` watchdog.
-    pub(crate) fn progress(&self) {
-        self.beacon.progress.fetch_add(1, Ordering::Relaxed);
+    /// Note progress (a poll, a record handled), for the `max_poll_interval` watchdog: a
+    /// plain store, this thread being the only writer.
+    pub(crate) fn progress(&mut self) {
+        self.progress += 1;
+        self.beacon.progress.store(self.progress, Ordering::Relaxed);
     }
 
-    /// Whether events wait (cheap enough to ask between records).
-    pub(crate) fn has_events(&self) -> bool {
-        !self.events.is_empty()
+    /// Whether the group thread asked the member to look up from its records (events
+    /// wait, or a commit is due); cheap enough to ask after every record. Clears the flag.
+    pub(crate) fn poked(&self) -> bool {
+        self.beacon.poke.load(Ordering::Relaxed) && self.beacon.poke.swap(false, Ordering::Relaxed)
     }
 
     /// The next event, if one waits.
@@ -418,6 +429,9 @@ struct Driver {
     beacon: Arc<Beacon>,
     shared: Arc<Shared>,
     max_poll_interval: Duration,
+    commit_interval: Duration,
+    /// When the member is next poked to commit.
+    next_poke: Instant,
     /// The progress count last seen, and when it last changed.
     seen: (u64, Instant),
     stalled: bool,
@@ -611,10 +625,20 @@ impl Driver {
 
     /// Send what the protocol decided to the member thread, and publish the member's status.
     fn flush(&mut self) {
+        let mut sent = false;
         for event in self.own.take_events() {
+            sent = true;
             if self.events.send(event).is_err() {
                 break; // the member is gone; the next recv notices
             }
+        }
+        let now = Instant::now();
+        if now >= self.next_poke {
+            self.next_poke = now + self.commit_interval;
+            sent = true;
+        }
+        if sent {
+            self.beacon.poke.store(true, Ordering::Relaxed);
         }
         self.publish();
     }
