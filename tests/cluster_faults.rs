@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kpipe::client::{ClientConfig, Cluster, NewTopic};
+use kpipe::consumer::{GroupProtocol, MemberState};
 use kpipe::producer::DeliveryResult;
 use kpipe::{ConsumedRecord, ConsumerPool, Producer, ProducerConfig, ProducerRecord};
 
@@ -600,10 +601,38 @@ fn all_brokers_down_fail_in_time_and_recover_without_a_new_producer() {
 
 #[test]
 fn a_killed_group_coordinator_is_found_again_and_commits_resume() {
+    coordinator_killed_mid_consume(GroupProtocol::Classic);
+}
+
+/// KIP-848: the group's `__consumer_offsets` partition gets a new leader, which loads the
+/// group (members, epochs, assignments) and gives every member a fresh session; the members
+/// meet a dead connection, NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE or
+/// COORDINATOR_LOAD_IN_PROGRESS, find the new coordinator and heartbeat on at the epoch they
+/// had: no member is fenced, no partition moves.
+#[test]
+fn a_killed_kip848_group_coordinator_is_found_again_and_the_members_keep_their_epoch() {
+    coordinator_killed_mid_consume(GroupProtocol::Consumer);
+}
+
+/// A pool of two members under `protocol` reads 40,000 records, slowly enough (1 ms each)
+/// that the consume outlasts the failover (about 10 s until the dead node is fenced), and the
+/// group's coordinator is killed (-9) once both members have settled and handled some.
+///
+/// Every record must be handled, the committed offsets must reach the end (commits resume
+/// at the new coordinator), and records handled twice must stay within what was uncommitted
+/// at the kill plus what was handled since. A coordinator moving is not a membership change
+/// under either protocol: the new coordinator loads the group from `__consumer_offsets` and
+/// starts every member's session afresh, so each member must end stable with the member id,
+/// generation (classic) or epoch (KIP-848) and partitions it had at the kill, and, since no
+/// partition moved, no record may be handled twice. Prints lost, duplicates, the longest the
+/// pool and each member went without handling a record after the kill, and each member's
+/// standing at the kill and at the end.
+fn coordinator_killed_mid_consume(protocol: GroupProtocol) {
+    let test = format!("coordinator kill -9 ({} protocol)", protocol.name());
     let _s = Session::begin();
     let mut cluster = connect();
     let topic = topic(&mut cluster, "coordinator", 6, 3, 2);
-    let n = 20_000u64;
+    let n = 40_000u64;
     let mut pc = producer_config(&topic);
     pc.linger = Duration::from_millis(20);
     let producer = Producer::new(pc).unwrap();
@@ -616,23 +645,38 @@ fn a_killed_group_coordinator_is_found_again_and_commits_resume() {
     );
     let group = common::unique_topic("coordinator-g");
     let handled: Arc<Mutex<HashMap<Id, u32>>> = Arc::new(Mutex::new(HashMap::new()));
+    // Which member handled a record, and when.
+    let times: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut cc = common::consumer_config(&group, &topic, 2);
     cc.client = config();
-    let h = handled.clone();
-    let pool = ConsumerPool::start_cloned(cc, move |r: &ConsumedRecord| {
-        if let Some(id) = r.value.as_deref().and_then(parse) {
-            *h.lock().unwrap().entry(id).or_insert(0) += 1;
+    cc.group_protocol = protocol;
+    let pool = ConsumerPool::start(cc, |member| {
+        let (h, t) = (handled.clone(), times.clone());
+        move |r: &ConsumedRecord| {
+            if let Some(id) = r.value.as_deref().and_then(parse) {
+                *h.lock().unwrap().entry(id).or_insert(0) += 1;
+            }
+            t.lock().unwrap().push((member, Instant::now()));
+            // Slow enough that the consume outlasts the failover.
+            std::thread::sleep(Duration::from_millis(1));
+            Ok::<(), String>(())
         }
-        // Slow enough that the kill lands mid-consume.
-        std::thread::sleep(Duration::from_micros(200));
-        Ok::<(), String>(())
     })
     .unwrap();
+    // Kill once both members are settled in the group and records flow.
+    common::await_condition(Duration::from_secs(60), "both members settled", || {
+        settled(&pool.stats())
+    });
     common::await_condition(Duration::from_secs(60), "some records handled", || {
         handled.lock().unwrap().len() > 2_000
     });
     let coordinator = kafka(&["coordinator", &group]);
     let at_kill = pool.stats();
+    assert!(
+        settled(&at_kill),
+        "{test}: settled at the kill: {at_kill:?}"
+    );
+    let killed_at = Instant::now();
     kafka(&["kill", &coordinator]);
     common::await_condition(Duration::from_secs(120), "every record handled", || {
         handled.lock().unwrap().len() as u64 == n
@@ -644,24 +688,120 @@ fn a_killed_group_coordinator_is_found_again_and_commits_resume() {
             .values()
             .all(|p| p.committed >= p.high_watermark)
     });
+    // Both members are back in the group, as the new coordinator sees it.
+    common::await_condition(Duration::from_secs(60), "both members stable again", || {
+        settled(&pool.stats())
+    });
     let stats = pool.stats();
+    let moved_to = kafka(&["coordinator", &group]);
     pool.close(Duration::from_secs(30));
     kafka(&["start", &coordinator]);
     let copies: u64 = handled.lock().unwrap().values().map(|&c| c as u64).sum();
-    let duplicates = copies - n;
+    let lost = n - handled.lock().unwrap().len() as u64;
+    let duplicates = copies - (n - lost);
     let uncommitted_at_kill: i64 = at_kill
         .partitions
         .values()
         .map(|p| p.position - p.committed.max(0))
         .sum();
+    let times = times.lock().unwrap().clone();
+    let pool_gap = longest_gap(times.iter().map(|(_, t)| *t), killed_at);
+    let member_gaps: Vec<String> = (0..2)
+        .map(|m| {
+            let gap = longest_gap(
+                times.iter().filter(|(w, _)| *w == m).map(|(_, t)| *t),
+                killed_at,
+            );
+            format!("member {m} {gap:?}")
+        })
+        .collect();
     println!(
-        "coordinator kill -9 (node {coordinator}): handled {copies} for {n} records, duplicates {duplicates}; uncommitted at the kill {uncommitted_at_kill}; {stats:?}"
+        "{test}: node {coordinator} killed, the group moved to node {moved_to}; handled {copies} for {n} records: lost {lost} duplicates {duplicates}; uncommitted at the kill {uncommitted_at_kill}; handled since the kill {}; commit failures {}, fetch errors {}, rebalances {} (at the kill {})",
+        stats.handled - at_kill.handled,
+        stats.commit_failures,
+        stats.fetch_errors,
+        stats.rebalances,
+        at_kill.rebalances
     );
+    println!(
+        "{test}: longest without handling after the kill: the pool {pool_gap:?}, {}",
+        member_gaps.join(", ")
+    );
+    let standing = |st: &kpipe::consumer::ConsumerStats, m: usize| match st.members.get(&m) {
+        Some(s) => format!(
+            "{:?} {} epoch/generation {} partitions {:?}",
+            s.state,
+            s.member_id,
+            s.generation,
+            st.assignments
+                .get(&m)
+                .map(|a| a.iter().map(|(_, p)| *p).collect::<Vec<_>>())
+        ),
+        None => "absent".to_owned(),
+    };
+    for m in 0..2 {
+        println!(
+            "{test}: member {m} at the kill: {}; at the end: {}",
+            standing(&at_kill, m),
+            standing(&stats, m)
+        );
+    }
+    assert_eq!(lost, 0, "{test}: every record handled");
     assert!(
         duplicates as i64 <= uncommitted_at_kill + stats.handled as i64 - at_kill.handled as i64,
-        "duplicates stay within what was handled since the last commit"
+        "{test}: duplicates stay within what was handled since the last commit"
+    );
+    assert!(
+        settled(&stats),
+        "{test}: both members in the group: {:?}",
+        stats.members
+    );
+    for m in 0..2 {
+        let (before, after) = (&at_kill.members[&m], &stats.members[&m]);
+        assert_eq!(
+            (&before.member_id, before.generation),
+            (&after.member_id, after.generation),
+            "{test}: member {m} keeps its member id and generation or epoch"
+        );
+        assert_eq!(
+            at_kill.assignments.get(&m),
+            stats.assignments.get(&m),
+            "{test}: member {m} keeps its partitions"
+        );
+    }
+    assert_eq!(
+        duplicates, 0,
+        "{test}: no partition moved, so no record is handled twice"
     );
     wait_in_sync(&topic);
+}
+
+/// Both members of a two-member pool are in the group (stable, with a generation or epoch)
+/// and hold a share of the topic's six partitions.
+fn settled(stats: &kpipe::consumer::ConsumerStats) -> bool {
+    let held: usize = stats.assignments.values().map(Vec::len).sum();
+    stats.members.len() == 2
+        && stats
+            .members
+            .values()
+            .all(|m| m.state == MemberState::Stable && m.generation > 0)
+        && stats.assignments.len() == 2
+        && stats.assignments.values().all(|a| !a.is_empty())
+        && held == 6
+}
+
+/// The longest stretch from `from` with no instant of `times` (those after the last one
+/// not counted: the work was done).
+fn longest_gap(times: impl Iterator<Item = Instant>, from: Instant) -> Duration {
+    let mut after: Vec<Instant> = times.filter(|t| *t >= from).collect();
+    after.sort();
+    std::iter::once(from)
+        .chain(after.iter().copied())
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
 }
 
 #[test]
