@@ -612,7 +612,15 @@ impl<S: Transport> Connection<S> {
             None => {
                 let limit = self.config.max_response_bytes;
                 let stream = self.stream.as_mut().expect("checked above");
-                match read_frame(stream, pending.deadline, limit) {
+                // A response read after its deadline (a prefetched fetch whose records took
+                // the caller long) was still in time if it is already arriving: only
+                // waiting for one that has not begun is a timeout.
+                let mut deadline = pending.deadline;
+                let now = Instant::now();
+                if now >= deadline && stream.wait_readable(Duration::ZERO).unwrap_or(false) {
+                    deadline = now + self.config.request_timeout;
+                }
+                match read_frame(stream, deadline, limit) {
                     Ok(frame) => frame,
                     Err(e) => {
                         let err = self.frame_error(e, &pending);
@@ -939,6 +947,25 @@ pub(crate) mod tests {
         let first = i32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
         let second = i32::from_be_bytes(out[4 + first..8 + first].try_into().unwrap()) as usize;
         assert_eq!(out.len(), 8 + first + second);
+    }
+
+    #[test]
+    fn a_response_read_after_its_deadline_counts_if_it_had_arrived() {
+        let mut md = MetadataResponse::default();
+        md.controller_id = 3.into();
+        let mut conn = connect_with(&frame(1, &md, 12)).unwrap();
+        // Sent with a deadline long gone (a prefetch whose records took the caller long).
+        let pending = conn
+            .send_within(&MetadataRequest::default(), 12, Duration::ZERO)
+            .unwrap();
+        let got = conn.receive::<MetadataRequest>(pending).unwrap();
+        assert_eq!(got.controller_id.0, 3);
+        // One that never came is still a timeout.
+        let pending = conn
+            .send_within(&MetadataRequest::default(), 12, Duration::ZERO)
+            .unwrap();
+        let err = conn.receive::<MetadataRequest>(pending).unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
     }
 
     #[test]
