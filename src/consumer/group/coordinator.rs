@@ -329,11 +329,16 @@ impl Coordinator {
         offsets: &BTreeMap<TopicPartition, i64>,
     ) -> client::Result<Vec<(TopicPartition, client::Result<()>)>> {
         let group = self.group.clone();
-        self.call(
+        let results = self.call(
             |v| -> OffsetCommitRequest { offset_commit_request(&group, member, offsets, v) },
             None,
             |resp, broker| Ok(read_offset_commit(resp, broker)),
-        )
+        )?;
+        // OffsetCommit says NOT_COORDINATOR per partition: find the coordinator again too.
+        if let Some(Err(e)) = results.iter().map(|(_, r)| r).find(|r| r.is_err()) {
+            self.forget_if_moved(e);
+        }
+        Ok(results)
     }
 
     /// The group's committed offsets of `partitions` (absent: none), asked as `member`.

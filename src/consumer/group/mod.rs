@@ -583,7 +583,12 @@ impl Driver {
             Ok(()) => result,
             Err(e) => {
                 self.shared.commit_failures.add(1);
-                log::warn!("consumer {}: commit failed: {e}", self.idx);
+                // A coordinator moving fails commits until it is found again: not news.
+                if e.is_retriable() {
+                    log::debug!("consumer {}: commit failed: {e}", self.idx);
+                } else {
+                    log::warn!("consumer {}: commit failed: {e}", self.idx);
+                }
                 if let Some(code) = e.kafka_code() {
                     self.member.refused(code, &mut self.own);
                 }
