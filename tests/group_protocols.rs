@@ -98,14 +98,17 @@ fn stop_the_world(log: &[Handled], from: Instant, to: Instant) -> Duration {
 
 /// Produce `n` keyed records at a steady rate on a thread of its own.
 fn steady_producer(topic: &str, n: usize, per_sec: usize) -> thread::JoinHandle<u64> {
-    let producer = kpipe::Producer::new(common::producer_config(topic)).unwrap();
+    let mut config = common::producer_config(topic);
+    config.linger = Duration::from_millis(1);
+    let producer = kpipe::Producer::new(config).unwrap();
     thread::spawn(move || {
         let start = Instant::now();
         for i in 0..n {
             producer
                 .send(kpipe::ProducerRecord::new(format!("v{i}")).key(format!("k{}", i % 600)))
                 .unwrap();
-            if i % 100 == 99 {
+            // In steps of 2 ms, so that gaps in handling longer than that are the consumers'.
+            if i % 10 == 9 {
                 let due = start + Duration::from_secs_f64((i + 1) as f64 / per_sec as f64);
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     thread::sleep(wait);
