@@ -59,6 +59,9 @@ pub(super) struct Kip848 {
     reported: Option<BTreeSet<TopicPartition>>,
     /// The latest target the coordinator gave, by topic id, until fully taken up.
     target: Option<BTreeMap<Uuid, Vec<i32>>>,
+    /// Whether working toward the target changed what the member owns (a rebalance, for
+    /// the stats).
+    moved: bool,
     ids: HashMap<String, Uuid>,
     names: HashMap<Uuid, String>,
     next_resolve: Instant,
@@ -87,6 +90,7 @@ impl Kip848 {
             full: true,
             reported: None,
             target: None,
+            moved: false,
             ids: HashMap::new(),
             names: HashMap::new(),
             next_resolve: now,
@@ -141,10 +145,10 @@ impl Kip848 {
             self.interval = a.interval;
         }
         self.next_heartbeat = now + self.interval;
+        // The newest target replaces any still being worked toward, even one equal to what
+        // the member owns (the coordinator changed its mind): it sends each only once.
         if let Some(target) = a.assignment {
-            if self.target.as_ref() != Some(&target) && self.by_id(own.owned()) != target {
-                self.target = Some(target);
-            }
+            self.target = Some(target);
         }
         Ok(())
     }
@@ -212,6 +216,7 @@ impl Kip848 {
         let gone: Vec<TopicPartition> = own.owned().difference(&resolved).cloned().collect();
         if !gone.is_empty() {
             log::info!("consumer {}: giving back {}", self.member_id, names(&gone));
+            self.moved = true;
             own.revoke(gone);
             if !own.is_settled() {
                 self.state = State::Reconciling;
@@ -231,10 +236,13 @@ impl Kip848 {
                 self.epoch
             );
             own.assign(added);
+            self.moved = true;
         }
         if unresolved == 0 {
             self.target = None;
-            self.shared.rebalances.add(1);
+            if std::mem::take(&mut self.moved) {
+                self.shared.rebalances.add(1);
+            }
         }
         self.state = State::Stable;
     }
@@ -476,6 +484,30 @@ mod tests {
         m.tick(&mut io, &mut own).unwrap();
         assert_eq!(events(&mut own), ["assigned t2"]);
         assert_eq!(io.sent_consumer.last().unwrap().owned, target(&[0, 2]));
+        assert_eq!(m.status().state, MemberState::Stable);
+    }
+
+    #[test]
+    fn a_newer_target_replaces_one_still_being_worked_toward() {
+        let (mut m, mut io, mut own) = joined(&[0, 1]);
+        m.hurry();
+        io.consumer.push_back(Ok(answer(2, target(&[0]))));
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(events(&mut own), ["revoke t1"]);
+        // The coordinator changes its mind before t1 is released: back to what the member
+        // owns. t1 is on its way out already; it must come back, not be left out.
+        m.hurry();
+        io.consumer.push_back(Ok(answer(3, target(&[0, 1]))));
+        m.tick(&mut io, &mut own).unwrap();
+        own.released(&[tp("t", 1)]);
+        io.consumer.push_back(Ok(answer(3, None)));
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(events(&mut own), ["assigned t1"]);
+        // The same target again changes nothing.
+        m.hurry();
+        io.consumer.push_back(Ok(answer(3, target(&[0, 1]))));
+        m.tick(&mut io, &mut own).unwrap();
+        assert!(events(&mut own).is_empty());
         assert_eq!(m.status().state, MemberState::Stable);
     }
 
