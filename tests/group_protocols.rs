@@ -13,33 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kpipe::client::Assignor;
-use kpipe::consumer::{ConsumerPool, GroupProtocol, MemberState};
-use kpipe::{ConsumedRecord, ConsumerConfig};
+use common::Protocol;
+use kpipe::consumer::{ConsumerPool, MemberState};
+use kpipe::ConsumedRecord;
 
 /// Heavy tests run one at a time, so that their timings are their own.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    Eager,
-    Cooperative,
-    Consumer,
-}
-
-fn config(protocol: Protocol, group: &str, topic: &str) -> ConsumerConfig {
-    let mut c = common::consumer_config(group, topic, 1);
-    match protocol {
-        Protocol::Eager => c.assignor = Assignor::Range,
-        Protocol::Cooperative => c.assignor = Assignor::CooperativeSticky,
-        Protocol::Consumer => c.group_protocol = GroupProtocol::Consumer,
-    }
-    c
-}
 
 /// One handled record: which member, where, and when.
 #[derive(Debug, Clone)]
@@ -55,7 +34,7 @@ type Log = Arc<Mutex<Vec<Handled>>>;
 fn member(protocol: Protocol, group: &str, topic: &str, idx: usize, log: &Log) -> ConsumerPool {
     let log = log.clone();
     ConsumerPool::start_cloned(
-        config(protocol, group, topic),
+        protocol.config(group, topic),
         move |r: &ConsumedRecord| -> Result<(), String> {
             log.lock().unwrap().push(Handled {
                 member: idx,
@@ -120,7 +99,7 @@ fn steady_producer(topic: &str, n: usize, per_sec: usize) -> thread::JoinHandle<
 }
 
 fn scale_one_three_one(protocol: Protocol) {
-    let _serial = serial();
+    let _serial = common::serial(&SERIAL);
     let mut cluster = common::cluster();
     let topic = common::new_topic(&mut cluster, "scale", 6);
     let group = common::unique_topic("scale-g");
@@ -198,7 +177,7 @@ fn scale_one_three_one(protocol: Protocol) {
         assert_eq!(s.stopped_because, None, "{s:?}");
         assert_eq!(s.unfinished_members, 0, "{s:?}");
     }
-    if protocol != Protocol::Eager {
+    if protocol.incremental() {
         // A kept two partitions and handed them out all through the rebalance: after it
         // gave the other four up, and before B and C had theirs.
         let gave_up = log
@@ -252,7 +231,7 @@ fn static_member_restart(protocol: Protocol) {
     common::produce(&topic, "a", 2_000);
     let log: Log = Arc::default();
     let start = |instance: &str, idx: usize| {
-        let mut c = config(protocol, &group, &topic);
+        let mut c = protocol.config(&group, &topic);
         c.group_instance_id = Some(instance.to_owned());
         let log = log.clone();
         ConsumerPool::start_cloned(c, move |r: &ConsumedRecord| -> Result<(), String> {
@@ -344,7 +323,7 @@ fn slow_handler(protocol: Protocol) {
     // Armed once the group is settled: the next record the slow member gets takes `nap`.
     let armed = Arc::new(AtomicBool::new(false));
     let napped = Arc::new(Mutex::new(None::<Duration>));
-    let mut c = config(protocol, &group, &topic);
+    let mut c = protocol.config(&group, &topic);
     c.session_timeout = session;
     c.max_poll_interval = Duration::from_secs(60);
     let (arm, took) = (armed.clone(), napped.clone());

@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use kpipe::consumer::{Assignor, ConsumerPool, ConsumerStats, GroupProtocol, MemberState};
-use kpipe::{ConsumedRecord, ConsumerConfig};
+use common::Protocol;
+use kpipe::consumer::{ConsumerPool, ConsumerStats, MemberState};
+use kpipe::ConsumedRecord;
 
 #[test]
 fn a_java_consumer_joins_a_group_led_by_kpipe() {
@@ -55,56 +56,25 @@ fn kpipe_joins_a_kip848_java_consumer_in_a_consumer_protocol_group() {
 /// machine, and the timings they print are then their own.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// How both sides of the group are set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    /// Classic, kpipe offering `range` and Java its default list (`range` first): an eager
-    /// rebalance, every member gives everything up.
-    Eager,
-    /// Classic, `cooperative-sticky` on both sides (Java's `CooperativeStickyAssignor`).
-    Cooperative,
-    /// `group.protocol=consumer` (KIP-848) on both sides; the broker's `uniform` assignor.
-    Consumer,
-}
-
-impl Protocol {
-    /// Whether a member keeps what it keeps through a rebalance (not eager).
-    fn incremental(self) -> bool {
-        self != Protocol::Eager
-    }
-
-    fn kpipe_config(self, group: &str, topic: &str) -> ConsumerConfig {
-        let mut c = common::consumer_config(group, topic, 1);
-        match self {
-            Protocol::Eager => c.assignor = Assignor::Range,
-            Protocol::Cooperative => c.assignor = Assignor::CooperativeSticky,
-            Protocol::Consumer => c.group_protocol = GroupProtocol::Consumer,
-        }
-        c
-    }
-
-    /// The Java consumer's settings. Under the consumer protocol Java refuses the session
-    /// timeout, heartbeat interval and assignor: the group's settings on the broker apply.
-    fn java_properties(self) -> &'static [&'static str] {
-        const CLASSIC: [&str; 3] = [
-            "auto.offset.reset=earliest",
-            "heartbeat.interval.ms=300",
-            "session.timeout.ms=6000",
-        ];
-        match self {
-            Protocol::Eager => &CLASSIC,
-            Protocol::Cooperative => &[
-                CLASSIC[0],
-                CLASSIC[1],
-                CLASSIC[2],
-                "partition.assignment.strategy=org.apache.kafka.clients.consumer.CooperativeStickyAssignor",
-            ],
-            Protocol::Consumer => &["auto.offset.reset=earliest", "group.protocol=consumer"],
-        }
+/// The Java consumer's settings for `protocol`: Java offers its default list (`range`
+/// first) for eager, `CooperativeStickyAssignor` for cooperative, `group.protocol=consumer`
+/// for KIP-848. Under the consumer protocol Java refuses the session timeout, heartbeat
+/// interval and assignor: the group's settings on the broker apply.
+fn java_properties(protocol: Protocol) -> &'static [&'static str] {
+    const CLASSIC: [&str; 3] = [
+        "auto.offset.reset=earliest",
+        "heartbeat.interval.ms=300",
+        "session.timeout.ms=6000",
+    ];
+    match protocol {
+        Protocol::Eager => &CLASSIC,
+        Protocol::Cooperative => &[
+            CLASSIC[0],
+            CLASSIC[1],
+            CLASSIC[2],
+            "partition.assignment.strategy=org.apache.kafka.clients.consumer.CooperativeStickyAssignor",
+        ],
+        Protocol::Consumer => &["auto.offset.reset=earliest", "group.protocol=consumer"],
     }
 }
 
@@ -129,9 +99,8 @@ type Reads = Arc<Mutex<Vec<Read>>>;
 
 fn start_pool(protocol: Protocol, group: &str, topic: &str, ours: &Reads) -> Arc<ConsumerPool> {
     let seen = ours.clone();
-    let pool = ConsumerPool::start_cloned(
-        protocol.kpipe_config(group, topic),
-        move |r: &ConsumedRecord| {
+    let pool =
+        ConsumerPool::start_cloned(protocol.config(group, topic), move |r: &ConsumedRecord| {
             let value = String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap();
             seen.lock().unwrap().push(Read {
                 partition: r.partition,
@@ -140,9 +109,8 @@ fn start_pool(protocol: Protocol, group: &str, topic: &str, ours: &Reads) -> Arc
                 at: Instant::now(),
             });
             Ok::<(), String>(())
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     Arc::new(pool)
 }
 
@@ -182,7 +150,7 @@ impl JavaConsumer {
             ])
             .args(["--formatter-property", "print.partition=true"])
             .args(["--formatter-property", "print.offset=true"]);
-        for property in protocol.java_properties() {
+        for property in java_properties(protocol) {
             command.args(["--command-property", property]);
         }
         let mut child = command
@@ -440,7 +408,7 @@ fn longest_gap(reads: &[Read], partitions: &BTreeSet<i32>, from: Instant, to: In
 }
 
 fn share_a_group(protocol: Protocol, first: First) {
-    let _serial = serial();
+    let _serial = common::serial(&SERIAL);
     let mut cluster = common::cluster();
     let topic = common::new_topic(&mut cluster, "interop", 4);
     let group = common::unique_topic("interop-group");
@@ -717,7 +685,7 @@ fn the_java_console_consumer_reads_back_idempotent_batches_byte_exact() {
     use kpipe::client::{FetchParams, FetchTarget};
     use kpipe::{Producer, ProducerRecord};
 
-    let _serial = serial();
+    let _serial = common::serial(&SERIAL);
     let mut cluster = common::cluster();
     let topic = common::new_topic(&mut cluster, "idem-interop", 1);
     let mut config = common::producer_config(&topic);

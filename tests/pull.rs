@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kpipe::client::{Assignor, TopicPartition};
-use kpipe::consumer::{Error, GroupProtocol, RebalanceListener};
+use common::Protocol;
+use kpipe::client::TopicPartition;
+use kpipe::consumer::{Error, RebalanceListener};
 use kpipe::{ConsumedRecord, Consumer, ConsumerConfig};
 
 fn config(group: &str, topic: &str) -> ConsumerConfig {
@@ -275,18 +276,14 @@ impl Runner {
     }
 }
 
-fn listener_order(protocol: &str) {
+fn listener_order(protocol: Protocol) {
     let mut cluster = common::cluster();
     let topic = common::new_topic(&mut cluster, "pull-listen", 4);
     let group = common::unique_topic("pull-listen-g");
     common::produce(&topic, "a", 2_000);
     let mut c = config(&group, &topic);
     c.auto_commit = false;
-    match protocol {
-        "eager" => c.assignor = Assignor::Range,
-        "cooperative" => c.assignor = Assignor::CooperativeSticky,
-        _ => c.group_protocol = GroupProtocol::Consumer,
-    }
+    protocol.apply(&mut c);
     let first = Recorder {
         commit_on_revoke: true,
         try_poll: true,
@@ -325,7 +322,7 @@ fn listener_order(protocol: &str) {
     b.close(Duration::from_secs(30)).unwrap();
     let a_calls = first.calls.lock().unwrap().clone();
     let b_calls = second.calls.lock().unwrap().clone();
-    println!("{protocol}: A {a_calls:?}\n{protocol}: B {b_calls:?}");
+    println!("{protocol:?}: A {a_calls:?}\n{protocol:?}: B {b_calls:?}");
     assert!(
         first.poll_refused.load(Ordering::SeqCst),
         "poll inside a listener is refused"
@@ -349,7 +346,7 @@ fn listener_order(protocol: &str) {
         .filter(|(what, _)| what == "revoked")
         .flat_map(|(_, ps)| ps.clone())
         .collect();
-    if protocol == "eager" {
+    if protocol == Protocol::Eager {
         assert_eq!(
             a_calls[1],
             ("revoked".into(), vec![0, 1, 2, 3]),
@@ -361,7 +358,7 @@ fn listener_order(protocol: &str) {
         assert_eq!(
             a_calls[1],
             ("revoked".into(), b_got.clone()),
-            "{protocol}: only what moves is given back"
+            "{protocol:?}: only what moves is given back"
         );
         assert!(revoked.iter().all(|p| b_got.contains(p)));
     }
@@ -378,15 +375,15 @@ fn listener_order(protocol: &str) {
 
 #[test]
 fn the_listener_hears_an_eager_rebalance_as_everything_revoked_then_assigned() {
-    listener_order("eager");
+    listener_order(Protocol::Eager);
 }
 
 #[test]
 fn the_listener_hears_a_cooperative_rebalance_as_only_the_moved_partitions_revoked() {
-    listener_order("cooperative");
+    listener_order(Protocol::Cooperative);
 }
 
 #[test]
 fn the_listener_hears_a_consumer_protocol_rebalance_as_only_the_moved_partitions_revoked() {
-    listener_order("consumer");
+    listener_order(Protocol::Consumer);
 }

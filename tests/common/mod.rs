@@ -151,3 +151,44 @@ pub fn consumer_config(group: &str, topic: &str, threads: usize) -> kpipe::Consu
     c.fetch.max_wait = Duration::from_millis(200);
     c
 }
+
+/// The three ways kpipe's consumers can form a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Classic, `range`: an eager rebalance, every member gives everything up.
+    Eager,
+    /// Classic, `cooperative-sticky` (KIP-429).
+    Cooperative,
+    /// The consumer protocol (KIP-848), the broker's `uniform` assignor.
+    Consumer,
+}
+
+impl Protocol {
+    /// Set `config` up for this protocol.
+    pub fn apply(self, config: &mut kpipe::ConsumerConfig) {
+        use kpipe::consumer::{Assignor, GroupProtocol};
+        match self {
+            Protocol::Eager => config.assignor = Assignor::Range,
+            Protocol::Cooperative => config.assignor = Assignor::CooperativeSticky,
+            Protocol::Consumer => config.group_protocol = GroupProtocol::Consumer,
+        }
+    }
+
+    /// [`consumer_config`] for one member thread under this protocol.
+    pub fn config(self, group: &str, topic: &str) -> kpipe::ConsumerConfig {
+        let mut c = consumer_config(group, topic, 1);
+        self.apply(&mut c);
+        c
+    }
+
+    /// Whether members keep what they own through a rebalance (not eager).
+    pub fn incremental(self) -> bool {
+        self != Protocol::Eager
+    }
+}
+
+/// Take `lock`, for tests that must run one at a time (their timings then are their own),
+/// whatever a test that panicked holding it left behind.
+pub fn serial(lock: &'static std::sync::Mutex<()>) -> std::sync::MutexGuard<'static, ()> {
+    lock.lock().unwrap_or_else(|p| p.into_inner())
+}
