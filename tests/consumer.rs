@@ -389,3 +389,28 @@ fn bad_configs_and_missing_topics_are_clear_errors() {
     .unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+#[test]
+fn a_pool_dropped_without_close_commits_and_leaves_as_close_would() {
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "drop", 2);
+    let group = group();
+    common::produce(&topic, "a", 500);
+    let seen: Seen = Arc::default();
+    let pool = recording_pool(common::consumer_config(&group, &topic, 1), &seen);
+    common::await_condition(Duration::from_secs(60), "500 handled", || {
+        pool.stats().handled >= 500
+    });
+    drop(pool);
+    common::produce(&topic, "b", 100);
+    let again: Seen = Arc::default();
+    let pool = recording_pool(common::consumer_config(&group, &topic, 1), &again);
+    common::await_condition(Duration::from_secs(60), "the new records handled", || {
+        values(&again).len() >= 100
+    });
+    let summary = pool.close(Duration::from_secs(30));
+    let got = values(&again);
+    assert_eq!(got.len(), 100, "nothing handled again: the drop committed");
+    assert!(got.iter().all(|v| v.starts_with('b')), "{got:?}");
+    assert_eq!(summary.committed.values().sum::<i64>(), 600);
+}

@@ -130,12 +130,16 @@ impl ConsumerPool {
 
     /// Stop fetching, let each member finish its record in hand, commit, leave the group and
     /// end, all within `timeout`; then report.
-    pub fn close(self, timeout: Duration) -> ConsumerSummary {
+    pub fn close(mut self, timeout: Duration) -> ConsumerSummary {
+        self.stop_within(timeout)
+    }
+
+    fn stop_within(&mut self, timeout: Duration) -> ConsumerSummary {
         let deadline = Instant::now() + timeout;
         *self.close_deadline.locked() = Some(deadline);
         self.shared.stop.store(true, Ordering::SeqCst);
         let mut unfinished = 0;
-        for h in self.threads {
+        for h in std::mem::take(&mut self.threads) {
             while !h.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -154,6 +158,23 @@ impl ConsumerPool {
             committed: s.committed.locked().clone(),
             unfinished_members: unfinished,
             stopped_because: s.stopped_because.locked().clone(),
+        }
+    }
+}
+
+impl Drop for ConsumerPool {
+    /// A pool dropped without [`close`](ConsumerPool::close) closes the same way, within
+    /// 30 s, and logs what it could not finish.
+    fn drop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        let summary = self.stop_within(Duration::from_secs(30));
+        if summary.unfinished_members > 0 {
+            log::warn!(
+                "consumer pool dropped without close: {} member(s) still busy after 30 s",
+                summary.unfinished_members
+            );
         }
     }
 }
