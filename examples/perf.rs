@@ -21,9 +21,15 @@
 //! on with acks=all and at most 5 in flight, else off). Their JSON line says whether the
 //! producer was idempotent (`"idempotent"`: it had a producer id, `ProducerStats::producer`).
 //!
+//! `consume --api pool|pull` picks the consumer API: `pool` (the default) is a `ConsumerPool`
+//! of `--threads` members whose handler counts records; `pull` is `Consumer::poll` in a loop,
+//! on the main thread for `--threads 1`, else one `Consumer` on each of `--threads` threads,
+//! all in one group. Its JSON line says which (`"api"`).
+//!
 //! ```text
 //! cargo run --release --example perf -- produce --topic t --records 1000000 --size 100 --acks 1 --compression lz4
 //! cargo run --release --example perf -- consume --topic t --records 1000000 --threads 1
+//! cargo run --release --example perf -- consume --topic t --records 1000000 --threads 4 --api pull
 //! cargo run --release --example perf -- latency --topic t --rate 20000 --seconds 10 --warmup 3
 //! cargo run --release --example perf -- produce --config .kafka/secure/client-sasl-ssl-scram-sha-512.properties --topic t --records 1000000
 //! ```
@@ -37,12 +43,21 @@ use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use kpipe::client::{Acks, ClientConfig, Compression};
 use kpipe::consumer::{ConsumerPool, OffsetReset};
-use kpipe::{ConsumedRecord, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
+use kpipe::{ConsumedRecord, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OnOff {
     On,
     Off,
+}
+
+/// The consumer API `consume` reads through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Api {
+    /// `ConsumerPool`: member threads running a handler.
+    Pool,
+    /// `Consumer::poll` in a loop, one `Consumer` per thread.
+    Pull,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -91,6 +106,9 @@ struct Args {
     /// Sending threads (produce) or member threads (consume).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Consumer API (consume).
+    #[arg(long, value_enum, default_value_t = Api::Pool)]
+    api: Api,
     /// Consumer group (consume); default: a fresh one.
     #[arg(long)]
     group: Option<String>,
@@ -130,6 +148,9 @@ fn main() {
     });
     if let Some(idempotent) = idempotent {
         line["idempotent"] = idempotent.into();
+    }
+    if let Mode::Consume = a.mode {
+        line["api"] = format!("{:?}", a.api).to_lowercase().into();
     }
     println!("{line}");
 }
@@ -256,6 +277,13 @@ fn consumer_config(a: &Args, client: ClientConfig) -> ConsumerConfig {
 }
 
 fn consume(a: &Args, client: ClientConfig) -> (f64, u64, Option<bool>) {
+    match a.api {
+        Api::Pool => consume_pool(a, client),
+        Api::Pull => consume_pull(a, client),
+    }
+}
+
+fn consume_pool(a: &Args, client: ClientConfig) -> (f64, u64, Option<bool>) {
     let c = consumer_config(a, client);
     let count = Arc::new(AtomicU64::new(0));
     let k = count.clone();
@@ -273,6 +301,58 @@ fn consume(a: &Args, client: ClientConfig) -> (f64, u64, Option<bool>) {
     let secs = start.elapsed().as_secs_f64();
     pool.close(Duration::from_secs(30));
     (secs, count.load(Ordering::Relaxed), None)
+}
+
+/// `Consumer::poll` until `--records` have come: on this thread for `--threads 1` (the time
+/// taken as the last record arrives), else on that many threads in one group (the time
+/// taken as the pool's is, waking every 1 ms).
+fn consume_pull(a: &Args, client: ClientConfig) -> (f64, u64, Option<bool>) {
+    let c = consumer_config(a, client);
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let start = Instant::now();
+    if a.threads == 1 {
+        let end = read_pull(c, &count, a.records, deadline);
+        let secs = (end - start).as_secs_f64();
+        return (secs, count.load(Ordering::Relaxed), None);
+    }
+    let readers: Vec<_> = (0..a.threads)
+        .map(|i| {
+            let (c, k, n) = (c.clone(), count.clone(), a.records);
+            std::thread::Builder::new()
+                .name(format!("perf-pull-{i}"))
+                .spawn(move || {
+                    read_pull(c, &k, n, deadline);
+                })
+                .expect("spawn a reader")
+        })
+        .collect();
+    while count.load(Ordering::Relaxed) < a.records {
+        assert!(Instant::now() < deadline, "consuming took over 600 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for r in readers {
+        r.join().expect("a reader panicked");
+    }
+    (secs, count.load(Ordering::Relaxed), None)
+}
+
+/// One `Consumer` polling until `count` reaches `records`, then closing; returns when the
+/// count was seen complete (before the close).
+fn read_pull(c: ConsumerConfig, count: &AtomicU64, records: u64, deadline: Instant) -> Instant {
+    let mut consumer = Consumer::new(c).expect("start the consumer (is the broker up?)");
+    while count.load(Ordering::Relaxed) < records {
+        assert!(Instant::now() < deadline, "consuming took over 600 s");
+        let n = consumer
+            .poll(Duration::from_millis(100))
+            .expect("poll")
+            .len();
+        count.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    let end = Instant::now();
+    consumer.close(Duration::from_secs(30)).expect("close");
+    end
 }
 
 /// Nanoseconds since the Unix epoch, from the wall clock.
