@@ -602,8 +602,9 @@ impl Consumer {
             None => {
                 let targets = self.targets();
                 if targets.is_empty() {
-                    // Nothing to fetch (nothing assigned yet, or all paused).
-                    std::thread::sleep(deadline.saturating_duration_since(now));
+                    // Nothing to fetch (nothing assigned yet, or all paused): wait for the
+                    // group thread's news, so an assignment is taken up as it comes.
+                    self.group.wait_event(deadline);
                     return Ok(());
                 }
                 match self.cluster.send_fetch(&self.config.fetch, &targets) {

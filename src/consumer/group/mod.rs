@@ -283,6 +283,8 @@ pub(crate) struct GroupHandle {
     thread: Option<JoinHandle<()>>,
     /// Progress noted so far (mirrored in the beacon).
     progress: u64,
+    /// An event [`wait_event`](Self::wait_event) took off the channel.
+    waiting: Option<Event>,
 }
 
 impl std::fmt::Debug for GroupHandle {
@@ -346,6 +348,7 @@ impl GroupHandle {
             beacon,
             thread: Some(thread),
             progress: 0,
+            waiting: None,
         })
     }
 
@@ -362,9 +365,26 @@ impl GroupHandle {
         self.beacon.poke.load(Ordering::Relaxed) && self.beacon.poke.swap(false, Ordering::Relaxed)
     }
 
+    /// Wait until an event comes or `deadline` passes (a member with nothing to fetch waits
+    /// for its assignment this way, not a fixed sleep). The event is kept for
+    /// [`try_event`](Self::try_event).
+    pub(crate) fn wait_event(&mut self, deadline: Instant) {
+        if self.waiting.is_some() {
+            return;
+        }
+        match self.events.recv_deadline(deadline) {
+            Ok(event) => self.waiting = Some(event),
+            Err(RecvTimeoutError::Timeout) => {}
+            // The group thread is gone (it reported why, or panicked): nothing will come.
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()))
+            }
+        }
+    }
+
     /// The next event, if one waits.
-    pub(crate) fn try_event(&self) -> Option<Event> {
-        self.events.try_recv().ok()
+    pub(crate) fn try_event(&mut self) -> Option<Event> {
+        self.waiting.take().or_else(|| self.events.try_recv().ok())
     }
 
     /// Start a commit; the answer comes on the returned channel.
