@@ -741,14 +741,9 @@ impl Consumer {
                     paused: false,
                 },
             );
-            self.shared.progress.locked().insert(
-                tp.clone(),
-                PartitionProgress {
-                    high_watermark: at.max(0),
-                    position: at.max(0),
-                    committed: at,
-                },
-            );
+            // Shown in the stats once its position is known (here, or after the reset
+            // policy): callers wait on that to know the member is ready for new records.
+            self.publish_position(tp);
         }
         self.revision += 1;
         self.publish_assignment();
@@ -985,13 +980,19 @@ impl Consumer {
         }
     }
 
+    /// Show `tp`'s position in the stats, once it has one.
     fn publish_position(&self, tp: &TopicPartition) {
-        if let Some(p) = self.parts.get(tp) {
-            if let Some(progress) = self.shared.progress.locked().get_mut(tp) {
-                progress.position = p.handed.max(0);
-                progress.high_watermark = progress.high_watermark.max(progress.position);
-            }
-        }
+        let Some(p) = self.parts.get(tp).filter(|p| p.position >= 0) else {
+            return;
+        };
+        let mut all = self.shared.progress.locked();
+        let progress = all.entry(tp.clone()).or_insert(PartitionProgress {
+            high_watermark: p.handed,
+            position: p.handed,
+            committed: p.committed,
+        });
+        progress.position = p.handed;
+        progress.high_watermark = progress.high_watermark.max(p.handed);
     }
 
     fn publish_assignment(&self) {
