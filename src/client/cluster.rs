@@ -14,6 +14,7 @@ use super::config::ClientConfig;
 use super::connection::Connection;
 use super::error::{Error, KafkaCode, Location, Result};
 use super::transport::Connector;
+use super::versions::BrokerVersions;
 
 /// A broker as the metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +149,31 @@ impl Cluster {
     /// another thread).
     pub fn connector(&self) -> &Connector {
         &self.connector
+    }
+
+    /// The address and advertised versions and features of a broker this cluster talks to
+    /// (an open connection if there is one, else a new one): for what is the same on every
+    /// broker of a cluster, such as its finalized features.
+    pub fn some_broker_versions(&mut self) -> Result<(String, BrokerVersions)> {
+        let open = self
+            .bootstrap
+            .iter()
+            .chain(self.connections.values())
+            .chain(self.dedicated.values())
+            .find(|c| c.is_open());
+        if let Some(c) = open {
+            return Ok((c.broker().to_owned(), c.broker_versions().clone()));
+        }
+        let mut ids: Vec<i32> = self.brokers.keys().copied().collect();
+        ids.sort_unstable();
+        let mut last = None;
+        for id in ids {
+            match self.broker(id) {
+                Ok(c) => return Ok((c.broker().to_owned(), c.broker_versions().clone())),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NoBrokerReachable { tried: Vec::new() }))
     }
 
     /// Known brokers by id.

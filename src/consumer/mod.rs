@@ -75,9 +75,9 @@ pub enum Error {
         reason: String,
     },
     /// [`GroupProtocol::Consumer`] was asked of a cluster that does not offer it.
-    #[error("the consumer group protocol (KIP-848, group_protocol = Consumer) needs Kafka 4.0 or newer with the feature group.version 1, but the coordinator {broker} runs {release} and does not offer it; use GroupProtocol::Classic with this cluster (or upgrade it and enable group.version)")]
+    #[error("the consumer group protocol (KIP-848, group_protocol = Consumer) needs Kafka 4.0 or newer with the feature group.version 1, but the cluster of {broker} runs {release} and does not offer it; use GroupProtocol::Classic with this cluster (or upgrade it and enable group.version)")]
     ProtocolUnsupported {
-        /// The broker asked (the group coordinator).
+        /// A broker of the cluster, the one asked.
         broker: String,
         /// The release it runs, as far as its features tell.
         release: String,

@@ -10,18 +10,18 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use kafka_protocol::messages::{
-    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, HeartbeatResponse,
-    JoinGroupResponse, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse, SyncGroupResponse,
+    ApiKey, ConsumerGroupHeartbeatResponse, HeartbeatResponse, JoinGroupResponse,
+    LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupResponse,
 };
 use kafka_protocol::protocol::Request;
 
 use crate::client::{
     self, consumer_heartbeat_request, heartbeat_request, join_request, leave_request,
     offset_commit_request, offset_fetch_request, read_consumer_heartbeat, read_heartbeat,
-    read_join, read_leave, read_offset_commit, read_offset_fetch, read_sync, sync_request, Cluster,
-    ConsumerHeartbeat, ConsumerHeartbeatAnswer, GroupMember, JoinAnswer, JoinParams, Joined,
-    KafkaCode, TopicPartition,
+    read_join, read_leave, read_offset_commit, read_offset_fetch, read_sync, sync_request,
+    BrokerVersions, Cluster, ConsumerHeartbeat, ConsumerHeartbeatAnswer, GroupMember, JoinAnswer,
+    JoinParams, Joined, KafkaCode, TopicPartition,
 };
 
 use super::super::Error;
@@ -283,42 +283,28 @@ impl Coordinator {
     }
 
     /// Fail now, with the reason, if the cluster does not offer the consumer group protocol
-    /// (KIP-848: Kafka 4.0+). A cluster that cannot be asked yet is given the benefit of
-    /// the doubt: the first heartbeat will tell.
+    /// (KIP-848: Kafka 4.0+ with group.version 1). Any broker can tell: the features are the
+    /// cluster's. A cluster that cannot be asked yet is given the benefit of the doubt: the
+    /// first heartbeat will tell.
     pub(super) fn check_consumer_protocol(&mut self) -> Result<(), Error> {
-        let id = match self.node() {
-            Ok(id) => id,
+        let (broker, versions) = match self.cluster.some_broker_versions() {
+            Ok(v) => v,
             Err(e) if e.is_retriable() => return Ok(()),
             Err(e) => return Err(Error::Client(e)),
         };
-        let conn = match self.cluster.dedicated(id) {
-            Ok(c) => c,
-            Err(e) if e.is_retriable() => return Ok(()),
-            Err(e) => return Err(Error::Client(e)),
-        };
-        // Kafka 3.7-3.9 list ConsumerGroupHeartbeat v0 (a preview, off by default); a 4.x
-        // cluster still at group.version 0 lists v1 but refuses it. Either way: not offered.
-        let versions = conn.broker_versions();
-        let listed = conn.version::<ConsumerGroupHeartbeatRequest>().is_ok();
-        let enabled = versions.feature("group.version").is_some_and(|v| v >= 1)
-            || versions.feature("metadata.version").is_none();
-        if listed && enabled {
+        if offers_consumer_protocol(&versions) {
             Ok(())
         } else {
-            Err(self.unsupported())
+            Err(unsupported_by(broker, &versions))
         }
     }
 
-    /// The error for a cluster without the consumer group protocol, naming the broker and
+    /// The error for a cluster without the consumer group protocol, naming a broker of it and
     /// the release it runs.
     pub(super) fn unsupported(&mut self) -> Error {
-        let (broker, release) = match self.node.and_then(|id| self.cluster.dedicated(id).ok()) {
-            Some(conn) => (conn.broker().to_owned(), conn.broker_versions().release()),
-            None => ("the coordinator".to_owned(), None),
-        };
-        Error::ProtocolUnsupported {
-            broker,
-            release: release.unwrap_or_else(|| "a cluster without group.version 1".to_owned()),
+        match self.cluster.some_broker_versions() {
+            Ok((broker, versions)) => unsupported_by(broker, &versions),
+            Err(_) => unsupported_by("the cluster".into(), &BrokerVersions::default()),
         }
     }
 
@@ -353,5 +339,78 @@ impl Coordinator {
             None,
             read_offset_fetch,
         )
+    }
+}
+
+/// Whether a broker that advertised `versions` offers the consumer group protocol. Kafka
+/// 3.7-3.9 list ConsumerGroupHeartbeat v0 (a preview, off by default); a 4.x cluster still
+/// at group.version 0 lists v1 but refuses it.
+fn offers_consumer_protocol(versions: &BrokerVersions) -> bool {
+    let listed = versions
+        .range(ApiKey::ConsumerGroupHeartbeat as i16)
+        .is_some_and(|r| r.max >= client::floor(ApiKey::ConsumerGroupHeartbeat));
+    let enabled = versions.feature("group.version").is_some_and(|v| v >= 1)
+        || versions.feature("metadata.version").is_none();
+    listed && enabled
+}
+
+fn unsupported_by(broker: String, versions: &BrokerVersions) -> Error {
+    Error::ProtocolUnsupported {
+        broker,
+        release: versions
+            .release()
+            .unwrap_or_else(|| "a cluster without group.version 1".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey};
+    use kafka_protocol::messages::ApiVersionsResponse;
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+
+    fn broker(heartbeat: Option<(i16, i16)>, features: &[(&'static str, i16)]) -> BrokerVersions {
+        let mut resp = ApiVersionsResponse::default();
+        if let Some((min, max)) = heartbeat {
+            let mut v = ApiVersion::default();
+            v.api_key = ApiKey::ConsumerGroupHeartbeat as i16;
+            v.min_version = min;
+            v.max_version = max;
+            resp.api_keys.push(v);
+        }
+        for &(name, level) in features {
+            let mut f = FinalizedFeatureKey::default();
+            f.name = StrBytes::from_static_str(name);
+            f.max_version_level = level;
+            f.min_version_level = level;
+            resp.finalized_features.push(f);
+        }
+        BrokerVersions::from_response(&resp)
+    }
+
+    #[test]
+    fn the_consumer_protocol_needs_heartbeat_v1_and_group_version_1() {
+        let kafka_3_9 = broker(Some((0, 0)), &[("metadata.version", 21)]);
+        assert!(!offers_consumer_protocol(&kafka_3_9));
+        let err = unsupported_by("b:9292".into(), &kafka_3_9).to_string();
+        assert!(
+            err.contains("Kafka 3.9 (metadata.version 21)") && err.contains("b:9292"),
+            "{err}"
+        );
+        let kafka_4_4 = broker(
+            Some((0, 1)),
+            &[("metadata.version", 33), ("group.version", 1)],
+        );
+        assert!(offers_consumer_protocol(&kafka_4_4));
+        let upgraded = broker(Some((0, 1)), &[("metadata.version", 33)]);
+        assert!(
+            !offers_consumer_protocol(&upgraded),
+            "group.version still 0"
+        );
+        assert!(!offers_consumer_protocol(&broker(None, &[])));
+        // A broker that reports no features at all is asked; its heartbeat answer decides.
+        assert!(offers_consumer_protocol(&broker(Some((0, 1)), &[])));
     }
 }
