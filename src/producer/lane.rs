@@ -10,8 +10,12 @@
 //!   A retry sends the same records with the same sequence, so a broker that wrote it
 //!   already answers with the original offset (or `DUPLICATE_SEQUENCE_NUMBER`).
 //! - Up to `max_in_flight` batches (at most 5, the broker remembers that many) are in
-//!   flight, all to one broker, sent in sequence order. After a failure nothing is sent until
-//!   every batch behind the failed one is back, then the lane resends from the oldest.
+//!   flight, all to one broker, sent in sequence order, once the broker has written one of
+//!   the lane's batches under its producer id and epoch. Before that, one at a time: a
+//!   broker that does not know a producer takes any first sequence (KIP-360), so a second
+//!   batch could be written while the first, refused (NOT_LEADER, say), waits for a retry.
+//!   After a failure nothing is sent until every batch behind the failed one is back, then
+//!   the lane resends from the oldest.
 //! - The broker writes a batch only if its sequence follows the last one it wrote. So when a
 //!   batch is known not to be written (rejected, or expired after a definite refusal), no later
 //!   batch can be either, and the later ones are renumbered down to close the gap.
@@ -144,6 +148,11 @@ pub(crate) struct Lane<B> {
     next_seq: i32,
     /// The broker lost track of this lane's sequences: start again under a new epoch.
     needs_epoch: bool,
+    /// The broker has written a batch of this lane under its current identity, so it knows
+    /// the lane's sequences and refuses one out of turn. Until then it takes any first
+    /// sequence (KIP-360: it cannot tell a new producer from one whose state expired), so a
+    /// later batch could be written before an earlier one that failed: one batch at a time.
+    confirmed: bool,
     next_id: u64,
 }
 
@@ -161,6 +170,7 @@ impl<B> Lane<B> {
             identity,
             next_seq: 0,
             needs_epoch: false,
+            confirmed: false,
             next_id: 0,
         }
     }
@@ -206,7 +216,12 @@ impl<B> Lane<B> {
 
     /// What may be sent now to `leader`, the partition's leader.
     pub(crate) fn next(&self, now: Instant, leader: i32) -> Next {
-        if self.needs_epoch || self.in_flight >= self.max_in_flight {
+        let limit = if self.confirmed {
+            self.max_in_flight
+        } else {
+            1
+        };
+        if self.needs_epoch || self.in_flight >= limit {
             return Next::Wait(None);
         }
         // Batches in flight to a former leader must come back first: a new leader could
@@ -312,7 +327,10 @@ impl<B> Lane<B> {
         // and they were never written (renumbering follows a gap below them).
         let stale = sent != self.batches[i].stamp;
         match reply {
-            Reply::Written => Outcome::Done(self.remove(i)),
+            Reply::Written => {
+                self.confirmed = true;
+                Outcome::Done(self.remove(i))
+            }
             Reply::Retriable { maybe_written, at } => {
                 let b = &mut self.batches[i];
                 b.maybe_written |= maybe_written && !stale;
@@ -401,6 +419,7 @@ impl<B> Lane<B> {
         }
         self.next_seq = seq;
         self.needs_epoch = false;
+        self.confirmed = false;
         true
     }
 
@@ -439,8 +458,11 @@ mod tests {
         }
     }
 
+    /// An idempotent lane whose producer the broker knows already (it wrote a batch).
     fn idem() -> Lane<u32> {
-        Lane::new(Some(Identity { id: 7, epoch: 0 }), 5)
+        let mut lane = Lane::new(Some(Identity { id: 7, epoch: 0 }), 5);
+        lane.confirmed = true;
+        lane
     }
 
     /// Seal and send a batch of `n` records (tagged `tag`) to broker 1.
@@ -462,6 +484,40 @@ mod tests {
         assert_eq!(lane.next(Instant::now(), 1), Next::Seal);
         // A new leader: nothing goes until the batches sent to the old one are back.
         assert_eq!(lane.next(Instant::now(), 2), Next::Wait(None));
+    }
+
+    #[test]
+    fn one_batch_at_a_time_until_the_broker_has_written_one_under_the_identity() {
+        let mut lane: Lane<u32> = Lane::new(Some(Identity { id: 7, epoch: 0 }), 5);
+        let a = push(&mut lane, 10, 0);
+        assert_eq!(
+            lane.next(Instant::now(), 1),
+            Next::Wait(None),
+            "the broker takes any first sequence: a second batch could overtake a refused first"
+        );
+        let refused = Reply::Retriable {
+            maybe_written: false,
+            at: Instant::now(),
+        };
+        assert!(matches!(lane.answer(a, refused), Outcome::Kept));
+        assert_eq!(lane.next(Instant::now(), 1), Next::Resend(0));
+        lane.sent(0, 1);
+        assert!(matches!(lane.answer(a, Reply::Written), Outcome::Done(_)));
+        for t in 1..6 {
+            push(&mut lane, 10, t);
+        }
+        assert_eq!(lane.next(Instant::now(), 1), Next::Wait(None), "five now");
+        // Under a new epoch the broker's check starts over: one at a time again.
+        let mut lane = idem();
+        let a = push(&mut lane, 1, 0);
+        assert!(matches!(
+            lane.answer(a, Reply::OutOfSequence),
+            Outcome::Kept
+        ));
+        assert!(lane.restart(Identity { id: 7, epoch: 1 }));
+        assert_eq!(lane.next(Instant::now(), 1), Next::Resend(0));
+        lane.sent(0, 1);
+        assert_eq!(lane.next(Instant::now(), 1), Next::Wait(None));
     }
 
     #[test]
@@ -527,10 +583,15 @@ mod tests {
         assert_eq!(lane.next(Instant::now(), 1), Next::Wait(None));
         assert!(lane.needs_epoch());
         assert!(lane.restart(Identity { id: 3, epoch: 0 }));
-        for t in 0..5 {
+        let first = push(&mut lane, 2, 0);
+        assert!(matches!(
+            lane.answer(first, Reply::Written),
+            Outcome::Done(_)
+        ));
+        for t in 1..6 {
             push(&mut lane, 2, t);
         }
-        assert_eq!(lane.get(4).stamp.base, 8);
+        assert_eq!(lane.get(4).stamp.base, 10);
         assert_eq!(
             lane.next(Instant::now(), 1),
             Next::Wait(None),
@@ -618,7 +679,6 @@ mod tests {
         Appended,
         Duplicate,
         OutOfOrder,
-        UnknownProducer,
         Fenced,
     }
 
@@ -637,14 +697,10 @@ mod tests {
                         return Verdict::OutOfOrder;
                     }
                 }
-                // A new epoch, or a producer the broker does not know: only sequence 0.
-                Some(_) | None if stamp.base != 0 => {
-                    return if self.epoch.is_none() {
-                        Verdict::UnknownProducer
-                    } else {
-                        Verdict::OutOfOrder
-                    }
-                }
+                // A new epoch of a producer it knows: only sequence 0.
+                Some(_) if stamp.base != 0 => return Verdict::OutOfOrder,
+                // A producer it does not know (new here, or forgotten): any sequence, as
+                // Kafka since KIP-360 accepts, its state may have expired.
                 _ => self.recent.clear(),
             }
             self.epoch = Some((who.id, who.epoch));
@@ -719,7 +775,7 @@ mod tests {
                     let reply = match fates.next().unwrap() {
                         Fate::TooLarge if !first_send => match broker.append(stamp, records, &tags) {
                             Verdict::Appended | Verdict::Duplicate => Reply::Written,
-                            Verdict::OutOfOrder | Verdict::UnknownProducer => Reply::OutOfSequence,
+                            Verdict::OutOfOrder => Reply::OutOfSequence,
                             Verdict::Fenced => Reply::Fenced,
                         },
                         Fate::Drop => Reply::Retriable { maybe_written: true, at: now },
@@ -739,7 +795,7 @@ mod tests {
                             match (f, verdict) {
                                 (Fate::LoseAnswer, _) => retry,
                                 (_, Verdict::Appended | Verdict::Duplicate) => Reply::Written,
-                                (_, Verdict::OutOfOrder | Verdict::UnknownProducer) => Reply::OutOfSequence,
+                                (_, Verdict::OutOfOrder) => Reply::OutOfSequence,
                                 (_, Verdict::Fenced) => Reply::Fenced,
                             }
                         }
