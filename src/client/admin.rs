@@ -90,6 +90,24 @@ fn timeout_ms(timeout: Duration) -> i32 {
 }
 
 impl Cluster {
+    /// Make sure the topic exists: when the cluster lacks it and `create` is given, create
+    /// it (waiting at most `request_timeout`); another client creating it meanwhile is fine.
+    /// Without `create`, a missing topic is [`Error::UnknownTopic`].
+    pub fn ensure_topic(&mut self, name: &str, create: Option<&NewTopic>) -> Result<()> {
+        match (self.topic(name), create) {
+            (Ok(_), _) => Ok(()),
+            (Err(Error::UnknownTopic { .. }), Some(t)) => {
+                let timeout = self.config().connection.request_timeout;
+                match self.create_topic(t, timeout) {
+                    Ok(()) => Ok(()),
+                    Err(e) if is_already_exists(&e) => self.topic(name).map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
     /// Create a topic and wait (at most `timeout`) until every partition has a leader.
     ///
     /// A topic that exists already is `Err(Error::Broker { code: TopicAlreadyExists, .. })`;

@@ -601,21 +601,8 @@ pub(crate) fn ensure_topic(
     topic: &str,
     create: Option<TopicDefaults>,
 ) -> Result<(), client::Error> {
-    match cluster.topic(topic) {
-        Ok(_) => Ok(()),
-        Err(client::Error::UnknownTopic { .. }) if create.is_some() => {
-            let d = create.expect("checked");
-            let t = NewTopic::new(topic, d.partitions, d.replication_factor);
-            let timeout = cluster.config().connection.request_timeout;
-            match cluster.create_topic(&t, timeout) {
-                Ok(()) => Ok(()),
-                // Someone else created it meanwhile: fine.
-                Err(e) if client::is_already_exists(&e) => cluster.topic(topic).map(|_| ()),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    }
+    let new = create.map(|d| NewTopic::new(topic, d.partitions, d.replication_factor));
+    cluster.ensure_topic(topic, new.as_ref())
 }
 
 #[cfg(test)]
