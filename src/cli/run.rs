@@ -1,0 +1,485 @@
+//! One run, in its stages: set-up (configs, the topic), consumers, generators, the watcher
+//! (stats once a second, and what stops the run), the drain, and the report.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use kpipe::client::{self, Cluster, NewTopic};
+use kpipe::consumer::{self, ConsumerConfig, ConsumerPool, OffsetReset, OnHandlerError};
+use kpipe::producer::{self, Producer, ProducerConfig, ProducerRecord, SendError};
+use kpipe::shutdown::Shutdown;
+
+use super::event::{self, Event};
+use super::ledger::{Check, Ledger};
+use super::report::{self, Latency, Output, Report, Snapshot};
+use super::{AssignorArg, GroupProtocolArg, Mode, OnOff, Opts, UsageError};
+
+/// Events a generator takes from the --count budget at a time (one shared counter touched
+/// per event would cost every thread a contended atomic).
+const COUNT_CHUNK: u64 = 1024;
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Run `mode` with the (validated) flags `o`.
+pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
+    // Set-up: configs, the signal handler, the topic.
+    let client = super::client_config(o)?;
+    let shutdown = Shutdown::new();
+    if let Err(e) = shutdown.install_signal_handler() {
+        log::warn!("cannot catch Ctrl-C/SIGTERM: {e}");
+    }
+    let partitions = prepare_topic(mode, o, &client)?;
+    let run_id = now_us();
+    let check = match mode {
+        Mode::Run => Check::Both,
+        Mode::Produce => Check::Acked,
+        Mode::Consume => Check::Seen,
+    };
+    // The ledger lives as long as the process (the command runs once per process): the
+    // delivery callback of every event can then reach it without a reference count that
+    // the generators and the writer thread would both touch per event.
+    let ledger: &'static Ledger = Box::leak(Box::new(Ledger::new(
+        run_id,
+        o.devices,
+        check,
+        run_id + o.warmup.as_micros() as u64,
+    )));
+    let started = Instant::now();
+
+    // Consumers first, so that they are in place before the first event.
+    let pool = match mode {
+        Mode::Run | Mode::Consume => Some(start_consumers(mode, o, &client, ledger)?),
+        Mode::Produce => None,
+    };
+    if let (Mode::Run, Some(pool)) = (mode, &pool) {
+        await_assignment(pool, partitions, &shutdown);
+    }
+    let producer = match mode {
+        Mode::Run | Mode::Produce => Some(start_producer(o, client)?),
+        Mode::Consume => None,
+    };
+    let generators = producer
+        .as_ref()
+        .map(|p| Generators::start(o, p, ledger, &shutdown))
+        .unwrap_or_default();
+
+    let stopped_by = watch(
+        mode,
+        o,
+        &shutdown,
+        started,
+        ledger,
+        producer.as_ref(),
+        pool.as_ref(),
+        &generators,
+    );
+    shutdown.trigger();
+    generators.join();
+
+    let mut report = Report {
+        mode: format!("{mode:?}").to_lowercase(),
+        stopped_by,
+        ..Default::default()
+    };
+    if let Some(p) = producer {
+        drain_producer(p, o, &shutdown, &mut report);
+    }
+    if let Some(pool) = pool {
+        if mode == Mode::Run {
+            // Consumers catch up to what was acknowledged (a second Ctrl-C stops waiting).
+            let deadline = Instant::now() + o.drain_timeout;
+            while ledger.missing() > 0 && Instant::now() < deadline && shutdown.signal_count() < 2 {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        report.lag = pool.stats().lag();
+        pool.close(o.drain_timeout);
+    }
+    finish(&mut report, mode, ledger, started);
+    Ok(report)
+}
+
+/// Make sure the topic exists (creating it unless told not to, or in `consume` mode);
+/// returns its partition count.
+fn prepare_topic(mode: Mode, o: &Opts, client: &client::ClientConfig) -> Result<usize, UsageError> {
+    let mut cluster = Cluster::connect(client.clone())?;
+    let create = (!o.no_create_topic && mode != Mode::Consume)
+        .then(|| NewTopic::new(&o.topic, o.partitions, o.replication));
+    match cluster.ensure_topic(&o.topic, create.as_ref()) {
+        Ok(()) => {}
+        Err(client::Error::UnknownTopic { .. }) => {
+            return Err(UsageError(format!(
+                "topic {:?} does not exist; create it (drop --no-create-topic, or run `kpipe produce` first)",
+                o.topic
+            )))
+        }
+        Err(e) => return Err(UsageError(format!("topic {:?}: {e}", o.topic))),
+    }
+    Ok(cluster.topic(&o.topic)?.partitions.len())
+}
+
+fn start_consumers(
+    mode: Mode,
+    o: &Opts,
+    client: &client::ClientConfig,
+    ledger: &'static Ledger,
+) -> Result<ConsumerPool, UsageError> {
+    let mut c = ConsumerConfig::new("localhost:9092", &o.group, &[o.topic.as_str()]);
+    c.client = client.clone();
+    c.threads = o.consumers;
+    c.group_protocol = match o.group_protocol {
+        GroupProtocolArg::Classic => consumer::GroupProtocol::Classic,
+        GroupProtocolArg::Consumer => consumer::GroupProtocol::Consumer,
+    };
+    c.assignor = match o.assignor {
+        AssignorArg::Range => consumer::Assignor::Range,
+        AssignorArg::Roundrobin => consumer::Assignor::RoundRobin,
+        AssignorArg::CooperativeSticky => consumer::Assignor::CooperativeSticky,
+    };
+    c.group_instance_id = o.group_instance_id.clone();
+    c.offset_reset = if mode == Mode::Consume {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
+    c.on_error = OnHandlerError::Skip;
+    c.heartbeat_interval = Duration::from_secs(1);
+    c.session_timeout = Duration::from_secs(10);
+    c.max_poll_interval = Duration::from_secs(30);
+    c.commit_interval = Duration::from_secs(1);
+    ConsumerPool::start_cloned(c, move |r: &consumer::ConsumedRecord| {
+        ledger.consumed(r.value.as_deref(), now_us());
+        Ok::<(), String>(())
+    })
+    .map_err(|e| match e {
+        consumer::Error::Client(c) => c.into(),
+        other => UsageError(other.to_string()),
+    })
+}
+
+/// Wait (at most 60 s) until every partition has an owner and a position, so that no
+/// event of the run is sent before a consumer would read it.
+fn await_assignment(pool: &ConsumerPool, partitions: usize, shutdown: &Shutdown) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool.stats().partitions.len() < partitions {
+        if Instant::now() > deadline || shutdown.is_triggered() {
+            log::warn!("not every partition was assigned within 60 s; starting anyway");
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_producer(o: &Opts, client: client::ClientConfig) -> Result<Producer, UsageError> {
+    let mut c = ProducerConfig::new("localhost:9092").topic(&o.topic);
+    c.client = client;
+    c.acks = o.acks;
+    c.idempotence = o.idempotence.map(|v| v == OnOff::On);
+    c.compression = o.compression;
+    c.linger = o.linger;
+    c.batch_bytes = o.batch_bytes;
+    c.balancer = o.balancer.parse().expect("validated");
+    c.close_timeout = o.drain_timeout;
+    Producer::new(c).map_err(|e| match e {
+        producer::Error::Client(c) => c.into(),
+        other => UsageError(other.to_string()),
+    })
+}
+
+/// The producer threads.
+#[derive(Default)]
+struct Generators {
+    threads: Vec<JoinHandle<()>>,
+    /// Threads that have stopped (the --count budget spent, the flag, the producer closed).
+    finished: Arc<AtomicUsize>,
+}
+
+impl Generators {
+    fn start(o: &Opts, p: &Producer, ledger: &'static Ledger, shutdown: &Shutdown) -> Self {
+        let keys: Arc<[Bytes]> = event::device_keys(o.devices).into();
+        let budget = Arc::new(AtomicU64::new(o.count.unwrap_or(u64::MAX)));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let threads = (0..o.threads)
+            .map(|t| {
+                let g = Generator {
+                    mine: (t as u32..o.devices).step_by(o.threads).collect(),
+                    keys: keys.clone(),
+                    producer: p.clone(),
+                    shutdown: shutdown.clone(),
+                    ledger,
+                    budget: budget.clone(),
+                    rate: o.rate,
+                    payload_bytes: o.payload_bytes,
+                };
+                let finished = finished.clone();
+                thread::Builder::new()
+                    .name(format!("kpipe-gen-{t}"))
+                    .spawn(move || {
+                        g.run();
+                        finished.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .expect("spawn a producer thread")
+            })
+            .collect();
+        Generators { threads, finished }
+    }
+
+    /// Whether every thread has stopped.
+    fn all_finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst) == self.threads.len()
+    }
+
+    fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One producer thread: its own devices (device d belongs to thread d % threads), so each
+/// device's sequence comes from one thread, in order.
+struct Generator {
+    mine: Vec<u32>,
+    keys: Arc<[Bytes]>,
+    producer: Producer,
+    shutdown: Shutdown,
+    ledger: &'static Ledger,
+    /// Events left to send under --count (`u64::MAX` without it).
+    budget: Arc<AtomicU64>,
+    rate: u64,
+    payload_bytes: usize,
+}
+
+impl Generator {
+    /// Take up to [`COUNT_CHUNK`] events from the budget; 0 when it is spent.
+    fn claim(&self) -> u64 {
+        self.budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                (left > 0).then(|| left.saturating_sub(COUNT_CHUNK))
+            })
+            .map_or(0, |left| left.min(COUNT_CHUNK))
+    }
+
+    fn run(self) {
+        let interval = (self.rate > 0).then(|| Duration::from_secs_f64(1.0 / self.rate as f64));
+        let (start, start_us) = (Instant::now(), now_us());
+        let mut next_seq = vec![0u64; self.mine.len()];
+        let (mut n, mut allowed) = (0u64, 0u64);
+        let run = self.ledger.run();
+        while !self.shutdown.is_triggered() {
+            if allowed == 0 {
+                allowed = self.claim();
+                if allowed == 0 {
+                    return;
+                }
+            }
+            if let Some(every) = interval {
+                // Scheduled send time: no coordinated omission when we fall behind.
+                let due = start + every.mul_f64(n as f64);
+                let now = Instant::now();
+                if due > now {
+                    thread::sleep((due - now).min(Duration::from_millis(100)));
+                    if Instant::now() < due {
+                        continue;
+                    }
+                }
+            }
+            let i = (n % self.mine.len() as u64) as usize;
+            let (device, seq) = (self.mine[i], next_seq[i]);
+            let event = Event {
+                run,
+                device,
+                seq,
+                // With --rate, latency counts from the scheduled send time, so a producer
+                // that falls behind shows up in the latency instead of hiding it. Without a
+                // rate, a send is due the moment it happens.
+                sent_at_us: match interval {
+                    Some(every) => start_us + (every.as_secs_f64() * 1e6 * n as f64) as u64,
+                    None => now_us(),
+                },
+            };
+            let mut record = ProducerRecord::new(event.encode(self.payload_bytes));
+            record.key = Some(self.keys[device as usize].clone());
+            if !self.send(record, device, seq) {
+                return;
+            }
+            next_seq[i] += 1;
+            n += 1;
+            allowed -= 1;
+        }
+    }
+
+    /// Send one event, waiting out a full queue (backpressure: the same event is offered
+    /// again, so no sequence number is skipped); false once the producer is closed or the
+    /// run is stopping.
+    fn send(&self, mut record: ProducerRecord, device: u32, seq: u64) -> bool {
+        let ledger = self.ledger;
+        loop {
+            let sent = self.producer.send_with_callback(record, move |r| match r {
+                Ok(_) => ledger.acked(device, seq),
+                Err(_) => ledger.failed(device, seq),
+            });
+            match sent {
+                Ok(()) => return true,
+                Err(SendError::QueueFull(r)) if !self.shutdown.is_triggered() => record = *r,
+                Err(SendError::QueueFull(_)) | Err(SendError::Closed(_)) => return false,
+                Err(e) => {
+                    log::error!("an event cannot be sent: {e}");
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Show stats once a second until something stops the run; returns what stopped it.
+#[allow(clippy::too_many_arguments)]
+fn watch(
+    mode: Mode,
+    o: &Opts,
+    shutdown: &Shutdown,
+    started: Instant,
+    ledger: &Ledger,
+    producer: Option<&Producer>,
+    pool: Option<&ConsumerPool>,
+    generators: &Generators,
+) -> String {
+    let mut out = Output::new(o.stats_json.as_deref());
+    let mut last = (Instant::now(), 0u64, 0u64);
+    let mut next_tick = Instant::now() + Duration::from_secs(1);
+    loop {
+        if shutdown.is_triggered() {
+            return if shutdown.signal_count() > 0 {
+                "signal".into()
+            } else {
+                "shutdown flag".into()
+            };
+        }
+        if o.duration.is_some_and(|d| started.elapsed() >= d) {
+            return "--duration".into();
+        }
+        if let Some(limit) = o.count {
+            let reached = match mode {
+                Mode::Consume => ledger.tally().consumed >= limit,
+                _ => generators.all_finished(),
+            };
+            if reached {
+                return "--count".into();
+            }
+        }
+        if pool.is_some_and(ConsumerPool::is_finished) {
+            return "consumer pool stopped".into();
+        }
+        if Instant::now() >= next_tick {
+            next_tick += Duration::from_secs(1);
+            let ps = producer.map(Producer::stats).unwrap_or_default();
+            let cs = pool.map(ConsumerPool::stats).unwrap_or_default();
+            let consumed = ledger.tally().consumed;
+            let (t0, acked0, consumed0) = last;
+            let dt = t0.elapsed().as_secs_f64().max(1e-3);
+            let latency = ledger.latency();
+            let snap = Snapshot {
+                elapsed_secs: started.elapsed().as_secs_f64(),
+                produced: ps.accepted,
+                acked: ps.delivered,
+                failed: ps.failed,
+                consumed,
+                produced_per_sec: (ps.delivered - acked0) as f64 / dt,
+                consumed_per_sec: (consumed - consumed0) as f64 / dt,
+                lag: cs.lag(),
+                queue_depth: ps.queue_depth,
+                rebalances: cs.rebalances,
+                assigned_partitions: cs.partitions.len(),
+                e2e_p50_ms: latency.quantile(0.5).as_secs_f64() * 1000.0,
+                e2e_p99_ms: latency.quantile(0.99).as_secs_f64() * 1000.0,
+                errors: ps.errors.values().sum::<u64>() + cs.commit_failures,
+                producer_epoch: ps.producer.map(|p| p.epoch),
+                epoch_bumps: ps.epoch_bumps,
+                resent_batches: ps.retries,
+                rss_mib: report::rss_mib().0,
+            };
+            last = (Instant::now(), ps.delivered, consumed);
+            out.show(&snap);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Close the producer within --drain-timeout (a second Ctrl-C abandons what is left) and
+/// put its summary in the report.
+fn drain_producer(p: Producer, o: &Opts, shutdown: &Shutdown, report: &mut Report) {
+    let drained = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (p, shutdown, drained) = (p.clone(), shutdown.clone(), drained.clone());
+        thread::Builder::new()
+            .name("kpipe-drain-watch".into())
+            .spawn(move || {
+                while !drained.load(Ordering::SeqCst) {
+                    if shutdown.signal_count() >= 2 {
+                        eprintln!("kpipe: second signal: abandoning the drain");
+                        p.abort();
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            })
+    };
+    let closed = p.close(o.drain_timeout);
+    drained.store(true, Ordering::SeqCst);
+    match watcher {
+        Ok(w) => {
+            let _ = w.join();
+        }
+        Err(e) => log::warn!("no drain watcher (a second Ctrl-C will not cut the drain): {e}"),
+    }
+    match closed {
+        Ok(s) => {
+            report.produced = s.accepted;
+            report.acked = s.delivered;
+            report.failed = s.failed;
+            report.failures = s.failures;
+            report.not_attempted = s.not_attempted;
+            report.producer_id = s.producer.map(|p| p.id);
+            report.producer_epoch = s.producer.map(|p| p.epoch);
+            report.epoch_bumps = s.epoch_bumps;
+            report.resent_batches = s.resent_batches;
+        }
+        Err(e) => {
+            report.failures.insert(e.to_string(), 1);
+            report.failed += 1;
+        }
+    }
+}
+
+/// The ledger's counts, the latency, the rate and the memory into the report.
+fn finish(report: &mut Report, mode: Mode, ledger: &Ledger, started: Instant) {
+    let elapsed = started.elapsed().as_secs_f64();
+    let t = ledger.tally();
+    report.consumed = t.consumed;
+    report.foreign = t.foreign;
+    report.duplicates = t.duplicates;
+    report.sequence_gaps = t.gaps;
+    report.outside_window = t.outside_window;
+    report.missing = t.missing;
+    report.latency_ms = Latency::of(ledger.latency());
+    report.elapsed_secs = elapsed;
+    let count = if mode == Mode::Consume {
+        report.consumed
+    } else {
+        report.acked
+    };
+    report.records_per_sec = if elapsed > 0.0 {
+        count as f64 / elapsed
+    } else {
+        0.0
+    };
+    (report.rss_mib, report.peak_rss_mib) = report::rss_mib();
+}
