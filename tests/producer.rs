@@ -285,6 +285,44 @@ fn a_full_queue_hands_the_record_back_within_write_timeout() {
 }
 
 #[test]
+fn senders_blocked_on_a_full_queue_all_get_through_and_nothing_is_lost() {
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "room", 3);
+    let mut config = common::producer_config(&topic);
+    // A queue of 8 records for 8 threads: nearly every send waits for room, and the
+    // writer wakes the waiting senders only once the queue is half empty.
+    config.queue_capacity = 8;
+    config.write_timeout = Duration::from_secs(60);
+    let producer = Producer::new(config).unwrap();
+    let per_thread = 5_000u64;
+    let senders: Vec<_> = (0..8u64)
+        .map(|t| {
+            let p = producer.clone();
+            thread::spawn(move || {
+                for i in 0..per_thread {
+                    let value = format!("{t}-{i}");
+                    p.send(ProducerRecord::new(value)).expect("room comes");
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let summary = producer.close(Duration::from_secs(60)).unwrap();
+    assert_eq!(summary.accepted, 8 * per_thread, "{summary:?}");
+    assert_eq!(summary.delivered, 8 * per_thread, "{summary:?}");
+    let read = common::fetch_all(&mut cluster, &topic);
+    assert_eq!(
+        read.len(),
+        8 * per_thread as usize,
+        "nothing more in the topic"
+    );
+    let distinct: HashSet<_> = read.iter().map(|(_, r)| r.value.clone()).collect();
+    assert_eq!(distinct.len(), 8 * per_thread as usize, "every record once");
+}
+
+#[test]
 fn an_unreachable_broker_fails_at_start_in_time() {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 
 use crate::client::{self, Cluster, NewTopic};
 use crate::stats::{Counter, Histogram, Percentiles};
@@ -147,6 +147,8 @@ pub struct ProducerStats {
 pub(crate) struct Shared {
     /// What every send touches, apart from what the writer updates.
     pub(crate) gate: Gate,
+    /// Senders waiting for room in a full channel.
+    pub(crate) room: Room,
     pub(crate) clock: Clock,
     /// Records the writer took from the channel (it alone counts them: a send pays for no
     /// counter of its own).
@@ -178,6 +180,75 @@ pub(crate) struct Gate {
     /// Senders between their closing check and their enqueue (see `Producer::enqueue`).
     pub(crate) sending: AtomicUsize,
     pub(crate) closing: AtomicBool,
+}
+
+/// Where senders wait for room in a full channel. Waiting inside the channel would have the
+/// writer wake one sender per record it takes (a futex call each, and a context switch on
+/// two cores), while the channel stays full; here the writer wakes them all at once, when
+/// the channel is half empty, and a send that finds room pays one atomic load for it.
+#[derive(Default)]
+pub(crate) struct Room {
+    waiting: AtomicUsize,
+    lock: Mutex<()>,
+    freed: std::sync::Condvar,
+}
+
+impl Room {
+    /// Longest wait between two tries: bounds what a missed wake-up could cost.
+    const RETRY: Duration = Duration::from_millis(10);
+
+    /// Send `msg`, waiting until `deadline` for room; hands it back on timeout (`false`)
+    /// or when the writer is gone (`true`). The message comes back by value, as from the
+    /// channel's own `try_send`: boxing it would cost an allocation where none is needed.
+    #[allow(clippy::result_large_err)]
+    fn send(&self, tx: &Sender<Msg>, mut msg: Msg, deadline: Instant) -> Result<(), (Msg, bool)> {
+        loop {
+            let guard = self.lock.locked();
+            // Counted before the last try, under the lock the writer takes to wake us: a
+            // writer that made room after this try finds us counted and waiting.
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            msg = match tx.try_send(msg) {
+                Ok(()) => {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Ok(());
+                }
+                Err(TrySendError::Disconnected(m)) => {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err((m, true));
+                }
+                Err(TrySendError::Full(m)) => m,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                return Err((msg, false));
+            }
+            let wait = (deadline - now).min(Self::RETRY);
+            let guard = self
+                .freed
+                .wait_timeout(guard, wait)
+                .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            drop(guard);
+        }
+    }
+
+    /// The writer took records: wake every waiting sender if the channel is at most half
+    /// full (`len`, `capacity`).
+    pub(crate) fn taken(&self, len: usize, capacity: usize) {
+        if self.waiting.load(Ordering::SeqCst) > 0 && len <= capacity / 2 {
+            let _guard = self.lock.locked();
+            self.freed.notify_all();
+        }
+    }
+
+    /// Wake every waiting sender (the producer is closing).
+    pub(crate) fn wake_all(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.locked();
+            self.freed.notify_all();
+        }
+    }
 }
 
 /// Wall-clock milliseconds from a monotonic clock read. A send needs both an `Instant`
@@ -316,6 +387,7 @@ impl Producer {
                 sending: AtomicUsize::new(0),
                 closing: AtomicBool::new(false),
             },
+            room: Room::default(),
             clock: Clock::new(),
             accepted: AtomicU64::new(0),
             close_deadline: Mutex::new(None),
@@ -468,10 +540,12 @@ impl Producer {
         let sent = match (inner.tx.try_send(msg), wait) {
             (Ok(()), _) => Ok(()),
             (Err(TrySendError::Full(m)), Some(t)) => {
-                inner.tx.send_timeout(m, t).map_err(|e| match e {
-                    SendTimeoutError::Timeout(m) => (m, false),
-                    SendTimeoutError::Disconnected(m) => (m, true),
-                })
+                // A timeout too long to add is as good as none.
+                let now = Instant::now();
+                let deadline = now
+                    .checked_add(t)
+                    .unwrap_or(now + Duration::from_secs(1 << 32));
+                shared.room.send(&inner.tx, m, deadline)
             }
             (Err(TrySendError::Full(m)), None) => Err((m, false)),
             (Err(TrySendError::Disconnected(m)), _) => Err((m, true)),

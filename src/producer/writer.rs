@@ -573,6 +573,8 @@ impl Writer {
                 Err(_) => break,
             }
         }
+        let capacity = self.rx.capacity().unwrap_or(usize::MAX);
+        self.shared.room.taken(self.rx.len(), capacity);
     }
 
     /// Route one message; returns the bytes it added to the queues.
@@ -1468,6 +1470,7 @@ impl Writer {
                     left.push((env, DeliveryError::NotAttempted));
                 }
             }
+            self.shared.room.wake_all();
             if self.shared.gate.sending.load(Ordering::SeqCst) == 0 && self.rx.is_empty() {
                 break;
             }
