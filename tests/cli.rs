@@ -96,6 +96,13 @@ fn a_bounded_run_ends_with_nothing_missing_and_the_topic_holds_exactly_the_acked
     for key in ["failed", "foreign", "lag", "latency_ms", "records_per_sec"] {
         assert!(s.get(key).is_some(), "summary lacks {key}: {s}");
     }
+    assert_eq!(s["sequence_gaps"], 0, "{s}");
+    assert_eq!(s["outside_window"], 0, "{s}");
+    let (rss, peak) = (
+        s["rss_mib"].as_f64().unwrap(),
+        s["peak_rss_mib"].as_f64().unwrap(),
+    );
+    assert!(rss > 0.0 && peak >= rss, "memory reported: {s}");
     assert!(s["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{s}");
     assert!(s["latency_ms"]["p99"].as_f64().unwrap() >= s["latency_ms"]["p50"].as_f64().unwrap());
     let mut cluster = common::cluster();
@@ -172,6 +179,11 @@ fn interrupted_run(sig: &str) {
         Duration::from_secs(60),
         "a full-speed run to get going",
         || last_stats(&stats).is_some_and(|s| s["acked"].as_u64().unwrap_or(0) > 20_000),
+    );
+    let snap = last_stats(&stats).unwrap();
+    assert!(
+        snap["rss_mib"].as_f64().unwrap_or(0.0) > 0.0,
+        "RSS in the stats: {snap}"
     );
     signal(&child, sig);
     let code = wait_exit(&mut child, Duration::from_secs(90));
@@ -316,6 +328,17 @@ fn bad_input_exits_2_with_a_message_in_time() {
         ),
         (vec!["consume", "--topic", &missing], "does not exist"),
         (vec!["--group-protocol", "eager"], "classic, consumer"),
+        (
+            vec!["--batch-bytes", "0"],
+            "--batch-bytes 0 is out of range",
+        ),
+        (vec!["--batch-bytes", "2000000"], "1 MiB request"),
+        (vec!["--payload-bytes", "2000000"], "--payload-bytes"),
+        (
+            vec!["--devices", "2", "--threads", "4"],
+            "at least as many devices",
+        ),
+        (vec!["--duration", "0s"], "--duration must be above 0"),
     ];
     for (args, needle) in cases {
         let (out, took) = run_to_end(&args, Duration::from_secs(30));
@@ -366,4 +389,10 @@ fn help_documents_every_flag_with_its_default() {
         help.contains("[default: telemetry-events]")
             && help.contains("[default: analytics-service-group]")
     );
+    for code in ["Exit codes:", "  0  ", "  1  ", "  2  "] {
+        assert!(
+            help.contains(code),
+            "--help should say what the exit codes mean: {help}"
+        );
+    }
 }

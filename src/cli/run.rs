@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use kpipe::client::{self, Cluster, NewTopic};
 use kpipe::consumer::{self, ConsumerConfig, ConsumerPool, OffsetReset, OnHandlerError};
@@ -17,6 +17,21 @@ use super::event::{self, Event};
 use super::ledger::{Check, Ledger};
 use super::report::{self, Latency, Output, Report, Snapshot};
 use super::{AssignorArg, GroupProtocolArg, Mode, OnOff, Opts, UsageError};
+
+// The command's memory budget. With every generator sending as fast as it can, the
+// producer's queues are always full and the consumers' fetches always answered in full, so
+// these bound what the run holds, whatever its length (`kpipe run` at its defaults stays
+// under 96 MiB; the library's defaults, 10,000 records, 32 MiB and 1 MiB per partition,
+// took it past 200 MiB). They cost no throughput here: 4 MiB is tens of milliseconds of
+// sending at a million events a second.
+/// Records in the channel between the generators and the writer thread.
+const QUEUE_RECORDS: usize = 2048;
+/// Bytes of records the writer holds in its partition queues.
+const BUFFER_BYTES: usize = 4 << 20;
+/// Bytes one partition may bring in one fetch answer (a larger batch still comes whole).
+const FETCH_PARTITION_BYTES: i32 = 256 << 10;
+/// Bytes one fetch answer may bring in all.
+const FETCH_BYTES: i32 = 8 << 20;
 
 /// Events a generator takes from the --count budget at a time (one shared counter touched
 /// per event would cost every thread a contended atomic).
@@ -155,6 +170,8 @@ fn start_consumers(
     c.session_timeout = Duration::from_secs(10);
     c.max_poll_interval = Duration::from_secs(30);
     c.commit_interval = Duration::from_secs(1);
+    c.fetch.partition_max_bytes = FETCH_PARTITION_BYTES;
+    c.fetch.max_bytes = FETCH_BYTES;
     ConsumerPool::start_cloned(c, move |r: &consumer::ConsumedRecord| {
         ledger.consumed(r.value.as_deref(), now_us());
         Ok::<(), String>(())
@@ -188,6 +205,8 @@ fn start_producer(o: &Opts, client: client::ClientConfig) -> Result<Producer, Us
     c.batch_bytes = o.batch_bytes;
     c.balancer = o.balancer.parse().expect("validated");
     c.close_timeout = o.drain_timeout;
+    c.queue_capacity = QUEUE_RECORDS;
+    c.buffer_bytes = BUFFER_BYTES;
     Producer::new(c).map_err(|e| match e {
         producer::Error::Client(c) => c.into(),
         other => UsageError(other.to_string()),
@@ -272,6 +291,7 @@ impl Generator {
         let interval = (self.rate > 0).then(|| Duration::from_secs_f64(1.0 / self.rate as f64));
         let (start, start_us) = (Instant::now(), now_us());
         let mut next_seq = vec![0u64; self.mine.len()];
+        let mut chunk = BytesMut::new();
         let (mut n, mut allowed) = (0u64, 0u64);
         let run = self.ledger.run();
         while !self.shutdown.is_triggered() {
@@ -306,7 +326,7 @@ impl Generator {
                     None => now_us(),
                 },
             };
-            let mut record = ProducerRecord::new(event.encode(self.payload_bytes));
+            let mut record = ProducerRecord::new(event.encode_into(self.payload_bytes, &mut chunk));
             record.key = Some(self.keys[device as usize].clone());
             if !self.send(record, device, seq) {
                 return;
