@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kpipe::client::{Compression, KafkaCode, NewTopic};
-use kpipe::producer::{Balancer, DeliveryError, SendError, TopicDefaults};
+use kpipe::producer::{Balancer, DeliveryError, OnDelivery, SendError, TopicDefaults};
 use kpipe::{Producer, ProducerRecord};
 
 #[test]
@@ -320,6 +320,42 @@ fn senders_blocked_on_a_full_queue_all_get_through_and_nothing_is_lost() {
     );
     let distinct: HashSet<_> = read.iter().map(|(_, r)| r.value.clone()).collect();
     assert_eq!(distinct.len(), 8 * per_thread as usize, "every record once");
+}
+
+#[test]
+fn tagged_sends_report_every_tag_once_to_the_one_handler() {
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "tagged", 3);
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let mut config = common::producer_config(&topic);
+    let seen = outcomes.clone();
+    config.on_delivery = Some(OnDelivery::new(move |tag, r| {
+        seen.lock().unwrap().push((tag, r.map(|d| d.offset)));
+    }));
+    let producer = Producer::new(config).unwrap();
+    for tag in 0..3000u64 {
+        producer
+            .send_tagged(ProducerRecord::new(tag.to_string()), tag)
+            .unwrap();
+    }
+    let summary = producer.close(Duration::from_secs(30)).unwrap();
+    assert_eq!(summary.delivered, 3000, "{summary:?}");
+    let outcomes = outcomes.lock().unwrap();
+    let tags: HashSet<u64> = outcomes.iter().map(|(t, _)| *t).collect();
+    assert_eq!((outcomes.len(), tags.len()), (3000, 3000), "each tag once");
+    assert!(outcomes.iter().all(|(_, r)| matches!(r, Ok(o) if *o >= 0)));
+
+    // Without a handler the outcome would go nowhere: refused, saying what to set.
+    let producer = Producer::new(common::producer_config(&topic)).unwrap();
+    let err = producer
+        .send_tagged(ProducerRecord::new("x"), 1)
+        .unwrap_err();
+    assert!(
+        matches!(&err, SendError::Invalid { reason, .. } if reason.contains("on_delivery")),
+        "{err}"
+    );
+    let summary = producer.close(Duration::from_secs(30)).unwrap();
+    assert_eq!(summary.accepted, 0);
 }
 
 #[test]

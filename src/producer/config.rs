@@ -6,6 +6,7 @@ use crate::client::{Acks, ClientConfig, Compression};
 use crate::shutdown::Shutdown;
 
 use super::balancer::Balancer;
+use super::delivery::OnDelivery;
 use super::lane::MAX_IDEMPOTENT_IN_FLIGHT;
 use super::Error;
 
@@ -73,6 +74,9 @@ pub struct ProducerConfig {
     /// Bound on the drain when the shutdown flag is set or the last handle is dropped.
     /// Default 30 s.
     pub close_timeout: Duration,
+    /// The handler of the records sent with
+    /// [`send_tagged`](super::Producer::send_tagged). Default none.
+    pub on_delivery: Option<OnDelivery>,
 }
 
 impl ProducerConfig {
@@ -96,6 +100,7 @@ impl ProducerConfig {
             create_topics: None,
             shutdown: None,
             close_timeout: Duration::from_secs(30),
+            on_delivery: None,
         }
     }
 

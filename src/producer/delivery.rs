@@ -112,15 +112,40 @@ pub enum DeliveryError {
 /// The outcome of one record.
 pub type DeliveryResult = Result<Delivery, DeliveryError>;
 
+/// One handler for the outcomes of every record sent with
+/// [`Producer::send_tagged`](super::Producer::send_tagged), set in
+/// [`ProducerConfig::on_delivery`](super::ProducerConfig::on_delivery): called on the writer
+/// thread with the record's tag and its outcome. It is librdkafka's delivery report callback
+/// with its per-message opaque: a send costs no allocation for its report, where
+/// [`send_with_callback`](super::Producer::send_with_callback) boxes a closure per record.
+/// Keep it short and never block in it.
+#[derive(Clone)]
+pub struct OnDelivery(Arc<dyn Fn(u64, DeliveryResult) + Send + Sync>);
+
+impl OnDelivery {
+    /// A handler calling `f(tag, outcome)`.
+    pub fn new(f: impl Fn(u64, DeliveryResult) + Send + Sync + 'static) -> Self {
+        OnDelivery(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for OnDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnDelivery(..)")
+    }
+}
+
 /// How the writer reports one record's outcome. `None` costs nothing.
 pub(crate) enum Report {
     None,
     Wait(Sender<DeliveryResult>),
     Callback(Box<dyn FnOnce(DeliveryResult) + Send>),
+    /// For the producer's [`OnDelivery`] handler.
+    Tag(u64),
 }
 
 impl Report {
-    pub(crate) fn deliver(self, result: DeliveryResult) {
+    pub(crate) fn deliver(self, result: DeliveryResult, handler: Option<&OnDelivery>) {
         match self {
             Report::None => {}
             // The receipt may have been dropped: nobody is waiting then.
@@ -128,6 +153,12 @@ impl Report {
                 let _ = tx.send(result);
             }
             Report::Callback(f) => f(result),
+            // `send_tagged` refuses records when there is no handler.
+            Report::Tag(tag) => {
+                if let Some(h) = handler {
+                    (h.0)(tag, result)
+                }
+            }
         }
     }
 }

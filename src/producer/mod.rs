@@ -38,7 +38,8 @@ use crate::stats::{Counter, Histogram, Percentiles};
 pub use balancer::{java_partition, murmur2, Balance, Balancer};
 pub use config::{ProducerConfig, TopicDefaults};
 pub use delivery::{
-    Delivery, DeliveryError, DeliveryReceipt, DeliveryResult, ProducerRecord, SendError, WaitError,
+    Delivery, DeliveryError, DeliveryReceipt, DeliveryResult, OnDelivery, ProducerRecord,
+    SendError, WaitError,
 };
 
 use crate::sync::Locked;
@@ -329,6 +330,8 @@ struct Inner {
     wait_bound: Duration,
     max_record_bytes: usize,
     close_timeout: Duration,
+    /// Whether `on_delivery` is set (`send_tagged` is refused without it).
+    tagged: bool,
     writer: Mutex<Option<JoinHandle<Summary>>>,
 }
 
@@ -419,6 +422,7 @@ impl Producer {
             wait_bound: config.delivery_timeout + config.close_timeout + config.write_timeout,
             max_record_bytes: config.max_request_bytes - 200,
             close_timeout: config.close_timeout,
+            tagged: config.on_delivery.is_some(),
             writer: Mutex::new(None),
         };
         let known: Vec<client::TopicInfo> = match &config.topic {
@@ -488,6 +492,22 @@ impl Producer {
             Report::Callback(Box::new(callback)),
             Some(self.inner.write_timeout),
         )
+    }
+
+    /// Send, and have the producer's [`OnDelivery`] handler
+    /// ([`ProducerConfig::on_delivery`]) called with `tag` and the outcome, on the writer
+    /// thread. Blocks on a full queue as [`send`](Self::send) does. A producer without a
+    /// handler refuses the record ([`SendError::Invalid`]): its outcome would go nowhere.
+    pub fn send_tagged(&self, record: ProducerRecord, tag: u64) -> Result<(), SendError> {
+        if !self.inner.tagged {
+            return Err(SendError::Invalid {
+                record: Box::new(record),
+                reason: "send_tagged needs ProducerConfig::on_delivery, the handler that takes \
+                         the tags and outcomes; set it, or use send_with_callback"
+                    .into(),
+            });
+        }
+        self.enqueue(record, Report::Tag(tag), Some(self.inner.write_timeout))
     }
 
     fn enqueue(

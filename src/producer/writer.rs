@@ -28,7 +28,7 @@ use crate::shutdown::Shutdown;
 
 use super::balancer::Chooser;
 use super::config::{ProducerConfig, TopicDefaults};
-use super::delivery::{Delivery, DeliveryError, Envelope, Report};
+use super::delivery::{Delivery, DeliveryError, Envelope, OnDelivery, Report};
 use super::lane::{Identity, Lane, Next, Outcome, Reply, Sealed, Stamp};
 use super::links::Links;
 use super::{Msg, ProducerIdentity, Shared, Summary};
@@ -64,6 +64,7 @@ struct Settings {
     create_topics: Option<TopicDefaults>,
     shutdown: Option<Shutdown>,
     close_timeout: Duration,
+    on_delivery: Option<OnDelivery>,
 }
 
 /// How the writer starts as to idempotence.
@@ -324,6 +325,7 @@ impl Writer {
                 create_topics: config.create_topics,
                 shutdown: config.shutdown,
                 close_timeout: config.close_timeout,
+                on_delivery: config.on_delivery,
             },
             chooser: Chooser::new(config.balancer),
             default_topic: config.topic.as_deref().map(Arc::from),
@@ -1406,12 +1408,14 @@ impl Writer {
             } else {
                 env.record.timestamp.unwrap_or_default()
             };
-            env.report.deliver(Ok(Delivery {
+            let delivery = Delivery {
                 topic: topic.clone(),
                 partition,
                 offset,
                 timestamp,
-            }));
+            };
+            env.report
+                .deliver(Ok(delivery), self.cfg.on_delivery.as_ref());
         }
     }
 
@@ -1425,7 +1429,7 @@ impl Writer {
             self.shared.failed.add(1);
             *self.failures.entry(reason).or_default() += 1;
         }
-        env.report.deliver(Err(err));
+        env.report.deliver(Err(err), self.cfg.on_delivery.as_ref());
     }
 
     /// The close deadline passed: report everything left.
