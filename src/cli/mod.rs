@@ -279,8 +279,8 @@ fn validate(mode: Mode, o: &Opts) -> Result<(), UsageError> {
     if matches!(mode, Mode::Run | Mode::Consume) && o.consumers == 0 {
         return bad("--consumers must be at least 1".into());
     }
-    if o.devices == 0 {
-        return bad("--devices must be at least 1".into());
+    if o.devices == 0 || o.devices > run::MAX_DEVICES {
+        return bad(format!("--devices must be 1 to {}", run::MAX_DEVICES));
     }
     if produces && (o.devices as usize) < o.threads {
         return bad(format!(
