@@ -115,6 +115,9 @@ struct Args {
     /// Partitions (create).
     #[arg(long, default_value_t = 6)]
     partitions: i32,
+    /// A topic setting, KEY=VALUE (create; repeatable), e.g. retention.bytes=1073741824.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE")]
+    topic_configs: Vec<String>,
     /// Records per second (latency).
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
@@ -178,7 +181,14 @@ fn create(a: &Args, client: ClientConfig) {
         std::process::exit(1)
     };
     let mut cluster = Cluster::connect(client).unwrap_or_else(|e| fail(e));
-    let t = NewTopic::new(&a.topic, a.partitions, 1);
+    let mut t = NewTopic::new(&a.topic, a.partitions, 1);
+    for kv in &a.topic_configs {
+        let Some((k, v)) = kv.split_once('=') else {
+            eprintln!("perf: --topic-config {kv:?}: write KEY=VALUE, e.g. retention.bytes=1073741824");
+            std::process::exit(2)
+        };
+        t = t.config(k, v);
+    }
     match cluster.create_topic(&t, Duration::from_secs(60)) {
         Ok(()) => {}
         Err(e) if is_already_exists(&e) => {
