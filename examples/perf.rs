@@ -184,7 +184,9 @@ fn create(a: &Args, client: ClientConfig) {
     let mut t = NewTopic::new(&a.topic, a.partitions, 1);
     for kv in &a.topic_configs {
         let Some((k, v)) = kv.split_once('=') else {
-            eprintln!("perf: --topic-config {kv:?}: write KEY=VALUE, e.g. retention.bytes=1073741824");
+            eprintln!(
+                "perf: --topic-config {kv:?}: write KEY=VALUE, e.g. retention.bytes=1073741824"
+            );
             std::process::exit(2)
         };
         t = t.config(k, v);

@@ -20,14 +20,14 @@ use super::{AssignorArg, GroupProtocolArg, Mode, OnOff, Opts, UsageError};
 
 // The command's memory budget. With every generator sending as fast as it can, the
 // producer's queues are always full and the consumers' fetches always answered in full, so
-// these bound what the run holds, whatever its length (`kpipe run` at its defaults stays
-// under 96 MiB; the library's defaults, 10,000 records, 32 MiB and 1 MiB per partition,
-// took it past 200 MiB). They cost no throughput here: 4 MiB is tens of milliseconds of
-// sending at a million events a second.
+// these bound what the run holds, whatever its length: `kpipe run` at its defaults peaked
+// at 76-79 MiB in three 20 s runs (with 4 MiB of queues, 89-100 MiB; with the library's
+// defaults, 10,000 records, 32 MiB and 1 MiB per partition, over 200 MiB). 2 MiB of queues
+// is about ten milliseconds of sending at a million events a second, twice the linger.
 /// Records in the channel between the generators and the writer thread.
 const QUEUE_RECORDS: usize = 2048;
 /// Bytes of records the writer holds in its partition queues.
-const BUFFER_BYTES: usize = 4 << 20;
+const BUFFER_BYTES: usize = 2 << 20;
 /// Bytes one partition may bring in one fetch answer (a larger batch still comes whole).
 const FETCH_PARTITION_BYTES: i32 = 256 << 10;
 /// Bytes one fetch answer may bring in all.
