@@ -198,52 +198,50 @@ impl Room {
     /// Longest wait between two tries: bounds what a missed wake-up could cost.
     const RETRY: Duration = Duration::from_millis(10);
 
-    /// Send `msg`, waiting until `deadline` for room; hands it back on timeout (`false`)
-    /// or when the writer is gone (`true`). The message comes back by value, as from the
-    /// channel's own `try_send`: boxing it would cost an allocation where none is needed.
+    /// Send `msg`, waiting until `deadline` (none: for as long as it takes) for room; hands
+    /// it back on timeout (`false`) or when the writer is gone (`true`). The message comes
+    /// back by value, as from the channel's own `try_send`: boxing it would cost an
+    /// allocation where none is needed.
     #[allow(clippy::result_large_err)]
-    fn send(&self, tx: &Sender<Msg>, mut msg: Msg, deadline: Instant) -> Result<(), (Msg, bool)> {
-        loop {
+    fn send(
+        &self,
+        tx: &Sender<Msg>,
+        mut msg: Msg,
+        deadline: Option<Instant>,
+    ) -> Result<(), (Msg, bool)> {
+        // Counted before the first try, and each try is made under the lock the writer
+        // takes to wake us: a writer that made room after a try finds us counted and
+        // waiting.
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let sent = loop {
             let guard = self.lock.locked();
-            // Counted before the last try, under the lock the writer takes to wake us: a
-            // writer that made room after this try finds us counted and waiting.
-            self.waiting.fetch_add(1, Ordering::SeqCst);
             msg = match tx.try_send(msg) {
-                Ok(()) => {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
-                    return Ok(());
-                }
-                Err(TrySendError::Disconnected(m)) => {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
-                    return Err((m, true));
-                }
+                Ok(()) => break Ok(()),
+                Err(TrySendError::Disconnected(m)) => break Err((m, true)),
                 Err(TrySendError::Full(m)) => m,
             };
-            let now = Instant::now();
-            if now >= deadline {
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-                return Err((msg, false));
-            }
-            let wait = (deadline - now).min(Self::RETRY);
-            let guard = self
-                .freed
-                .wait_timeout(guard, wait)
-                .map_or_else(|p| p.into_inner().0, |(g, _)| g);
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            drop(guard);
-        }
+            let wait = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(Self::RETRY),
+                    _ => break Err((msg, false)),
+                },
+                None => Self::RETRY,
+            };
+            drop(self.freed.wait_timeout(guard, wait));
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        sent
     }
 
     /// The writer took records: wake every waiting sender if the channel is at most half
     /// full (`len`, `capacity`).
     pub(crate) fn taken(&self, len: usize, capacity: usize) {
-        if self.waiting.load(Ordering::SeqCst) > 0 && len <= capacity / 2 {
-            let _guard = self.lock.locked();
-            self.freed.notify_all();
+        if len <= capacity / 2 {
+            self.wake_all();
         }
     }
 
-    /// Wake every waiting sender (the producer is closing).
+    /// Wake every waiting sender (also when the producer is closing).
     pub(crate) fn wake_all(&self) {
         if self.waiting.load(Ordering::SeqCst) > 0 {
             let _guard = self.lock.locked();
@@ -559,13 +557,11 @@ impl Producer {
         // a channel with room never needs.
         let sent = match (inner.tx.try_send(msg), wait) {
             (Ok(()), _) => Ok(()),
+            // A timeout too long to add to the clock is as good as none.
             (Err(TrySendError::Full(m)), Some(t)) => {
-                // A timeout too long to add is as good as none.
-                let now = Instant::now();
-                let deadline = now
-                    .checked_add(t)
-                    .unwrap_or(now + Duration::from_secs(1 << 32));
-                shared.room.send(&inner.tx, m, deadline)
+                shared
+                    .room
+                    .send(&inner.tx, m, Instant::now().checked_add(t))
             }
             (Err(TrySendError::Full(m)), None) => Err((m, false)),
             (Err(TrySendError::Disconnected(m)), _) => Err((m, true)),
