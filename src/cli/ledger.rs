@@ -114,7 +114,7 @@ impl Window {
             return (Place::Below, 0);
         }
         let mut skipped = 0;
-        let word = ((seq - self.base) / SLOTS_PER_WORD) as usize;
+        let (word, _) = self.offset(seq);
         if word >= self.cap_words {
             let drop = word + 1 - self.cap_words;
             for _ in 0..drop.min(self.words.len()) {
@@ -131,12 +131,20 @@ impl Window {
             skipped = target.saturating_sub(self.base);
             self.base = self.base.max(target);
         }
-        let word = ((seq - self.base) / SLOTS_PER_WORD) as usize;
+        let (word, shift) = self.offset(seq);
         if self.words.len() <= word {
             self.words.resize(word + 1, 0);
         }
-        let shift = (2 * ((seq - self.base) % SLOTS_PER_WORD)) as u32;
         (Place::At(word, shift), skipped)
+    }
+
+    /// The word and bit shift of event `seq` (at or above the base).
+    fn offset(&self, seq: u64) -> (usize, u32) {
+        let i = seq - self.base;
+        (
+            (i / SLOTS_PER_WORD) as usize,
+            (2 * (i % SLOTS_PER_WORD)) as u32,
+        )
     }
 
     /// Whether the event was seen (or settled without being seen: failed, pushed out).
@@ -144,8 +152,7 @@ impl Window {
         if seq < self.base {
             return true;
         }
-        let word = ((seq - self.base) / SLOTS_PER_WORD) as usize;
-        let shift = 2 * ((seq - self.base) % SLOTS_PER_WORD);
+        let (word, shift) = self.offset(seq);
         self.words
             .get(word)
             .is_some_and(|w| (w >> shift) & SEEN != 0)
@@ -189,6 +196,28 @@ struct Others {
     tracks: HashMap<(u64, u32), Track>,
     /// Runs up to this one were forgotten to make room; their events count outside the window.
     forgotten_upto: Option<u64>,
+}
+
+impl Others {
+    /// The track of `key`, made if new: room is made by forgetting the oldest run, and a
+    /// run forgotten that way has none (`None`).
+    fn track(&mut self, key: (u64, u32)) -> Option<&mut Track> {
+        if !self.tracks.contains_key(&key) {
+            if self.forgotten_upto.is_some_and(|r| key.0 <= r) {
+                return None;
+            }
+            if self.tracks.len() >= OTHER_TRACKS {
+                let oldest = self.tracks.keys().map(|k| k.0).min().expect("full");
+                self.tracks.retain(|k, _| k.0 != oldest);
+                self.forgotten_upto = Some(self.forgotten_upto.map_or(oldest, |r| r.max(oldest)));
+            }
+        }
+        Some(
+            self.tracks
+                .entry(key)
+                .or_insert_with(|| Track::new(OTHER_WINDOW_SLOTS)),
+        )
+    }
 }
 
 /// The shared accounting of one run.
@@ -372,25 +401,10 @@ impl Ledger {
         };
         if self.check == Check::Seen {
             let mut others = self.others.lock().unwrap_or_else(|p| p.into_inner());
-            if others.forgotten_upto.is_some_and(|r| event.run <= r)
-                && !others.tracks.contains_key(&(event.run, event.device))
-            {
-                Self::add(&self.counts.outside_window, 1);
-                return;
+            match others.track((event.run, event.device)) {
+                Some(track) => self.seen(track, event, now_us),
+                None => Self::add(&self.counts.outside_window, 1),
             }
-            if !others.tracks.contains_key(&(event.run, event.device))
-                && others.tracks.len() >= OTHER_TRACKS
-            {
-                let oldest = others.tracks.keys().map(|k| k.0).min().expect("full");
-                others.tracks.retain(|k, _| k.0 != oldest);
-                others.forgotten_upto =
-                    Some(others.forgotten_upto.map_or(oldest, |r| r.max(oldest)));
-            }
-            let track = others
-                .tracks
-                .entry((event.run, event.device))
-                .or_insert_with(|| Track::new(OTHER_WINDOW_SLOTS));
-            self.seen(track, event, now_us);
             return;
         }
         if event.run != self.run || event.device as usize >= self.devices.len() {
