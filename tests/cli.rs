@@ -114,6 +114,12 @@ fn each_group_protocol_reads_back_every_event() {
     for args in [
         ["--group-protocol", "consumer", "--assignor", "range"],
         [
+            "--isolation-level",
+            "read_uncommitted",
+            "--assignor",
+            "roundrobin",
+        ],
+        [
             "--group-protocol",
             "classic",
             "--assignor",
@@ -328,6 +334,10 @@ fn bad_input_exits_2_with_a_message_in_time() {
         ),
         (vec!["consume", "--topic", &missing], "does not exist"),
         (vec!["--group-protocol", "eager"], "classic, consumer"),
+        (
+            vec!["--isolation-level", "committed"],
+            "read_committed, read_uncommitted",
+        ),
         (
             vec!["--batch-bytes", "0"],
             "--batch-bytes 0 is out of range",

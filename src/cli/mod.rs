@@ -138,6 +138,11 @@ pub struct Opts {
     /// without a rebalance when restarted within the session timeout.
     #[arg(long, global = true, value_name = "ID")]
     pub group_instance_id: Option<String>,
+    /// What consumers read of transactions: read_committed (only committed transactions'
+    /// records, up to the last stable offset) or read_uncommitted (everything, aborted
+    /// transactions included) [default: isolation.level of --config, else read_committed].
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    pub isolation_level: Option<IsolationArg>,
     /// Producer threads.
     #[arg(long, global = true, default_value_t = 4)]
     pub threads: usize,
@@ -194,6 +199,17 @@ pub struct Opts {
     /// Write the final summary as one JSON object to this file.
     #[arg(long, global = true)]
     pub summary_json: Option<PathBuf>,
+}
+
+/// `--isolation-level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationArg {
+    /// Only records of committed transactions (and of non-transactional producers).
+    #[value(name = "read_committed")]
+    ReadCommitted,
+    /// Every record, those of aborted and open transactions included.
+    #[value(name = "read_uncommitted")]
+    ReadUncommitted,
 }
 
 /// `--group-protocol`.

@@ -16,7 +16,7 @@ use kpipe::shutdown::Shutdown;
 use super::event::{self, Event};
 use super::ledger::{Check, Ledger};
 use super::report::{self, Latency, Output, Report, Snapshot};
-use super::{AssignorArg, GroupProtocolArg, Mode, OnOff, Opts, UsageError};
+use super::{AssignorArg, GroupProtocolArg, IsolationArg, Mode, OnOff, Opts, UsageError};
 
 // The command's memory budget. With every generator sending as fast as it can, the
 // producer's queues are always full and the consumers' fetches always answered in full, so
@@ -145,7 +145,20 @@ fn start_consumers(
     ledger: &Arc<Ledger>,
 ) -> Result<ConsumerPool, UsageError> {
     let mut c = ConsumerConfig::new("localhost:9092", &o.group, &[o.topic.as_str()]);
+    if let Some(path) = &o.config {
+        // The consumer keys of --config (isolation.level); the flags below override.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("--config: cannot read {}: {e}", path.display())))?;
+        c.apply_properties_str(&text, &path.display().to_string())
+            .map_err(|e| UsageError(format!("--config: {e}")))?;
+    }
+    c.group = o.group.clone();
     c.client = client.clone();
+    c.isolation_level = match o.isolation_level {
+        Some(IsolationArg::ReadCommitted) => consumer::IsolationLevel::ReadCommitted,
+        Some(IsolationArg::ReadUncommitted) => consumer::IsolationLevel::ReadUncommitted,
+        None => c.isolation_level,
+    };
     c.threads = o.consumers;
     c.group_protocol = match o.group_protocol {
         GroupProtocolArg::Classic => consumer::GroupProtocol::Classic,

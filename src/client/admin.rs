@@ -16,6 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::backoff::Backoff;
 use super::cluster::Cluster;
 use super::error::{Error, KafkaCode, Location, Phase, Result};
+use super::fetch::IsolationLevel;
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,15 +250,28 @@ impl Cluster {
     }
 
     /// Look up offsets of `partitions` of `topic` (each asked of its leader), retrying
-    /// retriable errors such as a leader that is still being elected.
+    /// retriable errors such as a leader that is still being elected. `Latest` is the high
+    /// watermark (read uncommitted).
     pub fn list_offsets(
         &mut self,
         topic: &str,
         partitions: &[i32],
         spec: OffsetSpec,
     ) -> Result<Vec<ListedOffset>> {
+        self.list_offsets_as(topic, partitions, spec, IsolationLevel::ReadUncommitted)
+    }
+
+    /// [`list_offsets`](Self::list_offsets) as a reader at `isolation` sees the log: under
+    /// read_committed, `Latest` is the last stable offset (where such a reader's end is).
+    pub fn list_offsets_as(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        spec: OffsetSpec,
+        isolation: IsolationLevel,
+    ) -> Result<Vec<ListedOffset>> {
         self.retrying(Some(topic), |c| {
-            c.list_offsets_once(topic, partitions, spec)
+            c.list_offsets_once(topic, partitions, spec, isolation)
         })
     }
 
@@ -266,6 +280,7 @@ impl Cluster {
         topic: &str,
         partitions: &[i32],
         spec: OffsetSpec,
+        isolation: IsolationLevel,
     ) -> Result<Vec<ListedOffset>> {
         let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
         for &p in partitions {
@@ -275,7 +290,7 @@ impl Cluster {
         for (leader, parts) in by_leader {
             let mut req = ListOffsetsRequest::default();
             req.replica_id = (-1).into();
-            req.isolation_level = 0;
+            req.isolation_level = isolation.wire();
             req.timeout_ms = timeout_ms(self.config().connection.request_timeout);
             let mut t = ListOffsetsTopic::default();
             t.name = topic_name(topic);

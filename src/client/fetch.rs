@@ -12,7 +12,58 @@ use super::cluster::Cluster;
 use super::connection::Pending;
 use super::error::{Error, Location, Result};
 use super::produce::PartitionResult;
-use super::records::{Batches, FetchedRecord};
+use super::records::{AbortedTxn, Batches, FetchedRecord};
+
+/// Which records a reader sees of transactional producers' writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Every record in the log, those of aborted and still open transactions included
+    /// (Fetch isolation level 0; the Java consumer's default).
+    ReadUncommitted,
+    /// Only records of committed transactions and of non-transactional producers: reading
+    /// stops at the last stable offset (the first offset of the oldest open transaction),
+    /// and records of aborted transactions are dropped (Fetch isolation level 1; the
+    /// default of [`ConsumerConfig`](crate::consumer::ConsumerConfig), as in librdkafka).
+    #[default]
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    /// The wire value: 0 read uncommitted, 1 read committed.
+    pub fn wire(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        }
+    }
+
+    /// The name the Java client's `isolation.level` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            IsolationLevel::ReadUncommitted => "read_uncommitted",
+            IsolationLevel::ReadCommitted => "read_committed",
+        }
+    }
+}
+
+impl std::fmt::Display for IsolationLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for IsolationLevel {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "read_committed" => Ok(IsolationLevel::ReadCommitted),
+            "read_uncommitted" => Ok(IsolationLevel::ReadUncommitted),
+            _ => Err(format!(
+                "unknown isolation level {s:?}; use read_committed or read_uncommitted"
+            )),
+        }
+    }
+}
 
 /// Request-wide fetch settings (the Go design's MinBytes / MaxBytes / MaxWait).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +82,10 @@ pub struct FetchParams {
     /// at a time, instead of decoding them all into [`FetchedPartition::records`]: memory
     /// then holds one expanded batch, not a whole response's. Default false.
     pub decode_lazily: bool,
+    /// Which records of transactions to return. Default
+    /// [`IsolationLevel::ReadUncommitted`] for this low-level primitive (everything in the
+    /// log); a consumer sets it from [`ConsumerConfig::isolation_level`](crate::consumer::ConsumerConfig::isolation_level).
+    pub isolation: IsolationLevel,
 }
 
 impl Default for FetchParams {
@@ -43,6 +98,7 @@ impl Default for FetchParams {
             partition_max_bytes: 1 << 20,
             max_decompressed: 256 << 20,
             decode_lazily: false,
+            isolation: IsolationLevel::ReadUncommitted,
         }
     }
 }
@@ -72,6 +128,10 @@ pub struct FetchedPartition {
     pub next_offset: i64,
     /// The partition's high watermark.
     pub high_watermark: i64,
+    /// The partition's last stable offset (the first offset of its oldest open
+    /// transaction, or the high watermark when none is open); -1 if the broker did not say.
+    /// A read_committed fetch returns nothing at or past it.
+    pub last_stable_offset: i64,
     /// The first offset still in the log.
     pub log_start_offset: i64,
     /// The data ended with an incomplete batch (a byte limit cut it).
@@ -86,7 +146,7 @@ pub fn fetch_request(params: &FetchParams, targets: &[FetchTarget]) -> FetchRequ
     req.max_wait_ms = params.max_wait.as_millis().min(i32::MAX as u128) as i32;
     req.min_bytes = params.min_bytes;
     req.max_bytes = params.max_bytes;
-    req.isolation_level = 0;
+    req.isolation_level = params.isolation.wire();
     req.session_id = 0;
     req.session_epoch = -1; // no fetch session: every request is a full fetch
     for t in targets {
@@ -152,16 +212,24 @@ pub fn fetch_results(
                 };
                 let data = p.records.clone().unwrap_or_default();
                 let mut batches = Batches::new(data, requested, params.max_decompressed);
+                if params.isolation == IsolationLevel::ReadCommitted {
+                    let aborted = p.aborted_transactions.iter().flatten().map(|t| AbortedTxn {
+                        producer_id: t.producer_id.0,
+                        first_offset: t.first_offset,
+                    });
+                    batches = batches.dropping_aborted(aborted.collect());
+                }
                 let info = batches.scan().map_err(corrupt)?;
                 let mut records = Vec::new();
                 if !params.decode_lazily {
-                    while batches.next_batch(&mut records).map_err(corrupt)? {}
+                    while batches.next_batch(&mut records).map_err(corrupt)?.is_some() {}
                 }
                 Ok(FetchedPartition {
                     records,
                     batches,
                     next_offset: info.next_offset.unwrap_or(requested).max(requested),
                     high_watermark: p.high_watermark,
+                    last_stable_offset: p.last_stable_offset,
                     log_start_offset: p.log_start_offset,
                     truncated: info.truncated,
                 })

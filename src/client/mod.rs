@@ -13,7 +13,7 @@ mod error;
 mod fetch;
 mod group;
 mod produce;
-mod properties;
+pub(crate) mod properties;
 mod records;
 mod sasl;
 mod security;
@@ -35,6 +35,7 @@ pub use connection::{
 pub use error::{Error, KafkaCode, Location, Phase, Result};
 pub use fetch::{
     fetch_request, fetch_results, FetchInFlight, FetchParams, FetchTarget, FetchedPartition,
+    IsolationLevel,
 };
 pub(crate) use group::{
     consumer_heartbeat_request, heartbeat_request, join_request, leave_request,
@@ -47,8 +48,8 @@ pub use produce::{
     produce_request, produce_results, Acks, PartitionBatch, PartitionResult, ProduceAck,
 };
 pub use records::{
-    decode_batches, encode_batch, restamp, BatchBuilder, BatchHeader, Batches, DecodeInfo,
-    FetchedRecord, Header, ProducerStamp, Record,
+    decode_batches, encode_batch, restamp, AbortedTxn, BatchBuilder, BatchHeader, Batches,
+    DecodeInfo, FetchedRecord, Header, ProducerStamp, Record,
 };
 pub use security::{
     Pem, Sasl, SaslMechanism, Secret, SecurityConfig, SecurityProtocol, TlsConfig, TlsVerify,

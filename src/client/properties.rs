@@ -235,6 +235,26 @@ pub(crate) struct Loaded {
     pub unknown: Vec<String>,
 }
 
+/// Keys of the Java consumer that [`ConsumerConfig::from_properties`](crate::consumer::ConsumerConfig::from_properties)
+/// reads: not a client config's, and not unknown to kpipe.
+pub(crate) const CONSUMER_KEYS: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "isolation.level",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "max.poll.records",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.max.wait.ms",
+    "max.partition.fetch.bytes",
+];
+
 /// Keys of the Java client that a kpipe client config has no use for but that are common in
 /// shared files: they are not reported as unknown.
 const IGNORED: &[&str] = &[
@@ -324,7 +344,7 @@ pub(crate) fn load(text: &str, origin: &str, base: ClientConfig) -> Result<Loade
             }
             // Used together with sasl.jaas.config below.
             "sasl.oauthbearer.token.endpoint.url" => {}
-            k if IGNORED.contains(&k) => {}
+            k if IGNORED.contains(&k) || CONSUMER_KEYS.contains(&k) => {}
             k => unknown.push(k.to_owned()),
         }
     }
@@ -398,7 +418,7 @@ pub(crate) fn load(text: &str, origin: &str, base: ClientConfig) -> Result<Loade
     Ok(Loaded { config, unknown })
 }
 
-fn millis(p: &Property) -> std::result::Result<Duration, String> {
+pub(crate) fn millis(p: &Property) -> std::result::Result<Duration, String> {
     p.value
         .trim()
         .parse::<u64>()

@@ -78,6 +78,7 @@ pub struct BatchBuilder {
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
+    transactional: bool,
 }
 
 impl BatchBuilder {
@@ -102,6 +103,12 @@ impl BatchBuilder {
     /// The size of the batch if written uncompressed now.
     pub fn size(&self) -> usize {
         BATCH_HEADER_LEN + self.body.len()
+    }
+
+    /// Mark the batch as written inside a transaction (attribute bit 4), as a transactional
+    /// producer's batches must be: read_committed readers drop it if the transaction aborts.
+    pub fn set_transactional(&mut self, transactional: bool) {
+        self.transactional = transactional;
     }
 
     /// Forget all records, keeping the buffer.
@@ -177,7 +184,8 @@ impl BatchBuilder {
         out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
         out.push(2); // magic
         out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
-        out.extend_from_slice(&codec.attribute().to_be_bytes());
+        let txn = if self.transactional { TRANSACTIONAL } else { 0 };
+        out.extend_from_slice(&(codec.attribute() | txn).to_be_bytes());
         out.extend_from_slice(&(self.count - 1).max(0).to_be_bytes()); // last offset delta
         out.extend_from_slice(&self.base_timestamp.to_be_bytes());
         out.extend_from_slice(&self.max_timestamp.to_be_bytes());
@@ -299,6 +307,109 @@ pub struct Batches {
     at: usize,
     min_offset: i64,
     max_decompressed: usize,
+    /// Read committed: the aborted transactions whose records are dropped.
+    aborted: Option<AbortFilter>,
+}
+
+/// A transaction that a read_committed fetch reported aborted: the records `producer_id`
+/// wrote from `first_offset` up to its abort marker never happened for a reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// The producer that aborted.
+    pub producer_id: i64,
+    /// The first offset of its aborted transaction.
+    pub first_offset: i64,
+}
+
+/// Drops the records of aborted transactions, as a read_committed reader must (the broker
+/// stops at the last stable offset but does not filter). Walking the batches in order: a
+/// reported transaction becomes *open* once a batch reaches its first offset; a
+/// transactional batch of a producer with an open aborted transaction is dropped; that
+/// producer's abort marker closes it. (The Java consumer's rule, in `CompletedFetch`.)
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct AbortFilter {
+    /// Reported transactions not reached yet, latest first offset first (taken from the end).
+    pending: Vec<AbortedTxn>,
+    /// Producers inside an aborted transaction at this point of the log.
+    open: Vec<i64>,
+}
+
+impl AbortFilter {
+    fn new(mut reported: Vec<AbortedTxn>) -> Self {
+        reported.sort_by_key(|t| std::cmp::Reverse(t.first_offset));
+        AbortFilter {
+            pending: reported,
+            open: Vec::new(),
+        }
+    }
+
+    /// Whether the batch `b` (complete, v2) is to be dropped; notes markers and the
+    /// transactions it reaches.
+    fn drops(&mut self, b: &Bytes, max_decompressed: usize) -> Result<bool, String> {
+        let producer_id = be_i64(b, 43);
+        if producer_id < 0 {
+            return Ok(false);
+        }
+        let last_offset = be_i64(b, 0).wrapping_add(be_i32(b, 23) as i64);
+        while let Some(t) = self
+            .pending
+            .last()
+            .filter(|t| t.first_offset <= last_offset)
+        {
+            if !self.open.contains(&t.producer_id) {
+                self.open.push(t.producer_id);
+            }
+            self.pending.pop();
+        }
+        let attributes = i16::from_be_bytes([b[21], b[22]]);
+        if attributes & CONTROL != 0 {
+            if control_type(b, max_decompressed)? == Some(ControlType::Abort) {
+                self.open.retain(|&p| p != producer_id);
+            }
+            return Ok(false); // skipped as a control batch anyway
+        }
+        Ok(attributes & TRANSACTIONAL != 0 && self.open.contains(&producer_id))
+    }
+}
+
+/// Batch attribute: written inside a transaction.
+const TRANSACTIONAL: i16 = 1 << 4;
+/// Batch attribute: a control batch (transaction markers), no data records.
+const CONTROL: i16 = 1 << 5;
+
+/// What a control record marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ControlType {
+    Abort,
+    Commit,
+    /// Another kind (leader change, snapshots: KRaft's own), ignored.
+    Other,
+}
+
+/// The type of the control batch `b`'s first record (its key: version i16, type i16).
+fn control_type(b: &Bytes, max_decompressed: usize) -> Result<Option<ControlType>, String> {
+    let base_offset = be_i64(b, 0);
+    let attributes = i16::from_be_bytes([b[21], b[22]]);
+    if be_i32(b, 57) <= 0 {
+        return Ok(None);
+    }
+    let body = batch_body(b, attributes, base_offset, max_decompressed)?;
+    let mut r = Reader { buf: &body, at: 0 };
+    let rec = r
+        .record(&body, base_offset, 0)
+        .map_err(|e| format!("control batch at offset {base_offset}: record {e}"))?;
+    let key = rec.key.unwrap_or_default();
+    if key.len() < 4 {
+        return Err(format!(
+            "control batch at offset {base_offset} has a key of {} bytes, under 4",
+            key.len()
+        ));
+    }
+    Ok(Some(match i16::from_be_bytes([key[2], key[3]]) {
+        0 => ControlType::Abort,
+        1 => ControlType::Commit,
+        _ => ControlType::Other,
+    }))
 }
 
 impl Batches {
@@ -310,7 +421,15 @@ impl Batches {
             at: 0,
             min_offset,
             max_decompressed,
+            aborted: None,
         }
+    }
+
+    /// Read committed: drop the records of these aborted transactions (the list a
+    /// read_committed Fetch returns with the partition). An empty list drops nothing.
+    pub fn dropping_aborted(mut self, aborted: Vec<AbortedTxn>) -> Self {
+        self.aborted = (!aborted.is_empty()).then(|| AbortFilter::new(aborted));
+        self
     }
 
     /// Read the batch headers from here on without decoding them: where the next fetch
@@ -379,15 +498,24 @@ impl Batches {
     }
 
     /// Decode the next complete batch, appending its records at or above the minimum
-    /// offset to `out`. `false` when no complete batch is left.
-    pub fn next_batch(&mut self, out: &mut Vec<FetchedRecord>) -> Result<bool, String> {
+    /// offset to `out` (none for a control batch or an aborted transaction's). Returns the
+    /// offset after the batch, or `None` when no complete batch is left.
+    pub fn next_batch(&mut self, out: &mut Vec<FetchedRecord>) -> Result<Option<i64>, String> {
         let Some(total) = self.complete_at(self.at, &mut DecodeInfo::default())? else {
-            return Ok(false);
+            return Ok(None);
         };
         let batch = self.data.slice(self.at..self.at + total);
         self.at += total;
-        decode_one(&batch, self.min_offset, self.max_decompressed, out)?;
-        Ok(true)
+        check_batch(&batch)?;
+        if let Some(filter) = &mut self.aborted {
+            if filter.drops(&batch, self.max_decompressed)? {
+                let next = be_i64(&batch, 0)
+                    .wrapping_add(be_i32(&batch, 23) as i64)
+                    .wrapping_add(1);
+                return Ok(Some(next));
+            }
+        }
+        decode_checked(&batch, self.min_offset, self.max_decompressed, out).map(Some)
     }
 
     /// Whether no complete batch is left.
@@ -424,6 +552,12 @@ fn decode_one(
     max_decompressed: usize,
     out: &mut Vec<FetchedRecord>,
 ) -> Result<i64, String> {
+    check_batch(batch)?;
+    decode_checked(batch, min_offset, max_decompressed, out)
+}
+
+/// Check a complete batch's format version and checksum.
+fn check_batch(batch: &[u8]) -> Result<(), String> {
     let base_offset = be_i64(batch, 0);
     let magic = batch[16] as i8;
     if magic != 2 {
@@ -438,6 +572,17 @@ fn decode_one(
             "batch at offset {base_offset} is corrupt (crc {crc:#x}, computed {actual:#x})"
         ));
     }
+    Ok(())
+}
+
+/// [`decode_one`] for a batch [`check_batch`] passed.
+fn decode_checked(
+    batch: &Bytes,
+    min_offset: i64,
+    max_decompressed: usize,
+    out: &mut Vec<FetchedRecord>,
+) -> Result<i64, String> {
+    let base_offset = be_i64(batch, 0);
     let attributes = i16::from_be_bytes(batch[21..23].try_into().expect("2 bytes"));
     let last_offset_delta = be_i32(batch, 23);
     let base_timestamp = be_i64(batch, 27);
@@ -446,24 +591,11 @@ fn decode_one(
     let next = base_offset
         .wrapping_add(last_offset_delta as i64)
         .wrapping_add(1);
-    let control = attributes & (1 << 5) != 0;
-    if control || count <= 0 {
+    if attributes & CONTROL != 0 || count <= 0 {
         return Ok(next);
     }
     let log_append_time = attributes & (1 << 3) != 0;
-    let codec = Compression::from_attributes(attributes).ok_or_else(|| {
-        format!(
-            "batch at offset {base_offset} uses unknown compression {}",
-            attributes & 7
-        )
-    })?;
-    let body = if codec == Compression::None {
-        batch.slice(BATCH_HEADER_LEN..)
-    } else {
-        compression::decompress(codec, &batch[BATCH_HEADER_LEN..], max_decompressed)
-            .map(Bytes::from)
-            .map_err(|e| format!("batch at offset {base_offset}: {codec} data {e}"))?
-    };
+    let body = batch_body(batch, attributes, base_offset, max_decompressed)?;
     // Every record takes at least 7 bytes: never trust the count beyond what the bytes hold.
     if count as usize > body.len() / 7 {
         return Err(format!(
@@ -488,6 +620,27 @@ fn decode_one(
         }
     }
     Ok(next)
+}
+
+/// The records of the batch `batch`, decompressed (at most `max_decompressed` bytes).
+fn batch_body(
+    batch: &Bytes,
+    attributes: i16,
+    base_offset: i64,
+    max_decompressed: usize,
+) -> Result<Bytes, String> {
+    let codec = Compression::from_attributes(attributes).ok_or_else(|| {
+        format!(
+            "batch at offset {base_offset} uses unknown compression {}",
+            attributes & 7
+        )
+    })?;
+    if codec == Compression::None {
+        return Ok(batch.slice(BATCH_HEADER_LEN..));
+    }
+    compression::decompress(codec, &batch[BATCH_HEADER_LEN..], max_decompressed)
+        .map(Bytes::from)
+        .map_err(|e| format!("batch at offset {base_offset}: {codec} data {e}"))
 }
 
 struct Reader<'a> {
@@ -879,7 +1032,7 @@ mod tests {
         let (mut sizes, mut got) = (Vec::new(), Vec::new());
         while !batches.is_empty() {
             let mut one = Vec::new();
-            assert!(batches.next_batch(&mut one).unwrap());
+            assert!(batches.next_batch(&mut one).unwrap().is_some());
             sizes.push(one.len());
             got.extend(one);
             // What is left scans to the same end.
@@ -889,7 +1042,7 @@ mod tests {
             );
         }
         assert!(
-            !batches.next_batch(&mut got).unwrap(),
+            batches.next_batch(&mut got).unwrap().is_none(),
             "the cut batch is not decoded"
         );
         assert_eq!(sizes, [5, 10, 10], "offsets below 5 are skipped");
@@ -905,8 +1058,8 @@ mod tests {
         // Headers are intact: the scan, which reads no contents, finds no fault.
         assert_eq!(batches.scan().unwrap().batches, 3);
         let mut out = Vec::new();
-        let mut result = Ok(true);
-        while let Ok(true) = result {
+        let mut result = Ok(Some(0));
+        while let Ok(Some(_)) = result {
             result = batches.next_batch(&mut out);
         }
         let err = result.unwrap_err();
@@ -956,5 +1109,186 @@ mod tests {
             assert_eq!(varlong_len(v), buf.len());
             assert_eq!(Reader { buf: &buf, at: 0 }.varint().unwrap(), v);
         }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Read committed: the abort filter
+    // -----------------------------------------------------------------------------------
+
+    /// A batch of `n` records at `base`, written by producer `pid` (-1: none), transactional
+    /// or not; values are `"{tag}-{offset}"`.
+    fn batch_at(
+        base: i64,
+        pid: i64,
+        n: usize,
+        txn: bool,
+        tag: &str,
+        codec: Compression,
+    ) -> Vec<u8> {
+        let mut b = BatchBuilder::default();
+        for i in 0..n {
+            let v = format!("{tag}-{}", base + i as i64);
+            b.push(1_000, None, Some(v.as_bytes()), &[]);
+        }
+        b.set_transactional(txn);
+        let stamp = ProducerStamp {
+            id: pid,
+            epoch: if pid < 0 { -1 } else { 0 },
+            base_sequence: if pid < 0 { -1 } else { 0 },
+        };
+        let mut out = Vec::new();
+        b.finish_as(codec, stamp, &mut out).unwrap();
+        out[0..8].copy_from_slice(&base.to_be_bytes()); // not covered by the checksum
+        out
+    }
+
+    /// A transaction marker at `offset` for producer `pid`: commit or abort.
+    fn marker(offset: i64, pid: i64, commit: bool) -> Vec<u8> {
+        let mut b = BatchBuilder::default();
+        let key = [0, 0, 0, commit as u8]; // version 0, type 0 abort / 1 commit
+        b.push(1_000, Some(&key), Some(&[0, 0, 0, 0, 0, 7]), &[]);
+        b.set_transactional(true);
+        let stamp = ProducerStamp {
+            id: pid,
+            epoch: 0,
+            base_sequence: -1,
+        };
+        let mut out = Vec::new();
+        b.finish_as(Compression::None, stamp, &mut out).unwrap();
+        out[0..8].copy_from_slice(&offset.to_be_bytes());
+        let attributes = i16::from_be_bytes([out[21], out[22]]) | CONTROL;
+        out[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let crc = crc32c::crc32c(&out[CRC_START..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    fn read(log: &[Vec<u8>], from: i64, aborted: Option<&[(i64, i64)]>) -> Vec<String> {
+        let mut batches = Batches::new(Bytes::from(log.concat()), from, 1 << 20);
+        if let Some(a) = aborted {
+            let list = a.iter().map(|&(producer_id, first_offset)| AbortedTxn {
+                producer_id,
+                first_offset,
+            });
+            batches = batches.dropping_aborted(list.collect());
+        }
+        let mut out = Vec::new();
+        let mut last = None;
+        while let Some(next) = batches.next_batch(&mut out).unwrap() {
+            assert!(last.is_none_or(|l| next > l), "offsets move forward");
+            last = Some(next);
+        }
+        out.iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    fn tags(spec: &[(&str, std::ops::Range<i64>)]) -> Vec<String> {
+        spec.iter()
+            .flat_map(|(t, r)| r.clone().map(move |o| format!("{t}-{o}")))
+            .collect()
+    }
+
+    /// Plain records, an aborted transaction of producer 7 interleaved with a committed one
+    /// of producer 8, then a committed transaction of producer 7 again.
+    fn interleaved(codec: Compression) -> Vec<Vec<u8>> {
+        vec![
+            batch_at(0, -1, 3, false, "plain", codec),
+            batch_at(3, 7, 2, true, "abort", codec),
+            batch_at(5, 8, 2, true, "commit", codec),
+            batch_at(7, 7, 1, true, "abort", codec),
+            marker(8, 8, true),
+            batch_at(9, 5, 2, false, "idem", codec), // idempotent, not transactional
+            marker(11, 7, false),
+            batch_at(12, 7, 2, true, "commit", codec),
+            marker(14, 7, true),
+            batch_at(15, -1, 1, false, "plain", codec),
+        ]
+    }
+
+    #[test]
+    fn read_committed_drops_aborted_transactions_and_keeps_the_rest_in_order() {
+        for codec in [Compression::None, Compression::Lz4] {
+            let log = interleaved(codec);
+            let committed = tags(&[
+                ("plain", 0..3),
+                ("commit", 5..7),
+                ("idem", 9..11),
+                ("commit", 12..14),
+                ("plain", 15..16),
+            ]);
+            assert_eq!(read(&log, 0, Some(&[(7, 3)])), committed, "{codec}");
+            // Read uncommitted: every data record, markers skipped.
+            let all = tags(&[
+                ("plain", 0..3),
+                ("abort", 3..5),
+                ("commit", 5..7),
+                ("abort", 7..8),
+                ("idem", 9..11),
+                ("commit", 12..14),
+                ("plain", 15..16),
+            ]);
+            assert_eq!(read(&log, 0, None), all, "{codec}");
+            // An empty list (no aborted transaction in range) drops nothing.
+            assert_eq!(read(&log, 0, Some(&[])), all, "{codec}");
+        }
+    }
+
+    #[test]
+    fn a_fetch_that_starts_inside_an_aborted_transaction_still_drops_it() {
+        let log = interleaved(Compression::None);
+        // The fetch begins at offset 5: the broker still lists the transaction from 3.
+        let got = read(&log[2..], 5, Some(&[(7, 3)]));
+        let want = tags(&[
+            ("commit", 5..7),
+            ("idem", 9..11),
+            ("commit", 12..14),
+            ("plain", 15..16),
+        ]);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn one_producer_aborting_twice_around_a_commit() {
+        let log = vec![
+            batch_at(0, 7, 2, true, "abort", Compression::None),
+            marker(2, 7, false),
+            batch_at(3, 7, 2, true, "commit", Compression::None),
+            marker(5, 7, true),
+            batch_at(6, 7, 2, true, "abort", Compression::None),
+            marker(8, 7, false),
+            batch_at(9, -1, 1, false, "plain", Compression::None),
+        ];
+        let got = read(&log, 0, Some(&[(7, 6), (7, 0)]));
+        assert_eq!(got, tags(&[("commit", 3..5), ("plain", 9..10)]));
+    }
+
+    #[test]
+    fn a_non_transactional_batch_of_a_listed_producer_is_kept() {
+        // Only batches marked transactional belong to a transaction.
+        let log = vec![
+            batch_at(0, 7, 2, false, "idem", Compression::None),
+            batch_at(2, 7, 1, true, "abort", Compression::None),
+            marker(3, 7, false),
+        ];
+        assert_eq!(read(&log, 0, Some(&[(7, 0)])), tags(&[("idem", 0..2)]));
+    }
+
+    #[test]
+    fn a_corrupt_marker_is_an_error_not_a_silent_keep() {
+        let mut m = marker(2, 7, false);
+        let last = m.len() - 1;
+        m[last] ^= 0x55;
+        let log = [batch_at(0, 7, 2, true, "abort", Compression::None), m].concat();
+        let mut batches =
+            Batches::new(Bytes::from(log), 0, 1 << 20).dropping_aborted(vec![AbortedTxn {
+                producer_id: 7,
+                first_offset: 0,
+            }]);
+        let mut out = Vec::new();
+        assert_eq!(batches.next_batch(&mut out).unwrap(), Some(2));
+        let err = batches.next_batch(&mut out).unwrap_err();
+        assert!(err.contains("corrupt"), "{err}");
+        assert!(out.is_empty());
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::client::{Assignor, ClientConfig, FetchParams};
+use crate::client::{Assignor, ClientConfig, FetchParams, IsolationLevel};
 use crate::shutdown::Shutdown;
 
 use super::Error;
@@ -131,6 +131,13 @@ pub struct ConsumerConfig {
     pub max_poll_interval: Duration,
     /// Where to start without a committed offset. Default [`OffsetReset::Latest`].
     pub offset_reset: OffsetReset,
+    /// What a member reads of transactional producers' writes. Default
+    /// [`IsolationLevel::ReadCommitted`]: records of aborted transactions are dropped and
+    /// reading stops at the last stable offset, so a reader sees only what a transaction
+    /// committed (librdkafka's default; the Java consumer's is read_uncommitted). Lag and
+    /// the `Latest` reset are then measured against the last stable offset. Records of
+    /// non-transactional producers are unaffected either way.
+    pub isolation_level: IsolationLevel,
     /// A [`Consumer`](super::Consumer) commits, every `commit_interval`, the records its
     /// caller has finished (those handed out before the latest `poll`). Default true. A pool
     /// always commits what its handler finished.
@@ -172,6 +179,7 @@ impl ConsumerConfig {
             heartbeat_interval: Duration::from_secs(3),
             max_poll_interval: Duration::from_secs(300),
             offset_reset: OffsetReset::Latest,
+            isolation_level: IsolationLevel::ReadCommitted,
             auto_commit: true,
             commit_interval: Duration::from_secs(5),
             max_poll_records: 500,
@@ -238,10 +246,173 @@ impl ConsumerConfig {
         Ok(())
     }
 
+    /// A consumer config from a Java consumer properties file: the client keys that
+    /// [`ClientConfig::from_properties`] reads, and `group.id`, `group.instance.id`,
+    /// `group.protocol`, `isolation.level`, `auto.offset.reset`, `enable.auto.commit`,
+    /// `auto.commit.interval.ms`, `max.poll.records`, `session.timeout.ms`,
+    /// `heartbeat.interval.ms`, `max.poll.interval.ms`, `fetch.min.bytes`, `fetch.max.bytes`,
+    /// `fetch.max.wait.ms` and `max.partition.fetch.bytes`. Unset fields keep kpipe's
+    /// defaults (so `isolation.level` is read_committed unless the file says otherwise); a
+    /// bad value is an error naming the file, the line and the key; the result is
+    /// validated.
+    pub fn from_properties(
+        path: impl AsRef<std::path::Path>,
+        topics: &[&str],
+    ) -> Result<ConsumerConfig, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            field: "properties",
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Self::from_properties_str(&text, &path.display().to_string(), topics)
+    }
+
+    /// [`from_properties`](Self::from_properties) for text already read; `origin` names it
+    /// in errors.
+    pub fn from_properties_str(
+        text: &str,
+        origin: &str,
+        topics: &[&str],
+    ) -> Result<ConsumerConfig, Error> {
+        let client = ClientConfig::from_properties_str(text, origin)?;
+        let mut c = ConsumerConfig::new("localhost:9092", "", topics);
+        c.client = client;
+        c.apply_properties_str(text, origin)?;
+        if c.group.is_empty() {
+            return Err(Error::Config {
+                field: "group",
+                reason: format!("{origin} has no group.id; add group.id=NAME"),
+            });
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Set the consumer keys of a properties file's text (those
+    /// [`from_properties`](Self::from_properties) lists, not the client's) over this
+    /// config; `origin` names the file in errors. Nothing is validated here.
+    pub fn apply_properties_str(&mut self, text: &str, origin: &str) -> Result<(), Error> {
+        use crate::client::properties::{millis, parse_properties};
+        let c = self;
+        for p in &parse_properties(text) {
+            let v = p.value.trim();
+            let err = |reason: String| {
+                Error::Client(crate::client::Error::Properties {
+                    file: origin.to_owned(),
+                    line: p.line,
+                    key: p.key.clone(),
+                    reason,
+                })
+            };
+            let number = || {
+                v.parse::<i64>()
+                    .map_err(|_| err(format!("{v:?} is not a whole number")))
+            };
+            let ms = || millis(p).map_err(err);
+            let bytes = || {
+                number()
+                    .and_then(|n| i32::try_from(n).map_err(|_| err(format!("{n} is out of range"))))
+            };
+            // Later entries win, as in java.util.Properties: applied in order.
+            match p.key.as_str() {
+                "group.id" => c.group = v.to_owned(),
+                "group.instance.id" => c.group_instance_id = (!v.is_empty()).then(|| v.to_owned()),
+                "group.protocol" => {
+                    c.group_protocol = match v.to_ascii_lowercase().as_str() {
+                        "classic" => GroupProtocol::Classic,
+                        "consumer" => GroupProtocol::Consumer,
+                        _ => return Err(err(format!("{v:?}: use classic or consumer"))),
+                    }
+                }
+                "isolation.level" => c.isolation_level = v.parse().map_err(err)?,
+                "auto.offset.reset" => {
+                    c.offset_reset = match v.to_ascii_lowercase().as_str() {
+                        "earliest" => OffsetReset::Earliest,
+                        "latest" => OffsetReset::Latest,
+                        "none" => OffsetReset::Error,
+                        _ => return Err(err(format!("{v:?}: use earliest, latest or none"))),
+                    }
+                }
+                "enable.auto.commit" => {
+                    c.auto_commit = match v.to_ascii_lowercase().as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(err(format!("{v:?}: use true or false"))),
+                    }
+                }
+                "auto.commit.interval.ms" => c.commit_interval = ms()?,
+                "max.poll.records" => {
+                    c.max_poll_records = usize::try_from(number()?)
+                        .map_err(|_| err(format!("{v:?} must not be negative")))?
+                }
+                "session.timeout.ms" => c.session_timeout = ms()?,
+                "heartbeat.interval.ms" => c.heartbeat_interval = ms()?,
+                "max.poll.interval.ms" => c.max_poll_interval = ms()?,
+                "fetch.min.bytes" => c.fetch.min_bytes = bytes()?,
+                "fetch.max.bytes" => c.fetch.max_bytes = bytes()?,
+                "fetch.max.wait.ms" => c.fetch.max_wait = ms()?,
+                "max.partition.fetch.bytes" => c.fetch.partition_max_bytes = bytes()?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The static instance id of pool member `thread`, if the pool has one.
     pub(crate) fn instance_id_of(&self, thread: usize) -> Option<String> {
         self.group_instance_id
             .as_ref()
             .map(|id| format!("{id}-{thread}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_committed_unless_the_file_says_otherwise() {
+        let c = ConsumerConfig::from_properties_str(
+            "bootstrap.servers=k1:9092\ngroup.id=g\n",
+            "a.properties",
+            &["t"],
+        )
+        .unwrap();
+        assert_eq!(c.isolation_level, IsolationLevel::ReadCommitted);
+        assert_eq!(c.group, "g");
+        let c = ConsumerConfig::from_properties_str(
+            "group.id=g\nisolation.level=read_uncommitted\nauto.offset.reset=earliest\n\
+             enable.auto.commit=false\nmax.poll.records=7\nfetch.max.wait.ms=250\n\
+             group.protocol=consumer\n",
+            "b.properties",
+            &["t"],
+        )
+        .unwrap();
+        assert_eq!(c.isolation_level, IsolationLevel::ReadUncommitted);
+        assert_eq!(c.offset_reset, OffsetReset::Earliest);
+        assert!(!c.auto_commit);
+        assert_eq!(c.max_poll_records, 7);
+        assert_eq!(c.fetch.max_wait, Duration::from_millis(250));
+        assert_eq!(c.group_protocol, GroupProtocol::Consumer);
+    }
+
+    #[test]
+    fn bad_consumer_values_name_the_file_line_and_key() {
+        let err = ConsumerConfig::from_properties_str(
+            "group.id=g\n\nisolation.level=committed\n",
+            "c.properties",
+            &["t"],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("c.properties"), "{err}");
+        assert!(err.contains("isolation.level"), "{err}");
+        assert!(err.contains('3'), "{err}");
+        assert!(err.contains("read_committed or read_uncommitted"), "{err}");
+        let err =
+            ConsumerConfig::from_properties_str("isolation.level=read_committed\n", "d", &["t"])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("group.id"), "{err}");
     }
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::client::{
-    self, Backoff, Batches, Cluster, FetchInFlight, FetchTarget, FetchedRecord, KafkaCode,
-    OffsetSpec, TopicPartition,
+    self, Backoff, Batches, Cluster, FetchInFlight, FetchTarget, FetchedRecord, IsolationLevel,
+    KafkaCode, OffsetSpec, TopicPartition,
 };
 use crate::sync::Locked;
 
@@ -71,6 +71,10 @@ struct Part {
     committed: i64,
     /// Last offset asked to commit (confirmed or in flight), -1 if none.
     requested: i64,
+    /// Offsets skipped with nothing to hand out (markers, aborted transactions) while
+    /// records before them were still being handled: once `done` reaches the start, it
+    /// moves to the end.
+    skipped: Option<(i64, i64)>,
     paused: bool,
 }
 
@@ -195,6 +199,7 @@ impl Consumer {
     ) -> Result<Consumer, Error> {
         // Batches are expanded one at a time, as they are handed out.
         config.fetch.decode_lazily = true;
+        config.fetch.isolation = config.isolation_level;
         let group_cluster =
             Cluster::connect_with(config.client.clone(), cluster.connector().clone())?;
         let group = GroupHandle::start(idx, &config, instance_id, group_cluster, shared.clone())?;
@@ -283,6 +288,7 @@ impl Consumer {
         self.forget_data(std::slice::from_ref(&tp));
         let p = self.parts.get_mut(&tp).expect("checked by part()");
         (p.position, p.handed, p.done) = (offset, offset, offset);
+        p.skipped = None;
         self.publish_position(&tp);
         Ok(())
     }
@@ -400,6 +406,12 @@ impl Consumer {
     pub(crate) fn finished(&mut self, topic: &str, partition: i32, next: i64) {
         if let Some(p) = self.parts.get_mut(&(topic.to_owned(), partition)) {
             p.done = p.done.max(next);
+            if let Some((from, to)) = p.skipped {
+                if p.done >= from {
+                    p.done = p.done.max(to);
+                    p.skipped = None;
+                }
+            }
         }
     }
 
@@ -535,9 +547,15 @@ impl Consumer {
             };
             self.decoded.clear();
             match front.batches.next_batch(&mut self.decoded) {
-                Ok(true) => {
+                Ok(Some(next)) => {
                     if self.decoded.is_empty() {
-                        continue; // a control batch, or records below the position
+                        // A control batch, an aborted transaction's, or records below the
+                        // position: nothing to hand out, but the position moves past it (as
+                        // the Java consumer's does), so that a commit after the last record
+                        // of a transaction lands past its marker and lag can reach 0.
+                        let tp = front.tp.clone();
+                        self.skip_to(&tp, next);
+                        continue;
                     }
                     let records = std::mem::take(&mut self.decoded).into_iter();
                     self.current = Some(Current {
@@ -547,7 +565,7 @@ impl Consumer {
                     });
                     return true;
                 }
-                Ok(false) => {
+                Ok(None) => {
                     self.buffer.pop_front();
                 }
                 Err(e) => {
@@ -570,6 +588,27 @@ impl Consumer {
                 }
             }
         }
+    }
+
+    /// Nothing to hand out of `tp` below `next`: move past it. What was finished before
+    /// stays finished past it too (nothing in between needs handling).
+    fn skip_to(&mut self, tp: &TopicPartition, next: i64) {
+        let Some(p) = self.parts.get_mut(tp) else {
+            return;
+        };
+        if next <= p.handed {
+            return;
+        }
+        if p.done == p.handed {
+            p.done = next;
+        } else {
+            p.skipped = match p.skipped {
+                Some((from, to)) if to == p.handed => Some((from, next)),
+                _ => Some((p.handed, next)),
+            };
+        }
+        p.handed = next;
+        self.publish_position(tp);
     }
 
     /// Drop fetched data of `partitions` (revoked, paused, sought); a fetch in flight for
@@ -648,6 +687,12 @@ impl Consumer {
                     let topic = part.topic.clone();
                     if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
                         p.high_watermark = data.high_watermark;
+                        p.end_offset = match self.config.isolation_level {
+                            IsolationLevel::ReadCommitted if data.last_stable_offset >= 0 => {
+                                data.last_stable_offset
+                            }
+                            _ => data.high_watermark,
+                        };
                     }
                     if !data.batches.is_empty() {
                         self.buffer.push_back(Fetched {
@@ -738,6 +783,7 @@ impl Consumer {
                     done: at,
                     committed: at,
                     requested: at,
+                    skipped: None,
                     paused: false,
                 },
             );
@@ -834,12 +880,14 @@ impl Consumer {
             }
         };
         for (topic, partitions) in by_topic {
-            match self.cluster.list_offsets(&topic, &partitions, spec) {
+            let isolation = self.config.isolation_level;
+            match (self.cluster).list_offsets_as(&topic, &partitions, spec, isolation) {
                 Ok(listed) => {
                     for o in listed {
                         let tp = (topic.clone(), o.partition);
                         if let Some(p) = self.parts.get_mut(&tp) {
                             (p.position, p.handed, p.done) = (o.offset, o.offset, o.offset);
+                            p.skipped = None;
                         }
                         self.publish_position(&tp);
                     }
@@ -988,11 +1036,13 @@ impl Consumer {
         let mut all = self.shared.progress.locked();
         let progress = all.entry(tp.clone()).or_insert(PartitionProgress {
             high_watermark: p.handed,
+            end_offset: p.handed,
             position: p.handed,
             committed: p.committed,
         });
         progress.position = p.handed;
         progress.high_watermark = progress.high_watermark.max(p.handed);
+        progress.end_offset = progress.end_offset.max(p.handed);
     }
 
     fn publish_assignment(&self) {

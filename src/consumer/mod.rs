@@ -34,7 +34,7 @@ use crate::shutdown::Shutdown;
 use crate::stats::Counter;
 use crate::sync::Locked;
 
-pub use crate::client::Assignor;
+pub use crate::client::{Assignor, IsolationLevel};
 pub use config::{ConsumerConfig, GroupProtocol, OffsetReset, OnHandlerError, ServerAssignor};
 pub use consumer::{Consumer, RebalanceListener};
 pub use group::{MemberState, MemberStatus};
@@ -127,6 +127,10 @@ pub enum Error {
 pub struct PartitionProgress {
     /// The partition's high watermark at the last fetch.
     pub high_watermark: i64,
+    /// Where reading ends at the last fetch: the high watermark, or under
+    /// [`IsolationLevel::ReadCommitted`](crate::client::IsolationLevel::ReadCommitted) the
+    /// last stable offset (as the Java consumer measures lag).
+    pub end_offset: i64,
     /// The next offset to be handed out.
     pub position: i64,
     /// The last committed offset, or -1.
@@ -134,13 +138,13 @@ pub struct PartitionProgress {
 }
 
 impl PartitionProgress {
-    /// Records not yet handed out: high watermark − position.
+    /// Records not yet handed out: end offset − position.
     pub fn lag(&self) -> i64 {
-        (self.high_watermark - self.position).max(0)
+        (self.end_offset - self.position).max(0)
     }
-    /// Records not yet committed: high watermark − committed.
+    /// Records not yet committed: end offset − committed.
     pub fn commit_lag(&self) -> i64 {
-        (self.high_watermark - self.committed.max(0)).max(0)
+        (self.end_offset - self.committed.max(0)).max(0)
     }
 }
 
