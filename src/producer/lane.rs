@@ -36,6 +36,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use crate::client::{self, KafkaCode};
+
 /// The base sequence of a batch sent without idempotence.
 pub(crate) const NO_SEQUENCE: i32 = -1;
 
@@ -120,6 +122,60 @@ pub(crate) enum Reply {
     Rejected,
     /// `INVALID_PRODUCER_EPOCH` / `PRODUCER_FENCED`: the producer may not go on.
     Fenced,
+}
+
+/// What a Produce error says about the batch, before any timing (the writer adds the time
+/// of a retry to make it a [`Reply`]). One place for what each error code means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Written before: the broker recognised a retry (`DUPLICATE_SEQUENCE_NUMBER`).
+    Written,
+    /// Worth another try. `maybe_written`: the batch may be in the log (no answer, an
+    /// answer that could not be read, or one saying the leader appended it). `split`: the
+    /// broker refused it whole as too large, so it goes again as two halves.
+    Retry { maybe_written: bool, split: bool },
+    /// `OUT_OF_ORDER_SEQUENCE_NUMBER` or `UNKNOWN_PRODUCER_ID`, to an idempotent producer.
+    OutOfSequence,
+    /// Refused for good, written nowhere.
+    Rejected,
+    /// `INVALID_PRODUCER_EPOCH` or `PRODUCER_FENCED`: a newer producer took over.
+    Fenced,
+}
+
+/// What the Produce error `err` means for a batch of `records` records.
+pub(crate) fn verdict(err: &client::Error, idempotent: bool, records: i32) -> Verdict {
+    match err.kafka_code() {
+        Some(KafkaCode::DuplicateSequenceNumber) => Verdict::Written,
+        Some(KafkaCode::OutOfOrderSequenceNumber | KafkaCode::UnknownProducerId) if idempotent => {
+            Verdict::OutOfSequence
+        }
+        Some(KafkaCode::InvalidProducerEpoch | KafkaCode::ProducerFenced) => Verdict::Fenced,
+        Some(KafkaCode::MessageTooLarge | KafkaCode::RecordListTooLarge) if records > 1 => {
+            Verdict::Retry {
+                maybe_written: false,
+                split: true,
+            }
+        }
+        code if err.is_retriable() || unreadable(err) => Verdict::Retry {
+            maybe_written: matches!(
+                code,
+                None | Some(KafkaCode::RequestTimedOut | KafkaCode::NotEnoughReplicasAfterAppend)
+            ),
+            split: false,
+        },
+        _ => Verdict::Rejected,
+    }
+}
+
+/// An answer the client could not read (garbled, out of turn): whether the broker wrote
+/// the batch is unknown.
+fn unreadable(e: &client::Error) -> bool {
+    matches!(
+        e,
+        client::Error::Protocol { .. }
+            | client::Error::FrameTooLarge { .. }
+            | client::Error::Misuse(_)
+    )
 }
 
 /// What became of the batch answered.
@@ -447,6 +503,83 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::time::Duration;
+
+    fn broker(code: KafkaCode) -> client::Error {
+        client::Error::Broker {
+            code,
+            at: client::Location {
+                broker: "b".into(),
+                api: "Produce",
+                topic: Some("t".into()),
+                partition: Some(0),
+            },
+            message: None,
+        }
+    }
+
+    #[test]
+    fn each_produce_error_has_one_meaning() {
+        use super::Verdict as Meaning;
+        use KafkaCode as K;
+        let retry = |maybe_written| Meaning::Retry {
+            maybe_written,
+            split: false,
+        };
+        let cases = [
+            (K::DuplicateSequenceNumber, true, 3, Meaning::Written),
+            (K::OutOfOrderSequenceNumber, true, 3, Meaning::OutOfSequence),
+            (K::UnknownProducerId, true, 3, Meaning::OutOfSequence),
+            (K::InvalidProducerEpoch, true, 3, Meaning::Fenced),
+            (K::ProducerFenced, true, 3, Meaning::Fenced),
+            (
+                K::MessageTooLarge,
+                false,
+                3,
+                Meaning::Retry {
+                    maybe_written: false,
+                    split: true,
+                },
+            ),
+            (
+                K::RecordListTooLarge,
+                true,
+                2,
+                Meaning::Retry {
+                    maybe_written: false,
+                    split: true,
+                },
+            ),
+            // One record too large cannot be split: refused for good.
+            (K::MessageTooLarge, true, 1, Meaning::Rejected),
+            (K::NotLeaderOrFollower, true, 3, retry(false)),
+            (K::RequestTimedOut, true, 3, retry(true)),
+            (K::NotEnoughReplicasAfterAppend, true, 3, retry(true)),
+            (K::NotEnoughReplicas, true, 3, retry(false)),
+            (K::CorruptMessage, true, 3, retry(false)),
+            (K::TopicAuthorizationFailed, true, 3, Meaning::Rejected),
+            (K::InvalidRecord, true, 3, Meaning::Rejected),
+        ];
+        for (code, idempotent, records, want) in cases {
+            assert_eq!(
+                verdict(&broker(code), idempotent, records),
+                want,
+                "{code:?}"
+            );
+        }
+        // Without idempotence, sequence errors are not ours to act on.
+        assert_eq!(
+            verdict(&broker(K::OutOfOrderSequenceNumber), false, 3),
+            Meaning::Rejected
+        );
+        // No answer at all, or one that could not be read: the batch may be in the log.
+        let closed = client::Error::Closed { broker: "b".into() };
+        assert_eq!(verdict(&closed, true, 3), retry(true));
+        let garbled = client::Error::Protocol {
+            broker: "b".into(),
+            detail: "x".into(),
+        };
+        assert_eq!(verdict(&garbled, true, 3), retry(true));
+    }
 
     #[test]
     fn sequences_wrap_as_the_broker_wraps_them() {

@@ -18,6 +18,8 @@
 //! overtaken; requests still pipeline across partitions, up to `max_in_flight` per broker.
 
 mod balancer;
+mod batch;
+mod books;
 mod config;
 mod delivery;
 mod lane;

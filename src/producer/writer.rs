@@ -12,24 +12,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use kafka_protocol::messages::ProduceRequest;
-use rustc_hash::FxHashMap;
-use uuid::Uuid;
 
 use std::task::Poll;
 
 use crate::client::{
-    self, produce_request, produce_results, Acks, BatchBuilder, Compression, KafkaCode,
-    PartitionBatch, Pending, ProduceAck, ProducerStamp,
+    self, produce_request, produce_results, Acks, BatchBuilder, Compression, PartitionBatch,
+    Pending, ProduceAck,
 };
 use crate::shutdown::Shutdown;
 
 use super::balancer::Chooser;
+use super::batch::{encode, split_batch, stamp_body};
+use super::books::{new_part, Body, Part, Topic, TopicState, Topics, BATCH_ROOM};
 use super::config::{ProducerConfig, TopicDefaults};
 use super::delivery::{Delivery, DeliveryError, Envelope, OnDelivery, Report};
-use super::lane::{Identity, Lane, Next, Outcome, Reply, Sealed, Stamp};
+use super::lane::{verdict, Identity, Lane, Next, Outcome, Reply, Verdict};
 use super::links::Links;
 use super::{Msg, ProducerIdentity, Shared, Summary};
 use crate::sync::Locked;
@@ -77,150 +76,20 @@ pub(crate) enum Start {
     Later,
 }
 
-/// A sealed batch's contents, kept until the broker has them.
-struct Body {
-    records: Vec<Envelope>,
-    /// Record bytes (`Envelope::size` summed), for the buffer and the balancer.
-    bytes: u64,
-    encoded: Bytes,
-    /// What `encoded` carries; the lane's stamp differs after a renumbering.
-    stamp: Stamp,
-}
+/// Bytes a Produce request takes beside its batches: the request and its header (client
+/// id, transactional id, acks, timeout), with room to spare.
+const REQUEST_OVERHEAD: usize = 100;
+/// What a partition's entry adds to the request beside its encoded batch (index, record
+/// set length, a share of its topic's entry).
+const PARTITION_OVERHEAD: usize = 30;
 
-/// One partition: records not yet in a batch, and the lane of sealed ones.
-struct Part {
-    queue: VecDeque<Envelope>,
-    queued_bytes: u64,
-    lane: Lane<Body>,
-    /// Bytes in the lane's batches.
-    sealed_bytes: u64,
-    /// Nothing new is sent before this (a leader or connection on its way, a backoff).
-    retry_at: Option<Instant>,
-    backoff: client::Backoff,
-    /// When the batches that failed last may go again: batches failing together (a broken
-    /// connection answers all five at once) share one step of the backoff.
-    resend_at: Option<Instant>,
-    last_error: Option<Arc<client::Error>>,
-}
-
-impl Part {
-    /// When batches that failed now may go again: those failing together share one step.
-    fn resend_time(&mut self, now: Instant) -> Instant {
-        match self.resend_at {
-            Some(at) if at > now => at,
-            _ => {
-                let at = now + self.backoff.next_delay();
-                self.resend_at = Some(at);
-                at
-            }
-        }
-    }
-}
-
-struct TopicState {
-    id: Uuid,
-    parts: Vec<Part>,
-    /// Bytes queued or in flight per partition, for the balancer.
-    load: Vec<u64>,
-}
-
-impl TopicState {
-    /// Queue a record on partition `p`.
-    fn push(&mut self, p: usize, env: Envelope) {
-        self.load[p] += env.size as u64;
-        let part = &mut self.parts[p];
-        part.queued_bytes += env.size as u64;
-        part.queue.push_back(env);
-    }
-}
-
-enum Topic {
-    Ready(TopicState),
-    /// Metadata could not be loaded yet (say, the broker is down): records wait here.
-    Unresolved {
-        held: VecDeque<Envelope>,
-        retry_at: Instant,
-        backoff: client::Backoff,
-        last_error: Option<Arc<client::Error>>,
-    },
-}
-
-/// The topics records were sent to, looked up once per record. Records mostly come in runs
-/// for one topic, so the last one found is compared first, before any hashing.
+/// One request in the making: the batches chosen, and records that could not be encoded.
 #[derive(Default)]
-struct Topics {
-    entries: Vec<(Arc<str>, Topic)>,
-    index: FxHashMap<Arc<str>, usize>,
-    last: usize,
-}
-
-impl Topics {
-    fn position(&mut self, name: &str) -> Option<usize> {
-        if let Some((last, _)) = self.entries.get(self.last) {
-            if **last == *name {
-                return Some(self.last);
-            }
-        }
-        let i = *self.index.get(name)?;
-        self.last = i;
-        Some(i)
-    }
-
-    fn get(&self, name: &str) -> Option<&Topic> {
-        self.index.get(name).map(|i| &self.entries[*i].1)
-    }
-
-    fn get_mut(&mut self, name: &str) -> Option<&mut Topic> {
-        self.position(name).map(|i| &mut self.entries[i].1)
-    }
-
-    fn contains_key(&self, name: &str) -> bool {
-        self.index.contains_key(name)
-    }
-
-    /// Add or replace; returns what was replaced.
-    fn insert(&mut self, name: Arc<str>, topic: Topic) -> Option<Topic> {
-        match self.index.get(&name) {
-            Some(i) => Some(std::mem::replace(&mut self.entries[*i].1, topic)),
-            None => {
-                self.index.insert(name.clone(), self.entries.len());
-                self.entries.push((name, topic));
-                None
-            }
-        }
-    }
-
-    fn remove(&mut self, name: &str) -> Option<Topic> {
-        let i = self.index.remove(name)?;
-        let (_, topic) = self.entries.swap_remove(i);
-        if let Some((moved, _)) = self.entries.get(i) {
-            self.index.insert(moved.clone(), i);
-        }
-        self.last = 0;
-        Some(topic)
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Topic)> {
-        self.entries.iter().map(|(k, v)| (k, v))
-    }
-
-    fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.entries.iter().map(|(k, _)| k)
-    }
-
-    fn values(&self) -> impl Iterator<Item = &Topic> {
-        self.entries.iter().map(|(_, v)| v)
-    }
-
-    fn values_mut(&mut self) -> impl Iterator<Item = &mut Topic> {
-        self.entries.iter_mut().map(|(_, v)| v)
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, Topic)> + '_ {
-        self.index.clear();
-        self.last = 0;
-        self.entries.drain(..)
-    }
+struct Built {
+    meta: Vec<PartitionBatch>,
+    batches: Vec<Sent>,
+    records: u64,
+    rejected: Vec<(Envelope, DeliveryError)>,
 }
 
 /// A batch in a request: its partition and its id in that partition's lane.
@@ -975,6 +844,8 @@ impl Writer {
         }
     }
 
+    /// Send one request to `broker` with a batch of each of `parts` that has one ready
+    /// (resent or newly sealed), if its connection is up and has room in flight.
     fn send_to(&mut self, broker: i32, parts: Vec<(Arc<str>, usize, bool)>) {
         let in_flight = match self.links.connection(broker) {
             // Throttled by the broker's quota (KIP-219): its partitions wait, the others go
@@ -999,12 +870,19 @@ impl Writer {
         if in_flight >= self.cfg.max_in_flight {
             return;
         }
+        let built = self.build_request(broker, parts);
+        if !built.batches.is_empty() {
+            self.ship(broker, built);
+        }
+    }
+
+    /// Pick, per partition, the batch to send now, within `max_request_bytes`: the lane's
+    /// batch due for a resend, or a new one sealed (encoded, stamped) from the queue up to
+    /// `batch_bytes`. A partition whose batch does not fit waits for the next request.
+    fn build_request(&mut self, broker: i32, parts: Vec<(Arc<str>, usize, bool)>) -> Built {
         let now = Instant::now();
-        let mut meta = Vec::with_capacity(parts.len());
-        let mut batches = Vec::with_capacity(parts.len());
-        let mut rejected = Vec::new();
-        let mut request_bytes = 100usize;
-        let mut records = 0u64;
+        let mut built = Built::default();
+        let mut request_bytes = REQUEST_OVERHEAD;
         for (topic, p, _) in parts {
             let Some(Topic::Ready(state)) = self.topics.get_mut(&topic) else {
                 continue;
@@ -1014,7 +892,7 @@ impl Writer {
             let index = match part.lane.next(now, broker) {
                 Next::Resend(i) => {
                     let b = part.lane.get_mut(i);
-                    if b.body.encoded.len() + 100 > budget {
+                    if b.body.encoded.len() + BATCH_ROOM > budget {
                         continue; // the next request takes it
                     }
                     if let Err(e) = stamp_body(b) {
@@ -1026,41 +904,31 @@ impl Writer {
                     i
                 }
                 Next::Seal if !part.queue.is_empty() => {
-                    // Take records up to batch_bytes (at least one), within the request budget.
-                    let mut count = 0;
-                    let mut bytes = 0usize;
-                    for env in &part.queue {
-                        let next = bytes + env.size;
-                        if (count > 0 && next > self.cfg.batch_bytes) || next + 100 > budget {
-                            break;
-                        }
-                        bytes = next;
-                        count += 1;
-                    }
-                    if count == 0 {
+                    let Some((taken, bytes)) = part.cut(self.cfg.batch_bytes, budget) else {
                         break; // the request is full
-                    }
-                    let taken: Vec<Envelope> = part.queue.drain(..count).collect();
-                    part.queued_bytes -= bytes as u64;
+                    };
                     let stamp = part.lane.next_stamp();
                     match encode(&mut self.builder, &taken, self.cfg.compression, stamp) {
                         Ok(encoded) => {
-                            part.sealed_bytes += bytes as u64;
+                            part.sealed_bytes += bytes;
+                            let count = taken.len() as i32;
                             let body = Body {
                                 records: taken,
-                                bytes: bytes as u64,
+                                bytes,
                                 encoded,
                                 stamp,
                             };
-                            part.lane.seal(count as i32, body)
+                            part.lane.seal(count, body)
                         }
                         Err(e) => {
                             // Compression cannot fail on in-memory buffers; a rejection if so.
-                            state.load[p] -= bytes as u64;
+                            state.load[p] -= bytes;
                             let err = DeliveryError::Rejected(Arc::new(client::Error::Records(
                                 e.to_string(),
                             )));
-                            rejected.extend(taken.into_iter().map(|env| (env, err.clone())));
+                            built
+                                .rejected
+                                .extend(taken.into_iter().map(|env| (env, err.clone())));
                             continue;
                         }
                     }
@@ -1068,26 +936,35 @@ impl Writer {
                 _ => continue,
             };
             let b = part.lane.get(index);
-            request_bytes += b.body.encoded.len() + 30;
-            records += b.records as u64;
-            meta.push(PartitionBatch {
+            request_bytes += b.body.encoded.len() + PARTITION_OVERHEAD;
+            built.records += b.records as u64;
+            built.meta.push(PartitionBatch {
                 topic: topic.to_string(),
                 topic_id: state.id,
                 partition: p as i32,
                 records: b.body.encoded.clone(),
             });
-            batches.push(Sent {
+            built.batches.push(Sent {
                 topic: topic.clone(),
                 partition: p as i32,
                 id: b.id,
             });
             part.lane.sent(index, broker);
         }
+        built
+    }
+
+    /// Send what [`build_request`](Self::build_request) chose, count it, and track the
+    /// answer it is owed (with acks=0 none comes: the batches count as delivered).
+    fn ship(&mut self, broker: i32, built: Built) {
+        let Built {
+            meta,
+            batches,
+            records,
+            rejected,
+        } = built;
         for (env, err) in rejected {
             self.fail(env, err);
-        }
-        if batches.is_empty() {
-            return;
         }
         let req = produce_request(self.cfg.acks, self.cfg.request_timeout, &meta);
         let conn = self.links.existing(broker).expect("connected above");
@@ -1236,48 +1113,31 @@ impl Writer {
             return;
         };
         let records = part.lane.find(sent.id).map_or(0, |b| b.records);
-        let mut split = false;
-        let (reply, ack) =
-            match &result {
-                Ok(ack) => (Reply::Written, *ack),
-                Err(e) => (
-                    match e.kafka_code() {
-                        // Written before: the broker recognised the retry.
-                        Some(KafkaCode::DuplicateSequenceNumber) => Reply::Written,
-                        Some(
-                            KafkaCode::OutOfOrderSequenceNumber | KafkaCode::UnknownProducerId,
-                        ) if idempotent => Reply::OutOfSequence,
-                        Some(KafkaCode::InvalidProducerEpoch | KafkaCode::ProducerFenced) => {
-                            Reply::Fenced
-                        }
-                        // Refused whole and written nowhere: send it as two halves.
-                        Some(KafkaCode::MessageTooLarge | KafkaCode::RecordListTooLarge)
-                            if records > 1 =>
-                        {
-                            split = true;
-                            Reply::Retriable {
-                                maybe_written: false,
-                                at: now,
-                            }
-                        }
-                        // No answer, one that could not be read (garbled, out of turn; the
-                        // code is none then too), or one that says the leader appended it
-                        // already: the batch may be in the log, so it is no refusal.
-                        code if e.is_retriable() || unreadable(e) => Reply::Retriable {
-                            maybe_written: matches!(
-                                code,
-                                None | Some(
-                                    KafkaCode::RequestTimedOut
-                                        | KafkaCode::NotEnoughReplicasAfterAppend
-                                )
-                            ),
-                            at: part.resend_time(now),
-                        },
-                        _ => Reply::Rejected,
+        let (reply, ack, split) = match &result {
+            Ok(ack) => (Reply::Written, *ack, false),
+            Err(e) => {
+                let v = verdict(e, idempotent, records);
+                let reply = match v {
+                    Verdict::Written => Reply::Written,
+                    Verdict::Retry {
+                        maybe_written,
+                        split,
+                    } => Reply::Retriable {
+                        maybe_written,
+                        // Halves go at once: the broker has nothing of the batch.
+                        at: if split { now } else { part.resend_time(now) },
                     },
+                    Verdict::OutOfSequence => Reply::OutOfSequence,
+                    Verdict::Rejected => Reply::Rejected,
+                    Verdict::Fenced => Reply::Fenced,
+                };
+                (
+                    reply,
                     NO_ACK,
-                ),
-            };
+                    matches!(v, Verdict::Retry { split: true, .. }),
+                )
+            }
+        };
         let gone = match part.lane.answer(sent.id, reply) {
             Outcome::Done(b) => {
                 part.backoff = fresh;
@@ -1486,164 +1346,8 @@ impl Writer {
     }
 }
 
-/// An answer the client could not read: whether the broker wrote the batch is unknown.
-fn unreadable(e: &client::Error) -> bool {
-    matches!(
-        e,
-        client::Error::Protocol { .. }
-            | client::Error::FrameTooLarge { .. }
-            | client::Error::Misuse(_)
-    )
-}
-
 /// What an acknowledgement without an offset says (acks=0, a duplicate).
 const NO_ACK: ProduceAck = ProduceAck {
     base_offset: -1,
     log_append_time: -1,
 };
-
-fn producer_stamp(stamp: Stamp) -> ProducerStamp {
-    match stamp.identity {
-        Some(i) => ProducerStamp {
-            id: i.id,
-            epoch: i.epoch,
-            base_sequence: stamp.base,
-        },
-        None => ProducerStamp::NONE,
-    }
-}
-
-/// Encode `records` as one batch carrying `stamp`.
-fn encode(
-    builder: &mut BatchBuilder,
-    records: &[Envelope],
-    codec: Compression,
-    stamp: Stamp,
-) -> std::io::Result<Bytes> {
-    builder.clear();
-    for env in records {
-        let r = &env.record;
-        builder.push(
-            r.timestamp.unwrap_or_default(),
-            r.key.as_deref(),
-            r.value.as_deref(),
-            &r.headers,
-        );
-    }
-    let mut buf = Vec::with_capacity(builder.size());
-    builder.finish_as(codec, producer_stamp(stamp), &mut buf)?;
-    Ok(Bytes::from(buf))
-}
-
-/// Make a batch's encoding carry the stamp the lane gave it (after a renumbering).
-fn stamp_body(b: &mut Sealed<Body>) -> Result<(), String> {
-    if b.body.stamp == b.stamp {
-        return Ok(());
-    }
-    let mut buf = b.body.encoded.to_vec();
-    client::restamp(&mut buf, producer_stamp(b.stamp))?;
-    b.body.encoded = Bytes::from(buf);
-    b.body.stamp = b.stamp;
-    Ok(())
-}
-
-/// Replace a batch the broker refused as too large with two halves covering its
-/// sequences. They are encoded unstamped; the send renumbers them to what the lane says.
-fn split_batch(lane: &mut Lane<Body>, id: u64, codec: Compression) {
-    let Some(i) = lane.batches().position(|b| b.id == id && !b.in_flight()) else {
-        return;
-    };
-    let mut first = std::mem::take(&mut lane.get_mut(i).body.records);
-    let second = first.split_off(first.len() / 2);
-    let mut builder = BatchBuilder::default();
-    let mut parts = Vec::new();
-    let unstamped = Stamp {
-        identity: None,
-        base: super::lane::NO_SEQUENCE,
-    };
-    for records in [first, second] {
-        let bytes = records.iter().map(|e| e.size as u64).sum();
-        let encoded = match encode(&mut builder, &records, codec, unstamped) {
-            Ok(e) => e,
-            Err(e) => {
-                log::error!("kpipe bug: cannot re-encode half a batch: {e}");
-                return;
-            }
-        };
-        parts.push((
-            records.len() as i32,
-            Body {
-                records,
-                bytes,
-                encoded,
-                stamp: unstamped,
-            },
-        ));
-    }
-    if let Err(parts) = lane.split(id, parts) {
-        // Cannot happen (checked above); keep the records whole rather than lose them.
-        log::error!("kpipe bug: a batch could not be split");
-        let body = &mut lane.get_mut(i).body;
-        body.records = parts.into_iter().flat_map(|(_, b)| b.records).collect();
-    }
-}
-
-fn new_part(backoff: client::Backoff, lane: Lane<Body>) -> Part {
-    Part {
-        queue: VecDeque::new(),
-        queued_bytes: 0,
-        lane,
-        sealed_bytes: 0,
-        retry_at: None,
-        backoff,
-        resend_at: None,
-        last_error: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn held(n: usize) -> Topic {
-        Topic::Unresolved {
-            held: VecDeque::with_capacity(n),
-            retry_at: Instant::now(),
-            backoff: client::Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
-            last_error: None,
-        }
-    }
-
-    fn capacity<T: std::ops::Deref<Target = Topic>>(t: Option<T>) -> Option<usize> {
-        match t.as_deref() {
-            Some(Topic::Unresolved { held, .. }) => Some(held.capacity()),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn topics_find_by_name_after_removals_and_through_the_last_hit() {
-        let mut t = Topics::default();
-        for (name, n) in [("a", 10), ("b", 20), ("c", 30)] {
-            assert!(t.insert(name.into(), held(n)).is_none());
-        }
-        // A fresh allocation with the same name finds the entry: names, not pointers, count.
-        let b: Arc<str> = "b".into();
-        assert!(capacity(t.get_mut(&b)).unwrap() >= 20);
-        assert!(capacity(t.get_mut("b")).unwrap() >= 20, "the last hit");
-        assert!(t.get_mut("bb").is_none() && t.get_mut("").is_none());
-        // Removing the first moves the last into its place; every name still finds its own.
-        assert!(capacity(t.remove("a").as_ref()).unwrap() >= 10);
-        assert!(t.remove("a").is_none());
-        assert!(!t.contains_key("a") && t.get_mut("a").is_none());
-        assert!(capacity(t.get_mut("c")).unwrap() >= 30);
-        assert!(capacity(t.get("b")).unwrap() >= 20);
-        assert!(capacity(t.get_mut("b")).unwrap() >= 20);
-        // Replacing keeps one entry.
-        assert!(t.insert("c".into(), held(40)).is_some());
-        assert_eq!(t.keys().count(), 2);
-        assert!(capacity(t.get_mut("c")).unwrap() >= 40);
-        assert_eq!(t.drain().count(), 2);
-        assert!(t.get_mut("b").is_none() && t.values().count() == 0);
-    }
-}
