@@ -22,6 +22,7 @@ mod batch;
 mod books;
 mod config;
 mod delivery;
+mod identity;
 mod lane;
 mod links;
 mod writer;

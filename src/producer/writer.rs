@@ -28,7 +28,8 @@ use super::batch::{encode, split_batch, stamp_body};
 use super::books::{new_part, Body, Part, Topic, TopicState, Topics, BATCH_ROOM};
 use super::config::{ProducerConfig, TopicDefaults};
 use super::delivery::{Delivery, DeliveryError, Envelope, OnDelivery, Report};
-use super::lane::{verdict, Identity, Lane, Next, Outcome, Reply, Verdict};
+use super::identity::{Answered, ProducerId, Renewal};
+use super::lane::{verdict, Lane, Next, Outcome, Reply, Verdict};
 use super::links::Links;
 use super::{Msg, ProducerIdentity, Shared, Summary};
 use crate::sync::Locked;
@@ -119,16 +120,8 @@ pub(crate) struct Writer {
     default_topic: Option<Arc<str>>,
     topics: Topics,
     in_flight: Vec<Request>,
-    /// Idempotent writes: every lane numbers its batches.
-    idempotent: bool,
-    /// The producer id and the newest epoch; `None` without idempotence or until known.
-    identity: Option<Identity>,
-    /// While the producer id is being asked for: not before this, and why the last ask
-    /// failed (records that expire meanwhile say so).
-    id_retry: Option<(Instant, client::Backoff, Option<Arc<client::Error>>)>,
-    /// Set when the producer cannot go on (fenced): everything left fails with it.
-    fatal: Option<Arc<client::Error>>,
-    epoch_bumps: u64,
+    /// Who the producer is to the brokers (idempotence), and whether it may go on.
+    id: ProducerId,
     resent: u64,
     builder: BatchBuilder,
     /// Records taken from the channel: the producer's `accepted`.
@@ -203,20 +196,14 @@ impl Writer {
             shared,
             topics: Topics::default(),
             in_flight: Vec::new(),
-            idempotent: !matches!(producer, Start::Off),
-            identity: match producer {
-                Start::Known(p) => Some(p),
-                _ => None,
-            },
-            id_retry: matches!(producer, Start::Later).then(|| {
-                let backoff = client::Backoff::new(
+            id: match producer {
+                Start::Off => ProducerId::off(),
+                Start::Known(p) => ProducerId::known(p),
+                Start::Later => ProducerId::asking(client::Backoff::new(
                     config.client.retry_backoff,
                     config.client.retry_backoff_max,
-                );
-                (Instant::now(), backoff, None)
-            }),
-            fatal: None,
-            epoch_bumps: 0,
+                )),
+            },
             resent: 0,
             builder: BatchBuilder::with_capacity(config.batch_bytes),
             taken: 0,
@@ -300,8 +287,8 @@ impl Writer {
             failed: self.failed,
             failures: std::mem::take(&mut self.failures),
             not_attempted: self.not_attempted,
-            producer: self.identity,
-            epoch_bumps: self.epoch_bumps,
+            producer: self.id.last(),
+            epoch_bumps: self.id.epoch_bumps(),
             resent_batches: self.resent,
         };
         if summary.delivered + summary.failed + summary.not_attempted != accepted {
@@ -379,9 +366,9 @@ impl Writer {
         let mut next = now + IDLE_TICK;
         let timeout = self.cfg.delivery_timeout;
         // Waiting for a producer id, nothing can be sent: only expiries and the next ask.
-        let no_id = self.idempotent && self.identity.is_none();
-        if let Some((retry_at, _, _)) = &self.id_retry {
-            next = next.min(*retry_at);
+        let no_id = self.id.waiting();
+        if let Some(retry_at) = self.id.retry_at() {
+            next = next.min(retry_at);
         }
         for t in self.topics.values() {
             match t {
@@ -463,7 +450,7 @@ impl Writer {
 
     /// Put a record in its partition's queue, loading the topic's metadata on first sight.
     fn route(&mut self, env: Envelope) {
-        if let Some(fatal) = &self.fatal {
+        if let Some(fatal) = self.id.fatal() {
             let err = DeliveryError::Rejected(fatal.clone());
             return self.fail(env, err);
         }
@@ -543,7 +530,7 @@ impl Writer {
         let id = info.id;
         let backoff = self.backoff();
         let max = self.cfg.max_in_flight;
-        let lane = || match (self.idempotent, self.identity) {
+        let lane = || match (self.id.idempotent(), self.id.current()) {
             (true, None) => Lane::awaiting_identity(max),
             (_, identity) => Lane::new(identity, max),
         };
@@ -619,7 +606,7 @@ impl Writer {
     /// for a retry (a batch in flight is bounded by the request timeout and ends first).
     fn expire(&mut self, now: Instant) {
         let timeout = self.cfg.delivery_timeout;
-        let id_error = self.id_retry.as_ref().and_then(|(_, _, e)| e.clone());
+        let id_error = self.id.last_error();
         let mut expired = Vec::new();
         for t in self.topics.values_mut() {
             match t {
@@ -677,7 +664,7 @@ impl Writer {
     /// Send every batch that is due, one request per broker (more while `max_in_flight`
     /// allows), each request carrying at most one batch of each partition it leads.
     fn send_due(&mut self, closing: bool) {
-        if self.fatal.is_some() {
+        if self.id.fatal().is_some() {
             return;
         }
         let now = Instant::now();
@@ -729,28 +716,21 @@ impl Writer {
 
     /// Until the producer id is known: ask for it (again, after a backoff, if an ask failed).
     fn ask_producer_id(&mut self, now: Instant) {
-        let Some((retry_at, _, _)) = &self.id_retry else {
-            return;
-        };
-        if *retry_at > now {
+        if self.id.retry_at().is_none_or(|at| at > now) {
             return;
         }
-        match self.links.producer_id() {
-            Poll::Pending => {}
-            Poll::Ready(Ok((id, epoch))) => {
-                log::info!("producer id {id} epoch {epoch}");
-                self.identity = Some(Identity { id, epoch });
-                self.id_retry = None;
-                self.shared.set_producer(self.identity);
+        let Poll::Ready(result) = self.links.producer_id() else {
+            return;
+        };
+        match self.id.answered(result, now) {
+            Some(Answered::Known(identity)) => {
+                log::info!("producer id {identity}");
+                self.shared.set_producer(Some(identity));
             }
-            Poll::Ready(Err(e)) if e.is_retriable() => {
-                self.shared.count_error(error_kind(&e));
-                if let Some((retry_at, backoff, last)) = &mut self.id_retry {
-                    *retry_at = now + backoff.next_delay();
-                    *last = Some(Arc::new(e));
-                }
-            }
-            Poll::Ready(Err(e)) => self.stop_for_good(Arc::new(e)),
+            Some(Answered::Retry(e)) => self.shared.count_error(error_kind(&e)),
+            // Refused for good: the identity has stopped already; now the writer does.
+            Some(Answered::Fatal(e)) => self.halt(e),
+            None => {}
         }
     }
 
@@ -779,7 +759,6 @@ impl Writer {
     /// of it is in flight: the producer's newest epoch if the lane has not used it yet, else
     /// the next one (the broker accepts a higher epoch from sequence 0, KIP-360).
     fn renew_epoch(&mut self, topic: &str, p: usize) {
-        let Some(current) = self.identity else { return };
         let lane_identity = match self.topics.get(topic) {
             Some(Topic::Ready(state))
                 if state.parts[p].lane.needs_epoch() && state.parts[p].lane.in_flight() == 0 =>
@@ -788,34 +767,26 @@ impl Writer {
             }
             _ => return,
         };
-        let identity = if lane_identity == Some(current) {
-            if current.epoch == i16::MAX {
-                // Out of epochs for this id: ask for a new producer id, which every lane
-                // that needs one adopts; the others go on under the old one meanwhile.
+        let identity = match self.id.renew(lane_identity, self.backoff()) {
+            None => return,
+            Some(Renewal::Use(identity)) => identity,
+            Some(Renewal::Bumped(identity)) => {
+                self.shared.epoch_bumps.add(1);
+                self.shared.set_producer(Some(identity));
                 log::info!(
-                    "producer {} has used every epoch; asking for a new producer id",
-                    current.id
+                    "{topic}-{p}: the broker lost this producer's sequences; they start again \
+                     under epoch {}",
+                    identity.epoch
                 );
-                self.identity = None;
-                self.id_retry = Some((Instant::now(), self.backoff(), None));
+                identity
+            }
+            Some(Renewal::Wait) => {
+                log::info!(
+                    "producer {:?} has used every epoch; asking for a new producer id",
+                    lane_identity
+                );
                 return;
             }
-            let bumped = Identity {
-                id: current.id,
-                epoch: current.epoch + 1,
-            };
-            self.identity = Some(bumped);
-            self.epoch_bumps += 1;
-            self.shared.epoch_bumps.add(1);
-            self.shared.set_producer(self.identity);
-            log::info!(
-                "{topic}-{p}: the broker lost this producer's sequences; they start again \
-                 under epoch {}",
-                bumped.epoch
-            );
-            bumped
-        } else {
-            current
         };
         if let Some(Topic::Ready(state)) = self.topics.get_mut(topic) {
             state.parts[p].lane.restart(identity);
@@ -1100,10 +1071,10 @@ impl Writer {
             self.shared.count_error(error_kind(e));
             self.links.note_error(e, Some(&sent.topic));
         }
-        let idempotent = self.idempotent;
+        let idempotent = self.id.idempotent();
         let fresh = self.backoff();
         let codec = self.cfg.compression;
-        let fatal = self.fatal.clone();
+        let fatal = self.id.fatal().cloned();
         let Some((part, load)) = self.part_mut(&sent.topic, sent.partition) else {
             log::error!(
                 "kpipe bug: an answer for {}-{} found no partition",
@@ -1202,16 +1173,19 @@ impl Writer {
     /// The producer cannot go on (it was fenced): stop intake and fail everything not in
     /// flight with `err`; what is in flight still reports its answer.
     fn stop_for_good(&mut self, err: Arc<client::Error>) {
-        if self.fatal.is_some() {
-            return;
+        if self.id.stop(err.clone()) {
+            self.halt(err);
         }
+    }
+
+    /// Stop intake and fail everything not in flight with `err` (the identity has stopped).
+    fn halt(&mut self, err: Arc<client::Error>) {
         log::error!("the producer stops: {err}");
         // Intake stops first, so that whoever sees the reason finds the producer closed.
         if !self.shared.gate.closing.load(Ordering::SeqCst) {
             *self.shared.close_deadline.locked() = Some(Instant::now() + self.cfg.close_timeout);
             self.shared.gate.closing.store(true, Ordering::SeqCst);
         }
-        self.fatal = Some(err.clone());
         *self.shared.fatal.locked() = Some(err.to_string());
         let mut left = Vec::new();
         for t in self.topics.values_mut() {
