@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::client;
 
-use super::delivery::Envelope;
+use super::delivery::{DeliveryError, Envelope};
 use super::lane::{Lane, Stamp};
 
 /// Room a batch must leave in a request beside its records: its 61-byte v2 header and its
@@ -184,7 +184,129 @@ impl Topics {
         self.entries.iter_mut().map(|(_, v)| v)
     }
 
-    pub(super) fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, Topic)> + '_ {
+    /// Take out the records whose delivery timeout has passed at `now`: queued ones,
+    /// held ones, and those of sealed batches waiting for a retry (a batch in flight is
+    /// bounded by the request timeout and ends first). Each comes with the last error its
+    /// partition (or topic) saw, else `fallback`.
+    pub(super) fn expired(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        fallback: Option<Arc<client::Error>>,
+    ) -> Vec<(Envelope, Option<Arc<client::Error>>)> {
+        let mut expired = Vec::new();
+        for t in self.values_mut() {
+            match t {
+                Topic::Ready(state) => {
+                    for (i, part) in state.parts.iter_mut().enumerate() {
+                        while part
+                            .queue
+                            .front()
+                            .is_some_and(|e| e.enqueued + timeout <= now)
+                        {
+                            let env = part.queue.pop_front().expect("checked");
+                            part.queued_bytes -= env.size as u64;
+                            state.load[i] -= env.size as u64;
+                            expired.push((env, part.last_error.clone().or(fallback.clone())));
+                        }
+                        let late: Vec<u64> = part
+                            .lane
+                            .batches()
+                            .filter(|b| {
+                                !b.in_flight() && b.body.records[0].enqueued + timeout <= now
+                            })
+                            .map(|b| b.id)
+                            .collect();
+                        for id in late {
+                            let Some(b) = part.lane.give_up(id) else {
+                                continue;
+                            };
+                            part.sealed_bytes -= b.body.bytes;
+                            state.load[i] -= b.body.bytes;
+                            let last = part.last_error.clone();
+                            expired.extend(b.body.records.into_iter().map(|e| (e, last.clone())));
+                        }
+                    }
+                }
+                Topic::Unresolved {
+                    held, last_error, ..
+                } => {
+                    while held.front().is_some_and(|e| e.enqueued + timeout <= now) {
+                        expired.push((held.pop_front().expect("checked"), last_error.clone()));
+                    }
+                }
+            }
+        }
+        expired
+    }
+
+    /// Take out every record not in flight: queued, held, and in batches waiting for a
+    /// retry (the producer stops; what is in flight still gets its answer).
+    pub(super) fn unsent(&mut self) -> Vec<Envelope> {
+        let mut left = Vec::new();
+        for t in self.values_mut() {
+            match t {
+                Topic::Ready(state) => {
+                    for (i, part) in state.parts.iter_mut().enumerate() {
+                        left.extend(part.queue.drain(..));
+                        state.load[i] -= part.queued_bytes;
+                        part.queued_bytes = 0;
+                        let waiting: Vec<u64> = part
+                            .lane
+                            .batches()
+                            .filter(|b| !b.in_flight())
+                            .map(|b| b.id)
+                            .collect();
+                        for id in waiting {
+                            if let Some(b) = part.lane.give_up(id) {
+                                part.sealed_bytes -= b.body.bytes;
+                                state.load[i] -= b.body.bytes;
+                                left.extend(b.body.records);
+                            }
+                        }
+                    }
+                }
+                Topic::Unresolved { held, .. } => left.extend(held.drain(..)),
+            }
+        }
+        left
+    }
+
+    /// Empty the books at the close deadline: every record with what became of it (never
+    /// sent; sent and not answered; waiting for a retry past `timeout`).
+    pub(super) fn abandon(&mut self, timeout: Duration) -> Vec<(Envelope, DeliveryError)> {
+        let mut left = Vec::new();
+        for (_, t) in self.drain() {
+            match t {
+                Topic::Ready(state) => {
+                    for mut p in state.parts {
+                        left.extend(
+                            p.queue
+                                .into_iter()
+                                .map(|e| (e, DeliveryError::NotAttempted)),
+                        );
+                        for b in p.lane.take_all() {
+                            let err = if b.in_flight() {
+                                DeliveryError::Unacknowledged
+                            } else {
+                                DeliveryError::TimedOut {
+                                    after: timeout,
+                                    last_error: p.last_error.clone(),
+                                }
+                            };
+                            left.extend(b.body.records.into_iter().map(|e| (e, err.clone())));
+                        }
+                    }
+                }
+                Topic::Unresolved { held, .. } => {
+                    left.extend(held.into_iter().map(|e| (e, DeliveryError::NotAttempted)))
+                }
+            }
+        }
+        left
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, Topic)> + '_ {
         self.index.clear();
         self.last = 0;
         self.entries.drain(..)
@@ -207,7 +329,6 @@ pub(super) fn new_part(backoff: client::Backoff, lane: Lane<Body>) -> Part {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn held(n: usize) -> Topic {
         Topic::Unresolved {
@@ -249,5 +370,112 @@ mod tests {
         assert!(capacity(t.get_mut("c")).unwrap() >= 40);
         assert_eq!(t.drain().count(), 2);
         assert!(t.get_mut("b").is_none() && t.values().count() == 0);
+    }
+
+    fn env(size: usize, enqueued: Instant) -> Envelope {
+        Envelope {
+            record: super::super::ProducerRecord::new(vec![0u8; size]),
+            enqueued,
+            report: super::super::delivery::Report::None,
+            size,
+        }
+    }
+
+    /// One topic of two partitions: partition 0 with three queued records, partition 1
+    /// with one sealed batch of two and one queued record.
+    fn books(old: Instant, new: Instant) -> Topics {
+        let backoff = client::Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+        let mut state = TopicState {
+            id: Uuid::nil(),
+            parts: (0..2)
+                .map(|_| new_part(backoff.clone(), Lane::new(None, 1)))
+                .collect(),
+            load: vec![0; 2],
+        };
+        state.push(0, env(10, old));
+        state.push(0, env(20, old));
+        state.push(0, env(30, new));
+        state.push(1, env(5, old));
+        state.push(1, env(6, old));
+        state.push(1, env(7, new));
+        let part = &mut state.parts[1];
+        let (taken, bytes) = part.cut(11, 1 << 20).unwrap();
+        assert_eq!((taken.len(), bytes), (2, 11), "up to batch_bytes");
+        part.sealed_bytes += bytes;
+        let body = Body {
+            records: taken,
+            bytes,
+            encoded: Bytes::new(),
+            stamp: part.lane.next_stamp(),
+        };
+        part.lane.seal(2, body);
+        let mut topics = Topics::default();
+        topics.insert("t".into(), Topic::Ready(state));
+        topics
+    }
+
+    fn counts(topics: &Topics) -> Vec<(u64, u64, u64)> {
+        let Some(Topic::Ready(s)) = topics.get("t") else {
+            panic!("no topic")
+        };
+        (0..2)
+            .map(|i| (s.parts[i].queued_bytes, s.parts[i].sealed_bytes, s.load[i]))
+            .collect()
+    }
+
+    #[test]
+    fn a_cut_takes_whole_records_within_the_batch_size_and_the_request_room() {
+        let now = Instant::now();
+        let mut t = books(now, now);
+        let Some(Topic::Ready(s)) = t.get_mut("t") else {
+            panic!()
+        };
+        let part = &mut s.parts[0];
+        // At least one record, even over batch_bytes; none when the request has no room.
+        assert!(part.cut(1, 10 + BATCH_ROOM - 1).is_none());
+        let (one, bytes) = part.cut(1, 1 << 20).unwrap();
+        assert_eq!((one.len(), bytes, part.queued_bytes), (1, 10, 50));
+    }
+
+    #[test]
+    fn expiry_takes_what_is_too_old_and_keeps_the_counts() {
+        let now = Instant::now();
+        let old = now - Duration::from_secs(10);
+        let mut t = books(old, now);
+        assert_eq!(counts(&t), [(60, 0, 60), (7, 11, 18)]);
+        let expired = t.expired(now, Duration::from_secs(5), None);
+        let sizes: Vec<usize> = expired.iter().map(|(e, _)| e.size).collect();
+        assert_eq!(
+            sizes,
+            [10, 20, 5, 6],
+            "queued and sealed, oldest first per partition"
+        );
+        assert_eq!(counts(&t), [(30, 0, 30), (7, 0, 7)]);
+        assert!(t.expired(now, Duration::from_secs(5), None).is_empty());
+    }
+
+    #[test]
+    fn stopping_takes_every_record_not_in_flight() {
+        let now = Instant::now();
+        let mut t = books(now, now);
+        let left = t.unsent();
+        assert_eq!(left.len(), 6);
+        assert_eq!(counts(&t), [(0, 0, 0), (0, 0, 0)]);
+        let mut t = books(now, now);
+        let abandoned = t.abandon(Duration::from_secs(1));
+        let not_attempted = abandoned
+            .iter()
+            .filter(|(_, e)| matches!(e, DeliveryError::NotAttempted))
+            .count();
+        let timed_out = abandoned
+            .iter()
+            .filter(|(_, e)| matches!(e, DeliveryError::TimedOut { .. }))
+            .count();
+        assert_eq!(
+            (not_attempted, timed_out),
+            (4, 2),
+            "the sealed batch was never sent"
+        );
+        assert!(t.get("t").is_none());
     }
 }

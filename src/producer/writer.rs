@@ -606,50 +606,7 @@ impl Writer {
     /// for a retry (a batch in flight is bounded by the request timeout and ends first).
     fn expire(&mut self, now: Instant) {
         let timeout = self.cfg.delivery_timeout;
-        let id_error = self.id.last_error();
-        let mut expired = Vec::new();
-        for t in self.topics.values_mut() {
-            match t {
-                Topic::Ready(state) => {
-                    for (i, part) in state.parts.iter_mut().enumerate() {
-                        while part
-                            .queue
-                            .front()
-                            .is_some_and(|e| e.enqueued + timeout <= now)
-                        {
-                            let env = part.queue.pop_front().expect("checked");
-                            part.queued_bytes -= env.size as u64;
-                            state.load[i] -= env.size as u64;
-                            expired.push((env, part.last_error.clone().or(id_error.clone())));
-                        }
-                        let late: Vec<u64> = part
-                            .lane
-                            .batches()
-                            .filter(|b| {
-                                !b.in_flight() && b.body.records[0].enqueued + timeout <= now
-                            })
-                            .map(|b| b.id)
-                            .collect();
-                        for id in late {
-                            let Some(b) = part.lane.give_up(id) else {
-                                continue;
-                            };
-                            part.sealed_bytes -= b.body.bytes;
-                            state.load[i] -= b.body.bytes;
-                            let last = part.last_error.clone();
-                            expired.extend(b.body.records.into_iter().map(|e| (e, last.clone())));
-                        }
-                    }
-                }
-                Topic::Unresolved {
-                    held, last_error, ..
-                } => {
-                    while held.front().is_some_and(|e| e.enqueued + timeout <= now) {
-                        expired.push((held.pop_front().expect("checked"), last_error.clone()));
-                    }
-                }
-            }
-        }
+        let expired = self.topics.expired(now, timeout, self.id.last_error());
         for (env, last_error) in expired {
             self.fail(
                 env,
@@ -1187,32 +1144,7 @@ impl Writer {
             self.shared.gate.closing.store(true, Ordering::SeqCst);
         }
         *self.shared.fatal.locked() = Some(err.to_string());
-        let mut left = Vec::new();
-        for t in self.topics.values_mut() {
-            match t {
-                Topic::Ready(state) => {
-                    for (i, part) in state.parts.iter_mut().enumerate() {
-                        left.extend(part.queue.drain(..));
-                        state.load[i] -= part.queued_bytes;
-                        part.queued_bytes = 0;
-                        let waiting: Vec<u64> = part
-                            .lane
-                            .batches()
-                            .filter(|b| !b.in_flight())
-                            .map(|b| b.id)
-                            .collect();
-                        for id in waiting {
-                            if let Some(b) = part.lane.give_up(id) {
-                                part.sealed_bytes -= b.body.bytes;
-                                state.load[i] -= b.body.bytes;
-                                left.extend(b.body.records);
-                            }
-                        }
-                    }
-                }
-                Topic::Unresolved { held, .. } => left.extend(held.drain(..)),
-            }
-        }
+        let left = self.topics.unsent();
         for env in left {
             self.fail(env, DeliveryError::Rejected(err.clone()));
         }
@@ -1271,34 +1203,7 @@ impl Writer {
         for _ in std::mem::take(&mut self.in_flight) {
             self.shared.in_flight.sub(1);
         }
-        let mut left = Vec::new();
-        for (_, t) in self.topics.drain() {
-            match t {
-                Topic::Ready(state) => {
-                    for mut p in state.parts {
-                        left.extend(
-                            p.queue
-                                .into_iter()
-                                .map(|e| (e, DeliveryError::NotAttempted)),
-                        );
-                        for b in p.lane.take_all() {
-                            let err = if b.in_flight() {
-                                DeliveryError::Unacknowledged
-                            } else {
-                                DeliveryError::TimedOut {
-                                    after: self.cfg.delivery_timeout,
-                                    last_error: p.last_error.clone(),
-                                }
-                            };
-                            left.extend(b.body.records.into_iter().map(|e| (e, err.clone())));
-                        }
-                    }
-                }
-                Topic::Unresolved { held, .. } => {
-                    left.extend(held.into_iter().map(|e| (e, DeliveryError::NotAttempted)))
-                }
-            }
-        }
+        let mut left = self.topics.abandon(self.cfg.delivery_timeout);
         // Senders caught between their check and their enqueue finish soon: no new ones
         // start once `closing` is set.
         loop {
