@@ -20,7 +20,116 @@
 //! Requests to a coordinator go on its dedicated connection ([`Cluster::dedicated`]), so
 //! they never queue behind the produce requests pipelined on the data connection.
 
-use super::error::{Error, KafkaCode};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, EndTxnRequest, ProduceRequest, TxnOffsetCommitRequest};
+use kafka_protocol::protocol::{Message, Request, VersionRange};
+
+use super::cluster::Cluster;
+use super::connection::{api_key, Connection};
+use super::error::{Error, KafkaCode, Result};
+use super::produce::{transactional_produce_request, Acks, PartitionBatch, ProduceAck};
+use super::versions::{api_name, client_range, BrokerVersions};
+
+/// The transaction protocol a cluster speaks: its finalized feature `transaction.version`,
+/// where the brokers also offer the request versions that protocol needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TransactionVersion {
+    /// The original protocol (KIP-98): partitions and groups join a transaction through
+    /// AddPartitionsToTxn and AddOffsetsToTxn before their writes, and the producer keeps
+    /// its epoch from one transaction to the next.
+    V1,
+    /// KIP-890 part 2 (Kafka 4.0+): Produce v12+ and TxnOffsetCommit v5+ add partitions and
+    /// the group themselves, and every EndTxn (v5+) bumps the producer's epoch and returns
+    /// it, so a late write of an ended transaction can never join the next one.
+    V2,
+}
+
+impl TransactionVersion {
+    /// The version a broker's ApiVersions answer implies (franz-go's rule): V2 only when
+    /// `transaction.version` is 2 or more **and** both sides can use Produce v12+, EndTxn v5+
+    /// and TxnOffsetCommit v5+; without those versions the implicit adds would not happen
+    /// and the broker would refuse the writes (TRANSACTION_ABORTABLE from Kafka 4.4 and
+    /// 3.9.1, as `tests/txn_client.rs` shows).
+    pub(crate) fn from_broker(versions: &BrokerVersions) -> TransactionVersion {
+        let offers = |key: ApiKey, encodable: VersionRange, at_least: i16| {
+            versions
+                .choose(key, client_range(key, encodable))
+                .is_ok_and(|v| v >= at_least)
+        };
+        let v2 = versions.feature("transaction.version").unwrap_or(0) >= 2
+            && offers(ApiKey::Produce, ProduceRequest::VERSIONS, 12)
+            && offers(ApiKey::EndTxn, EndTxnRequest::VERSIONS, 5)
+            && offers(ApiKey::TxnOffsetCommit, TxnOffsetCommitRequest::VERSIONS, 5);
+        if v2 {
+            TransactionVersion::V2
+        } else {
+            TransactionVersion::V1
+        }
+    }
+
+    /// The versions of `key` a transaction of this version may be sent at, out of `ours`.
+    /// Under V1: Produce <= 11, TxnOffsetCommit <= 4, EndTxn <= 4 (a higher version would
+    /// tell the broker it is a V2 transaction). Under V2: Produce >= 12, TxnOffsetCommit
+    /// >= 5, EndTxn >= 5. Always AddPartitionsToTxn <= 3 (v4+ is the brokers' own form).
+    fn allowed(self, key: ApiKey, ours: VersionRange) -> VersionRange {
+        use TransactionVersion::{V1, V2};
+        let (min, max) = match (self, key) {
+            (_, ApiKey::AddPartitionsToTxn) => (i16::MIN, 3),
+            (V1, ApiKey::Produce) => (i16::MIN, 11),
+            (V1, ApiKey::TxnOffsetCommit | ApiKey::EndTxn) => (i16::MIN, 4),
+            (V2, ApiKey::Produce) => (12, i16::MAX),
+            (V2, ApiKey::TxnOffsetCommit | ApiKey::EndTxn) => (5, i16::MAX),
+            _ => (i16::MIN, i16::MAX),
+        };
+        VersionRange {
+            min: ours.min.max(min),
+            max: ours.max.min(max),
+        }
+    }
+
+    /// The version to send request `R` at on `conn` in a transaction of this version: the
+    /// version the connection negotiated, capped (or refused) as
+    /// [`TransactionVersion`]'s rules say. Send with [`Connection::send_versioned`].
+    pub(crate) fn version_for<R: Request>(self, conn: &Connection) -> Result<i16> {
+        pick_version::<R>(conn, Some(self), 0)
+    }
+}
+
+/// The version to send `R` at on `conn`: the highest both sides support, within what
+/// transaction version `txn` allows, and at least `min` (for fields a call needs).
+fn pick_version<R: Request>(
+    conn: &Connection,
+    txn: Option<TransactionVersion>,
+    min: i16,
+) -> Result<i16> {
+    let key = api_key::<R>();
+    choose(conn.broker_versions(), key, R::VERSIONS, txn, min).map_err(|(ours, theirs)| {
+        Error::UnsupportedVersion {
+            broker: conn.broker().to_owned(),
+            api: api_name(key),
+            ours,
+            theirs,
+        }
+    })
+}
+
+/// [`pick_version`] without the connection: `Err((ours, theirs))` describes the gap.
+fn choose(
+    versions: &BrokerVersions,
+    key: ApiKey,
+    encodable: VersionRange,
+    txn: Option<TransactionVersion>,
+    min: i16,
+) -> std::result::Result<i16, (String, String)> {
+    let mut ours = client_range(key, encodable);
+    if let Some(tv) = txn {
+        ours = tv.allowed(key, ours);
+    }
+    ours.min = ours.min.max(min);
+    versions.choose(key, ours)
+}
 
 // ---------------------------------------------------------------------------------------
 // What an error means
@@ -200,11 +309,144 @@ impl TxnErrorClass {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The calls
+// ---------------------------------------------------------------------------------------
+
+impl Cluster {
+    /// The transaction protocol of the cluster, as a broker it talks to reports it (the
+    /// feature is cluster-wide). Read it when a transaction starts and keep it until the
+    /// transaction ends: a transaction ends with the protocol it began with.
+    pub fn transaction_version(&mut self) -> Result<TransactionVersion> {
+        let (_, versions) = self.some_broker_versions()?;
+        Ok(TransactionVersion::from_broker(&versions))
+    }
+
+    /// Produce one encoded batch to one partition inside the transaction of
+    /// `transactional_id`, with acks=all, at the Produce version transaction version
+    /// `version` allows, and wait for the acknowledgement. The batch must be transactional
+    /// ([`BatchBuilder::set_transactional`](super::BatchBuilder::set_transactional)) and
+    /// stamped with the producer's id, epoch and sequence; under V1 its partition must
+    /// have been added with [`add_partitions_to_txn`](Self::add_partitions_to_txn). One
+    /// try: a building block for tests and tools; the producer pipelines these.
+    pub fn produce_transactional(
+        &mut self,
+        transactional_id: &str,
+        version: TransactionVersion,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        timeout: Duration,
+    ) -> Result<ProduceAck> {
+        let batch = PartitionBatch {
+            topic: topic.to_owned(),
+            topic_id: self.topic(topic)?.id,
+            partition,
+            records,
+        };
+        let req = transactional_produce_request(
+            transactional_id,
+            Acks::All,
+            timeout,
+            std::slice::from_ref(&batch),
+        );
+        self.produce_to_leader(batch, &req, Some(version))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::connection::tests::api_versions;
     use crate::client::error::Location;
+    use kafka_protocol::messages::api_versions_response::FinalizedFeatureKey;
+    use kafka_protocol::messages::{AddPartitionsToTxnRequest, InitProducerIdRequest};
+    use kafka_protocol::protocol::StrBytes;
     use TxnErrorClass::{Abortable, Fatal, Refind, Retriable};
+
+    /// A broker's ApiVersions answer with the transaction APIs at these maxima.
+    fn broker(feature: Option<i16>, produce: i16, end_txn: i16, offsets: i16) -> BrokerVersions {
+        let mut resp = api_versions(&[
+            (ApiKey::Produce, 3, produce),
+            (ApiKey::InitProducerId, 0, 5),
+            (ApiKey::AddPartitionsToTxn, 0, 5),
+            (ApiKey::AddOffsetsToTxn, 0, 4),
+            (ApiKey::EndTxn, 0, end_txn),
+            (ApiKey::TxnOffsetCommit, 0, offsets),
+        ]);
+        if let Some(level) = feature {
+            let mut f = FinalizedFeatureKey::default();
+            f.name = StrBytes::from_static_str("transaction.version");
+            f.min_version_level = level;
+            f.max_version_level = level;
+            resp.finalized_features.push(f);
+        }
+        BrokerVersions::from_response(&resp)
+    }
+
+    #[test]
+    fn version_2_needs_the_feature_and_every_request_version() {
+        use TransactionVersion::{V1, V2};
+        let cases = [
+            // Kafka 4.4 as `scripts/kafka up` runs it.
+            (broker(Some(2), 13, 5, 6), V2),
+            (broker(Some(3), 12, 5, 5), V2),
+            // Kafka 3.9.1: transaction.version 1 (or none reported).
+            (broker(Some(1), 11, 4, 4), V1),
+            (broker(Some(0), 13, 5, 5), V1),
+            (broker(None, 13, 5, 5), V1),
+            // The feature without the versions it needs.
+            (broker(Some(2), 11, 5, 5), V1),
+            (broker(Some(2), 13, 4, 5), V1),
+            (broker(Some(2), 13, 5, 4), V1),
+        ];
+        for (i, (versions, want)) in cases.iter().enumerate() {
+            assert_eq!(TransactionVersion::from_broker(versions), *want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn versions_are_capped_by_the_transaction_version() {
+        use TransactionVersion::{V1, V2};
+        let b = broker(Some(2), 13, 5, 5);
+        let pick = |key, encodable, txn, min| choose(&b, key, encodable, txn, min);
+        let produce = ProduceRequest::VERSIONS;
+        let end = EndTxnRequest::VERSIONS;
+        let offsets = TxnOffsetCommitRequest::VERSIONS;
+        let add = AddPartitionsToTxnRequest::VERSIONS;
+        let init = InitProducerIdRequest::VERSIONS;
+        assert_eq!(pick(ApiKey::Produce, produce, None, 0), Ok(13));
+        assert_eq!(pick(ApiKey::Produce, produce, Some(V1), 0), Ok(11));
+        assert_eq!(pick(ApiKey::Produce, produce, Some(V2), 0), Ok(13));
+        assert_eq!(pick(ApiKey::EndTxn, end, Some(V1), 0), Ok(4));
+        assert_eq!(pick(ApiKey::EndTxn, end, Some(V2), 0), Ok(5));
+        assert_eq!(pick(ApiKey::TxnOffsetCommit, offsets, Some(V1), 0), Ok(4));
+        assert_eq!(pick(ApiKey::TxnOffsetCommit, offsets, Some(V2), 0), Ok(5));
+        assert_eq!(pick(ApiKey::AddPartitionsToTxn, add, Some(V1), 0), Ok(3));
+        assert_eq!(pick(ApiKey::AddPartitionsToTxn, add, Some(V2), 0), Ok(3));
+        assert_eq!(pick(ApiKey::InitProducerId, init, Some(V1), 0), Ok(5));
+        assert_eq!(pick(ApiKey::InitProducerId, init, None, 3), Ok(5));
+
+        // A V2 transaction cannot go to a broker without the V2 versions.
+        let old = broker(Some(1), 11, 4, 4);
+        assert_eq!(
+            choose(&old, ApiKey::EndTxn, end, Some(V2), 0),
+            Err(("5..5".into(), "0..4".into()))
+        );
+        assert_eq!(
+            choose(&old, ApiKey::Produce, produce, Some(V2), 0),
+            Err(("12..13".into(), "3..11".into()))
+        );
+        assert_eq!(choose(&old, ApiKey::Produce, produce, Some(V1), 0), Ok(11));
+        // Nor a call needing v3 fields to a broker without v3.
+        let ancient =
+            BrokerVersions::from_response(&api_versions(&[(ApiKey::InitProducerId, 0, 2)]));
+        assert!(choose(&ancient, ApiKey::InitProducerId, init, None, 3).is_err());
+        assert_eq!(
+            choose(&ancient, ApiKey::InitProducerId, init, None, 0),
+            Ok(2)
+        );
+    }
 
     #[test]
     fn errors_are_classified_per_request() {
