@@ -57,5 +57,5 @@ pub use security::{
     TokenFile, TokenProvider, UnsecuredToken,
 };
 pub use transport::{Connector, Stream, TlsStream};
-pub use txn::{TransactionVersion, TxnApi, TxnErrorClass};
+pub use txn::{TransactionVersion, TxnApi, TxnErrorClass, TxnProducer};
 pub use versions::{api_name, client_range, floor, release_of_metadata_version, BrokerVersions};

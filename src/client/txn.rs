@@ -20,15 +20,26 @@
 //! Requests to a coordinator go on its dedicated connection ([`Cluster::dedicated`]), so
 //! they never queue behind the produce requests pipelined on the data connection.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, EndTxnRequest, ProduceRequest, TxnOffsetCommitRequest};
-use kafka_protocol::protocol::{Message, Request, VersionRange};
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProduceRequest, ProducerId, TopicName, TransactionalId,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
+use kafka_protocol::protocol::{Message, Request, StrBytes, VersionRange};
 
 use super::cluster::Cluster;
 use super::connection::{api_key, Connection};
-use super::error::{Error, KafkaCode, Result};
+use super::error::{Error, KafkaCode, Location, Result};
+use super::group::{at, by_topic, group_id, s, CoordinatorKind, GroupMember, TopicPartition};
 use super::produce::{transactional_produce_request, Acks, PartitionBatch, ProduceAck};
 use super::versions::{api_name, client_range, BrokerVersions};
 
@@ -129,6 +140,25 @@ fn choose(
     }
     ours.min = ours.min.max(min);
     versions.choose(key, ours)
+}
+
+/// A transactional producer as the coordinator knows it: its transactional id, and the
+/// producer id and epoch that InitProducerId (or, under transaction version 2, the last
+/// EndTxn) gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnProducer {
+    /// The `transactional.id`: stable across restarts, so a new instance fences the old.
+    pub transactional_id: String,
+    /// Producer id.
+    pub id: i64,
+    /// Producer epoch.
+    pub epoch: i16,
+}
+
+impl TxnProducer {
+    fn wire_id(&self) -> TransactionalId {
+        TransactionalId(s(&self.transactional_id))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -310,6 +340,197 @@ impl TxnErrorClass {
 }
 
 // ---------------------------------------------------------------------------------------
+// Requests and answers, without I/O
+// ---------------------------------------------------------------------------------------
+
+fn ms(d: Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
+}
+
+/// Build an InitProducerId request for `transactional_id`. `current`, the producer id and
+/// epoch held now (v3+, KIP-360), asks the coordinator to bump that epoch rather than hand
+/// out a fresh one, and is refused with PRODUCER_FENCED when another instance moved on.
+pub(crate) fn init_transactional_request(
+    transactional_id: &str,
+    transaction_timeout: Duration,
+    current: Option<(i64, i16)>,
+) -> InitProducerIdRequest {
+    let (id, epoch) = current.unwrap_or((-1, -1));
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = Some(TransactionalId(s(transactional_id)));
+    req.transaction_timeout_ms = ms(transaction_timeout);
+    req.producer_id = ProducerId(id);
+    req.producer_epoch = epoch;
+    // Two-phase commit (KIP-939, v6+) is not used.
+    req.enable_2_pc = false;
+    req.keep_prepared_txn = false;
+    req
+}
+
+/// Read an InitProducerId response: the producer id and epoch.
+pub(crate) fn read_init_transactional(
+    resp: &InitProducerIdResponse,
+    broker: &str,
+) -> Result<(i64, i16)> {
+    Error::check(resp.error_code, at(broker, "InitProducerId"), None)?;
+    Ok((resp.producer_id.0, resp.producer_epoch))
+}
+
+/// Build an AddPartitionsToTxn request (the client form, v3 and below).
+pub(crate) fn add_partitions_request(
+    producer: &TxnProducer,
+    partitions: &[TopicPartition],
+) -> AddPartitionsToTxnRequest {
+    let mut req = AddPartitionsToTxnRequest::default();
+    req.v3_and_below_transactional_id = producer.wire_id();
+    req.v3_and_below_producer_id = ProducerId(producer.id);
+    req.v3_and_below_producer_epoch = producer.epoch;
+    req.v3_and_below_topics = by_topic(partitions.iter().map(|tp| (tp, ())))
+        .into_iter()
+        .map(|(t, ps)| {
+            let mut x = AddPartitionsToTxnTopic::default();
+            x.name = TopicName(s(t));
+            x.partitions = ps.into_iter().map(|(p, ())| p).collect();
+            x
+        })
+        .collect();
+    req
+}
+
+fn partition_at(broker: &str, api: &'static str, topic: &str, partition: i32) -> Location {
+    Location {
+        broker: broker.to_owned(),
+        api,
+        topic: Some(topic.to_owned()),
+        partition: Some(partition),
+    }
+}
+
+/// Read an AddPartitionsToTxn response: one result per partition.
+pub(crate) fn read_add_partitions(
+    resp: &AddPartitionsToTxnResponse,
+    broker: &str,
+) -> Result<Vec<(TopicPartition, Result<()>)>> {
+    // Only v4+ has a top-level code; below it is 0.
+    Error::check(resp.error_code, at(broker, "AddPartitionsToTxn"), None)?;
+    let mut out = Vec::new();
+    for t in &resp.results_by_topic_v3_and_below {
+        for p in &t.results_by_partition {
+            let r = Error::check(
+                p.partition_error_code,
+                || partition_at(broker, "AddPartitionsToTxn", &t.name.0, p.partition_index),
+                None,
+            );
+            out.push(((t.name.0.to_string(), p.partition_index), r));
+        }
+    }
+    Ok(out)
+}
+
+/// Build an AddOffsetsToTxn request: `group`'s offsets will be committed with the
+/// transaction.
+pub(crate) fn add_offsets_request(producer: &TxnProducer, group: &str) -> AddOffsetsToTxnRequest {
+    let mut req = AddOffsetsToTxnRequest::default();
+    req.transactional_id = producer.wire_id();
+    req.producer_id = ProducerId(producer.id);
+    req.producer_epoch = producer.epoch;
+    req.group_id = group_id(group);
+    req
+}
+
+/// Read an AddOffsetsToTxn response.
+pub(crate) fn read_add_offsets(resp: &AddOffsetsToTxnResponse, broker: &str) -> Result<()> {
+    Error::check(resp.error_code, at(broker, "AddOffsetsToTxn"), None)
+}
+
+/// Build a TxnOffsetCommit request for `offsets` (the next offset to read, per partition)
+/// of `group`. `member` is the consumer's group metadata (KIP-447, v3+), by which the group
+/// coordinator fences a member the group has moved on from; `None` is a producer outside
+/// group management (generation -1, no member id). Below v3 the metadata is left out.
+pub(crate) fn txn_offset_commit_request(
+    producer: &TxnProducer,
+    group: &str,
+    member: Option<&GroupMember>,
+    offsets: &BTreeMap<TopicPartition, i64>,
+    version: i16,
+) -> TxnOffsetCommitRequest {
+    let mut req = TxnOffsetCommitRequest::default();
+    req.transactional_id = producer.wire_id();
+    req.group_id = group_id(group);
+    req.producer_id = ProducerId(producer.id);
+    req.producer_epoch = producer.epoch;
+    req.generation_id = -1;
+    req.member_id = StrBytes::default();
+    req.group_instance_id = None;
+    if let Some(m) = member.filter(|_| version >= 3) {
+        req.generation_id = m.generation;
+        req.member_id = s(&m.member_id);
+        req.group_instance_id = m.instance_id.as_deref().map(s);
+    }
+    req.topics = by_topic(offsets.iter().map(|(tp, o)| (tp, *o)))
+        .into_iter()
+        .map(|(t, ps)| {
+            let mut x = TxnOffsetCommitRequestTopic::default();
+            x.name = TopicName(s(t));
+            x.partitions = ps
+                .into_iter()
+                .map(|(p, o)| {
+                    let mut y = TxnOffsetCommitRequestPartition::default();
+                    y.partition_index = p;
+                    y.committed_offset = o;
+                    y.committed_leader_epoch = -1;
+                    y.committed_metadata = Some(StrBytes::default());
+                    y
+                })
+                .collect();
+            x
+        })
+        .collect();
+    req
+}
+
+/// Read a TxnOffsetCommit response: one result per partition.
+pub(crate) fn read_txn_offset_commit(
+    resp: &TxnOffsetCommitResponse,
+    broker: &str,
+) -> Vec<(TopicPartition, Result<()>)> {
+    let mut out = Vec::new();
+    for t in &resp.topics {
+        for p in &t.partitions {
+            let r = Error::check(
+                p.error_code,
+                || partition_at(broker, "TxnOffsetCommit", &t.name.0, p.partition_index),
+                None,
+            );
+            out.push(((t.name.0.to_string(), p.partition_index), r));
+        }
+    }
+    out
+}
+
+/// Build an EndTxn request: commit (`true`) or abort.
+pub(crate) fn end_txn_request(producer: &TxnProducer, commit: bool) -> EndTxnRequest {
+    let mut req = EndTxnRequest::default();
+    req.transactional_id = producer.wire_id();
+    req.producer_id = ProducerId(producer.id);
+    req.producer_epoch = producer.epoch;
+    req.committed = commit;
+    req
+}
+
+/// Read an EndTxn response sent at `version`: the producer id and epoch for the next
+/// transaction when the coordinator gave them (v5+, transaction version 2), else `None`.
+pub(crate) fn read_end_txn(
+    resp: &EndTxnResponse,
+    version: i16,
+    broker: &str,
+) -> Result<Option<(i64, i16)>> {
+    Error::check(resp.error_code, at(broker, "EndTxn"), None)?;
+    Ok((version >= 5 && resp.producer_id.0 >= 0)
+        .then_some((resp.producer_id.0, resp.producer_epoch)))
+}
+
+// ---------------------------------------------------------------------------------------
 // The calls
 // ---------------------------------------------------------------------------------------
 
@@ -320,6 +541,108 @@ impl Cluster {
     pub fn transaction_version(&mut self) -> Result<TransactionVersion> {
         let (_, versions) = self.some_broker_versions()?;
         Ok(TransactionVersion::from_broker(&versions))
+    }
+
+    /// Find the transaction coordinator of `transactional_id` (FindCoordinator, key type 1)
+    /// and return its broker id. One try.
+    pub fn find_transaction_coordinator(&mut self, transactional_id: &str) -> Result<i32> {
+        self.find_coordinator_of(CoordinatorKind::Transaction, transactional_id)
+    }
+
+    /// InitProducerId for `transactional_id` at its `coordinator`: the producer id and epoch
+    /// to stamp on the transaction's batches. Any earlier instance with the same id is
+    /// fenced, and a transaction it left open is aborted (the coordinator answers
+    /// CONCURRENT_TRANSACTIONS until that abort is written: retry). `current` (v3+), the id
+    /// and epoch held now, bumps that epoch instead (after an abortable error under
+    /// transaction version 1). `transaction_timeout` must not exceed the broker's
+    /// `transaction.max.timeout.ms` (15 min by default): INVALID_TRANSACTION_TIMEOUT.
+    /// One try; the caller retries as [`TxnErrorClass::of`] says.
+    pub fn init_transactional_id(
+        &mut self,
+        coordinator: i32,
+        transactional_id: &str,
+        transaction_timeout: Duration,
+        current: Option<(i64, i16)>,
+    ) -> Result<(i64, i16)> {
+        let min = if current.is_some() { 3 } else { 0 };
+        let (broker, _, resp) = self.coordinator_request(coordinator, None, min, |_| {
+            init_transactional_request(transactional_id, transaction_timeout, current)
+        })?;
+        read_init_transactional(&resp, &broker)
+    }
+
+    /// AddPartitionsToTxn (transaction version 1 only; sent at v3 or below): `partitions`
+    /// join the producer's transaction, before any batch is produced to them. One result
+    /// per partition; the error is for a request that got no answer.
+    pub fn add_partitions_to_txn(
+        &mut self,
+        coordinator: i32,
+        producer: &TxnProducer,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, Result<()>)>> {
+        let (broker, _, resp) =
+            self.coordinator_request(coordinator, Some(TransactionVersion::V1), 0, |_| {
+                add_partitions_request(producer, partitions)
+            })?;
+        read_add_partitions(&resp, &broker)
+    }
+
+    /// AddOffsetsToTxn (transaction version 1 only): the transaction will carry offsets of
+    /// `group`; send [`txn_offset_commit`](Self::txn_offset_commit) next. One try.
+    pub fn add_offsets_to_txn(
+        &mut self,
+        coordinator: i32,
+        producer: &TxnProducer,
+        group: &str,
+    ) -> Result<()> {
+        let (broker, _, resp) = self.coordinator_request(coordinator, None, 0, |_| {
+            add_offsets_request(producer, group)
+        })?;
+        read_add_offsets(&resp, &broker)
+    }
+
+    /// TxnOffsetCommit to `group`'s coordinator (found with
+    /// [`find_coordinator`](Self::find_coordinator)): `offsets` (the next offset to read)
+    /// commit when the transaction does. `member` is the consumer's group metadata
+    /// (generation or member epoch, member id, instance id; read just before this call),
+    /// `None` outside group management. Sent at the version `version` allows (v5+, which
+    /// also adds the group to the transaction, under V2; v4 or below under V1, after
+    /// [`add_offsets_to_txn`](Self::add_offsets_to_txn)). One result per partition.
+    pub fn txn_offset_commit(
+        &mut self,
+        group_coordinator: i32,
+        producer: &TxnProducer,
+        version: TransactionVersion,
+        group: &str,
+        member: Option<&GroupMember>,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<Vec<(TopicPartition, Result<()>)>> {
+        // The group metadata exists from v3 (KIP-447): without it a zombie could commit.
+        let min = if member.is_some() { 3 } else { 0 };
+        let (broker, _, resp) =
+            self.coordinator_request(group_coordinator, Some(version), min, |v| {
+                txn_offset_commit_request(producer, group, member, offsets, v)
+            })?;
+        Ok(read_txn_offset_commit(&resp, &broker))
+    }
+
+    /// EndTxn: commit (`commit` true) or abort the producer's transaction. Send it only
+    /// once every batch of the transaction has been answered. Sent at the version
+    /// `version` allows; under V2 (v5+) the answer carries the producer id and epoch for the
+    /// next transaction, which the producer must adopt (its sequences restart at 0), else
+    /// `None`. One try.
+    pub fn end_txn(
+        &mut self,
+        coordinator: i32,
+        producer: &TxnProducer,
+        version: TransactionVersion,
+        commit: bool,
+    ) -> Result<Option<(i64, i16)>> {
+        let (broker, sent_at, resp) =
+            self.coordinator_request(coordinator, Some(version), 0, |_| {
+                end_txn_request(producer, commit)
+            })?;
+        read_end_txn(&resp, sent_at, &broker)
     }
 
     /// Produce one encoded batch to one partition inside the transaction of
@@ -352,17 +675,44 @@ impl Cluster {
         );
         self.produce_to_leader(batch, &req, Some(version))
     }
+
+    /// Send one request to a coordinator on its dedicated connection, at the version
+    /// [`pick_version`] gives, and wait for the answer: the broker's address, the version
+    /// sent and the response.
+    fn coordinator_request<R: Request>(
+        &mut self,
+        coordinator: i32,
+        txn: Option<TransactionVersion>,
+        min: i16,
+        build: impl FnOnce(i16) -> R,
+    ) -> Result<(String, i16, R::Response)> {
+        let conn = self.dedicated(coordinator)?;
+        let version = pick_version::<R>(conn, txn, min)?;
+        let req = build(version);
+        let pending = conn.send_versioned(&req, version, true)?;
+        let resp = conn.receive::<R>(pending)?;
+        Ok((conn.broker().to_owned(), version, resp))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::connection::tests::api_versions;
-    use crate::client::error::Location;
+    use kafka_protocol::messages::add_partitions_to_txn_response::{
+        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    };
     use kafka_protocol::messages::api_versions_response::FinalizedFeatureKey;
-    use kafka_protocol::messages::{AddPartitionsToTxnRequest, InitProducerIdRequest};
-    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::protocol::Encodable;
     use TxnErrorClass::{Abortable, Fatal, Refind, Retriable};
+
+    fn producer() -> TxnProducer {
+        TxnProducer {
+            transactional_id: "tx-1".into(),
+            id: 4000,
+            epoch: 7,
+        }
+    }
 
     /// A broker's ApiVersions answer with the transaction APIs at these maxima.
     fn broker(feature: Option<i16>, produce: i16, end_txn: i16, offsets: i16) -> BrokerVersions {
@@ -605,6 +955,149 @@ mod tests {
         assert_eq!(TxnErrorClass::of(TxnApi::Produce, &fenced), Abortable);
         assert_eq!(
             TxnErrorClass::of(TxnApi::EndTxn { commit: false }, &fenced),
+            Fatal
+        );
+    }
+
+    /// `req` encodes at `version` and decodes back to itself.
+    fn round_trips<R: Request + PartialEq + std::fmt::Debug>(req: &R, version: i16) {
+        let mut buf = bytes::BytesMut::new();
+        req.encode(&mut buf, version)
+            .unwrap_or_else(|e| panic!("v{version}: {e}"));
+        let back = R::decode(&mut buf.freeze(), version).unwrap();
+        assert_eq!(&back, req, "v{version}");
+    }
+
+    #[test]
+    fn init_sets_every_field() {
+        let fresh = init_transactional_request("tx", Duration::from_secs(60), None);
+        assert_eq!(
+            fresh.transactional_id.as_deref().map(|t| t.as_str()),
+            Some("tx")
+        );
+        assert_eq!(fresh.transaction_timeout_ms, 60_000);
+        assert_eq!((fresh.producer_id.0, fresh.producer_epoch), (-1, -1));
+        for v in 0..=5 {
+            round_trips(&fresh, v);
+        }
+        let bump = init_transactional_request("tx", Duration::from_secs(60), Some((9, 3)));
+        assert_eq!((bump.producer_id.0, bump.producer_epoch), (9, 3));
+        round_trips(&bump, 3);
+        assert!(bump.encode(&mut bytes::BytesMut::new(), 2).is_err());
+    }
+
+    #[test]
+    fn add_partitions_uses_the_client_form_and_reads_each_partition() {
+        let parts = [
+            ("b".to_string(), 1),
+            ("a".to_string(), 0),
+            ("b".to_string(), 0),
+        ];
+        let req = add_partitions_request(&producer(), &parts);
+        assert_eq!(req.v3_and_below_transactional_id.0.as_str(), "tx-1");
+        assert_eq!(
+            (
+                req.v3_and_below_producer_id.0,
+                req.v3_and_below_producer_epoch
+            ),
+            (4000, 7)
+        );
+        let topics: Vec<(&str, &[i32])> = req
+            .v3_and_below_topics
+            .iter()
+            .map(|t| (t.name.0.as_str(), t.partitions.as_slice()))
+            .collect();
+        assert_eq!(topics, [("a", &[0][..]), ("b", &[1, 0][..])]);
+        for v in 0..=3 {
+            round_trips(&req, v);
+        }
+
+        let mut resp = AddPartitionsToTxnResponse::default();
+        let mut t = AddPartitionsToTxnTopicResult::default();
+        t.name = TopicName(s("a"));
+        for (p, code) in [(0, 0), (1, KafkaCode::ProducerFenced.code())] {
+            let mut r = AddPartitionsToTxnPartitionResult::default();
+            r.partition_index = p;
+            r.partition_error_code = code;
+            t.results_by_partition.push(r);
+        }
+        resp.results_by_topic_v3_and_below.push(t);
+        let got = read_add_partitions(&resp, "b:9092").unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].1.is_ok());
+        let err = got[1].1.as_ref().unwrap_err();
+        assert_eq!(err.kafka_code(), Some(KafkaCode::ProducerFenced));
+        assert!(
+            err.to_string()
+                .contains("AddPartitionsToTxn from b:9092 for a-1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn txn_offset_commit_carries_the_group_metadata_from_v3() {
+        let member = GroupMember {
+            member_id: "m-1".into(),
+            generation: 12,
+            instance_id: Some("host-a".into()),
+        };
+        let offsets = BTreeMap::from([(("t".to_string(), 2), 42), (("t".to_string(), 0), 7)]);
+        let v5 = txn_offset_commit_request(&producer(), "g", Some(&member), &offsets, 5);
+        assert_eq!((v5.producer_id.0, v5.producer_epoch), (4000, 7));
+        assert_eq!(v5.group_id.0.as_str(), "g");
+        assert_eq!(v5.generation_id, 12);
+        assert_eq!(v5.member_id.as_str(), "m-1");
+        assert_eq!(v5.group_instance_id.as_deref(), Some("host-a"));
+        let parts: Vec<(i32, i64, i32)> = v5.topics[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                )
+            })
+            .collect();
+        assert_eq!(parts, [(0, 7, -1), (2, 42, -1)]);
+        round_trips(&v5, 5);
+        round_trips(&v5, 3);
+        // Below v3 the metadata does not exist: left out, so the request still encodes.
+        let v2 = txn_offset_commit_request(&producer(), "g", Some(&member), &offsets, 2);
+        assert_eq!((v2.generation_id, v2.member_id.as_str()), (-1, ""));
+        round_trips(&v2, 2);
+        // Outside group management.
+        let standalone = txn_offset_commit_request(&producer(), "g", None, &offsets, 5);
+        assert_eq!(
+            (
+                standalone.generation_id,
+                standalone.member_id.as_str(),
+                standalone.group_instance_id
+            ),
+            (-1, "", None)
+        );
+    }
+
+    #[test]
+    fn end_txn_returns_the_next_epoch_only_from_v5() {
+        let req = end_txn_request(&producer(), true);
+        assert!(req.committed);
+        assert_eq!((req.producer_id.0, req.producer_epoch), (4000, 7));
+        for v in 0..=5 {
+            round_trips(&req, v);
+        }
+        let mut resp = EndTxnResponse::default();
+        resp.producer_id = ProducerId(4000);
+        resp.producer_epoch = 8;
+        assert_eq!(read_end_txn(&resp, 5, "b").unwrap(), Some((4000, 8)));
+        assert_eq!(read_end_txn(&resp, 4, "b").unwrap(), None);
+        resp.producer_id = ProducerId(-1);
+        resp.producer_epoch = -1;
+        assert_eq!(read_end_txn(&resp, 5, "b").unwrap(), None);
+        resp.error_code = KafkaCode::ProducerFenced.code();
+        let err = read_end_txn(&resp, 5, "b").unwrap_err();
+        assert_eq!(
+            TxnErrorClass::of(TxnApi::EndTxn { commit: true }, &err),
             Fatal
         );
     }
