@@ -188,7 +188,9 @@ impl Cluster {
             .get(&info.id)
             .is_some_and(|b| b.addr != info.addr)
         {
+            // Coordinator requests go on the dedicated connection: drop that one too.
             self.connections.remove(&info.id);
+            self.dedicated.remove(&info.id);
         }
         self.brokers.insert(info.id, info);
     }

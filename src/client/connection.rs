@@ -710,7 +710,7 @@ fn reauth_time(started: Instant, lifetime_ms: i64) -> Instant {
     started + Duration::from_millis((lifetime_ms as f64 * share) as u64)
 }
 
-fn api_key<R: Request>() -> ApiKey {
+pub(super) fn api_key<R: Request>() -> ApiKey {
     ApiKey::try_from(R::KEY).expect("every Request type has a known key")
 }
 

@@ -37,7 +37,7 @@ use super::error::{Error, KafkaCode, Location, Result};
 /// A topic-partition.
 pub type TopicPartition = (String, i32);
 
-fn at(broker: &str, api: &'static str) -> impl Fn() -> Location {
+pub(super) fn at(broker: &str, api: &'static str) -> impl Fn() -> Location {
     let broker = broker.to_owned();
     move || Location {
         broker: broker.clone(),
@@ -47,11 +47,11 @@ fn at(broker: &str, api: &'static str) -> impl Fn() -> Location {
     }
 }
 
-fn group_id(group: &str) -> GroupId {
+pub(super) fn group_id(group: &str) -> GroupId {
     GroupId(StrBytes::from_string(group.to_owned()))
 }
 
-fn s(v: &str) -> StrBytes {
+pub(super) fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_owned())
 }
 
@@ -60,7 +60,7 @@ fn ms(d: Duration) -> i32 {
 }
 
 /// Partitions by topic, for requests that list them that way.
-fn by_topic<'a, T: Copy>(
+pub(super) fn by_topic<'a, T: Copy>(
     items: impl IntoIterator<Item = (&'a TopicPartition, T)>,
 ) -> BTreeMap<&'a str, Vec<(i32, T)>> {
     let mut out: BTreeMap<&str, Vec<(i32, T)>> = BTreeMap::new();
@@ -82,17 +82,32 @@ pub struct GroupMember {
     pub instance_id: Option<String>,
 }
 
+/// What a coordinator coordinates: FindCoordinator's key type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CoordinatorKind {
+    /// A consumer group, keyed by group id.
+    Group = 0,
+    /// A transactional producer, keyed by transactional id.
+    Transaction = 1,
+}
+
 impl Cluster {
     /// Find the group coordinator and return its broker id (its address is added to the
     /// known brokers if metadata did not list it).
     pub fn find_coordinator(&mut self, group: &str) -> Result<i32> {
+        self.find_coordinator_of(CoordinatorKind::Group, group)
+    }
+
+    /// FindCoordinator for one key of `kind`: a group id, or a transactional id
+    /// ([`find_transaction_coordinator`](Self::find_transaction_coordinator)).
+    pub(super) fn find_coordinator_of(&mut self, kind: CoordinatorKind, key: &str) -> Result<i32> {
         let (broker, resp) = self.request_any_with(|version| {
             let mut req = FindCoordinatorRequest::default();
-            req.key_type = 0;
+            req.key_type = kind as i8;
             if version >= 4 {
-                req.coordinator_keys = vec![s(group)];
+                req.coordinator_keys = vec![s(key)];
             } else {
-                req.key = s(group);
+                req.key = s(key);
             }
             req
         })?;

@@ -18,6 +18,7 @@ mod records;
 mod sasl;
 mod security;
 mod transport;
+mod txn;
 mod versions;
 
 pub use admin::{is_already_exists, ListedOffset, NewTopic, OffsetSpec};
@@ -56,4 +57,5 @@ pub use security::{
     TokenFile, TokenProvider, UnsecuredToken,
 };
 pub use transport::{Connector, Stream, TlsStream};
+pub use txn::{TransactionVersion, TxnApi, TxnErrorClass, TxnProducer};
 pub use versions::{api_name, client_range, floor, release_of_metadata_version, BrokerVersions};

@@ -5,13 +5,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::cluster::Cluster;
 use super::error::{Error, Location, Result};
+use super::txn::TransactionVersion;
 
 /// How many replicas must have a batch before the broker acknowledges it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -122,6 +123,24 @@ pub fn produce_request(
         p.records = Some(b.records.clone());
         req.topic_data[idx].partition_data.push(p);
     }
+    req
+}
+
+/// Build a Produce request carrying `batches` for the transactional producer
+/// `transactional_id`: the broker checks that the batches' producer id and epoch are the
+/// ones this transactional id holds (and, from Produce v12 under transaction version 2,
+/// adds the partitions to the transaction itself). The batches must be marked
+/// transactional ([`BatchBuilder::set_transactional`](super::BatchBuilder::set_transactional)).
+pub(crate) fn transactional_produce_request(
+    transactional_id: &str,
+    acks: Acks,
+    timeout: Duration,
+    batches: &[PartitionBatch],
+) -> ProduceRequest {
+    let mut req = produce_request(acks, timeout, batches);
+    req.transactional_id = Some(TransactionalId(StrBytes::from_string(
+        transactional_id.to_owned(),
+    )));
     req
 }
 
@@ -239,36 +258,58 @@ impl Cluster {
         acks: Acks,
         timeout: Duration,
     ) -> Result<ProduceAck> {
-        let topic_id = self.topic(topic)?.id;
-        let leader = self.leader(topic, partition)?;
-        let batch = [PartitionBatch {
+        let batch = PartitionBatch {
             topic: topic.to_owned(),
-            topic_id,
+            topic_id: self.topic(topic)?.id,
             partition,
             records,
-        }];
-        let req = produce_request(acks, timeout, &batch);
+        };
+        let req = produce_request(acks, timeout, std::slice::from_ref(&batch));
+        self.produce_to_leader(batch, &req, None)
+    }
+
+    /// Send `req`, which carries just `batch`, to the partition's leader and wait for its
+    /// answer (none with acks=0): at the negotiated version, or under transaction version
+    /// `txn` at the version that transaction version allows.
+    pub(super) fn produce_to_leader(
+        &mut self,
+        batch: PartitionBatch,
+        req: &ProduceRequest,
+        txn: Option<TransactionVersion>,
+    ) -> Result<ProduceAck> {
+        let leader = self.leader(&batch.topic, batch.partition)?;
         let conn = self.broker(leader)?;
         let broker = conn.broker().to_owned();
-        if acks == Acks::None {
-            conn.send_without_response(&req)?;
+        let version = match txn {
+            Some(tv) => tv.version_for::<ProduceRequest>(conn),
+            None => conn.version::<ProduceRequest>(),
+        }?;
+        if req.acks == Acks::None.wire() {
+            // No answer comes back: nothing is pending.
+            conn.send_versioned(req, version, false).map(|_| ())?;
             return Ok(ProduceAck {
                 base_offset: -1,
                 log_append_time: -1,
             });
         }
-        let outcome = conn.request(&req).and_then(|resp| {
-            produce_results(&resp, &batch, &broker)
-                .into_iter()
-                .find(|r| r.topic == topic && r.partition == partition)
-                .map(|r| r.result)
-                .unwrap_or_else(|| {
-                    Err(Error::Protocol {
-                        broker: broker.clone(),
-                        detail: format!("Produce response has no result for {topic}-{partition}"),
+        let (topic, partition) = (batch.topic.as_str(), batch.partition);
+        let outcome = conn
+            .send_versioned(req, version, true)
+            .and_then(|pending| conn.receive::<ProduceRequest>(pending))
+            .and_then(|resp| {
+                produce_results(&resp, std::slice::from_ref(&batch), &broker)
+                    .into_iter()
+                    .find(|r| r.topic == topic && r.partition == partition)
+                    .map(|r| r.result)
+                    .unwrap_or_else(|| {
+                        Err(Error::Protocol {
+                            broker: broker.clone(),
+                            detail: format!(
+                                "Produce response has no result for {topic}-{partition}"
+                            ),
+                        })
                     })
-                })
-        });
+            });
         if let Err(e) = &outcome {
             self.note_error(e, Some(topic));
         }
