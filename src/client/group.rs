@@ -82,6 +82,24 @@ pub struct GroupMember {
     pub instance_id: Option<String>,
 }
 
+/// A consumer group member as a transaction names it (KIP-447): what
+/// [`Consumer::group_metadata`](crate::Consumer::group_metadata) gives and
+/// [`Producer::send_offsets_to_transaction`](crate::Producer::send_offsets_to_transaction)
+/// takes. The group coordinator refuses a transaction's offsets from a member it has moved
+/// on from, so a member that lost its partitions cannot commit them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMetadata {
+    /// The group.
+    pub group_id: String,
+    /// The generation (classic protocol) or member epoch (KIP-848); -1 outside group
+    /// management.
+    pub generation_id: i32,
+    /// The member id ("" outside group management).
+    pub member_id: String,
+    /// The static instance id, if any.
+    pub group_instance_id: Option<String>,
+}
+
 /// What a coordinator coordinates: FindCoordinator's key type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum CoordinatorKind {

@@ -44,7 +44,8 @@ pub(crate) use group::{
     read_join, read_leave, read_offset_commit, read_offset_fetch, read_sync, sync_request,
     ConsumerHeartbeat, ConsumerHeartbeatAnswer, JoinAnswer, JoinParams, Joined,
 };
-pub use group::{GroupMember, TopicPartition};
+pub use group::{GroupMember, GroupMetadata, TopicPartition};
+pub(crate) use produce::transactional_produce_request;
 pub use produce::{
     produce_request, produce_results, Acks, PartitionBatch, PartitionResult, ProduceAck,
 };

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::client::{
-    self, Backoff, Batches, Cluster, FetchInFlight, FetchTarget, FetchedRecord, IsolationLevel,
-    KafkaCode, OffsetSpec, TopicPartition,
+    self, Backoff, Batches, Cluster, FetchInFlight, FetchTarget, FetchedRecord, GroupMetadata,
+    IsolationLevel, KafkaCode, OffsetSpec, TopicPartition,
 };
 use crate::sync::Locked;
 
@@ -362,6 +362,22 @@ impl Consumer {
             .get(&self.idx)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// This member's group metadata for
+    /// [`Producer::send_offsets_to_transaction`](crate::Producer::send_offsets_to_transaction):
+    /// the group, the generation (classic protocol) or member epoch (KIP-848), the member
+    /// id and the static instance id. Read it just before sending offsets: the group
+    /// coordinator refuses offsets from a member it has moved on from (KIP-447), so a
+    /// member that lost its partitions cannot commit them in a transaction.
+    pub fn group_metadata(&self) -> GroupMetadata {
+        let status = self.member_status();
+        GroupMetadata {
+            group_id: self.config.group.clone(),
+            generation_id: status.generation,
+            member_id: status.member_id,
+            group_instance_id: status.instance_id,
+        }
     }
 
     /// Counters and per-partition progress (`handled` counts records handed out).

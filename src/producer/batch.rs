@@ -27,8 +27,10 @@ pub(super) fn encode(
     records: &[Envelope],
     codec: Compression,
     stamp: Stamp,
+    transactional: bool,
 ) -> std::io::Result<Bytes> {
     builder.clear();
+    builder.set_transactional(transactional);
     for env in records {
         let r = &env.record;
         builder.push(
@@ -57,7 +59,7 @@ pub(super) fn stamp_body(b: &mut Sealed<Body>) -> Result<(), String> {
 
 /// Replace a batch the broker refused as too large with two halves covering its
 /// sequences. They are encoded unstamped; the send renumbers them to what the lane says.
-pub(super) fn split_batch(lane: &mut Lane<Body>, id: u64, codec: Compression) {
+pub(super) fn split_batch(lane: &mut Lane<Body>, id: u64, codec: Compression, transactional: bool) {
     let Some(i) = lane.batches().position(|b| b.id == id && !b.in_flight()) else {
         return;
     };
@@ -71,7 +73,7 @@ pub(super) fn split_batch(lane: &mut Lane<Body>, id: u64, codec: Compression) {
     };
     for records in [first, second] {
         let bytes = records.iter().map(|e| e.size as u64).sum();
-        let encoded = match encode(&mut builder, &records, codec, unstamped) {
+        let encoded = match encode(&mut builder, &records, codec, unstamped, transactional) {
             Ok(e) => e,
             Err(e) => {
                 log::error!("kpipe bug: cannot re-encode half a batch: {e}");

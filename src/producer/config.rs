@@ -77,6 +77,19 @@ pub struct ProducerConfig {
     /// The handler of the records sent with
     /// [`send_tagged`](super::Producer::send_tagged). Default none.
     pub on_delivery: Option<OnDelivery>,
+    /// Makes the producer transactional (KIP-98): records go into transactions that
+    /// [`begin_transaction`](super::Producer::begin_transaction) opens and
+    /// [`commit_transaction`](super::Producer::commit_transaction) or
+    /// [`abort_transaction`](super::Producer::abort_transaction) ends, with the consumer's
+    /// offsets if [`send_offsets_to_transaction`](super::Producer::send_offsets_to_transaction)
+    /// adds them. The id names one producer instance across restarts: a new producer with
+    /// the same id fences the old one and aborts what it left open. Needs idempotence (on
+    /// by default). Default none (Java `transactional.id`).
+    pub transactional_id: Option<String>,
+    /// How long a transaction may stay open before the coordinator aborts it; at most the
+    /// broker's `transaction.max.timeout.ms` (15 min by default). Default 60 s (Java
+    /// `transaction.timeout.ms`).
+    pub transaction_timeout: Duration,
 }
 
 impl ProducerConfig {
@@ -101,6 +114,8 @@ impl ProducerConfig {
             shutdown: None,
             close_timeout: Duration::from_secs(30),
             on_delivery: None,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 
@@ -113,8 +128,10 @@ impl ProducerConfig {
     /// Whether the producer will be idempotent with these settings (see
     /// [`idempotence`](Self::idempotence)).
     pub fn idempotent(&self) -> bool {
-        self.idempotence
-            .unwrap_or(self.acks == Acks::All && self.max_in_flight <= MAX_IDEMPOTENT_IN_FLIGHT)
+        self.idempotence.unwrap_or(
+            self.transactional_id.is_some()
+                || (self.acks == Acks::All && self.max_in_flight <= MAX_IDEMPOTENT_IN_FLIGHT),
+        )
     }
 
     /// Check every field; the error names the field.
@@ -153,6 +170,32 @@ impl ProducerConfig {
         }
         if self.max_in_flight == 0 {
             return bad("max_in_flight", "must be at least 1".into());
+        }
+        if let Some(id) = &self.transactional_id {
+            let fix = "a transactional producer is idempotent: set acks to all, \
+                       max_in_flight to 5 or less, and idempotence to None or Some(true)";
+            if id.trim().is_empty() {
+                return bad(
+                    "transactional_id",
+                    "must not be empty; use None for a producer without transactions".into(),
+                );
+            }
+            if self.idempotence == Some(false)
+                || self.acks != Acks::All
+                || self.max_in_flight > MAX_IDEMPOTENT_IN_FLIGHT
+            {
+                return bad("transactional_id", fix.into());
+            }
+            if self.transaction_timeout < Duration::from_millis(1)
+                || self.transaction_timeout > Duration::from_millis(i32::MAX as u64)
+            {
+                return bad(
+                    "transaction_timeout",
+                    "must be between 1 ms and 24 days (and within the broker's \
+                     transaction.max.timeout.ms, 15 min by default)"
+                        .into(),
+                );
+            }
         }
         if self.idempotence == Some(true) && self.acks != Acks::All {
             return bad(

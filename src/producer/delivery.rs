@@ -107,6 +107,14 @@ pub enum DeliveryError {
     /// may not have been written.
     #[error("the producer closed while this record awaited its acknowledgement (it may have been written)")]
     Unacknowledged,
+    /// A transactional producer took the record when no transaction could take it (it
+    /// raced a commit or an abort, or the transaction had failed); the reason says which.
+    #[error("not in a transaction: {0}")]
+    NotInTransaction(String),
+    /// Its transaction was aborted (by the caller, or because something in it failed)
+    /// before the record was sent.
+    #[error("its transaction was aborted before it was sent")]
+    TransactionAborted,
 }
 
 /// The outcome of one record.
@@ -232,6 +240,9 @@ pub enum SendError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A transactional producer takes records only while a transaction is open.
+    #[error("no transaction is open: call begin_transaction before sending")]
+    NoTransaction(Box<ProducerRecord>),
 }
 
 impl SendError {
@@ -240,6 +251,7 @@ impl SendError {
         match self {
             SendError::QueueFull(r)
             | SendError::Closed(r)
+            | SendError::NoTransaction(r)
             | SendError::Invalid { record: r, .. } => *r,
         }
     }

@@ -65,6 +65,9 @@ pub(crate) enum Renewal {
 #[derive(Debug)]
 pub(crate) struct ProducerId {
     state: State,
+    /// A transactional producer: its epoch comes from the coordinator (InitProducerId,
+    /// EndTxn), never from a local bump.
+    transactional: bool,
     /// The last identity known, for the summary once the producer has stopped.
     last: Option<Identity>,
     epoch_bumps: u64,
@@ -77,6 +80,7 @@ impl ProducerId {
             state: State::Off,
             last: None,
             epoch_bumps: 0,
+            transactional: false,
         }
     }
 
@@ -86,6 +90,22 @@ impl ProducerId {
             state: State::Known(identity),
             last: Some(identity),
             epoch_bumps: 0,
+            transactional: false,
+        }
+    }
+
+    /// The same, for a transactional producer: epochs come from the coordinator only.
+    pub(crate) fn transactional(mut self) -> Self {
+        self.transactional = true;
+        self
+    }
+
+    /// A new identity from the coordinator (an EndTxn of transaction version 2, an epoch
+    /// bump): batches carry it from now on. Ignored once stopped.
+    pub(crate) fn adopt(&mut self, identity: Identity) {
+        if matches!(self.state, State::Known(_)) {
+            self.state = State::Known(identity);
+            self.last = Some(identity);
         }
     }
 
@@ -99,6 +119,7 @@ impl ProducerId {
             },
             last: None,
             epoch_bumps: 0,
+            transactional: false,
         }
     }
 
@@ -198,6 +219,10 @@ impl ProducerId {
     /// the producer has no identity to give (not idempotent, asking, stopped).
     pub(crate) fn renew(&mut self, lane: Option<Identity>, backoff: Backoff) -> Option<Renewal> {
         let current = self.current()?;
+        if self.transactional {
+            // The transaction fails instead, and its end brings the new epoch.
+            return None;
+        }
         if lane != Some(current) {
             return Some(Renewal::Use(current));
         }

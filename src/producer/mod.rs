@@ -21,10 +21,12 @@ mod balancer;
 mod batch;
 mod books;
 mod config;
+mod coordinator;
 mod delivery;
 mod identity;
 mod lane;
 mod links;
+mod txn;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -33,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 
 use crate::client::{self, Cluster, NewTopic};
 use crate::stats::{Counter, Histogram, Percentiles};
@@ -71,6 +73,49 @@ pub enum Error {
     WriterPanicked,
 }
 
+/// Why a transactional call did not succeed, and what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransactionError {
+    /// The call does not fit: no transaction is open, one is open already, one is being
+    /// ended, or the producer has no `transactional_id`. The message says what to call.
+    #[error("{0}")]
+    State(String),
+    /// This transaction cannot commit (a record or its offsets were refused, the group
+    /// moved on without this member, ...): call
+    /// [`abort_transaction`](Producer::abort_transaction), then go on with a new one.
+    #[error("the transaction cannot commit; abort it, then begin a new one: {0}")]
+    Abortable(Arc<client::Error>),
+    /// The producer cannot go on: a newer producer with the same transactional id fenced
+    /// it, or it is not authorised. Close it; a new producer with the id takes over.
+    #[error("the transactional producer cannot go on; close it (a new producer with the same transactional id takes over): {0}")]
+    Fatal(Arc<client::Error>),
+    /// No outcome within the call's timeout: it is still under way. Call the same again
+    /// to wait for its outcome (a commit asked again waits for the same commit).
+    #[error("{what} did not finish within {after:?}; call it again to learn its outcome")]
+    Timeout {
+        /// The call.
+        what: &'static str,
+        /// Its timeout.
+        after: Duration,
+    },
+    /// The producer is closed or closing.
+    #[error("the producer is closed")]
+    Closed,
+}
+
+impl TransactionError {
+    /// Whether the transaction must be aborted (and the producer may then go on).
+    pub fn is_abortable(&self) -> bool {
+        matches!(self, TransactionError::Abortable(_))
+    }
+
+    /// Whether the producer cannot go on.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, TransactionError::Fatal(_))
+    }
+}
+
 /// What became of every accepted record, from [`Producer::close`].
 /// `delivered + failed + not_attempted == accepted`, always.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,6 +137,10 @@ pub struct Summary {
     pub epoch_bumps: u64,
     /// Batches sent again after a retriable error (the same records, the same sequence).
     pub resent_batches: u64,
+    /// Transactions committed (a transactional producer).
+    pub transactions_committed: u64,
+    /// Transactions aborted (a transactional producer).
+    pub transactions_aborted: u64,
 }
 
 /// The producer id and epoch an idempotent producer stamps on its batches (KIP-98).
@@ -171,7 +220,11 @@ pub(crate) struct Shared {
     pub(crate) producer_id: AtomicI64,
     pub(crate) producer_epoch: AtomicI64,
     pub(crate) epoch_bumps: Counter,
-    pub(crate) fatal: Mutex<Option<String>>,
+    /// A transaction is open (records may be sent); only a transactional producer sets it.
+    pub(crate) txn_open: AtomicBool,
+    pub(crate) txn_committed: Counter,
+    pub(crate) txn_aborted: Counter,
+    pub(crate) fatal: Mutex<Option<Arc<client::Error>>>,
     pub(crate) errors: Mutex<BTreeMap<String, u64>>,
     pub(crate) latency: Histogram,
 }
@@ -308,6 +361,8 @@ impl Shared {
 
 pub(crate) enum Msg {
     Record(Envelope),
+    /// A transactional call, in order with the records.
+    Txn(txn::TxnCall),
     /// Wakes the writer (close was called).
     Wake,
 }
@@ -333,6 +388,10 @@ struct Inner {
     close_timeout: Duration,
     /// Whether `on_delivery` is set (`send_tagged` is refused without it).
     tagged: bool,
+    /// Whether the producer has a `transactional_id`.
+    transactional: bool,
+    /// Bound on a transactional call that takes no timeout of its own.
+    txn_call_bound: Duration,
     writer: Mutex<Option<JoinHandle<Summary>>>,
 }
 
@@ -362,7 +421,13 @@ impl Producer {
         if let Some(topic) = &config.topic {
             ensure_topic(&mut cluster, topic, config.create_topics)?;
         }
-        let producer = if config.idempotent() {
+        let transactions = match &config.transactional_id {
+            Some(id) => Some(coordinator::Transactions::start(&mut cluster, id, &config)?),
+            None => None,
+        };
+        let producer = if let Some(t) = &transactions {
+            writer::Start::Known(t.identity())
+        } else if config.idempotent() {
             match cluster.init_producer_id_once() {
                 Ok((id, epoch)) => writer::Start::Known(ProducerIdentity { id, epoch }),
                 // The cluster cannot give one yet (a coordinator loading, a broker away):
@@ -407,6 +472,9 @@ impl Producer {
             producer_id: AtomicI64::new(-1),
             producer_epoch: AtomicI64::new(-1),
             epoch_bumps: Counter::default(),
+            txn_open: AtomicBool::new(false),
+            txn_committed: Counter::default(),
+            txn_aborted: Counter::default(),
             fatal: Mutex::new(None),
             errors: Mutex::new(BTreeMap::new()),
             latency: Histogram::default(),
@@ -424,18 +492,24 @@ impl Producer {
             max_record_bytes: config.max_request_bytes - 200,
             close_timeout: config.close_timeout,
             tagged: config.on_delivery.is_some(),
+            transactional: config.transactional_id.is_some(),
+            txn_call_bound: config.client.connection.request_timeout + config.write_timeout,
             writer: Mutex::new(None),
         };
         let known: Vec<client::TopicInfo> = match &config.topic {
             Some(t) => vec![cluster.topic(t)?.clone()],
             None => Vec::new(),
         };
+        let transactions = match transactions {
+            Some(t) => Some(t.connect(&cluster, inner.tx.clone())?),
+            None => None,
+        };
         let links =
             links::Links::start(cluster, known, inner.tx.clone()).map_err(|e| Error::Config {
                 field: "threads",
                 reason: format!("cannot start the metadata thread: {e}"),
             })?;
-        let writer = writer::Writer::new(config, producer, links, rx, shared);
+        let writer = writer::Writer::new(config, producer, transactions, links, rx, shared);
         let handle = std::thread::Builder::new()
             .name("kpipe-writer".into())
             .spawn(move || writer.run())
@@ -538,6 +612,9 @@ impl Producer {
             });
         }
         let shared = &*inner.shared;
+        if inner.transactional && !shared.txn_open.load(Ordering::SeqCst) {
+            return Err(SendError::NoTransaction(Box::new(record)));
+        }
         let enqueued = Instant::now();
         if record.timestamp.is_none() {
             record.timestamp = Some(shared.clock.wall_ms(enqueued));
@@ -577,7 +654,123 @@ impl Producer {
             } else {
                 SendError::QueueFull(Box::new(env.record))
             }),
-            Err((Msg::Wake, _)) => unreachable!("only records are sent here"),
+            Err((Msg::Wake | Msg::Txn(_), _)) => unreachable!("only records are sent here"),
+        }
+    }
+
+    /// Open a transaction: the records sent from now until
+    /// [`commit_transaction`](Self::commit_transaction) or
+    /// [`abort_transaction`](Self::abort_transaction), by any thread holding a clone of this
+    /// producer, are in it. A transactional producer refuses records while no transaction
+    /// is open ([`SendError::NoTransaction`]).
+    ///
+    /// One transaction at a time per producer, shared by its clones: every thread's sends
+    /// between the begin and the commit go into it, so threads that send must be done
+    /// before the commit is asked for (a record racing the commit is refused: see
+    /// [`DeliveryError::NotInTransaction`]).
+    pub fn begin_transaction(&self) -> Result<(), TransactionError> {
+        let bound = self.inner.txn_call_bound;
+        self.call_writer("begin_transaction", bound, txn::TxnCall::Begin)?;
+        self.inner.shared.txn_open.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Add a consumer's offsets to the open transaction: they commit if and only if it
+    /// does (a consume-transform-produce loop's exactly once). `offsets` are the next
+    /// offsets to read, per partition; `group` is the consumer's
+    /// [`group_metadata`](crate::Consumer::group_metadata), read just before, so that a
+    /// member the group has moved on from cannot commit (KIP-447: the transaction then
+    /// fails as [`TransactionError::Abortable`]). Waits for the group coordinator's answer.
+    pub fn send_offsets_to_transaction(
+        &self,
+        offsets: &BTreeMap<client::TopicPartition, i64>,
+        group: &client::GroupMetadata,
+    ) -> Result<(), TransactionError> {
+        let bound = self.inner.txn_call_bound;
+        self.call_writer("send_offsets_to_transaction", bound, |reply| {
+            txn::TxnCall::Offsets {
+                offsets: offsets.clone(),
+                group: group.clone(),
+                reply,
+            }
+        })
+    }
+
+    /// Commit the open transaction: send what is queued, wait for every record's
+    /// acknowledgement, then end the transaction at the coordinator, all within `timeout`.
+    /// On [`TransactionError::Abortable`] (a record failed, say) nothing of it commits:
+    /// call [`abort_transaction`](Self::abort_transaction). On
+    /// [`TransactionError::Timeout`] the commit goes on: call this again to learn how it
+    /// ended.
+    pub fn commit_transaction(&self, timeout: Duration) -> Result<(), TransactionError> {
+        self.inner.shared.txn_open.store(false, Ordering::SeqCst);
+        self.call_writer("commit_transaction", timeout, txn::TxnCall::Commit)
+    }
+
+    /// Abort the open (or failed) transaction: records not sent yet are dropped (they fail
+    /// with [`DeliveryError::TransactionAborted`]), those in flight are awaited, and the
+    /// coordinator writes the abort, all within `timeout`; read_committed consumers never
+    /// see any of it. With no transaction open, nothing to do.
+    pub fn abort_transaction(&self, timeout: Duration) -> Result<(), TransactionError> {
+        self.inner.shared.txn_open.store(false, Ordering::SeqCst);
+        self.call_writer("abort_transaction", timeout, |reply| {
+            txn::TxnCall::Abort(reply)
+        })
+    }
+
+    /// Hand a transactional call to the writer, in order with the records, and wait at
+    /// most `timeout` for its outcome.
+    fn call_writer(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        call: impl FnOnce(txn::TxnReply) -> txn::TxnCall,
+    ) -> Result<(), TransactionError> {
+        let inner = &*self.inner;
+        if !inner.transactional {
+            return Err(TransactionError::State(format!(
+                "{what}: this producer has no transactional_id; set ProducerConfig::transactional_id"
+            )));
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let gate = &inner.shared.gate;
+        gate.sending.fetch_add(1, Ordering::SeqCst);
+        if gate.closing.load(Ordering::SeqCst) {
+            gate.sending.fetch_sub(1, Ordering::SeqCst);
+            // Stopped because it was fenced (or refused): say so, not just "closed".
+            return Err(match inner.shared.fatal.locked().clone() {
+                Some(e) => TransactionError::Fatal(e),
+                None => TransactionError::Closed,
+            });
+        }
+        let sent = inner
+            .shared
+            .room
+            .send(&inner.tx, Msg::Txn(call(reply)), deadline);
+        gate.sending.fetch_sub(1, Ordering::SeqCst);
+        match sent {
+            Ok(()) => {}
+            Err((_, true)) => return Err(TransactionError::Closed),
+            Err((_, false)) => {
+                return Err(TransactionError::Timeout {
+                    what,
+                    after: timeout,
+                })
+            }
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let outcome = match left {
+            Some(left) => answer.recv_timeout(left),
+            None => answer.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match outcome {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(TransactionError::Timeout {
+                what,
+                after: timeout,
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(TransactionError::Closed),
         }
     }
 
@@ -606,7 +799,7 @@ impl Producer {
             retries: s.retries.get(),
             producer: s.producer(),
             epoch_bumps: s.epoch_bumps.get(),
-            fatal: s.fatal.locked().clone(),
+            fatal: s.fatal.locked().as_ref().map(|e| e.to_string()),
             throttled_ms: s.throttled_ms.get(),
             errors: s.errors.locked().clone(),
             queue_depth: self.inner.tx.len(),

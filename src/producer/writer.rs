@@ -18,8 +18,8 @@ use kafka_protocol::messages::ProduceRequest;
 use std::task::Poll;
 
 use crate::client::{
-    self, produce_request, produce_results, Acks, BatchBuilder, Compression, PartitionBatch,
-    Pending, ProduceAck,
+    self, produce_request, produce_results, transactional_produce_request, Acks, BatchBuilder,
+    Compression, PartitionBatch, Pending, ProduceAck,
 };
 use crate::shutdown::Shutdown;
 
@@ -27,10 +27,12 @@ use super::balancer::Chooser;
 use super::batch::{encode, split_batch, stamp_body};
 use super::books::{new_part, Body, Part, Topic, TopicState, Topics, BATCH_ROOM};
 use super::config::{ProducerConfig, TopicDefaults};
+use super::coordinator::Transactional;
 use super::delivery::{Delivery, DeliveryError, Envelope, OnDelivery, Report};
 use super::identity::{Answered, ProducerId, Renewal};
-use super::lane::{verdict, Lane, Next, Outcome, Reply, Verdict};
+use super::lane::{verdict, Identity, Lane, Next, Outcome, Reply, Verdict};
 use super::links::Links;
+use super::txn::{Effect, TxnCall};
 use super::{Msg, ProducerIdentity, Shared, Summary};
 use crate::sync::Locked;
 
@@ -122,6 +124,8 @@ pub(crate) struct Writer {
     in_flight: Vec<Request>,
     /// Who the producer is to the brokers (idempotence), and whether it may go on.
     id: ProducerId,
+    /// A transactional producer's transactions and its line to the coordinator.
+    txn: Option<Transactional>,
     resent: u64,
     builder: BatchBuilder,
     /// Records taken from the channel: the producer's `accepted`.
@@ -149,6 +153,8 @@ fn reason_of(err: &DeliveryError) -> String {
         DeliveryError::UnknownTopic(_) => "unknown topic".into(),
         DeliveryError::NotAttempted => "not attempted".into(),
         DeliveryError::Unacknowledged => "unacknowledged at close".into(),
+        DeliveryError::NotInTransaction(_) => "not in a transaction".into(),
+        DeliveryError::TransactionAborted => "transaction aborted".into(),
     }
 }
 
@@ -167,10 +173,20 @@ impl Writer {
     pub(crate) fn new(
         config: ProducerConfig,
         producer: Start,
+        transactions: Option<Transactional>,
         links: Links,
         rx: Receiver<Msg>,
         shared: Arc<Shared>,
     ) -> Self {
+        let id = match producer {
+            Start::Off => ProducerId::off(),
+            Start::Known(p) if transactions.is_some() => ProducerId::known(p).transactional(),
+            Start::Known(p) => ProducerId::known(p),
+            Start::Later => ProducerId::asking(client::Backoff::new(
+                config.client.retry_backoff,
+                config.client.retry_backoff_max,
+            )),
+        };
         Writer {
             cfg: Settings {
                 linger: config.linger,
@@ -196,14 +212,8 @@ impl Writer {
             shared,
             topics: Topics::default(),
             in_flight: Vec::new(),
-            id: match producer {
-                Start::Off => ProducerId::off(),
-                Start::Known(p) => ProducerId::known(p),
-                Start::Later => ProducerId::asking(client::Backoff::new(
-                    config.client.retry_backoff,
-                    config.client.retry_backoff_max,
-                )),
-            },
+            txn: transactions,
+            id,
             resent: 0,
             builder: BatchBuilder::with_capacity(config.batch_bytes),
             taken: 0,
@@ -223,6 +233,7 @@ impl Writer {
     }
 
     pub(crate) fn run(mut self) -> Summary {
+        debug_assert!(self.txn.is_none() || self.id.current().is_some());
         loop {
             self.watch_shutdown_flag();
             let closing = self.shared.gate.closing.load(Ordering::SeqCst);
@@ -245,6 +256,7 @@ impl Writer {
             self.expire(now);
             self.resolve_held(now);
             self.send_due(closing);
+            self.drive_txn(closing);
             // A loop that took no record and sent no request (the buffer is full, or what
             // is due must wait for the in-flight limit or a backoff) must wait, not spin.
             let stuck = self.taken == taken && self.sends == sends;
@@ -269,6 +281,7 @@ impl Writer {
                 if self.shared.gate.sending.load(Ordering::SeqCst) == 0
                     && self.rx.is_empty()
                     && self.is_idle()
+                    && self.txn.as_ref().is_none_or(|t| t.txn.is_settled())
                 {
                     break;
                 }
@@ -290,6 +303,8 @@ impl Writer {
             producer: self.id.last(),
             epoch_bumps: self.id.epoch_bumps(),
             resent_batches: self.resent,
+            transactions_committed: self.shared.txn_committed.get(),
+            transactions_aborted: self.shared.txn_aborted.get(),
         };
         if summary.delivered + summary.failed + summary.not_attempted != accepted {
             log::error!("kpipe bug: producer summary does not add up: {summary:?}");
@@ -377,7 +392,7 @@ impl Writer {
                         if let Some(front) = p.queue.front() {
                             let due = if no_id {
                                 front.enqueued + timeout
-                            } else if closing {
+                            } else if self.flushing(closing) {
                                 now
                             } else {
                                 front.enqueued + self.cfg.linger
@@ -441,8 +456,16 @@ impl Writer {
             Msg::Record(env) => {
                 let size = env.size as u64;
                 self.taken += 1;
+                if let Some(Err(e)) = self.txn.as_ref().map(|t| t.txn.admit()) {
+                    self.fail(env, DeliveryError::NotInTransaction(e.to_string()));
+                    return 0;
+                }
                 self.route(env);
                 size
+            }
+            Msg::Txn(call) => {
+                self.txn_call(call);
+                0
             }
             Msg::Wake => 0,
         }
@@ -607,6 +630,17 @@ impl Writer {
     fn expire(&mut self, now: Instant) {
         let timeout = self.cfg.delivery_timeout;
         let expired = self.topics.expired(now, timeout, self.id.last_error());
+        if let (Some((_, last_error)), true) = (expired.first(), self.txn.is_some()) {
+            let why = last_error.clone().unwrap_or_else(|| {
+                Arc::new(client::Error::Timeout {
+                    phase: client::Phase::Read,
+                    broker: "the partition leader".into(),
+                    api: Some("Produce"),
+                    after: timeout,
+                })
+            });
+            self.txn_failed(why);
+        }
         for (env, last_error) in expired {
             self.fail(
                 env,
@@ -644,6 +678,12 @@ impl Writer {
                 .map(|(i, _)| i)
                 .collect();
             for i in candidates {
+                if let Some(t) = &mut self.txn {
+                    // Version 1: a partition joins the transaction before its first batch.
+                    if !t.txn.may_send(&(name.to_string(), i as i32)) {
+                        continue;
+                    }
+                }
                 match self.links.leader(&name, i as i32) {
                     Poll::Ready(Ok(leader)) => {
                         self.renew_epoch(&name, i);
@@ -703,7 +743,7 @@ impl Writer {
             Next::Seal => {
                 let front = part.queue.front()?;
                 Some(
-                    closing
+                    self.flushing(closing)
                         || part.queued_bytes >= self.cfg.batch_bytes as u64
                         || front.enqueued + self.cfg.linger <= now,
                 )
@@ -836,7 +876,8 @@ impl Writer {
                         break; // the request is full
                     };
                     let stamp = part.lane.next_stamp();
-                    match encode(&mut self.builder, &taken, self.cfg.compression, stamp) {
+                    let txn = self.txn.is_some();
+                    match encode(&mut self.builder, &taken, self.cfg.compression, stamp, txn) {
                         Ok(encoded) => {
                             part.sealed_bytes += bytes;
                             let count = taken.len() as i32;
@@ -894,12 +935,31 @@ impl Writer {
         for (env, err) in rejected {
             self.fail(env, err);
         }
-        let req = produce_request(self.cfg.acks, self.cfg.request_timeout, &meta);
         let conn = self.links.existing(broker).expect("connected above");
-        let sent = if self.cfg.acks == Acks::None {
-            conn.send_without_response(&req).map(|()| None)
-        } else {
-            conn.send(&req).map(Some)
+        let sent = match &mut self.txn {
+            Some(t) => {
+                t.txn.produced();
+                let req = transactional_produce_request(
+                    &t.transactional_id,
+                    self.cfg.acks,
+                    self.cfg.request_timeout,
+                    &meta,
+                );
+                // The request's version tells the broker the transaction's protocol.
+                t.txn
+                    .version()
+                    .version_for::<ProduceRequest>(conn)
+                    .and_then(|v| conn.send_versioned(&req, v, true))
+                    .map(Some)
+            }
+            None => {
+                let req = produce_request(self.cfg.acks, self.cfg.request_timeout, &meta);
+                if self.cfg.acks == Acks::None {
+                    conn.send_without_response(&req).map(|()| None)
+                } else {
+                    conn.send(&req).map(Some)
+                }
+            }
         };
         self.sends += 1;
         self.shared.batches.add(batches.len() as u64);
@@ -1029,6 +1089,7 @@ impl Writer {
             self.links.note_error(e, Some(&sent.topic));
         }
         let idempotent = self.id.idempotent();
+        let transactional = self.txn.is_some();
         let fresh = self.backoff();
         let codec = self.cfg.compression;
         let fatal = self.id.fatal().cloned();
@@ -1057,6 +1118,15 @@ impl Writer {
                     },
                     Verdict::OutOfSequence => Reply::OutOfSequence,
                     Verdict::Rejected => Reply::Rejected,
+                    // In a transaction, INVALID_PRODUCER_EPOCH from a leader fails the
+                    // transaction, not the producer (KIP-588; the EndTxn that follows says
+                    // whether it was fenced); PRODUCER_FENCED stops it.
+                    Verdict::Fenced
+                        if transactional
+                            && e.kafka_code() == Some(client::KafkaCode::InvalidProducerEpoch) =>
+                    {
+                        Reply::Rejected
+                    }
                     Verdict::Fenced => Reply::Fenced,
                 };
                 (
@@ -1077,7 +1147,7 @@ impl Writer {
             Outcome::Kept => {
                 part.last_error = result.as_ref().err().cloned();
                 if split {
-                    split_batch(&mut part.lane, sent.id, codec);
+                    split_batch(&mut part.lane, sent.id, codec, transactional);
                 }
                 None
             }
@@ -1110,9 +1180,23 @@ impl Writer {
             }),
             (gone, _) => gone,
         };
-        let Some((b, failure)) = gone else { return };
+        // In a transaction, a batch refused for good, or out of sequence (the broker lost
+        // what came before it; only a new epoch mends that), fails the transaction.
+        let txn_failure = match (&result, reply) {
+            (Err(e), Reply::Rejected | Reply::OutOfSequence) if transactional => Some(e.clone()),
+            _ => None,
+        };
+        let Some((b, failure)) = gone else {
+            if let Some(e) = txn_failure {
+                self.txn_failed(e);
+            }
+            return;
+        };
         part.sealed_bytes -= b.body.bytes;
         *load -= b.body.bytes;
+        if let Some(e) = txn_failure {
+            self.txn_failed(e);
+        }
         match failure {
             None => self.complete(&sent.topic, sent.partition, b.body, ack),
             Some(err) => {
@@ -1131,7 +1215,123 @@ impl Writer {
     /// flight with `err`; what is in flight still reports its answer.
     fn stop_for_good(&mut self, err: Arc<client::Error>) {
         if self.id.stop(err.clone()) {
-            self.halt(err);
+            self.halt(err.clone());
+        }
+        // After the stop, so that a caller told of it finds the producer stopped.
+        if let Some(t) = &mut self.txn {
+            t.txn.fenced(err);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Transactions
+    // -----------------------------------------------------------------------------------
+
+    /// Whether everything queued is due now: closing, or a transaction committing.
+    fn flushing(&self, closing: bool) -> bool {
+        closing || self.txn.as_ref().is_some_and(|t| t.txn.is_committing())
+    }
+
+    /// A transactional call of the application, in its turn among the records.
+    fn txn_call(&mut self, call: TxnCall) {
+        let Some(t) = &mut self.txn else {
+            return; // refused before it was sent
+        };
+        let effect = match call {
+            TxnCall::Begin(reply) if self.shared.gate.closing.load(Ordering::SeqCst) => {
+                let _ = reply.send(Err(super::TransactionError::Closed));
+                Effect::None
+            }
+            TxnCall::Begin(reply) => {
+                t.txn.begin(reply);
+                Effect::None
+            }
+            TxnCall::Offsets {
+                offsets,
+                group,
+                reply,
+            } => {
+                t.txn.offsets(offsets, group, reply);
+                Effect::None
+            }
+            TxnCall::Commit(reply) => {
+                t.txn.commit(reply);
+                Effect::None
+            }
+            TxnCall::Abort(reply) => t.txn.abort(Some(reply)),
+        };
+        self.apply(effect);
+    }
+
+    /// Something in the transaction failed: it can only be aborted now.
+    fn txn_failed(&mut self, err: Arc<client::Error>) {
+        if let Some(t) = &mut self.txn {
+            log::info!("transaction {}: cannot commit: {err}", t.transactional_id);
+            let effect = t.txn.failed(err);
+            self.apply(effect);
+        }
+    }
+
+    /// Take the coordinator's answers, send the next request, and end an open
+    /// transaction when the producer closes.
+    fn drive_txn(&mut self, closing: bool) {
+        let Some(t) = &mut self.txn else { return };
+        if closing && !t.txn.is_settled() && !t.txn.is_committing() {
+            // Closing with a transaction open: abort it, as the Java client does, so
+            // read_committed readers are not held until its timeout.
+            let effect = t.txn.abort(None);
+            self.apply(effect);
+        }
+        loop {
+            let Some(t) = &mut self.txn else { return };
+            let Some(answer) = t.line.answer() else { break };
+            let effect = t.txn.answered(answer);
+            self.apply(effect);
+        }
+        let idle = self.is_idle();
+        let identity = self.id.current();
+        let Some(t) = &mut self.txn else { return };
+        let Some(identity) = identity else { return };
+        if let Some(op) = t.txn.next_op(idle) {
+            log::debug!("transaction {}: {op:?}", t.transactional_id);
+            t.line.send(op, identity, t.txn.version());
+        }
+        let (committed, aborted) = t.txn.counts();
+        self.shared.txn_committed.set(committed);
+        self.shared.txn_aborted.set(aborted);
+    }
+
+    /// Do what the transaction's state machine says.
+    fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::None => {}
+            Effect::DropUnsent => {
+                for env in self.topics.unsent() {
+                    self.fail(env, DeliveryError::TransactionAborted);
+                }
+            }
+            Effect::Ended(next) => {
+                if let Some(identity) = next {
+                    self.adopt(identity);
+                }
+            }
+            Effect::Stop(err) => self.stop_for_good(err),
+        }
+    }
+
+    /// Stamp batches with `identity` from now on, every partition's sequences from 0 (a
+    /// transaction ended with a new epoch; nothing is in flight).
+    fn adopt(&mut self, identity: Identity) {
+        self.id.adopt(identity);
+        self.shared.set_producer(Some(identity));
+        for t in self.topics.values_mut() {
+            if let Topic::Ready(state) = t {
+                for part in &mut state.parts {
+                    if !part.lane.restart(identity) {
+                        log::error!("kpipe bug: a batch in flight at the end of a transaction");
+                    }
+                }
+            }
         }
     }
 
@@ -1143,7 +1343,7 @@ impl Writer {
             *self.shared.close_deadline.locked() = Some(Instant::now() + self.cfg.close_timeout);
             self.shared.gate.closing.store(true, Ordering::SeqCst);
         }
-        *self.shared.fatal.locked() = Some(err.to_string());
+        *self.shared.fatal.locked() = Some(err.clone());
         let left = self.topics.unsent();
         for env in left {
             self.fail(env, DeliveryError::Rejected(err.clone()));
