@@ -364,6 +364,23 @@ impl Txn {
         }
     }
 
+    /// Whether [`next_op`](Self::next_op) would give a request now (`idle` as there),
+    /// without marking it in flight.
+    pub(crate) fn has_next_op(&self, idle: bool) -> bool {
+        if self.in_flight.is_some() {
+            return false;
+        }
+        match self.phase {
+            Phase::Open | Phase::Ending { commit: true } => {
+                !self.to_add.is_empty()
+                    || !self.offsets.is_empty()
+                    || (self.is_committing() && idle)
+            }
+            Phase::Ending { commit: false } => idle,
+            _ => false,
+        }
+    }
+
     /// The request to send now, if any: `idle` says nothing of the transaction is queued
     /// or in flight at the brokers. Marks it in flight.
     pub(crate) fn next_op(&mut self, idle: bool) -> Option<Op> {
@@ -557,8 +574,10 @@ mod tests {
         t.commit(to);
         assert!(t.is_committing() && t.admit().is_err());
         assert_eq!(t.next_op(false), None, "not before the flush");
+        assert!(!t.has_next_op(false) && t.has_next_op(true));
         assert_eq!(t.next_op(true), Some(Op::End { commit: true }));
         assert_eq!(t.next_op(true), None, "one request at a time");
+        assert!(!t.has_next_op(true), "the EndTxn is in flight");
         let next = Identity { id: 5, epoch: 8 };
         assert_eq!(
             t.answered(OpResult::Done(Some(next))),
@@ -606,6 +625,7 @@ mod tests {
         t.answered(OpResult::Done(None));
         let (to, rx) = call();
         assert_eq!(t.abort(Some(to)), Effect::DropUnsent);
+        assert!(!t.has_next_op(false) && t.has_next_op(true));
         assert_eq!(t.next_op(false), None, "in-flight batches come back first");
         assert_eq!(t.next_op(true), Some(Op::End { commit: false }));
         assert_eq!(t.answered(OpResult::Done(None)), Effect::None);

@@ -358,10 +358,22 @@ impl Writer {
     /// How long intake may block: not at all when there is work, else until the next due
     /// batch, retry or expiry.
     fn intake_wait(&self, now: Instant, closing: bool) -> Duration {
-        if closing || !self.in_flight.is_empty() || !self.rx.is_empty() {
+        if closing || !self.in_flight.is_empty() || !self.rx.is_empty() || self.txn_due() {
             return Duration::ZERO;
         }
         self.next_event(now, closing)
+    }
+
+    /// Whether the transaction has a coordinator request to send now (the EndTxn of a
+    /// commit whose last records were just acknowledged, say): the loop must come round to
+    /// `drive_txn` without sleeping on the channel, which nothing may wake (every commit
+    /// took a whole IDLE_TICK, 100 ms, longer than its requests).
+    fn txn_due(&self) -> bool {
+        self.id.current().is_some()
+            && self
+                .txn
+                .as_ref()
+                .is_some_and(|t| t.txn.has_next_op(self.is_idle()))
     }
 
     /// How long to wait for a response (or, with nothing in flight, to sleep): until the
