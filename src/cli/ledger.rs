@@ -21,6 +21,7 @@
 //! dropped without being counted.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -351,11 +352,22 @@ impl Ledger {
 
     /// The broker acknowledged event `seq` of `device`.
     pub fn acked(&self, device: u32, seq: u64) {
+        self.acked_range(device, seq..seq + 1);
+    }
+
+    /// The events `seqs` of `device` are acknowledged (a transaction of them committed).
+    pub fn acked_range(&self, device: u32, seqs: Range<u64>) {
         if self.check == Check::Seen {
             return;
         }
         let mut t = self.track(device);
-        match self.place(&mut t, seq) {
+        for seq in seqs {
+            self.acked_in(&mut t, seq);
+        }
+    }
+
+    fn acked_in(&self, t: &mut Track, seq: u64) {
+        match self.place(t, seq) {
             // Pushed out before its answer came: counted then.
             Place::Below => {}
             Place::At(w, s) => {
@@ -379,16 +391,26 @@ impl Ledger {
     /// Event `seq` of `device` failed: it will not be acknowledged (it may still have been
     /// written, and seeing it later is then not a duplicate).
     pub fn failed(&self, device: u32, seq: u64) {
+        self.failed_range(device, seq..seq + 1);
+    }
+
+    /// The events `seqs` of `device` failed (their transaction did not commit).
+    pub fn failed_range(&self, device: u32, seqs: Range<u64>) {
         if self.check == Check::Seen {
             return;
         }
         let mut t = self.track(device);
-        if let Place::At(w, s) = self.place(&mut t, seq) {
-            let bits = t.window.bits(w, s);
-            if self.check == Check::Both && bits & SEEN == 0 && !self.remember(&mut t, seq, false) {
-                Self::add(&self.counts.outside_window, 1);
+        for seq in seqs {
+            if let Place::At(w, s) = self.place(&mut t, seq) {
+                let bits = t.window.bits(w, s);
+                if self.check == Check::Both
+                    && bits & SEEN == 0
+                    && !self.remember(&mut t, seq, false)
+                {
+                    Self::add(&self.counts.outside_window, 1);
+                }
+                t.window.set(w, s, SETTLED);
             }
-            t.window.set(w, s, SETTLED);
         }
     }
 
@@ -632,6 +654,30 @@ mod tests {
         // 1 to 999,999,967: all but 0 and the 32 events of the window before 1,000,000,000.
         assert_eq!(t.outside_window, 1_000_000_000 - 1 - 32);
         assert!(l.window_words() <= 2);
+    }
+
+    #[test]
+    fn a_committed_transaction_settles_its_range_and_an_aborted_one_is_sent_again() {
+        let l = run_ledger(2);
+        // Device 0: events 0..50 commit. Device 1: 0..30 abort (nothing is booked), then
+        // the same 0..30 are sent again and commit.
+        l.acked_range(0, 0..50);
+        l.acked_range(1, 0..30);
+        assert_eq!(l.missing(), 80);
+        for seq in 0..50 {
+            see(&l, 0, seq);
+        }
+        for seq in 0..30 {
+            see(&l, 1, seq);
+        }
+        let t = l.tally();
+        assert_eq!((t.missing, t.duplicates, t.gaps), (0, 0, 0));
+        // A last transaction that did not commit: a late sighting (read_uncommitted) is
+        // neither missing nor a duplicate.
+        l.failed_range(0, 50..60);
+        see(&l, 0, 50);
+        let t = l.tally();
+        assert_eq!((t.missing, t.duplicates, t.outside_window), (0, 0, 0));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!
 //! The parts: this file has the flags and their checks; [`run`] the stages of a run
 //! (set-up, consumers, generators, watcher, drain, report); [`event`] the event on the
-//! wire; [`ledger`] the loss / duplicate / gap accounting; [`report`] what is printed.
+//! wire; [`ledger`] the loss / duplicate / gap accounting; [`txn`] the transactions of
+//! `--transactional-id` (the gate the generators send through, the committer, the books);
+//! [`report`] what is printed.
 //!
 //! [`Producer`]: kpipe::Producer
 //! [`Shutdown`]: kpipe::shutdown::Shutdown
@@ -16,6 +18,7 @@ mod event;
 mod ledger;
 mod report;
 mod run;
+mod txn;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,7 +31,8 @@ use kpipe::producer::Balancer;
 /// What the exit code means, for `--help`.
 const EXIT_CODES: &str = "Exit codes:
   0  the run ended, nothing failed, and (run) every acknowledged event was consumed
-  1  a failure after the start: events failed or missing, a file that cannot be written
+  1  a failure after the start: events failed or missing, a transaction aborted or unable
+     to go on (fenced), a file that cannot be written
   2  bad input, found before anything ran: a flag or --config, a broker unreachable at the
      start, a missing topic that kpipe may not create";
 
@@ -37,6 +41,9 @@ const MAX_PAYLOAD_BYTES: usize = 1_000_000;
 /// The largest --batch-bytes: a batch must fit a 1 MiB request (and the broker's
 /// message.max.bytes, about 1 MiB by default).
 const MAX_BATCH_BYTES: usize = 1 << 20;
+/// The transaction timeout the command's transactional producer asks for (the library's
+/// default, Java's `transaction.timeout.ms`).
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A thread-based Kafka telemetry pipeline: producer threads, one writer, a consumer pool.
 #[derive(Debug, Parser)]
@@ -149,6 +156,17 @@ pub struct Opts {
     /// Consumer threads (members of the group).
     #[arg(long, global = true, default_value_t = 2)]
     pub consumers: usize,
+    /// Send the events in transactions under this transactional id (produce, run): one is
+    /// committed every --transaction-interval, and `acked` counts the events of committed
+    /// transactions. A restart with the same id aborts what the last process left open.
+    /// Needs --acks all (a transactional producer is idempotent).
+    #[arg(long, global = true, value_name = "ID")]
+    pub transactional_id: Option<String>,
+    /// With --transactional-id: how often the open transaction is committed (and the next
+    /// begun), e.g. 100ms. Shorter means less for read_committed consumers to wait for,
+    /// longer means fewer commits.
+    #[arg(long, global = true, default_value = "100ms", value_parser = parse_duration)]
+    pub transaction_interval: Duration,
     /// Events per second per producer thread; 0 = as fast as possible.
     #[arg(long, global = true, default_value_t = 0)]
     pub rate: u64,
@@ -270,7 +288,10 @@ pub fn main(cli: Cli) -> u8 {
             return 2;
         }
     };
-    let ok = report.missing == 0 && report.failed == 0;
+    let ok = report.missing == 0
+        && report.failed == 0
+        && report.transactions_aborted == 0
+        && report.transaction_error.is_none();
     if let Some(path) = &cli.opts.summary_json {
         if let Err(e) = report::write_json(path, &report) {
             eprintln!("kpipe: cannot write {}: {e}", path.display());
@@ -324,6 +345,22 @@ fn validate(mode: Mode, o: &Opts) -> Result<(), UsageError> {
             "--batch-bytes {} is out of range: 1 to {MAX_BATCH_BYTES} (a batch must fit a 1 MiB request)",
             o.batch_bytes
         ));
+    }
+    if let Some(id) = &o.transactional_id {
+        if !produces {
+            return bad("--transactional-id is for produce and run (consume reads transactions as --isolation-level says)".into());
+        }
+        if id.is_empty() {
+            return bad("--transactional-id must not be empty".into());
+        }
+        if o.acks != Acks::All || o.idempotence == Some(OnOff::Off) {
+            return bad("--transactional-id needs --acks all and idempotence (a transactional producer is idempotent): drop --acks and --idempotence off".into());
+        }
+        if o.transaction_interval.is_zero() || o.transaction_interval >= TRANSACTION_TIMEOUT {
+            return bad(format!(
+                "--transaction-interval must be above 0 and below the transaction timeout of {TRANSACTION_TIMEOUT:?} (the coordinator aborts a transaction open longer)"
+            ));
+        }
     }
     if let Err(e) = o.balancer.parse::<Balancer>() {
         return bad(format!("--balancer: {e}"));

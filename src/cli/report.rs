@@ -18,14 +18,33 @@ pub struct Report {
     pub mode: String,
     /// Events produced (accepted by the producer).
     pub produced: u64,
-    /// Events acknowledged by the brokers.
+    /// Events acknowledged by the brokers (with --transactional-id: events whose
+    /// transaction committed).
     pub acked: u64,
-    /// Events that failed.
+    /// Events that failed (with --transactional-id: events of a transaction that neither
+    /// committed nor aborted as far as the command could learn; `failures` says why).
     pub failed: u64,
     /// Failure reasons and counts.
     pub failures: BTreeMap<String, u64>,
-    /// Events never sent because the drain deadline came first.
+    /// Events never sent because the drain deadline came first (with --transactional-id
+    /// they count in `failed`: their transaction did not commit).
     pub not_attempted: u64,
+    /// With --transactional-id: events of aborted transactions (sent again in the next
+    /// one, so that each device's committed events stay gapless).
+    pub aborted: u64,
+    /// Transactions committed (those with events).
+    pub transactions_committed: u64,
+    /// Transactions aborted.
+    pub transactions_aborted: u64,
+    /// Why transactions were aborted, and how often.
+    pub abort_reasons: BTreeMap<String, u64>,
+    /// Why transactions could not go on (a newer producer with the same transactional id
+    /// fenced this one, a commit did not finish within --drain-timeout), if they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_error: Option<String>,
+    /// The --transactional-id, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transactional_id: Option<String>,
     /// The idempotent producer's id and last epoch (absent without idempotence).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub producer_id: Option<i64>,
@@ -100,10 +119,16 @@ pub struct Snapshot {
     pub elapsed_secs: f64,
     /// Events accepted by the producer so far.
     pub produced: u64,
-    /// Events acknowledged so far.
+    /// Events acknowledged so far (with --transactional-id: of committed transactions).
     pub acked: u64,
     /// Events failed so far.
     pub failed: u64,
+    /// Events of aborted transactions so far.
+    pub aborted: u64,
+    /// Transactions committed so far.
+    pub transactions_committed: u64,
+    /// Transactions aborted so far.
+    pub transactions_aborted: u64,
     /// Records consumed so far.
     pub consumed: u64,
     /// Acknowledgements per second over the last interval.
@@ -137,8 +162,16 @@ pub struct Snapshot {
 impl Snapshot {
     /// The live status line (rewritten in place on a terminal).
     pub fn live_line(&self) -> String {
+        let txns = if self.transactions_committed + self.transactions_aborted > 0 {
+            format!(
+                "  txns {} ({} aborted)",
+                self.transactions_committed, self.transactions_aborted
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{:>7.0}/s produced {:>7.0}/s consumed  e2e p50 {:.1} ms p99 {:.1} ms  lag {}  queue {}  errors {}  rss {:.0} MiB",
+            "{:>7.0}/s produced {:>7.0}/s consumed  e2e p50 {:.1} ms p99 {:.1} ms  lag {}  queue {}{txns}  errors {}  rss {:.0} MiB",
             self.produced_per_sec,
             self.consumed_per_sec,
             self.e2e_p50_ms,
@@ -223,6 +256,22 @@ pub fn print(r: &Report) {
             r.outside_window
         );
     }
+    if let Some(id) = &r.transactional_id {
+        eprintln!(
+            "kpipe: transactional id {id:?}: {} transactions committed, {} aborted ({} events){}",
+            r.transactions_committed,
+            r.transactions_aborted,
+            r.aborted,
+            if r.abort_reasons.is_empty() {
+                String::new()
+            } else {
+                format!("; aborted because: {:?}", r.abort_reasons)
+            }
+        );
+    }
+    if let Some(why) = &r.transaction_error {
+        eprintln!("kpipe: transactions could not go on: {why}");
+    }
     if let (Some(id), Some(epoch)) = (r.producer_id, r.producer_epoch) {
         eprintln!(
             "kpipe: idempotent producer {id} epoch {epoch}: {} epoch bumps, {} batches resent",
@@ -264,6 +313,9 @@ mod tests {
             "assigned_partitions",
             "e2e_p99_ms",
             "rss_mib",
+            "aborted",
+            "transactions_committed",
+            "transactions_aborted",
         ] {
             assert!(v.get(key).is_some(), "{key} missing from {v}");
         }

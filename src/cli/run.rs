@@ -2,7 +2,7 @@
 //! (stats once a second, and what stops the run), the drain, and the report.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLockReadGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +16,7 @@ use kpipe::shutdown::Shutdown;
 use super::event::{self, Event};
 use super::ledger::{Check, Ledger};
 use super::report::{self, Latency, Output, Report, Snapshot};
+use super::txn::{Book, Committer, Devices, Gate, Transactions};
 use super::{AssignorArg, GroupProtocolArg, IsolationArg, Mode, OnOff, Opts, UsageError};
 
 // The command's memory budget. With every generator sending as fast as it can, the
@@ -78,9 +79,32 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
         Mode::Run | Mode::Produce => Some(start_producer(o, client, &ledger)?),
         Mode::Consume => None,
     };
+    // Each producer thread's devices (device d belongs to thread d % threads).
+    let devices: Vec<Arc<Devices>> = (0..o.threads)
+        .map(|t| {
+            Arc::new(Devices::new(
+                (t as u32..o.devices).step_by(o.threads).collect(),
+            ))
+        })
+        .collect();
+    // With --transactional-id: the first transaction begins before the first event.
+    let txn = match (&producer, &o.transactional_id) {
+        (Some(p), Some(_)) => Some(Transactions::start(
+            p,
+            &devices,
+            &ledger,
+            o.transaction_interval,
+            o.drain_timeout,
+            &shutdown,
+        )?),
+        _ => None,
+    };
     let generators = producer
         .as_ref()
-        .map(|p| Generators::start(o, p, ledger.run(), &shutdown))
+        .map(|p| {
+            let gate = txn.as_ref().map(|t| t.gate.clone());
+            Generators::start(o, p, &devices, gate, ledger.run(), &shutdown)
+        })
         .unwrap_or_default();
 
     let stopped_by = watch(
@@ -90,11 +114,16 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
         started,
         &ledger,
         producer.as_ref(),
+        txn.as_ref().map(|t| &*t.book),
         pool.as_ref(),
         &generators,
     );
     shutdown.trigger();
     generators.join();
+    let (committer, book) = match txn {
+        Some(mut t) => (t.join(), Some(t.book)),
+        None => (None, None),
+    };
 
     let mut report = Report {
         mode: format!("{mode:?}").to_lowercase(),
@@ -102,7 +131,7 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
         ..Default::default()
     };
     if let Some(p) = producer {
-        drain_producer(p, o, &shutdown, &mut report);
+        drain_producer(p, committer, book.as_deref(), o, &shutdown, &mut report);
     }
     if let Some(pool) = pool {
         if mode == Mode::Run {
@@ -238,6 +267,12 @@ fn start_producer(
     c.close_timeout = o.drain_timeout;
     c.queue_capacity = QUEUE_RECORDS;
     c.buffer_bytes = BUFFER_BYTES;
+    c.transactional_id = o.transactional_id.clone();
+    c.transaction_timeout = super::TRANSACTION_TIMEOUT;
+    if o.transactional_id.is_some() {
+        // A transaction's events are accounted when it ends (txn.rs): no handler.
+        return new_producer(c);
+    }
     // Every event's outcome goes to the ledger through one handler, by tag: no closure is
     // boxed per event (that, and its call, were a fifth of the writer thread's time).
     let ledger = ledger.clone();
@@ -248,6 +283,10 @@ fn start_producer(
             Err(_) => ledger.failed(device, seq),
         }
     }));
+    new_producer(c)
+}
+
+fn new_producer(c: ProducerConfig) -> Result<Producer, UsageError> {
     Producer::new(c).map_err(|e| match e {
         producer::Error::Client(c) => c.into(),
         other => UsageError(other.to_string()),
@@ -263,16 +302,27 @@ struct Generators {
 }
 
 impl Generators {
-    fn start(o: &Opts, p: &Producer, run: u64, shutdown: &Shutdown) -> Self {
+    /// One thread per `devices` entry, sending through `gate` if the run is transactional.
+    fn start(
+        o: &Opts,
+        p: &Producer,
+        devices: &[Arc<Devices>],
+        gate: Option<Arc<Gate>>,
+        run: u64,
+        shutdown: &Shutdown,
+    ) -> Self {
         let keys: Arc<[Bytes]> = event::device_keys(o.devices).into();
         let budget = Arc::new(AtomicU64::new(o.count.unwrap_or(u64::MAX)));
         let finished = Arc::new(AtomicUsize::new(0));
-        let threads = (0..o.threads)
-            .map(|t| {
+        let threads = devices
+            .iter()
+            .enumerate()
+            .map(|(t, mine)| {
                 let g = Generator {
-                    mine: (t as u32..o.devices).step_by(o.threads).collect(),
+                    mine: mine.clone(),
                     keys: keys.clone(),
                     producer: p.clone(),
+                    gate: gate.clone(),
                     shutdown: shutdown.clone(),
                     run,
                     budget: budget.clone(),
@@ -307,9 +357,12 @@ impl Generators {
 /// One producer thread: its own devices (device d belongs to thread d % threads), so each
 /// device's sequence comes from one thread, in order.
 struct Generator {
-    mine: Vec<u32>,
+    mine: Arc<Devices>,
     keys: Arc<[Bytes]>,
     producer: Producer,
+    /// With --transactional-id: held (read side) around each send, so that every event is
+    /// sent inside an open transaction (see txn.rs).
+    gate: Option<Arc<Gate>>,
     shutdown: Shutdown,
     /// The run's id, written in its events.
     run: u64,
@@ -317,6 +370,17 @@ struct Generator {
     budget: Arc<AtomicU64>,
     rate: u64,
     payload_bytes: usize,
+}
+
+/// What became of one send.
+enum Sent {
+    /// The producer took it.
+    Yes,
+    /// Not taken, and the committer waits for the gate: let go of it, then build the event
+    /// again (an abort may have wound the device back).
+    Again,
+    /// Not taken, and no more will be: the producer closed or the run is stopping.
+    Stop,
 }
 
 impl Generator {
@@ -332,10 +396,12 @@ impl Generator {
     fn run(self) {
         let interval = (self.rate > 0).then(|| Duration::from_secs_f64(1.0 / self.rate as f64));
         let (start, start_us) = (Instant::now(), now_us());
-        let mut next_seq = vec![0u64; self.mine.len()];
+        let mine = &*self.mine;
         let mut chunk = BytesMut::new();
         let (mut n, mut allowed) = (0u64, 0u64);
         let run = self.run;
+        // The gate's read side, kept across sends until the committer wants it.
+        let mut held: Option<RwLockReadGuard<'_, ()>> = None;
         while !self.shutdown.is_triggered() {
             if allowed == 0 {
                 allowed = self.claim();
@@ -348,14 +414,24 @@ impl Generator {
                 let due = start + every.mul_f64(n as f64);
                 let now = Instant::now();
                 if due > now {
+                    held = None; // never sleep holding up a commit
                     thread::sleep((due - now).min(Duration::from_millis(100)));
                     if Instant::now() < due {
                         continue;
                     }
                 }
             }
-            let i = (n % self.mine.len() as u64) as usize;
-            let (device, seq) = (self.mine[i], next_seq[i]);
+            if let Some(gate) = &self.gate {
+                if held.is_none() {
+                    held = Some(gate.enter());
+                }
+                if gate.is_closed() {
+                    return;
+                }
+            }
+            let i = (n % mine.ids.len() as u64) as usize;
+            // Read under the gate: an abort winds the device back.
+            let (device, seq) = (mine.ids[i], mine.next[i].load(Ordering::Relaxed));
             let event = Event {
                 run,
                 device,
@@ -370,27 +446,44 @@ impl Generator {
             };
             let mut record = ProducerRecord::new(event.encode_into(self.payload_bytes, &mut chunk));
             record.key = Some(self.keys[device as usize].clone());
-            if !self.send(record, device, seq) {
-                return;
+            match self.send(record, device, seq) {
+                Sent::Yes => {
+                    mine.next[i].store(seq + 1, Ordering::Relaxed);
+                    n += 1;
+                    allowed -= 1;
+                }
+                Sent::Again => {}
+                Sent::Stop => return,
             }
-            next_seq[i] += 1;
-            n += 1;
-            allowed -= 1;
+            if self.gate.as_ref().is_some_and(|g| g.is_wanted()) {
+                held = None;
+            }
         }
     }
 
     /// Send one event, waiting out a full queue (backpressure: the same event is offered
-    /// again, so no sequence number is skipped); false once the producer is closed or the
-    /// run is stopping.
-    fn send(&self, mut record: ProducerRecord, device: u32, seq: u64) -> bool {
+    /// again, so no sequence number is skipped).
+    fn send(&self, mut record: ProducerRecord, device: u32, seq: u64) -> Sent {
         loop {
-            match self.producer.send_tagged(record, tag(device, seq)) {
-                Ok(()) => return true,
+            // A transaction's events are accounted by range (txn.rs), not one by one.
+            let sent = match self.gate {
+                Some(_) => self.producer.send(record),
+                None => self.producer.send_tagged(record, tag(device, seq)),
+            };
+            match sent {
+                Ok(()) => return Sent::Yes,
+                Err(SendError::QueueFull(_))
+                    if self.gate.as_ref().is_some_and(|g| g.is_wanted()) =>
+                {
+                    return Sent::Again
+                }
                 Err(SendError::QueueFull(r)) if !self.shutdown.is_triggered() => record = *r,
-                Err(SendError::QueueFull(_)) | Err(SendError::Closed(_)) => return false,
+                Err(SendError::QueueFull(_)) | Err(SendError::Closed(_)) => return Sent::Stop,
                 Err(e) => {
+                    // NoTransaction cannot happen under the gate; if it did, the event was
+                    // not taken and its number is not used: nothing is lost, but say so.
                     log::error!("an event cannot be sent: {e}");
-                    return false;
+                    return Sent::Stop;
                 }
             }
         }
@@ -406,6 +499,7 @@ fn watch(
     started: Instant,
     ledger: &Ledger,
     producer: Option<&Producer>,
+    txn: Option<&Book>,
     pool: Option<&ConsumerPool>,
     generators: &Generators,
 ) -> String {
@@ -419,6 +513,10 @@ fn watch(
             } else {
                 "shutdown flag".into()
             };
+        }
+        if let Some(why) = txn.and_then(Book::stopped) {
+            eprintln!("kpipe: transactions cannot go on: {why}");
+            return "transaction error".into();
         }
         if o.duration.is_some_and(|d| started.elapsed() >= d) {
             return "--duration".into();
@@ -443,13 +541,19 @@ fn watch(
             let (t0, acked0, consumed0) = last;
             let dt = t0.elapsed().as_secs_f64().max(1e-3);
             let latency = ledger.latency();
+            // Transactional: acked when its transaction committed.
+            let t = txn.map(Book::counts);
+            let acked = t.map_or(ps.delivered, |t| t.acked);
             let snap = Snapshot {
                 elapsed_secs: started.elapsed().as_secs_f64(),
                 produced: ps.accepted,
-                acked: ps.delivered,
-                failed: ps.failed,
+                acked,
+                failed: t.map_or(ps.failed, |t| t.failed),
+                aborted: t.map_or(0, |t| t.aborted),
+                transactions_committed: t.map_or(0, |t| t.committed_txns),
+                transactions_aborted: t.map_or(0, |t| t.aborted_txns),
                 consumed,
-                produced_per_sec: (ps.delivered - acked0) as f64 / dt,
+                produced_per_sec: acked.saturating_sub(acked0) as f64 / dt,
                 consumed_per_sec: (consumed - consumed0) as f64 / dt,
                 lag: cs.lag(),
                 queue_depth: ps.queue_depth,
@@ -463,16 +567,24 @@ fn watch(
                 resent_batches: ps.retries,
                 rss_mib: report::rss_mib().0,
             };
-            last = (Instant::now(), ps.delivered, consumed);
+            last = (Instant::now(), acked, consumed);
             out.show(&snap);
         }
         thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// Close the producer within --drain-timeout (a second Ctrl-C abandons what is left) and
-/// put its summary in the report.
-fn drain_producer(p: Producer, o: &Opts, shutdown: &Shutdown, report: &mut Report) {
+/// Commit the last transaction (with --transactional-id) and close the producer, together
+/// within --drain-timeout (a second Ctrl-C abandons what is left), and put its summary in
+/// the report.
+fn drain_producer(
+    p: Producer,
+    committer: Option<Committer>,
+    book: Option<&Book>,
+    o: &Opts,
+    shutdown: &Shutdown,
+    report: &mut Report,
+) {
     let drained = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (p, shutdown, drained) = (p.clone(), shutdown.clone(), drained.clone());
@@ -489,7 +601,9 @@ fn drain_producer(p: Producer, o: &Opts, shutdown: &Shutdown, report: &mut Repor
                 }
             })
     };
-    let closed = p.close(o.drain_timeout);
+    let deadline = Instant::now() + o.drain_timeout;
+    let last = committer.map(|c| c.finish(deadline));
+    let closed = p.close(deadline.saturating_duration_since(Instant::now()));
     drained.store(true, Ordering::SeqCst);
     match watcher {
         Ok(w) => {
@@ -497,13 +611,32 @@ fn drain_producer(p: Producer, o: &Opts, shutdown: &Shutdown, report: &mut Repor
         }
         Err(e) => log::warn!("no drain watcher (a second Ctrl-C will not cut the drain): {e}"),
     }
+    if let Some(last) = last {
+        last.settle_after_close(closed.as_ref().ok());
+    }
+    if let Some(book) = book {
+        // Events count by how their transaction ended, not by their acknowledgements: an
+        // event acknowledged in a transaction that aborted was not written.
+        let t = book.counts();
+        report.acked = t.acked;
+        report.aborted = t.aborted;
+        report.failed = t.failed;
+        report.failures = book.failures();
+        report.transactions_committed = t.committed_txns;
+        report.transactions_aborted = t.aborted_txns;
+        report.abort_reasons = book.abort_reasons();
+        report.transaction_error = book.stopped();
+        report.transactional_id = o.transactional_id.clone();
+    }
     match closed {
         Ok(s) => {
             report.produced = s.accepted;
-            report.acked = s.delivered;
-            report.failed = s.failed;
-            report.failures = s.failures;
-            report.not_attempted = s.not_attempted;
+            if book.is_none() {
+                report.acked = s.delivered;
+                report.failed = s.failed;
+                report.failures = s.failures;
+                report.not_attempted = s.not_attempted;
+            }
             report.producer_id = s.producer.map(|p| p.id);
             report.producer_epoch = s.producer.map(|p| p.epoch);
             report.epoch_bumps = s.epoch_bumps;
