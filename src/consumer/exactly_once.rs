@@ -9,7 +9,8 @@
 //!     handler error, commit refused, partitions revoked mid-transaction: abort, and read
 //!     the transaction's records again from its first offsets
 //!  member i's producer: transactional id "{prefix}-{i}"; fenced (a newer instance took the
-//!     id): the member stops and leaves the group, so its partitions move
+//!     id, or the group moved on without the member: KIP-447): the member stops and leaves
+//!     the group, so its partitions move
 //! ```
 //!
 //! What exactly once covers: the output records and the consumer offsets, both in Kafka.
@@ -150,10 +151,12 @@ impl ConsumerPool {
     }
 }
 
-/// What a member's transaction holds: where its records started, per partition.
+/// What a member's transaction holds: where its records started, per partition, and the
+/// group generation (or member epoch) it was read in.
 struct Open {
     since: Instant,
     first: BTreeMap<TopicPartition, i64>,
+    generation: i32,
 }
 
 /// Aborts the member's open transaction when partitions are taken away mid-transaction
@@ -317,6 +320,14 @@ impl EosMember<'_> {
                 self.rewind(&records);
                 continue;
             }
+            if self.moved_on() {
+                // A new generation began mid-transaction: its offsets would commit under
+                // a generation that did not read them. Abort; read again under the new one.
+                if let Err(stop) = self.abort(&records) {
+                    return stop;
+                }
+                continue;
+            }
             if !records.is_empty() {
                 if let Err(stop) = self.begin() {
                     return stop;
@@ -376,6 +387,14 @@ impl EosMember<'_> {
         }
     }
 
+    /// Whether the group generation (member epoch) changed since the open transaction
+    /// began.
+    fn moved_on(&self) -> bool {
+        self.open
+            .as_ref()
+            .is_some_and(|o| self.consumer.group_metadata().generation_id != o.generation)
+    }
+
     fn begin(&mut self) -> Result<(), Stop> {
         if self.open.is_some() {
             return Ok(());
@@ -385,6 +404,7 @@ impl EosMember<'_> {
                 self.open = Some(Open {
                     since: Instant::now(),
                     first: BTreeMap::new(),
+                    generation: self.consumer.group_metadata().generation_id,
                 });
                 self.open_flag.store(true, Ordering::SeqCst);
                 Ok(())
@@ -400,6 +420,10 @@ impl EosMember<'_> {
             return Ok(());
         };
         self.open_flag.store(false, Ordering::SeqCst);
+        if self.consumer.group_metadata().generation_id != open.generation {
+            self.open = Some(open);
+            return self.abort(&[]);
+        }
         let offsets: BTreeMap<TopicPartition, i64> = open
             .first
             .keys()
@@ -408,7 +432,10 @@ impl EosMember<'_> {
                 Some(((t.clone(), *p), at))
             })
             .collect();
-        let group = self.consumer.group_metadata();
+        // The generation the records were read in (KIP-447): a member the group has moved
+        // on from is refused.
+        let mut group = self.consumer.group_metadata();
+        group.generation_id = open.generation;
         let result = self
             .producer
             .send_offsets_to_transaction(&offsets, &group)
@@ -425,7 +452,14 @@ impl EosMember<'_> {
                     self.member.idx
                 );
                 self.open = Some(open);
-                self.abort(&[])
+                self.abort(&[])?;
+                // The group moved on without this member, though the member saw no new
+                // generation (it stalled past its session, say): a zombie, whose
+                // partitions are someone else's now. It stops.
+                if group_moved_on(&e) {
+                    return Err(Stop::Fenced(e));
+                }
+                Ok(())
             }
             Err(e) => Err(stop_for(e)),
         }
@@ -488,6 +522,19 @@ impl EosMember<'_> {
             );
         }
     }
+}
+
+/// Whether the group coordinator refused the transaction's offsets because the group has
+/// moved on without this member (KIP-447).
+fn group_moved_on(e: &TransactionError) -> bool {
+    use crate::client::KafkaCode as K;
+    let TransactionError::Abortable(cause) = e else {
+        return false;
+    };
+    matches!(
+        cause.kafka_code(),
+        Some(K::IllegalGeneration | K::UnknownMemberId | K::FencedInstanceId | K::StaleMemberEpoch)
+    )
 }
 
 /// What a transactional error means for the member.
