@@ -395,6 +395,30 @@ impl Consumer {
     // For the pool
     // -----------------------------------------------------------------------------------
 
+    /// Set the rebalance listener (a pool member's own).
+    pub(crate) fn set_listener(&mut self, listener: Box<dyn RebalanceListener>) {
+        self.listener = Some(listener);
+    }
+
+    /// These offsets were committed by a transaction (an exactly-once member's): the
+    /// books and the stats take them as committed.
+    pub(crate) fn committed_by_transaction(&mut self, offsets: &BTreeMap<TopicPartition, i64>) {
+        self.record_commit(offsets, true);
+        for (tp, &o) in offsets {
+            if let Some(p) = self.parts.get_mut(tp) {
+                p.done = p.done.max(o);
+            }
+        }
+        let mut committed = self.shared.committed.locked();
+        let mut progress = self.shared.progress.locked();
+        for (tp, &o) in offsets {
+            committed.insert(tp.clone(), o);
+            if let Some(p) = progress.get_mut(tp) {
+                p.committed = o;
+            }
+        }
+    }
+
     /// Note progress for the `max_poll_interval` watchdog (a record handled).
     pub(crate) fn note_progress(&mut self) {
         self.group.progress();

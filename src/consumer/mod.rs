@@ -20,6 +20,7 @@
 mod config;
 #[allow(clippy::module_inception)]
 mod consumer;
+mod exactly_once;
 mod group;
 mod pool;
 
@@ -37,6 +38,7 @@ use crate::sync::Locked;
 pub use crate::client::{Assignor, IsolationLevel};
 pub use config::{ConsumerConfig, GroupProtocol, OffsetReset, OnHandlerError, ServerAssignor};
 pub use consumer::{Consumer, RebalanceListener};
+pub use exactly_once::{ExactlyOnce, Output};
 pub use group::{MemberState, MemberStatus};
 pub use pool::{ConsumerPool, ConsumerSummary};
 
@@ -167,6 +169,11 @@ pub struct ConsumerStats {
     /// Fetches that failed (an unreachable or stalled leader, say) and were retried after
     /// the retry backoff.
     pub fetch_errors: u64,
+    /// Transactions committed by an exactly-once pool's members (0 otherwise).
+    pub transactions_committed: u64,
+    /// Transactions aborted by an exactly-once pool's members: a handler error, a
+    /// rebalance mid-transaction, or a refused commit; their records were handled again.
+    pub transactions_aborted: u64,
     /// Progress of the partitions currently assigned.
     pub partitions: BTreeMap<TopicPartition, PartitionProgress>,
     /// The partitions each member holds now, by member (thread) index.
@@ -193,6 +200,10 @@ pub(crate) struct Shared {
     pub(crate) rebalances: Counter,
     pub(crate) commit_failures: Counter,
     pub(crate) fetch_errors: Counter,
+    /// Exactly-once pools: transactions committed and aborted, members fenced.
+    pub(crate) txn_committed: Counter,
+    pub(crate) txn_aborted: Counter,
+    pub(crate) fenced: Counter,
     pub(crate) progress: Mutex<BTreeMap<TopicPartition, PartitionProgress>>,
     pub(crate) committed: Mutex<BTreeMap<TopicPartition, i64>>,
     pub(crate) assignments: Mutex<BTreeMap<usize, Vec<TopicPartition>>>,
@@ -231,6 +242,8 @@ impl Shared {
             rebalances: self.rebalances.get(),
             commit_failures: self.commit_failures.get(),
             fetch_errors: self.fetch_errors.get(),
+            transactions_committed: self.txn_committed.get(),
+            transactions_aborted: self.txn_aborted.get(),
             partitions: self.progress.locked().clone(),
             assignments: self.assignments.locked().clone(),
             members: self.members.locked().clone(),

@@ -33,6 +33,13 @@ pub struct ConsumerSummary {
     pub unfinished_members: usize,
     /// Why the pool stopped on its own, if it did (a `Stop` policy or a fatal error).
     pub stopped_because: Option<String>,
+    /// Exactly-once pools: transactions committed.
+    pub transactions_committed: u64,
+    /// Exactly-once pools: transactions aborted (their records were handled again).
+    pub transactions_aborted: u64,
+    /// Exactly-once pools: members whose producer was fenced (a newer instance took its
+    /// transactional id) and that left the group.
+    pub fenced_members: usize,
 }
 
 /// N consumer threads in one group, each handing its records to a handler.
@@ -62,34 +69,51 @@ impl ConsumerPool {
         E: Display,
     {
         config.validate()?;
+        Self::launch(config, Mode::Pool, |i| {
+            let mut handler = make_handler(i);
+            move |member: Member, start| member.run(start, &mut handler)
+        })
+    }
+
+    /// Start `config.threads` members in `mode`: member 0 joins here (so that a cluster
+    /// without the group protocol asked for is an error now), the others connect on their
+    /// own threads; `body(i)` is what thread `i` runs.
+    pub(super) fn launch<B, R>(
+        config: ConsumerConfig,
+        mode: Mode,
+        body: B,
+    ) -> Result<ConsumerPool, Error>
+    where
+        B: Fn(usize) -> R,
+        R: FnOnce(Member, Result<Consumer, Connector>) + Send + 'static,
+    {
         let cluster = connect_checked(&config)?;
         let connector = cluster.connector().clone();
         let shared = Arc::new(Shared::new(config.shutdown.clone()));
         let close_deadline = Arc::new(std::sync::Mutex::new(None));
-        // The first member starts here, so that a cluster without the group protocol asked
-        // for is an error now; the others connect on their own threads.
         let first = Consumer::member(
             0,
             config.clone(),
             config.instance_id_of(0),
             cluster,
             shared.clone(),
-            Mode::Pool,
+            mode,
         )?;
         let mut first = Some(first);
         let mut threads = Vec::with_capacity(config.threads);
         for i in 0..config.threads {
-            let handler = make_handler(i);
+            let run = body(i);
             let member = Member {
                 idx: i,
                 config: config.clone(),
+                mode,
                 shared: shared.clone(),
                 close_deadline: close_deadline.clone(),
             };
             let start = first.take().ok_or_else(|| connector.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("kpipe-consumer-{i}"))
-                .spawn(move || member.run(start, handler));
+                .spawn(move || run(member, start));
             match spawned {
                 Ok(h) => threads.push(h),
                 Err(e) => {
@@ -158,6 +182,9 @@ impl ConsumerPool {
             committed: s.committed.locked().clone(),
             unfinished_members: unfinished,
             stopped_because: s.stopped_because.locked().clone(),
+            transactions_committed: s.txn_committed.get(),
+            transactions_aborted: s.txn_aborted.get(),
+            fenced_members: s.fenced.get() as usize,
         }
     }
 }
@@ -190,37 +217,52 @@ enum Handled {
 }
 
 /// One member thread.
-struct Member {
-    idx: usize,
-    config: ConsumerConfig,
-    shared: Arc<Shared>,
+pub(super) struct Member {
+    pub(super) idx: usize,
+    pub(super) config: ConsumerConfig,
+    mode: Mode,
+    pub(super) shared: Arc<Shared>,
     close_deadline: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl Member {
-    fn run<H, E>(self, start: Result<Consumer, Connector>, mut handler: H)
+    fn run<H, E>(self, start: Result<Consumer, Connector>, handler: &mut H)
     where
         H: FnMut(&ConsumedRecord) -> Result<(), E>,
         E: Display,
     {
-        let mut consumer = match start {
-            Ok(c) => c,
-            Err(connector) => match self.connect(connector) {
-                Some(c) => c,
-                None => return,
-            },
+        let Some(mut consumer) = self.consumer(start) else {
+            return;
         };
-        if let Err(e) = self.work(&mut consumer, &mut handler) {
+        if let Err(e) = self.work(&mut consumer, handler) {
             log::error!("consumer {}: {e}", self.idx);
             self.shared.stop_pool(e.to_string());
         }
-        let deadline = self
-            .close_deadline
-            .locked()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(30));
+        self.close(consumer);
+    }
+
+    /// The member's consumer: the one made for it, or one it connects itself.
+    pub(super) fn consumer(&self, start: Result<Consumer, Connector>) -> Option<Consumer> {
+        match start {
+            Ok(c) => Some(c),
+            Err(connector) => self.connect(connector),
+        }
+    }
+
+    /// Give the partitions up (committing, in a mode that commits), leave, within the
+    /// pool's close deadline.
+    pub(super) fn close(&self, mut consumer: Consumer) {
+        let deadline = self.close_deadline();
         if let Err(e) = consumer.shutdown(deadline) {
             log::warn!("consumer {}: closing: {e}", self.idx);
         }
+    }
+
+    /// When the pool's close must be done by (30 s from now if none was set).
+    pub(super) fn close_deadline(&self) -> Instant {
+        self.close_deadline
+            .locked()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(30))
     }
 
     /// A member of its own: connect (retrying what may pass) and join.
@@ -236,7 +278,7 @@ impl Member {
                         self.config.instance_id_of(self.idx),
                         cluster,
                         self.shared.clone(),
-                        Mode::Pool,
+                        self.mode,
                     )
                 });
             match attempt {

@@ -150,6 +150,13 @@ pub(crate) fn verdict(err: &client::Error, idempotent: bool, records: i32) -> Ve
             Verdict::OutOfSequence
         }
         Some(KafkaCode::InvalidProducerEpoch | KafkaCode::ProducerFenced) => Verdict::Fenced,
+        // A leader whose implicit add to a transaction (Produce v12+) met the previous
+        // transaction still ending: not written, and worth another try (the Java client's
+        // `RetriableException`; the crate does not count it retriable).
+        Some(KafkaCode::ConcurrentTransactions) => Verdict::Retry {
+            maybe_written: false,
+            split: false,
+        },
         Some(KafkaCode::MessageTooLarge | KafkaCode::RecordListTooLarge) if records > 1 => {
             Verdict::Retry {
                 maybe_written: false,
@@ -557,6 +564,7 @@ mod tests {
             (K::NotEnoughReplicas, true, 3, retry(false)),
             (K::CorruptMessage, true, 3, retry(false)),
             (K::TopicAuthorizationFailed, true, 3, Meaning::Rejected),
+            (K::ConcurrentTransactions, true, 3, retry(false)),
             (K::InvalidRecord, true, 3, Meaning::Rejected),
         ];
         for (code, idempotent, records, want) in cases {

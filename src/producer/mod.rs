@@ -612,9 +612,6 @@ impl Producer {
             });
         }
         let shared = &*inner.shared;
-        if inner.transactional && !shared.txn_open.load(Ordering::SeqCst) {
-            return Err(SendError::NoTransaction(Box::new(record)));
-        }
         let enqueued = Instant::now();
         if record.timestamp.is_none() {
             record.timestamp = Some(shared.clock.wall_ms(enqueued));
@@ -626,6 +623,11 @@ impl Producer {
         if gate.closing.load(Ordering::SeqCst) {
             gate.sending.fetch_sub(1, Ordering::SeqCst);
             return Err(SendError::Closed(Box::new(record)));
+        }
+        // After the closing check: a stopped (fenced) producer says closed, not "begin".
+        if inner.transactional && !shared.txn_open.load(Ordering::SeqCst) {
+            gate.sending.fetch_sub(1, Ordering::SeqCst);
+            return Err(SendError::NoTransaction(Box::new(record)));
         }
         let msg = Msg::Record(Envelope {
             record,

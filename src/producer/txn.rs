@@ -418,6 +418,11 @@ impl Txn {
             }
             _ => None,
         };
+        // Under version 2 a TxnOffsetCommit adds the group to the transaction as it is sent,
+        // whatever its answer: the transaction is then owed an EndTxn (as a Produce is).
+        if self.version == TransactionVersion::V2 && matches!(op, Some(Op::CommitOffsets { .. })) {
+            self.started = true;
+        }
         self.in_flight = op.clone();
         op
     }
