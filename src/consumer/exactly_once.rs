@@ -132,17 +132,9 @@ impl ConsumerPool {
             reason: format!("member 0's transactional producer: {e}"),
         })?;
         let mut first = Some(first);
-        let mut makers = Vec::new();
-        for i in 0..config.threads {
-            makers.push((make_handler(i), first.take()));
-        }
-        let makers = std::sync::Mutex::new(makers.into_iter().map(Some).collect::<Vec<_>>());
         ConsumerPool::launch(config, Mode::Pull, |i| {
-            let (mut handler, producer) = makers
-                .lock()
-                .ok()
-                .and_then(|mut m| m[i].take())
-                .expect("one handler per member");
+            let mut handler = make_handler(i);
+            let producer = first.take();
             let eos = eos.clone();
             move |member: Member, start: Result<Consumer, Connector>| {
                 run(member, start, &eos, producer, &mut handler)

@@ -81,10 +81,10 @@ impl ConsumerPool {
     pub(super) fn launch<B, R>(
         config: ConsumerConfig,
         mode: Mode,
-        body: B,
+        mut body: B,
     ) -> Result<ConsumerPool, Error>
     where
-        B: Fn(usize) -> R,
+        B: FnMut(usize) -> R,
         R: FnOnce(Member, Result<Consumer, Connector>) + Send + 'static,
     {
         let cluster = connect_checked(&config)?;
