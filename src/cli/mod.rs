@@ -9,11 +9,13 @@
 //! (set-up, consumers, generators, watcher, drain, report); [`event`] the event on the
 //! wire; [`ledger`] the loss / duplicate / gap accounting; [`txn`] the transactions of
 //! `--transactional-id` (the gate the generators send through, the committer, the books);
-//! [`report`] what is printed.
+//! [`report`] what is printed; [`copy`] `kpipe copy`, topic to topic, at least once or
+//! exactly once.
 //!
 //! [`Producer`]: kpipe::Producer
 //! [`Shutdown`]: kpipe::shutdown::Shutdown
 
+mod copy;
 mod event;
 mod ledger;
 mod report;
@@ -41,9 +43,8 @@ const MAX_PAYLOAD_BYTES: usize = 1_000_000;
 /// The largest --batch-bytes: a batch must fit a 1 MiB request (and the broker's
 /// message.max.bytes, about 1 MiB by default).
 const MAX_BATCH_BYTES: usize = 1 << 20;
-/// The transaction timeout the command's transactional producer asks for (the library's
-/// default, Java's `transaction.timeout.ms`).
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// The consumer group of run and consume when --group is not given.
+const DEFAULT_GROUP: &str = "analytics-service-group";
 
 /// A thread-based Kafka telemetry pipeline: producer threads, one writer, a consumer pool.
 #[derive(Debug, Parser)]
@@ -72,6 +73,9 @@ pub enum Mode {
     Produce,
     /// Only consume, in the consumer group.
     Consume,
+    /// Copy --input-topic to --output-topic in the consumer group --group: at least once,
+    /// or exactly once with --transactional-id.
+    Copy,
 }
 
 /// Every flag, with its default.
@@ -130,9 +134,20 @@ pub struct Opts {
     /// Do not create the topic when it is missing (a missing topic is then an error).
     #[arg(long, global = true)]
     pub no_create_topic: bool,
-    /// Consumer group.
-    #[arg(long, global = true, default_value = "analytics-service-group")]
-    pub group: String,
+    /// Consumer group [default: analytics-service-group; copy needs it given].
+    #[arg(long, global = true, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// copy: the topic to read.
+    #[arg(long, global = true, value_name = "TOPIC")]
+    pub input_topic: Option<String>,
+    /// copy: the topic to write (created with the input's partition count and replication
+    /// factor when missing, unless --no-create-topic).
+    #[arg(long, global = true, value_name = "TOPIC")]
+    pub output_topic: Option<String>,
+    /// Classic group protocol: a member that sends no heartbeat for this long is dropped
+    /// from the group and its partitions move (the broker allows 6s to 30m by default).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
     /// Group protocol: classic (JoinGroup/SyncGroup, the default) or consumer (KIP-848,
     /// Kafka 4.0+: the coordinator assigns, and only moved partitions stop).
     #[arg(long, global = true, value_enum, default_value = "classic")]
@@ -159,7 +174,9 @@ pub struct Opts {
     /// Send the events in transactions under this transactional id (produce, run): one is
     /// committed every --transaction-interval, and `acked` counts the events of committed
     /// transactions. A restart with the same id aborts what the last process left open.
-    /// Needs --acks all (a transactional producer is idempotent).
+    /// Needs --acks all (a transactional producer is idempotent). copy: copy exactly once,
+    /// consumer i writing as ID-i; the id names one copier instance (a restart under it
+    /// fences what its predecessor left open; copiers running at once take different ids).
     #[arg(long, global = true, value_name = "ID")]
     pub transactional_id: Option<String>,
     /// With --transactional-id: how often the open transaction is committed (and the next
@@ -167,7 +184,12 @@ pub struct Opts {
     /// longer means fewer commits.
     #[arg(long, global = true, default_value = "100ms", value_parser = parse_duration)]
     pub transaction_interval: Duration,
-    /// Events per second per producer thread; 0 = as fast as possible.
+    /// With --transactional-id: the coordinator aborts a transaction left open this long
+    /// (Java's transaction.timeout.ms; the broker caps it at transaction.max.timeout.ms).
+    #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
+    pub transaction_timeout: Duration,
+    /// Events per second per producer thread (copy: records per second per consumer);
+    /// 0 = as fast as possible.
     #[arg(long, global = true, default_value_t = 0)]
     pub rate: u64,
     /// Distinct devices (record keys).
@@ -198,7 +220,8 @@ pub struct Opts {
     /// Stop after this long, e.g. 30s; without it (and --count) run until Ctrl-C.
     #[arg(long, global = true, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Stop after N events produced (run, produce) or N records consumed (consume).
+    /// Stop after N events produced (run, produce), N records consumed (consume), or at
+    /// least N records copied (copy: the poll in hand is finished).
     #[arg(long, global = true)]
     pub count: Option<u64>,
     /// Bound on the drain after stopping, e.g. 30s.
@@ -274,6 +297,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; write durations like 5ms, 2s or 1m"))
 }
 
+impl Opts {
+    /// The consumer group: --group, else the default of run and consume.
+    pub fn group_name(&self) -> &str {
+        self.group.as_deref().unwrap_or(DEFAULT_GROUP)
+    }
+}
+
 /// A user error: exit code 2, one line naming the problem and the fix.
 #[derive(Debug)]
 pub struct UsageError(pub String);
@@ -281,6 +311,9 @@ pub struct UsageError(pub String);
 /// Run the command; returns the process exit code (see [`EXIT_CODES`]).
 pub fn main(cli: Cli) -> u8 {
     let mode = cli.mode.unwrap_or(Mode::Run);
+    if mode == Mode::Copy {
+        return copy::main(&cli.opts);
+    }
     let report = match validate(mode, &cli.opts).and_then(|()| run::run(mode, &cli.opts)) {
         Ok(report) => report,
         Err(UsageError(msg)) => {
@@ -310,6 +343,31 @@ pub fn main(cli: Cli) -> u8 {
 fn validate(mode: Mode, o: &Opts) -> Result<(), UsageError> {
     let bad = |m: String| Err(UsageError(m));
     let produces = matches!(mode, Mode::Run | Mode::Produce);
+    if mode != Mode::Copy && (o.input_topic.is_some() || o.output_topic.is_some()) {
+        return bad(
+            "--input-topic and --output-topic are for copy (run, produce and consume take --topic)"
+                .into(),
+        );
+    }
+    if mode == Mode::Copy {
+        let (Some(input), Some(output)) = (&o.input_topic, &o.output_topic) else {
+            return bad("copy needs --input-topic IN and --output-topic OUT".into());
+        };
+        if input.is_empty() || output.is_empty() || input == output {
+            return bad(format!(
+                "copy needs two different topics: --input-topic {input:?} --output-topic {output:?}"
+            ));
+        }
+        if o.group.as_deref().is_none_or(str::is_empty) {
+            return bad("copy needs --group GROUP: the copier's consumer group, where its progress is committed".into());
+        }
+        if o.consumers == 0 {
+            return bad("--consumers must be at least 1".into());
+        }
+    }
+    if o.session_timeout < Duration::from_secs(1) {
+        return bad("--session-timeout must be at least 1s".into());
+    }
     if produces && o.threads == 0 {
         return bad("--threads must be at least 1 (producer threads)".into());
     }
@@ -347,8 +405,8 @@ fn validate(mode: Mode, o: &Opts) -> Result<(), UsageError> {
         ));
     }
     if let Some(id) = &o.transactional_id {
-        if !produces {
-            return bad("--transactional-id is for produce and run (consume reads transactions as --isolation-level says)".into());
+        if !produces && mode != Mode::Copy {
+            return bad("--transactional-id is for produce, run and copy (consume reads transactions as --isolation-level says)".into());
         }
         if id.is_empty() {
             return bad("--transactional-id must not be empty".into());
@@ -356,9 +414,13 @@ fn validate(mode: Mode, o: &Opts) -> Result<(), UsageError> {
         if o.acks != Acks::All || o.idempotence == Some(OnOff::Off) {
             return bad("--transactional-id needs --acks all and idempotence (a transactional producer is idempotent): drop --acks and --idempotence off".into());
         }
-        if o.transaction_interval.is_zero() || o.transaction_interval >= TRANSACTION_TIMEOUT {
+        if o.transaction_timeout < Duration::from_secs(1) {
+            return bad("--transaction-timeout must be at least 1s".into());
+        }
+        if o.transaction_interval.is_zero() || o.transaction_interval >= o.transaction_timeout {
             return bad(format!(
-                "--transaction-interval must be above 0 and below the transaction timeout of {TRANSACTION_TIMEOUT:?} (the coordinator aborts a transaction open longer)"
+                "--transaction-interval must be above 0 and below the --transaction-timeout of {:?} (the coordinator aborts a transaction open longer)",
+                o.transaction_timeout
             ));
         }
     }

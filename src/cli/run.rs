@@ -38,13 +38,14 @@ const FETCH_BYTES: i32 = 8 << 20;
 /// per event would cost every thread a contended atomic).
 const COUNT_CHUNK: u64 = 1024;
 
-fn now_us() -> u64 {
+pub(super) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Run `mode` with the (validated) flags `o`.
+/// Run `mode` (run, produce or consume: copy has a module of its own) with the
+/// (validated) flags `o`.
 pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
     // Set-up: configs, the signal handler, the topic.
     let client = super::client_config(o)?;
@@ -57,7 +58,7 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
     let check = match mode {
         Mode::Run => Check::Both,
         Mode::Produce => Check::Acked,
-        Mode::Consume => Check::Seen,
+        Mode::Consume | Mode::Copy => Check::Seen,
     };
     let ledger = Arc::new(Ledger::new(
         run_id,
@@ -70,14 +71,14 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
     // Consumers first, so that they are in place before the first event.
     let pool = match mode {
         Mode::Run | Mode::Consume => Some(start_consumers(mode, o, &client, &ledger)?),
-        Mode::Produce => None,
+        Mode::Produce | Mode::Copy => None,
     };
     if let (Mode::Run, Some(pool)) = (mode, &pool) {
         await_assignment(pool, partitions, &shutdown);
     }
     let producer = match mode {
         Mode::Run | Mode::Produce => Some(start_producer(o, client, &ledger)?),
-        Mode::Consume => None,
+        Mode::Consume | Mode::Copy => None,
     };
     // Each producer thread's devices (device d belongs to thread d % threads).
     let devices: Vec<Arc<Devices>> = (0..o.threads)
@@ -173,7 +174,37 @@ fn start_consumers(
     client: &client::ClientConfig,
     ledger: &Arc<Ledger>,
 ) -> Result<ConsumerPool, UsageError> {
-    let mut c = ConsumerConfig::new("localhost:9092", &o.group, &[o.topic.as_str()]);
+    let mut c = consumer_config(o, client, &o.topic)?;
+    c.offset_reset = if mode == Mode::Consume {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
+    c.on_error = OnHandlerError::Skip;
+    let ledger = ledger.clone();
+    ConsumerPool::start_cloned(c, move |r: &consumer::ConsumedRecord| {
+        ledger.consumed(r.value.as_deref(), now_us());
+        Ok::<(), String>(())
+    })
+    .map_err(pool_error)
+}
+
+/// A consumer error at the start, as a usage error (exit 2).
+pub(super) fn pool_error(e: consumer::Error) -> UsageError {
+    match e {
+        consumer::Error::Client(c) => c.into(),
+        other => UsageError(other.to_string()),
+    }
+}
+
+/// The consumer settings of the flags (and of --config's consumer keys), reading `topic`.
+pub(super) fn consumer_config(
+    o: &Opts,
+    client: &client::ClientConfig,
+    topic: &str,
+) -> Result<ConsumerConfig, UsageError> {
+    let group = o.group_name();
+    let mut c = ConsumerConfig::new("localhost:9092", group, &[topic]);
     if let Some(path) = &o.config {
         // The consumer keys of --config (isolation.level); the flags below override.
         let text = std::fs::read_to_string(path)
@@ -181,7 +212,7 @@ fn start_consumers(
         c.apply_properties_str(&text, &path.display().to_string())
             .map_err(|e| UsageError(format!("--config: {e}")))?;
     }
-    c.group = o.group.clone();
+    c.group = group.to_owned();
     c.client = client.clone();
     c.isolation_level = match o.isolation_level {
         Some(IsolationArg::ReadCommitted) => consumer::IsolationLevel::ReadCommitted,
@@ -199,27 +230,13 @@ fn start_consumers(
         AssignorArg::CooperativeSticky => consumer::Assignor::CooperativeSticky,
     };
     c.group_instance_id = o.group_instance_id.clone();
-    c.offset_reset = if mode == Mode::Consume {
-        OffsetReset::Earliest
-    } else {
-        OffsetReset::Latest
-    };
-    c.on_error = OnHandlerError::Skip;
-    c.heartbeat_interval = Duration::from_secs(1);
-    c.session_timeout = Duration::from_secs(10);
+    c.heartbeat_interval = Duration::from_secs(1).min(o.session_timeout / 3);
+    c.session_timeout = o.session_timeout;
     c.max_poll_interval = Duration::from_secs(30);
     c.commit_interval = Duration::from_secs(1);
     c.fetch.partition_max_bytes = FETCH_PARTITION_BYTES;
     c.fetch.max_bytes = FETCH_BYTES;
-    let ledger = ledger.clone();
-    ConsumerPool::start_cloned(c, move |r: &consumer::ConsumedRecord| {
-        ledger.consumed(r.value.as_deref(), now_us());
-        Ok::<(), String>(())
-    })
-    .map_err(|e| match e {
-        consumer::Error::Client(c) => c.into(),
-        other => UsageError(other.to_string()),
-    })
+    Ok(c)
 }
 
 /// Wait (at most 60 s) until every partition has an owner and a position, so that no
@@ -256,19 +273,7 @@ fn start_producer(
     client: client::ClientConfig,
     ledger: &Arc<Ledger>,
 ) -> Result<Producer, UsageError> {
-    let mut c = ProducerConfig::new("localhost:9092").topic(&o.topic);
-    c.client = client;
-    c.acks = o.acks;
-    c.idempotence = o.idempotence.map(|v| v == OnOff::On);
-    c.compression = o.compression;
-    c.linger = o.linger;
-    c.batch_bytes = o.batch_bytes;
-    c.balancer = o.balancer.parse().expect("validated");
-    c.close_timeout = o.drain_timeout;
-    c.queue_capacity = QUEUE_RECORDS;
-    c.buffer_bytes = BUFFER_BYTES;
-    c.transactional_id = o.transactional_id.clone();
-    c.transaction_timeout = super::TRANSACTION_TIMEOUT;
+    let mut c = producer_config(o, client, &o.topic);
     if o.transactional_id.is_some() {
         // A transaction's events are accounted when it ends (txn.rs): no handler.
         return new_producer(c);
@@ -286,7 +291,30 @@ fn start_producer(
     new_producer(c)
 }
 
-fn new_producer(c: ProducerConfig) -> Result<Producer, UsageError> {
+/// The producer settings of the flags, writing to `topic` (with --transactional-id, under
+/// that id).
+pub(super) fn producer_config(
+    o: &Opts,
+    client: client::ClientConfig,
+    topic: &str,
+) -> ProducerConfig {
+    let mut c = ProducerConfig::new("localhost:9092").topic(topic);
+    c.client = client;
+    c.acks = o.acks;
+    c.idempotence = o.idempotence.map(|v| v == OnOff::On);
+    c.compression = o.compression;
+    c.linger = o.linger;
+    c.batch_bytes = o.batch_bytes;
+    c.balancer = o.balancer.parse().expect("validated");
+    c.close_timeout = o.drain_timeout;
+    c.queue_capacity = QUEUE_RECORDS;
+    c.buffer_bytes = BUFFER_BYTES;
+    c.transactional_id = o.transactional_id.clone();
+    c.transaction_timeout = o.transaction_timeout;
+    c
+}
+
+pub(super) fn new_producer(c: ProducerConfig) -> Result<Producer, UsageError> {
     Producer::new(c).map_err(|e| match e {
         producer::Error::Client(c) => c.into(),
         other => UsageError(other.to_string()),
