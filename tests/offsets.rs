@@ -68,3 +68,37 @@ fn earliest_latest_and_by_time() {
         .unwrap();
     assert_eq!(after[0].offset, -1);
 }
+
+/// A consumer asks for offsets (a partition newly assigned without a committed offset)
+/// while its next fetch is already in flight to the same broker: the answer must not be
+/// taken from the fetch's, and the fetch must still be read in turn.
+#[test]
+fn list_offsets_while_a_fetch_is_in_flight_to_the_same_broker() {
+    use kpipe::client::{FetchParams, FetchTarget};
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "offsets-busy", 1);
+    // One record, acknowledged: the partition has a settled leader.
+    common::produce(&topic, "v", 1);
+    let id = cluster.topic(&topic).unwrap().id;
+    // The broker holds this fetch (nothing to read) for up to a second.
+    let params = FetchParams {
+        max_wait: Duration::from_secs(1),
+        min_bytes: 1 << 20,
+        ..FetchParams::default()
+    };
+    let target = FetchTarget {
+        topic: topic.clone(),
+        topic_id: id,
+        partition: 0,
+        offset: 1,
+    };
+    let inflight = cluster.send_fetch(&params, &[target]).unwrap();
+    let listed = cluster
+        .list_offsets(&topic, &[0], OffsetSpec::Latest)
+        .unwrap();
+    assert_eq!(listed[0].offset, 1);
+    let fetched = cluster.receive_fetch(&params, inflight).unwrap();
+    assert_eq!(fetched.len(), 1);
+    let part = fetched.into_iter().next().unwrap().result.unwrap();
+    assert!(part.records.is_empty() && part.high_watermark == 1);
+}

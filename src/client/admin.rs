@@ -305,7 +305,14 @@ impl Cluster {
                 })
                 .collect();
             req.topics.push(t);
-            let conn = self.broker(leader)?;
+            // A connection with fetches in flight owes their answers first: asking on it
+            // would read a fetch's answer as this one's. Ask on a connection of its own.
+            let busy = self.existing(leader).is_some_and(|c| c.in_flight() > 0);
+            let conn = if busy {
+                self.dedicated(leader)?
+            } else {
+                self.broker(leader)?
+            };
             let broker = conn.broker().to_owned();
             let resp = match conn.request(&req) {
                 Ok(r) => r,
