@@ -255,7 +255,10 @@ impl Copier {
             summary.to_str().unwrap(),
         ])
         .args(extra)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("KPIPE_COPY_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap());
@@ -402,7 +405,10 @@ fn killed_with_sigkill_and_restarted_under_the_same_id_copies_each_record_once()
     first.kill9();
     // Again, killed again mid-way, then to the end.
     let mut second = Copier::start(&target, &input, &output, &group, &args);
-    std::thread::sleep(Duration::from_secs(3));
+    // Killed once it is in the group (its join logged), before it can finish.
+    common::await_condition(Duration::from_secs(30), "the second copier joined", || {
+        second.stderr().contains("joined")
+    });
     assert!(
         second.child.try_wait().unwrap().is_none(),
         "{}",
