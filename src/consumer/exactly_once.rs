@@ -157,18 +157,26 @@ struct AbortOnRevoke {
     producer: Producer,
     open: Arc<AtomicBool>,
     aborted: Arc<AtomicBool>,
+    /// Partitions were lost (the group moved on without the member) with a transaction
+    /// open, or right after one failed to commit: the member was a zombie.
+    zombie: Arc<AtomicBool>,
+    /// The last transaction failed to commit (its abort may have come before the news of
+    /// the loss that caused it).
+    failed: Arc<AtomicBool>,
     timeout: Duration,
 }
 
 impl AbortOnRevoke {
-    fn abort(&mut self, partitions: &[TopicPartition]) {
+    /// Abort the open transaction, if any; whether there was one.
+    fn abort(&mut self, partitions: &[TopicPartition]) -> bool {
         if partitions.is_empty() || !self.open.swap(false, Ordering::SeqCst) {
-            return;
+            return false;
         }
         if let Err(e) = self.producer.abort_transaction(self.timeout) {
             log::warn!("aborting the transaction at a rebalance: {e}");
         }
         self.aborted.store(true, Ordering::SeqCst);
+        true
     }
 }
 
@@ -177,7 +185,11 @@ impl RebalanceListener for AbortOnRevoke {
         self.abort(partitions);
     }
     fn on_lost(&mut self, _: &mut Consumer, partitions: &[TopicPartition]) {
-        self.abort(partitions);
+        let was_open = self.abort(partitions);
+        if was_open || self.failed.load(Ordering::SeqCst) {
+            self.zombie.store(true, Ordering::SeqCst);
+            self.aborted.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -185,8 +197,9 @@ impl RebalanceListener for AbortOnRevoke {
 enum Stop {
     /// The pool closes.
     Closing,
-    /// The member's producer is fenced or refused: it leaves the group.
-    Fenced(TransactionError),
+    /// The member's producer is fenced or refused, or the group moved on without it in
+    /// the middle of a transaction (a zombie): it leaves the group. Why, in words.
+    Fenced(String),
     /// The consumer failed (a fatal group error), or the Stop policy.
     Failed(String),
 }
@@ -220,10 +233,14 @@ fn run<H, E>(
     let timeout = member.config.client.connection.request_timeout * 2;
     let open_flag = Arc::new(AtomicBool::new(false));
     let aborted = Arc::new(AtomicBool::new(false));
+    let zombie = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicBool::new(false));
     consumer.set_listener(Box::new(AbortOnRevoke {
         producer: producer.clone(),
         open: open_flag.clone(),
         aborted: aborted.clone(),
+        zombie: zombie.clone(),
+        failed: failed.clone(),
         timeout,
     }));
     let mut m = EosMember {
@@ -233,6 +250,8 @@ fn run<H, E>(
         open: None,
         open_flag,
         aborted,
+        zombie,
+        failed,
         interval: eos.interval,
         timeout,
     };
@@ -241,14 +260,14 @@ fn run<H, E>(
         Stop::Closing => {}
         Stop::Fenced(e) => {
             log::error!(
-                "consumer {}: its producer was fenced, leaving the group: {e}",
+                "consumer {}: {e}; it stops and leaves the group",
                 member.idx
             );
             member.shared.fenced.add(1);
             if member.shared.fenced.get() as usize >= member.config.threads {
                 member
                     .shared
-                    .stop_pool(format!("every member's producer was fenced: {e}"));
+                    .stop_pool(format!("every member's producer was fenced (last: {e})"));
             }
         }
         Stop::Failed(why) => {
@@ -275,6 +294,10 @@ struct EosMember<'a> {
     open_flag: Arc<AtomicBool>,
     /// The listener aborted it.
     aborted: Arc<AtomicBool>,
+    /// The listener aborted it because the partitions were lost.
+    zombie: Arc<AtomicBool>,
+    /// The last transaction failed to commit.
+    failed: Arc<AtomicBool>,
     interval: Duration,
     timeout: Duration,
 }
@@ -308,7 +331,21 @@ impl EosMember<'_> {
             if self.aborted.swap(false, Ordering::SeqCst) {
                 // Partitions were taken away mid-transaction: it was aborted; what is
                 // still ours is read again from where the transaction began.
-                shared.txn_aborted.add(1);
+                if self.open.is_some() {
+                    shared.txn_aborted.add(1);
+                }
+                if self.zombie.swap(false, Ordering::SeqCst) {
+                    // Lost, not given back: the group moved on without this member while
+                    // it held a transaction open, or just after one failed (it stalled).
+                    // A zombie stops.
+                    self.open = None;
+                    return Stop::Fenced(
+                        "the group moved on without this member in the middle of a \
+                         transaction (it stalled past its session timeout); the transaction \
+                         was aborted"
+                            .into(),
+                    );
+                }
                 self.rewind(&records);
                 continue;
             }
@@ -436,9 +473,11 @@ impl EosMember<'_> {
             Ok(()) => {
                 self.consumer.committed_by_transaction(&offsets);
                 self.member.shared.txn_committed.add(1);
+                self.failed.store(false, Ordering::SeqCst);
                 Ok(())
             }
             Err(e) if e.is_abortable() => {
+                self.failed.store(true, Ordering::SeqCst);
                 log::info!(
                     "consumer {}: the transaction cannot commit, aborting it: {e}",
                     self.member.idx
@@ -449,7 +488,9 @@ impl EosMember<'_> {
                 // generation (it stalled past its session, say): a zombie, whose
                 // partitions are someone else's now. It stops.
                 if group_moved_on(&e) {
-                    return Err(Stop::Fenced(e));
+                    return Err(Stop::Fenced(format!(
+                        "the group moved on without this member: {e}"
+                    )));
                 }
                 Ok(())
             }
@@ -533,7 +574,7 @@ fn group_moved_on(e: &TransactionError) -> bool {
 fn stop_for(e: TransactionError) -> Stop {
     match e {
         TransactionError::Closed => Stop::Closing,
-        TransactionError::Fatal(_) => Stop::Fenced(e),
+        TransactionError::Fatal(_) => Stop::Fenced(format!("its producer was fenced: {e}")),
         other => Stop::Failed(format!("the transaction: {other}")),
     }
 }
