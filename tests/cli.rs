@@ -352,7 +352,43 @@ fn bad_input_exits_2_with_a_message_in_time() {
         (vec!["--duration", "0s"], "--duration must be above 0"),
         (
             vec!["consume", "--transactional-id", "t"],
-            "--transactional-id is for produce and run",
+            "--transactional-id is for produce, run and copy",
+        ),
+        (
+            vec!["copy", "--input-topic", "a", "--output-topic", "b"],
+            "copy needs --group",
+        ),
+        (
+            vec![
+                "copy",
+                "--input-topic",
+                "a",
+                "--output-topic",
+                "a",
+                "--group",
+                "g",
+            ],
+            "two different topics",
+        ),
+        (
+            vec!["copy", "--group", "g"],
+            "--input-topic IN and --output-topic OUT",
+        ),
+        (
+            vec!["--input-topic", "a", "--output-topic", "b"],
+            "are for copy",
+        ),
+        (
+            vec![
+                "copy",
+                "--input-topic",
+                "kpipe-test-no-such-topic",
+                "--output-topic",
+                "b",
+                "--group",
+                "g",
+            ],
+            "does not exist",
         ),
         (vec!["--transactional-id", "t", "--acks", "1"], "--acks all"),
         (
@@ -412,6 +448,10 @@ fn help_documents_every_flag_with_its_default() {
         "--group-instance-id",
         "--transactional-id",
         "--transaction-interval",
+        "--transaction-timeout",
+        "--session-timeout",
+        "--input-topic",
+        "--output-topic",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

@@ -231,6 +231,7 @@ struct Copier {
     child: Child,
     stderr: PathBuf,
     summary: PathBuf,
+    stats: PathBuf,
     name: String,
 }
 
@@ -240,6 +241,7 @@ impl Copier {
         let dir = std::env::temp_dir();
         let stderr = dir.join(format!("{name}.stderr"));
         let summary = dir.join(format!("{name}.json"));
+        let stats = dir.join(format!("{name}.stats.jsonl"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kpipe"));
         cmd.args([
             "copy",
@@ -253,6 +255,8 @@ impl Copier {
             group,
             "--summary-json",
             summary.to_str().unwrap(),
+            "--stats-json",
+            stats.to_str().unwrap(),
         ])
         .args(extra)
         .env(
@@ -266,6 +270,7 @@ impl Copier {
             child: cmd.spawn().expect("start kpipe copy"),
             stderr,
             summary,
+            stats,
             name,
         }
     }
@@ -331,6 +336,8 @@ impl Drop for Copier {
             for l in tail.into_iter().rev() {
                 eprintln!("{l}");
             }
+            let stats = std::fs::read_to_string(&self.stats).unwrap_or_default();
+            eprintln!("last stats: {}", stats.lines().last().unwrap_or("none"));
         }
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.signal_quietly("CONT");
@@ -339,6 +346,7 @@ impl Drop for Copier {
         }
         let _ = std::fs::remove_file(&self.stderr);
         let _ = std::fs::remove_file(&self.summary);
+        let _ = std::fs::remove_file(&self.stats);
     }
 }
 

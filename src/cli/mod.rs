@@ -134,7 +134,7 @@ pub struct Opts {
     /// Do not create the topic when it is missing (a missing topic is then an error).
     #[arg(long, global = true)]
     pub no_create_topic: bool,
-    /// Consumer group [default: analytics-service-group; copy needs it given].
+    /// Consumer group (copy needs it given) [default: analytics-service-group].
     #[arg(long, global = true, value_name = "GROUP")]
     pub group: Option<String>,
     /// copy: the topic to read.
@@ -419,7 +419,7 @@ fn validate(mode: Mode, o: &Opts) -> Result<(), UsageError> {
         }
         if o.transaction_interval.is_zero() || o.transaction_interval >= o.transaction_timeout {
             return bad(format!(
-                "--transaction-interval must be above 0 and below the --transaction-timeout of {:?} (the coordinator aborts a transaction open longer)",
+                "--transaction-interval must be above 0 and below the transaction timeout, {:?} (--transaction-timeout: the coordinator aborts a transaction open longer)",
                 o.transaction_timeout
             ));
         }
