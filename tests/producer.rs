@@ -598,3 +598,36 @@ fn abort_cuts_a_drain_short_and_still_accounts_for_everything() {
     );
     assert!(producer.send(ProducerRecord::new("late")).is_err());
 }
+
+#[test]
+fn a_record_naming_its_partition_goes_there_and_a_missing_one_fails() {
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "explicit-partition", 3);
+    let producer = kpipe::Producer::new(common::producer_config(&topic)).unwrap();
+    // Keyed or not, the named partition wins over the hash and the balancer.
+    let receipts: Vec<_> = (0..30)
+        .map(|i| {
+            let r = ProducerRecord::new(format!("v{i}")).key(format!("k{i}"));
+            producer.send_tracked(r.partition(i % 3)).unwrap()
+        })
+        .collect();
+    for (i, receipt) in receipts.into_iter().enumerate() {
+        let d = receipt.wait().unwrap().unwrap();
+        assert_eq!(d.partition, i as i32 % 3);
+    }
+    let missing = producer
+        .send_tracked(ProducerRecord::new("x").partition(7))
+        .unwrap();
+    match missing.wait().unwrap() {
+        Err(kpipe::producer::DeliveryError::Rejected(e)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("partition 7") && text.contains("3 partitions"),
+                "{text}"
+            );
+        }
+        other => panic!("a partition the topic lacks: {other:?}"),
+    }
+    let summary = producer.close(Duration::from_secs(30)).unwrap();
+    assert_eq!((summary.delivered, summary.failed), (30, 1));
+}

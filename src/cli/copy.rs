@@ -15,11 +15,10 @@
 //! (The pool's per-record handler is not used for it: the pool commits what its handler
 //! returned from, and a send returns once the record is queued, not delivered.)
 //!
-//! Partitions: a keyed record goes where the Java client's hash puts its key, so a key
-//! stays in the same partition number when both topics have as many partitions (and the
-//! input was written by a hashing producer). An unkeyed record goes by --balancer: the
-//! library's [`ProducerRecord`] has no partition field, so its input partition cannot be
-//! kept.
+//! Partitions: when both topics have as many partitions, a copy goes to its input
+//! record's partition number (so a key stays with its partition, however the input was
+//! partitioned). Otherwise a keyed record goes where the Java client's hash puts its key,
+//! and an unkeyed one by --balancer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,14 +184,15 @@ fn print(r: &CopyReport) {
     }
 }
 
-/// The copy of one input record: key, value, headers and timestamp; the partition is the
-/// producer's to choose (see the module docs).
-fn copy_of(r: &ConsumedRecord) -> ProducerRecord {
+/// The copy of one input record: key, value, headers and timestamp, and with
+/// `keep_partition` its partition number (else the producer chooses; see the module docs).
+fn copy_of(r: &ConsumedRecord, keep_partition: bool) -> ProducerRecord {
     ProducerRecord {
         key: r.key.clone(),
         value: r.value.clone(),
         headers: r.headers.clone(),
         timestamp: (r.timestamp >= 0).then_some(r.timestamp),
+        partition: keep_partition.then_some(r.partition),
         ..Default::default()
     }
 }
@@ -274,7 +274,11 @@ fn run(o: &Opts) -> Result<CopyReport, UsageError> {
     }
     let input = o.input_topic.clone().expect("validated");
     let output = o.output_topic.clone().expect("validated");
-    prepare_topics(o, &client, &input, &output)?;
+    let keep_partition = prepare_topics(o, &client, &input, &output)?;
+    let dest = Destination {
+        topic: &output,
+        keep_partition,
+    };
     let mut config = consumer_config(o, &client, &input)?;
     // A new group copies the input from its beginning.
     config.offset_reset = OffsetReset::Earliest;
@@ -282,10 +286,10 @@ fn run(o: &Opts) -> Result<CopyReport, UsageError> {
     let tally = Arc::new(Tally::default());
     let copier = match &o.transactional_id {
         Some(id) => Copier::ExactlyOnce(start_exactly_once(
-            o, config, &client, id, &output, &tally, &shutdown,
+            o, config, &client, id, dest, &tally, &shutdown,
         )?),
         None => Copier::AtLeastOnce(AtLeastOnce::start(
-            o, config, client, &output, &tally, &shutdown,
+            o, config, client, dest, &tally, &shutdown,
         )?),
     };
     let stopped_by = watch(o, &shutdown, started, &tally, &copier);
@@ -313,13 +317,14 @@ fn run(o: &Opts) -> Result<CopyReport, UsageError> {
 }
 
 /// The input must exist; the output is created like it (its partition count and
-/// replication factor) when missing, unless --no-create-topic.
+/// replication factor) when missing, unless --no-create-topic. Whether both have as many
+/// partitions (copies then keep their partition number).
 fn prepare_topics(
     o: &Opts,
     client: &client::ClientConfig,
     input: &str,
     output: &str,
-) -> Result<(), UsageError> {
+) -> Result<bool, UsageError> {
     let mut cluster = Cluster::connect(client.clone())?;
     let info = match cluster.topic(input) {
         Ok(t) => t.clone(),
@@ -348,10 +353,18 @@ fn prepare_topics(
     let out = cluster.topic(output)?.partitions.len() as i32;
     if out != partitions {
         eprintln!(
-            "kpipe copy: {input} has {partitions} partitions and {output} {out}: keyed records still go by their key's hash, but not to the partition number they had"
+            "kpipe copy: {input} has {partitions} partitions and {output} {out}: keyed records go by their key's hash, not to the partition number they had"
         );
     }
-    Ok(())
+    Ok(out == partitions)
+}
+
+/// Where copies go: the output topic, and whether they keep their input partition
+/// number (both topics have as many partitions).
+#[derive(Clone, Copy)]
+struct Destination<'a> {
+    topic: &'a str,
+    keep_partition: bool,
 }
 
 /// The two ways of copying.
@@ -429,10 +442,11 @@ fn start_exactly_once(
     config: ConsumerConfig,
     client: &client::ClientConfig,
     id: &str,
-    output: &str,
+    dest: Destination<'_>,
     tally: &Arc<Tally>,
     shutdown: &Shutdown,
 ) -> Result<ConsumerPool, UsageError> {
+    let (output, keep) = (dest.topic, dest.keep_partition);
     let (opts, client, topic) = (o.clone(), client.clone(), output.to_owned());
     let eos = ExactlyOnce::new(id, move || producer_config(&opts, client.clone(), &topic))
         .transaction_interval(o.transaction_interval);
@@ -441,7 +455,7 @@ fn start_exactly_once(
         let mut pace = Pace::new(o.rate, shutdown.clone());
         move |records: &[ConsumedRecord], out: &Output<'_>| -> Result<(), SendError> {
             for r in records {
-                out.send(copy_of(r))?;
+                out.send(copy_of(r, keep))?;
             }
             tally.count(records);
             pace.after(records.len());
@@ -539,10 +553,11 @@ impl AtLeastOnce {
         o: &Opts,
         config: ConsumerConfig,
         client: client::ClientConfig,
-        output: &str,
+        dest: Destination<'_>,
         tally: &Arc<Tally>,
         shutdown: &Shutdown,
     ) -> Result<Self, UsageError> {
+        let (output, keep) = (dest.topic, dest.keep_partition);
         let mut pc = producer_config(o, client, output);
         let shared = Arc::new(Shared::new(
             o.consumers,
@@ -591,6 +606,7 @@ impl AtLeastOnce {
                 pace: Pace::new(o.rate, shutdown.clone()),
                 shutdown: shutdown.clone(),
                 drain: o.drain_timeout,
+                keep,
             };
             let spawned = thread::Builder::new()
                 .name(format!("kpipe-copy-{i}"))
@@ -688,6 +704,8 @@ struct Member {
     pace: Pace,
     shutdown: Shutdown,
     drain: Duration,
+    /// Copies keep their input partition number.
+    keep: bool,
 }
 
 impl Member {
@@ -713,7 +731,7 @@ impl Member {
                 .poll(Duration::from_millis(100))
                 .map_err(|e| e.to_string())?;
             for r in &records {
-                self.send(copy_of(r))?;
+                self.send(copy_of(r, self.keep))?;
             }
             self.tally.count(&records);
             self.pace.after(records.len());
@@ -868,15 +886,19 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_keeps_key_value_headers_and_timestamp_and_leaves_the_partition_to_the_producer() {
+    fn a_copy_keeps_key_value_headers_timestamp_and_the_partition_when_asked() {
         let r = rec(3, 7);
-        let c = copy_of(&r);
-        assert_eq!((c.key, c.value, c.headers), (r.key, r.value, r.headers));
+        let c = copy_of(&r, false);
+        assert_eq!(
+            (c.key, c.value, c.headers),
+            (r.key.clone(), r.value.clone(), r.headers.clone())
+        );
         assert_eq!(c.timestamp, Some(1_700_000_000_000));
-        assert_eq!(c.topic, None);
+        assert_eq!((c.topic, c.partition), (None, None));
+        assert_eq!(copy_of(&r, true).partition, Some(r.partition));
         let mut no_time = rec(0, 0);
         no_time.timestamp = -1;
-        assert_eq!(copy_of(&no_time).timestamp, None);
+        assert_eq!(copy_of(&no_time, false).timestamp, None);
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub struct ProducerRecord {
     pub headers: Vec<Header>,
     /// Milliseconds since the Unix epoch; `None` means the moment of sending.
     pub timestamp: Option<i64>,
+    /// The partition to write to; `None` (the default) lets the producer choose: by the
+    /// key's hash for a keyed record, by the balancer otherwise. A partition the topic
+    /// does not have fails the record (`DeliveryError::Rejected`, unknown partition).
+    pub partition: Option<i32>,
 }
 
 impl ProducerRecord {
@@ -53,6 +57,12 @@ impl ProducerRecord {
     /// Set the timestamp (ms since the Unix epoch).
     pub fn timestamp(mut self, ms: i64) -> Self {
         self.timestamp = Some(ms);
+        self
+    }
+
+    /// Write to this partition, whatever the key and the balancer say.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
         self
     }
 

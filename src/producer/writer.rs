@@ -498,10 +498,11 @@ impl Writer {
                 .expect("enqueue checks for a topic"),
         };
         if let Some(Topic::Ready(state)) = self.topics.get_mut(name) {
-            let p = self
-                .chooser
-                .choose(name, env.record.key.as_deref(), &state.load);
-            return state.push(p, env);
+            match partition_of(&mut self.chooser, name, state, &env) {
+                Ok(p) => state.push(p, env),
+                Err(err) => self.fail(env, err),
+            }
+            return;
         }
         let topic = name.clone();
         if !self.topics.contains_key(&topic) {
@@ -544,12 +545,10 @@ impl Writer {
         }
         match self.topics.get_mut(&topic).expect("inserted above") {
             Topic::Unresolved { held, .. } => held.push_back(env),
-            Topic::Ready(state) => {
-                let p = self
-                    .chooser
-                    .choose(&topic, env.record.key.as_deref(), &state.load);
-                state.push(p, env);
-            }
+            Topic::Ready(state) => match partition_of(&mut self.chooser, &topic, state, &env) {
+                Ok(p) => state.push(p, env),
+                Err(err) => self.fail(env, err),
+            },
         }
     }
 
@@ -1435,6 +1434,28 @@ impl Writer {
             self.fail(env, err);
         }
     }
+}
+
+/// The partition of `topic` for `env`: the one it names, else the chooser's. A partition
+/// the topic does not have is the record's failure.
+fn partition_of(
+    chooser: &mut Chooser,
+    topic: &str,
+    state: &TopicState,
+    env: &Envelope,
+) -> Result<usize, DeliveryError> {
+    Ok(match env.record.partition {
+        Some(p) if p >= 0 && (p as usize) < state.parts.len() => p as usize,
+        Some(p) => {
+            let err = client::Error::UnknownPartition {
+                topic: topic.to_string(),
+                partition: p,
+                count: state.parts.len(),
+            };
+            return Err(DeliveryError::Rejected(Arc::new(err)));
+        }
+        None => chooser.choose(topic, env.record.key.as_deref(), &state.load),
+    })
 }
 
 /// What an acknowledgement without an offset says (acks=0, a duplicate).
