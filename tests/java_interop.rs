@@ -649,17 +649,19 @@ fn share_a_group(protocol: Protocol, first: First) {
             }
         }
         First::Java if protocol == Protocol::Cooperative => {
-            // Java, leading, ran the cooperative assignor: kpipe's first generation gave it
-            // nothing (the partitions were still Java's), the next gave it what Java freed.
+            // Java, leading, ran the cooperative assignor: the generation kpipe's join
+            // started gave it nothing (the partitions were still Java's), the next gave it
+            // what Java freed. kpipe usually takes part in both (two rebalances), but its
+            // first JoinGroup can be answered only in the second, after Java revoked: then
+            // it holds partitions after one. What the hand-over must keep (the partitions
+            // kpipe ends with, nothing read twice by kpipe) is checked above.
             let first_held = samples
                 .iter()
                 .find(|s| !s.held.is_empty())
                 .expect("kpipe held partitions");
             assert!(
-                first_held.rebalances >= 2,
-                "kpipe had partitions after {} rebalance(s), not after the two a cooperative \
-                 leader needs: {}",
-                first_held.rebalances,
+                first_held.rebalances >= 1,
+                "kpipe had partitions before it joined: {}",
                 first_held.show(second_joins)
             );
         }
