@@ -146,7 +146,7 @@ pub struct CopySnapshot {
     pub rss_mib: f64,
 }
 
-impl CopySnapshot {
+impl report::Live for CopySnapshot {
     fn live_line(&self) -> String {
         let txns = if self.transactions_committed + self.transactions_aborted > 0 {
             format!(
@@ -789,7 +789,7 @@ fn watch(
     tally: &Tally,
     copier: &Copier,
 ) -> String {
-    let mut out = StatsOut::new(o.stats_json.as_deref());
+    let mut out = report::Output::new(o.stats_json.as_deref());
     let mut last = (Instant::now(), 0u64);
     let mut next_tick = Instant::now() + Duration::from_secs(1);
     loop {
@@ -829,42 +829,6 @@ fn watch(
             last = (Instant::now(), copied);
         }
         thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Where the snapshots go: the live line on a terminal, JSON lines to --stats-json.
-struct StatsOut {
-    tty: bool,
-    file: Option<std::fs::File>,
-}
-
-impl StatsOut {
-    fn new(path: Option<&std::path::Path>) -> Self {
-        use std::io::IsTerminal;
-        let file = path.and_then(|p| match std::fs::File::create(p) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                eprintln!("kpipe: cannot write {}: {e}", p.display());
-                None
-            }
-        });
-        StatsOut {
-            tty: std::io::stderr().is_terminal(),
-            file,
-        }
-    }
-
-    fn show(&mut self, snap: &CopySnapshot) {
-        use std::io::Write;
-        if let Some(f) = self.file.as_mut() {
-            if let Ok(line) = serde_json::to_string(snap) {
-                let _ = writeln!(f, "{line}");
-                let _ = f.flush();
-            }
-        }
-        if self.tty {
-            eprint!("\r{}   ", snap.live_line());
-        }
     }
 }
 

@@ -159,9 +159,14 @@ pub struct Snapshot {
     pub rss_mib: f64,
 }
 
-impl Snapshot {
+/// A snapshot [`Output`] shows: a JSON line, and a live status line on a terminal.
+pub trait Live: Serialize {
     /// The live status line (rewritten in place on a terminal).
-    pub fn live_line(&self) -> String {
+    fn live_line(&self) -> String;
+}
+
+impl Live for Snapshot {
+    fn live_line(&self) -> String {
         let txns = if self.transactions_committed + self.transactions_aborted > 0 {
             format!(
                 "  txns {} ({} aborted)",
@@ -226,7 +231,7 @@ impl Output {
     }
 
     /// Show one snapshot.
-    pub fn show(&mut self, snap: &Snapshot) {
+    pub fn show(&mut self, snap: &impl Live) {
         if let Some(f) = self.file.as_mut() {
             if let Ok(line) = serde_json::to_string(snap) {
                 let _ = writeln!(f, "{line}");

@@ -155,41 +155,26 @@ impl Line {
             id: ask.identity.id,
             epoch: ask.identity.epoch,
         };
-        if let Op::CommitOffsets { group, offsets } = &ask.op {
-            let coordinator = match self.groups.get(&group.group_id) {
+        // TxnOffsetCommit goes to the group's coordinator, the rest to the transaction's.
+        let coordinator = match &ask.op {
+            Op::CommitOffsets { group, .. } => match self.groups.get(&group.group_id) {
                 Some(c) => *c,
                 None => {
                     let c = self.cluster.find_coordinator(&group.group_id)?;
                     self.groups.insert(group.group_id.clone(), c);
                     c
                 }
-            };
-            let member = GroupMember {
-                member_id: group.member_id.clone(),
-                generation: group.generation_id,
-                instance_id: group.group_instance_id.clone(),
-            };
-            let member =
-                (group.generation_id >= 0 || !group.member_id.is_empty()).then_some(member);
-            let results = self.cluster.txn_offset_commit(
-                coordinator,
-                &producer,
-                ask.version,
-                &group.group_id,
-                member.as_ref(),
-                offsets,
-            )?;
-            return first_error(results).map(|()| None);
-        }
-        let coordinator = match self.coordinator {
-            Some(c) => c,
-            None => {
-                let c = self
-                    .cluster
-                    .find_transaction_coordinator(&self.transactional_id)?;
-                self.coordinator = Some(c);
-                c
-            }
+            },
+            _ => match self.coordinator {
+                Some(c) => c,
+                None => {
+                    let c = self
+                        .cluster
+                        .find_transaction_coordinator(&self.transactional_id)?;
+                    self.coordinator = Some(c);
+                    c
+                }
+            },
         };
         let c = &mut self.cluster;
         match &ask.op {
@@ -210,7 +195,24 @@ impl Line {
                     Some((producer.id, producer.epoch)),
                 )
                 .map(|(id, epoch)| Some(Identity { id, epoch })),
-            Op::CommitOffsets { .. } => unreachable!("handled above"),
+            Op::CommitOffsets { group, offsets } => {
+                let member = GroupMember {
+                    member_id: group.member_id.clone(),
+                    generation: group.generation_id,
+                    instance_id: group.group_instance_id.clone(),
+                };
+                let member =
+                    (group.generation_id >= 0 || !group.member_id.is_empty()).then_some(member);
+                let results = c.txn_offset_commit(
+                    coordinator,
+                    &producer,
+                    ask.version,
+                    &group.group_id,
+                    member.as_ref(),
+                    offsets,
+                )?;
+                first_error(results).map(|()| None)
+            }
         }
     }
 }
