@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use crate::client::{Connector, TopicPartition};
 use crate::producer::{Producer, ProducerConfig, ProducerRecord, SendError, TransactionError};
 
-use super::consumer::{Consumer, Mode, RebalanceListener};
+use super::engine::Engine;
 use super::pool::{ConsumerPool, Member};
+use super::pull::{Consumer, RebalanceListener};
 use super::{ConsumedRecord, ConsumerConfig, Error, OnHandlerError};
 
 /// How a pool's members write exactly once: their producers and transactions.
@@ -132,11 +133,11 @@ impl ConsumerPool {
             reason: format!("member 0's transactional producer: {e}"),
         })?;
         let mut first = Some(first);
-        ConsumerPool::launch(config, Mode::Pull, |i| {
+        ConsumerPool::launch(config, |i| {
             let mut handler = make_handler(i);
             let producer = first.take();
             let eos = eos.clone();
-            move |member: Member, start: Result<Consumer, Connector>| {
+            move |member: Member, start: Result<Engine, Connector>| {
                 run(member, start, &eos, producer, &mut handler)
             }
         })
@@ -207,7 +208,7 @@ enum Stop {
 /// One exactly-once member thread.
 fn run<H, E>(
     member: Member,
-    start: Result<Consumer, Connector>,
+    start: Result<Engine, Connector>,
     eos: &ExactlyOnce,
     producer: Option<Producer>,
     handler: &mut H,
@@ -215,9 +216,10 @@ fn run<H, E>(
     H: FnMut(&[ConsumedRecord], &Output<'_>) -> Result<(), E>,
     E: Display,
 {
-    let Some(mut consumer) = member.consumer(start) else {
+    let Some(engine) = member.engine(start) else {
         return;
     };
+    let mut consumer = Consumer::on(engine);
     let producer = match producer.map_or_else(|| Producer::new(eos.producer_config(member.idx)), Ok)
     {
         Ok(p) => p,
@@ -226,7 +228,7 @@ fn run<H, E>(
                 "consumer {}: its transactional producer: {e}",
                 member.idx
             ));
-            member.close(consumer);
+            member.close(&mut consumer);
             return;
         }
     };
@@ -276,7 +278,7 @@ fn run<H, E>(
         }
     }
     // The consumer leaves first, so that its partitions move while the producer closes.
-    member.close(consumer);
+    member.close(&mut consumer);
     let left = member
         .close_deadline()
         .saturating_duration_since(Instant::now());
@@ -471,7 +473,9 @@ impl EosMember<'_> {
             .and_then(|()| self.commit_waiting());
         match result {
             Ok(()) => {
-                self.consumer.committed_by_transaction(&offsets);
+                self.consumer
+                    .engine_mut()
+                    .committed_by_transaction(&offsets);
                 self.member.shared.txn_committed.add(1);
                 self.failed.store(false, Ordering::SeqCst);
                 Ok(())
@@ -544,7 +548,7 @@ impl EosMember<'_> {
     fn pause(&mut self, delay: Duration) {
         let until = Instant::now() + delay;
         while Instant::now() < until && !self.member.shared.stopping() {
-            self.consumer.note_progress();
+            self.consumer.engine_mut().note_progress();
             if self.consumer.service().is_err() {
                 return;
             }

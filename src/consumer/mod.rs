@@ -17,12 +17,13 @@
 //! finished (at least once): on an interval, before partitions are given back in a rebalance,
 //! and on close.
 
+mod books;
 mod config;
-#[allow(clippy::module_inception)]
-mod consumer;
+mod engine;
 mod exactly_once;
 mod group;
 mod pool;
+mod pull;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,10 +38,10 @@ use crate::sync::Locked;
 
 pub use crate::client::{Assignor, IsolationLevel};
 pub use config::{ConsumerConfig, GroupProtocol, OffsetReset, OnHandlerError, ServerAssignor};
-pub use consumer::{Consumer, RebalanceListener};
 pub use exactly_once::{ExactlyOnce, Output};
 pub use group::{MemberState, MemberStatus};
 pub use pool::{ConsumerPool, ConsumerSummary};
+pub use pull::{Consumer, RebalanceListener};
 
 /// A record handed to the caller or the handler.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! [`ConsumerPool`]: N member threads, each a [`Consumer`] in the pool's group, each running
-//! a handler on its records and committing what the handler finished.
+//! [`ConsumerPool`]: N member threads, each driving a member [`Engine`] in the pool's group,
+//! each running a handler on its records and committing what the handler finished.
 //!
 //! ```text
 //!  kpipe-consumer-i: fill (poll) ─▶ handler, record by record ─▶ finished ─▶ commit (interval)
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::client::{Backoff, Cluster, Connector, TopicPartition};
 use crate::sync::Locked;
 
-use super::consumer::{connect_checked, Consumer, Mode};
+use super::engine::{self, connect_checked, Engine};
 use super::{ConsumedRecord, ConsumerConfig, ConsumerStats, Error, OnHandlerError, Shared};
 
 /// What a pool did, from [`ConsumerPool::close`].
@@ -69,35 +69,33 @@ impl ConsumerPool {
         E: Display,
     {
         config.validate()?;
-        Self::launch(config, Mode::Pool, |i| {
+        // A pool commits what its handler finished, always.
+        let mut config = config;
+        config.auto_commit = true;
+        Self::launch(config, |i| {
             let mut handler = make_handler(i);
             move |member: Member, start| member.run(start, &mut handler)
         })
     }
 
-    /// Start `config.threads` members in `mode`: member 0 joins here (so that a cluster
+    /// Start `config.threads` members: member 0 joins here (so that a cluster
     /// without the group protocol asked for is an error now), the others connect on their
     /// own threads; `body(i)` is what thread `i` runs.
-    pub(super) fn launch<B, R>(
-        config: ConsumerConfig,
-        mode: Mode,
-        mut body: B,
-    ) -> Result<ConsumerPool, Error>
+    pub(super) fn launch<B, R>(config: ConsumerConfig, mut body: B) -> Result<ConsumerPool, Error>
     where
         B: FnMut(usize) -> R,
-        R: FnOnce(Member, Result<Consumer, Connector>) + Send + 'static,
+        R: FnOnce(Member, Result<Engine, Connector>) + Send + 'static,
     {
         let cluster = connect_checked(&config)?;
         let connector = cluster.connector().clone();
         let shared = Arc::new(Shared::new(config.shutdown.clone()));
         let close_deadline = Arc::new(std::sync::Mutex::new(None));
-        let first = Consumer::member(
+        let first = Engine::start(
             0,
             config.clone(),
             config.instance_id_of(0),
             cluster,
             shared.clone(),
-            mode,
         )?;
         let mut first = Some(first);
         let mut threads = Vec::with_capacity(config.threads);
@@ -106,7 +104,6 @@ impl ConsumerPool {
             let member = Member {
                 idx: i,
                 config: config.clone(),
-                mode,
                 shared: shared.clone(),
                 close_deadline: close_deadline.clone(),
             };
@@ -220,29 +217,28 @@ enum Handled {
 pub(super) struct Member {
     pub(super) idx: usize,
     pub(super) config: ConsumerConfig,
-    mode: Mode,
     pub(super) shared: Arc<Shared>,
     close_deadline: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl Member {
-    fn run<H, E>(self, start: Result<Consumer, Connector>, handler: &mut H)
+    fn run<H, E>(self, start: Result<Engine, Connector>, handler: &mut H)
     where
         H: FnMut(&ConsumedRecord) -> Result<(), E>,
         E: Display,
     {
-        let Some(mut consumer) = self.consumer(start) else {
+        let Some(mut engine) = self.engine(start) else {
             return;
         };
-        if let Err(e) = self.work(&mut consumer, handler) {
+        if let Err(e) = self.work(&mut engine, handler) {
             log::error!("consumer {}: {e}", self.idx);
             self.shared.stop_pool(e.to_string());
         }
-        self.close(consumer);
+        self.close(&mut engine);
     }
 
-    /// The member's consumer: the one made for it, or one it connects itself.
-    pub(super) fn consumer(&self, start: Result<Consumer, Connector>) -> Option<Consumer> {
+    /// The member's engine: the one made for it, or one it connects itself.
+    pub(super) fn engine(&self, start: Result<Engine, Connector>) -> Option<Engine> {
         match start {
             Ok(c) => Some(c),
             Err(connector) => self.connect(connector),
@@ -251,9 +247,9 @@ impl Member {
 
     /// Give the partitions up (committing, in a mode that commits), leave, within the
     /// pool's close deadline.
-    pub(super) fn close(&self, mut consumer: Consumer) {
+    pub(super) fn close(&self, host: &mut impl engine::Host) {
         let deadline = self.close_deadline();
-        if let Err(e) = consumer.shutdown(deadline) {
+        if let Err(e) = engine::shutdown(host, deadline) {
             log::warn!("consumer {}: closing: {e}", self.idx);
         }
     }
@@ -266,19 +262,18 @@ impl Member {
     }
 
     /// A member of its own: connect (retrying what may pass) and join.
-    fn connect(&self, connector: Connector) -> Option<Consumer> {
+    fn connect(&self, connector: Connector) -> Option<Engine> {
         let mut backoff = self.config.client.backoff();
         loop {
             let attempt = Cluster::connect_with(self.config.client.clone(), connector.clone())
                 .map_err(Error::from)
                 .and_then(|cluster| {
-                    Consumer::member(
+                    Engine::start(
                         self.idx,
                         self.config.clone(),
                         self.config.instance_id_of(self.idx),
                         cluster,
                         self.shared.clone(),
-                        self.mode,
                     )
                 });
             match attempt {
@@ -301,7 +296,7 @@ impl Member {
     }
 
     /// Fetch and handle until the pool stops.
-    fn work<H, E>(&self, consumer: &mut Consumer, handler: &mut H) -> Result<(), Error>
+    fn work<H, E>(&self, engine: &mut Engine, handler: &mut H) -> Result<(), Error>
     where
         H: FnMut(&ConsumedRecord) -> Result<(), E>,
         E: Display,
@@ -309,50 +304,51 @@ impl Member {
         let mut records = Vec::with_capacity(self.config.max_poll_records);
         while !self.shared.stopping() {
             records.clear();
-            consumer.fill(
+            engine::fill(
+                engine,
                 &mut records,
                 self.config.max_poll_records,
                 Duration::from_millis(100),
             )?;
-            let revision = consumer.revision();
+            let revision = engine.revision();
             // Finished records are noted per partition run, not per record: a map look-up
             // per record would cost more than a small handler.
             let mut run: Option<(Arc<str>, i32, i64)> = None;
             let mut handled = 0u64;
             for rec in records.drain(..) {
-                if consumer.service_due() {
-                    flush(consumer, &mut run, &mut handled, &self.shared);
-                    consumer.service()?;
+                if engine.service_due() {
+                    flush(engine, &mut run, &mut handled, &self.shared);
+                    engine::service(engine)?;
                 }
-                if consumer.revision() != revision && !consumer.owns(&rec.topic, rec.partition) {
+                if engine.revision() != revision && !engine.books.owns(&rec.topic, rec.partition) {
                     continue; // given back meanwhile: the next owner handles it
                 }
                 if run
                     .as_ref()
                     .is_some_and(|(t, p, _)| *p != rec.partition || **t != *rec.topic)
                 {
-                    flush(consumer, &mut run, &mut handled, &self.shared);
+                    flush(engine, &mut run, &mut handled, &self.shared);
                 }
-                match self.handle(consumer, &rec, handler)? {
+                match self.handle(engine, &rec, handler)? {
                     Handled::Done => handled += 1,
                     Handled::Skipped => self.shared.skipped.add(1),
                     Handled::Abandoned => continue,
                     Handled::Interrupted => {
-                        flush(consumer, &mut run, &mut handled, &self.shared);
+                        flush(engine, &mut run, &mut handled, &self.shared);
                         return Ok(());
                     }
                 }
-                consumer.note_progress();
+                engine.note_progress();
                 run = Some((rec.topic.clone(), rec.partition, rec.offset + 1));
             }
-            flush(consumer, &mut run, &mut handled, &self.shared);
+            flush(engine, &mut run, &mut handled, &self.shared);
         }
         Ok(())
     }
 
     fn handle<H, E>(
         &self,
-        consumer: &mut Consumer,
+        engine: &mut Engine,
         rec: &ConsumedRecord,
         handler: &mut H,
     ) -> Result<Handled, Error>
@@ -396,14 +392,14 @@ impl Member {
                         self.idx
                     );
                     // Waiting on purpose is progress: the watchdog leaves the member be.
-                    consumer.note_progress();
+                    engine.note_progress();
                     let until = Instant::now() + delay;
                     while Instant::now() < until {
                         if self.shared.stopping() {
                             return Ok(Handled::Interrupted);
                         }
-                        consumer.service()?;
-                        if !consumer.owns(&rec.topic, rec.partition) {
+                        engine::service(engine)?;
+                        if !engine.books.owns(&rec.topic, rec.partition) {
                             return Ok(Handled::Abandoned);
                         }
                         std::thread::sleep(
@@ -420,13 +416,13 @@ impl Member {
 
 /// Note the current run of finished records.
 fn flush(
-    consumer: &mut Consumer,
+    engine: &mut Engine,
     run: &mut Option<(Arc<str>, i32, i64)>,
     handled: &mut u64,
     shared: &Shared,
 ) {
     if let Some((topic, partition, next)) = run.take() {
-        consumer.finished(&topic, partition, next);
+        engine.books.finished(&(topic.to_string(), partition), next);
     }
     if *handled > 0 {
         shared.handled.add(std::mem::take(handled));

@@ -1,0 +1,772 @@
+//! One group member's engine: fetching (with the next fetch prefetched), handing records
+//! out batch by batch, taking up the group thread's news (assignments, revocations,
+//! losses), resetting positions, and committing. The pull [`Consumer`](super::Consumer)
+//! and a pool's member threads each drive one; where they differ (who is told of
+//! rebalances, who says what is finished) they are the engine's [`Host`].
+//!
+//! ```text
+//!  host ─fill─▶ service: group events ─▶ Change ─▶ host.on_change (the listener) ─▶ complete
+//!               take_records ◀─ buffer ◀─ fetch (prefetched) ◀─ leaders
+//!  host ─finished / finish_handed─▶ books ─commit─▶ group thread ─▶ coordinator
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+
+use crate::client::{
+    self, Backoff, Batches, Cluster, FetchInFlight, FetchTarget, FetchedRecord, IsolationLevel,
+    KafkaCode, OffsetSpec, TopicPartition,
+};
+use crate::sync::Locked;
+
+use super::books::{Books, Since};
+use super::config::{ConsumerConfig, OffsetReset};
+use super::group::{names, Event, GroupHandle};
+use super::{ConsumedRecord, Error, PartitionProgress, Shared};
+
+/// A change of the assignment, for the host to tell its listener of between
+/// [`Engine::next_change`] and [`Engine::complete`].
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// These partitions are now the member's, positioned.
+    Assigned(Vec<TopicPartition>),
+    /// These are being given back: their data is dropped; the commit and the release
+    /// follow in `complete`.
+    Revoking(Vec<TopicPartition>),
+    /// These are gone already.
+    Lost(Vec<TopicPartition>),
+}
+
+/// What drives an engine: a pull consumer (with its listener) or a pool member.
+pub(crate) trait Host {
+    fn engine(&mut self) -> &mut Engine;
+    /// Called for each change, after the engine's first half of it and before the second.
+    fn on_change(&mut self, change: &Change);
+}
+
+/// A host with no one to tell.
+impl Host for Engine {
+    fn engine(&mut self) -> &mut Engine {
+        self
+    }
+    fn on_change(&mut self, _: &Change) {}
+}
+
+/// One partition's records from one fetch, not yet decoded.
+#[derive(Debug)]
+struct Fetched {
+    tp: TopicPartition,
+    topic: Arc<str>,
+    batches: Batches,
+}
+
+/// The records of the batch being handed out.
+#[derive(Debug)]
+struct Current {
+    tp: TopicPartition,
+    topic: Arc<str>,
+    records: std::vec::IntoIter<FetchedRecord>,
+}
+
+/// An interval commit in flight: its answer, and what it asked.
+type PendingCommit = (Receiver<Result<(), Error>>, BTreeMap<TopicPartition, i64>);
+
+/// One group member: its group thread's handle, its fetch connections, its books.
+pub(crate) struct Engine {
+    pub(crate) idx: usize,
+    pub(crate) config: ConsumerConfig,
+    cluster: Cluster,
+    group: GroupHandle,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) books: Books,
+    /// Fetched partitions' data, in the order it came.
+    buffer: VecDeque<Fetched>,
+    current: Option<Current>,
+    decoded: Vec<FetchedRecord>,
+    prefetched: Option<FetchInFlight>,
+    fetch_backoff: Backoff,
+    retry_fetch_at: Instant,
+    last_commit: Instant,
+    pending_commit: Option<PendingCommit>,
+    /// Bumped whenever the assignment changes.
+    revision: u64,
+    /// Why the member stopped, once it has.
+    stopped: Option<String>,
+    pub(crate) started: Instant,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("idx", &self.idx)
+            .field("group", &self.config.group)
+            .field("books", &self.books)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Member `idx` of a pool (or the one member of a `Consumer`), on `cluster`; its group
+    /// thread gets connections of its own. With `config.auto_commit` it commits what is
+    /// finished on the interval, before giving partitions back, and on close.
+    pub(crate) fn start(
+        idx: usize,
+        mut config: ConsumerConfig,
+        instance_id: Option<String>,
+        cluster: Cluster,
+        shared: Arc<Shared>,
+    ) -> Result<Engine, Error> {
+        // Batches are expanded one at a time, as they are handed out.
+        config.fetch.decode_lazily = true;
+        config.fetch.isolation = config.isolation_level;
+        let group_cluster =
+            Cluster::connect_with(config.client.clone(), cluster.connector().clone())?;
+        let group = GroupHandle::start(idx, &config, instance_id, group_cluster, shared.clone())?;
+        shared.assignments.locked().insert(idx, Vec::new());
+        let now = Instant::now();
+        Ok(Engine {
+            idx,
+            fetch_backoff: config.client.backoff(),
+            config,
+            cluster,
+            group,
+            shared,
+            books: Books::default(),
+            buffer: VecDeque::new(),
+            current: None,
+            decoded: Vec::new(),
+            prefetched: None,
+            retry_fetch_at: now,
+            last_commit: now,
+            pending_commit: None,
+            revision: 0,
+            stopped: None,
+            started: now,
+            closed: false,
+        })
+    }
+
+    /// Note progress for the `max_poll_interval` watchdog.
+    pub(crate) fn note_progress(&mut self) {
+        self.group.progress();
+    }
+
+    /// Whether [`service`] has something to do (group events, a commit): one atomic load,
+    /// for between records.
+    pub(crate) fn service_due(&self) -> bool {
+        self.group.poked()
+    }
+
+    /// Changes whenever the assignment does.
+    pub(crate) fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The partitions assigned now.
+    pub(crate) fn assignment(&self) -> Vec<TopicPartition> {
+        self.books.partitions().cloned().collect()
+    }
+
+    /// `tp`, if it is assigned; else the error that names the assignment.
+    pub(crate) fn assigned_part(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<TopicPartition, Error> {
+        let tp = (topic.to_owned(), partition);
+        if self.books.contains(&tp) {
+            return Ok(tp);
+        }
+        Err(Error::NotAssigned {
+            topic: topic.to_owned(),
+            partition,
+            assigned: if self.books.is_empty() {
+                "none".to_owned()
+            } else {
+                names(self.books.partitions())
+            },
+        })
+    }
+
+    /// Read `tp` from `offset` on: data fetched for it is dropped.
+    pub(crate) fn seek(&mut self, tp: &TopicPartition, offset: i64) {
+        self.forget_data(std::slice::from_ref(tp));
+        self.books.position_at(tp, offset);
+        self.publish_position(tp);
+    }
+
+    /// Stop or restart fetching these partitions (data fetched for them is dropped).
+    pub(crate) fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) {
+        if paused {
+            self.forget_data(partitions);
+        }
+        for tp in partitions {
+            self.books.set_paused(tp, paused);
+        }
+    }
+
+    /// These offsets were committed by a transaction (an exactly-once member's): the
+    /// books and the stats take them as committed.
+    pub(crate) fn committed_by_transaction(&mut self, offsets: &BTreeMap<TopicPartition, i64>) {
+        self.books.committed_by_transaction(offsets);
+        let mut committed = self.shared.committed.locked();
+        let mut progress = self.shared.progress.locked();
+        for (tp, &o) in offsets {
+            committed.insert(tp.clone(), o);
+            if let Some(p) = progress.get_mut(tp) {
+                p.committed = o;
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Group events
+    // -----------------------------------------------------------------------------------
+
+    /// Take up the group thread's next event: the first half of a change (the host tells
+    /// its listener, then calls [`complete`](Self::complete)). `None` when there is none.
+    pub(crate) fn next_change(&mut self) -> Result<Option<Change>, Error> {
+        if let Some(why) = &self.stopped {
+            return Err(Error::Stopped(why.clone()));
+        }
+        let Some(event) = self.group.try_event() else {
+            return Ok(None);
+        };
+        Ok(Some(match event {
+            Event::Assigned {
+                partitions,
+                committed,
+            } => {
+                for tp in &partitions {
+                    self.books.assign(tp, committed.get(tp).copied());
+                    // Shown in the stats once its position is known (here, or after the
+                    // reset policy): callers wait on that to know the member is ready.
+                    self.publish_position(tp);
+                }
+                self.revision += 1;
+                self.publish_assignment();
+                self.reset_unpositioned()?;
+                log::debug!("consumer {}: assigned {}", self.idx, names(&partitions));
+                Change::Assigned(partitions)
+            }
+            Event::Revoke(partitions) => Change::Revoking(self.let_go(partitions)),
+            Event::Lost(partitions) => Change::Lost(self.let_go(partitions)),
+            Event::Failed(e) => {
+                self.stopped = Some(e.to_string());
+                return Err(e);
+            }
+        }))
+    }
+
+    /// The second half of a change, once the listener was told.
+    pub(crate) fn complete(&mut self, change: Change) {
+        match change {
+            Change::Assigned(_) => {}
+            Change::Revoking(mine) => {
+                if self.config.auto_commit {
+                    // Sent before `Released`, so the group thread commits first.
+                    let offsets: BTreeMap<_, _> = self
+                        .books
+                        .uncommitted(Since::Confirmed)
+                        .into_iter()
+                        .filter(|(tp, _)| mine.contains(tp))
+                        .collect();
+                    if !offsets.is_empty() {
+                        drop(self.group.commit(offsets));
+                    }
+                }
+                self.drop_parts(&mine);
+                log::debug!("consumer {}: gave back {}", self.idx, names(&mine));
+                self.group.released(mine);
+            }
+            Change::Lost(mine) => {
+                self.drop_parts(&mine);
+                log::info!(
+                    "consumer {}: lost {} (not committed: handled again by their next owner)",
+                    self.idx,
+                    names(&mine)
+                );
+            }
+        }
+    }
+
+    /// Of `partitions`, those assigned, with their fetched data dropped.
+    fn let_go(&mut self, partitions: Vec<TopicPartition>) -> Vec<TopicPartition> {
+        let mine: Vec<TopicPartition> = partitions
+            .into_iter()
+            .filter(|tp| self.books.contains(tp))
+            .collect();
+        self.forget_data(&mine);
+        mine
+    }
+
+    /// Reset positions and settle commits: what `service` does after the events.
+    fn housekeep(&mut self) -> Result<(), Error> {
+        self.reset_unpositioned()?;
+        self.settle_pending_commit();
+        if self.config.auto_commit && self.last_commit.elapsed() >= self.config.commit_interval {
+            self.commit_async();
+        }
+        Ok(())
+    }
+
+    fn drop_parts(&mut self, partitions: &[TopicPartition]) {
+        {
+            let mut progress = self.shared.progress.locked();
+            for tp in partitions {
+                self.books.remove(tp);
+                progress.remove(tp);
+            }
+        }
+        self.revision += 1;
+        self.publish_assignment();
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Records
+    // -----------------------------------------------------------------------------------
+
+    /// Hand out buffered records, up to `max` in `out`.
+    fn take_records(&mut self, out: &mut Vec<ConsumedRecord>, max: usize) {
+        while out.len() < max {
+            let Some(current) = self.current.as_mut() else {
+                if !self.decode_next() {
+                    return;
+                }
+                continue;
+            };
+            let mut next = None;
+            for rec in current.records.by_ref() {
+                next = Some(rec.offset + 1);
+                out.push(ConsumedRecord {
+                    topic: current.topic.clone(),
+                    partition: current.tp.1,
+                    offset: rec.offset,
+                    timestamp: rec.timestamp,
+                    key: rec.key,
+                    value: rec.value,
+                    headers: rec.headers,
+                });
+                if out.len() >= max {
+                    break;
+                }
+            }
+            let tp = current.tp.clone();
+            if current.records.len() == 0 {
+                self.current = None;
+            }
+            if let Some(next) = next {
+                self.books.handed(&tp, next);
+                self.publish_position(&tp);
+            }
+        }
+    }
+
+    /// Decode the next batch of the buffer into `current`; false when the buffer is empty.
+    fn decode_next(&mut self) -> bool {
+        loop {
+            let Some(front) = self.buffer.front_mut() else {
+                return false;
+            };
+            self.decoded.clear();
+            match front.batches.next_batch(&mut self.decoded) {
+                Ok(Some(next)) => {
+                    if self.decoded.is_empty() {
+                        // A control batch, an aborted transaction's, or records below the
+                        // position: nothing to hand out, but the position moves past it.
+                        let tp = front.tp.clone();
+                        if self.books.skip_to(&tp, next) {
+                            self.publish_position(&tp);
+                        }
+                        continue;
+                    }
+                    let records = std::mem::take(&mut self.decoded).into_iter();
+                    self.current = Some(Current {
+                        tp: front.tp.clone(),
+                        topic: front.topic.clone(),
+                        records,
+                    });
+                    return true;
+                }
+                Ok(None) => {
+                    self.buffer.pop_front();
+                }
+                Err(e) => {
+                    // A corrupt batch: fetch the partition again from what was handed out,
+                    // after a pause.
+                    let tp = front.tp.clone();
+                    self.shared.fetch_errors.add(1);
+                    self.forget_data(std::slice::from_ref(&tp));
+                    log::warn!(
+                        "consumer {}: {}-{}: {e}; fetching again from {:?}",
+                        self.idx,
+                        tp.0,
+                        tp.1,
+                        self.books.position(&tp)
+                    );
+                    self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
+                }
+            }
+        }
+    }
+
+    /// Drop fetched data of `partitions` (revoked, paused, sought); a fetch in flight for
+    /// them is ignored when it arrives (its offsets no longer match).
+    fn forget_data(&mut self, partitions: &[TopicPartition]) {
+        self.buffer.retain(|f| !partitions.contains(&f.tp));
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| partitions.contains(&c.tp))
+        {
+            self.current = None;
+        }
+        for tp in partitions {
+            self.books.refetch(tp);
+        }
+    }
+
+    /// Wait for fetched data until `deadline`: the prefetched request's, or a new one's.
+    fn fetch(&mut self, deadline: Instant) -> Result<(), Error> {
+        let now = Instant::now();
+        if now < self.retry_fetch_at {
+            std::thread::sleep(self.retry_fetch_at.min(deadline) - now);
+            return Ok(());
+        }
+        let inflight = match self.prefetched.take() {
+            Some(f) => f,
+            None => {
+                let targets = self.targets();
+                if targets.is_empty() {
+                    // Nothing to fetch (nothing assigned yet, or all paused): wait for the
+                    // group thread's news, so an assignment is taken up as it comes.
+                    self.group.wait_event(deadline);
+                    return Ok(());
+                }
+                match self.cluster.send_fetch(&self.config.fetch, &targets) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.fetch_failed(&e);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        if !self.cluster.fetch_ready(&inflight, deadline) {
+            self.prefetched = Some(inflight);
+            return Ok(());
+        }
+        let asked: HashMap<TopicPartition, i64> = inflight
+            .targets()
+            .map(|t| ((t.topic.clone(), t.partition), t.offset))
+            .collect();
+        let results = match self.cluster.receive_fetch(&self.config.fetch, inflight) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fetch_failed(&e);
+                return Ok(());
+            }
+        };
+        self.fetch_backoff = self.config.client.backoff();
+        let mut errors = 0;
+        for r in results {
+            let tp = (r.topic, r.partition);
+            // Skip what no longer matches: revoked or paused partitions, moved positions.
+            let Some(&at) = asked.get(&tp).filter(|&&at| self.books.is_current(&tp, at)) else {
+                continue;
+            };
+            match r.result {
+                Ok(data) => {
+                    self.books.fetched(&tp, data.next_offset);
+                    if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
+                        p.high_watermark = data.high_watermark;
+                        p.end_offset = match self.config.isolation_level {
+                            IsolationLevel::ReadCommitted if data.last_stable_offset >= 0 => {
+                                data.last_stable_offset
+                            }
+                            _ => data.high_watermark,
+                        };
+                    }
+                    if !data.batches.is_empty() {
+                        let topic = self.books.topic(&tp).expect("checked by is_current");
+                        self.buffer.push_back(Fetched {
+                            tp,
+                            topic,
+                            batches: data.batches,
+                        });
+                    }
+                }
+                Err(e) if e.kafka_code() == Some(KafkaCode::OffsetOutOfRange) => {
+                    log::warn!(
+                        "consumer {}: {}-{} offset {at} out of range; applying {:?}",
+                        self.idx,
+                        tp.0,
+                        tp.1,
+                        self.config.offset_reset
+                    );
+                    self.books.lost_position(&tp);
+                    self.reset_unpositioned()?;
+                }
+                Err(e) => {
+                    errors += 1;
+                    log::debug!("consumer {}: fetch {}-{}: {e}", self.idx, tp.0, tp.1);
+                }
+            }
+        }
+        if errors > 0 && self.buffer.is_empty() {
+            self.shared.fetch_errors.add(1);
+            self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
+        } else if !self.shared.stopping() {
+            // The brokers work on the next fetch while the caller works on this one.
+            let targets = self.targets();
+            if !targets.is_empty() {
+                self.prefetched = self.cluster.send_fetch(&self.config.fetch, &targets).ok();
+            }
+        }
+        Ok(())
+    }
+
+    fn fetch_failed(&mut self, e: &client::Error) {
+        log::debug!("consumer {}: fetch: {e}", self.idx);
+        self.shared.fetch_errors.add(1);
+        self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
+    }
+
+    /// What to fetch: assigned, positioned, unpaused partitions, each from its position.
+    fn targets(&mut self) -> Vec<FetchTarget> {
+        let mut targets = Vec::new();
+        for (tp, offset) in self.books.fetchable() {
+            match self.cluster.topic(&tp.0) {
+                Ok(info) => targets.push(FetchTarget {
+                    topic: tp.0.clone(),
+                    topic_id: info.id,
+                    partition: tp.1,
+                    offset,
+                }),
+                Err(e) => log::debug!("consumer {}: metadata for {}: {e}", self.idx, tp.0),
+            }
+        }
+        targets
+    }
+
+    /// Give partitions without a position one, from the reset policy.
+    fn reset_unpositioned(&mut self) -> Result<(), Error> {
+        let waiting = self.books.awaiting_reset();
+        if waiting.is_empty() || Instant::now() < self.retry_fetch_at {
+            return Ok(());
+        }
+        let spec = match self.config.offset_reset {
+            OffsetReset::Earliest => OffsetSpec::Earliest,
+            OffsetReset::Latest => OffsetSpec::Latest,
+            OffsetReset::Error => {
+                let why = format!(
+                    "{} have no valid committed offset and offset_reset is Error",
+                    names(&waiting)
+                );
+                self.stopped = Some(why.clone());
+                return Err(Error::Config {
+                    field: "offset_reset",
+                    reason: why,
+                });
+            }
+        };
+        let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for (t, p) in waiting {
+            by_topic.entry(t).or_default().push(p);
+        }
+        for (topic, partitions) in by_topic {
+            let isolation = self.config.isolation_level;
+            match (self.cluster).list_offsets_as(&topic, &partitions, spec, isolation) {
+                Ok(listed) => {
+                    for o in listed {
+                        let tp = (topic.clone(), o.partition);
+                        self.books.position_at(&tp, o.offset);
+                        self.publish_position(&tp);
+                    }
+                }
+                Err(e) => {
+                    log::debug!("consumer {}: offsets of {topic}: {e}", self.idx);
+                    self.shared.fetch_errors.add(1);
+                    self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Commits
+    // -----------------------------------------------------------------------------------
+
+    /// Start a commit of what is finished, unless one is in flight.
+    fn commit_async(&mut self) {
+        self.last_commit = Instant::now();
+        if self.pending_commit.is_some() {
+            return;
+        }
+        let offsets = self.books.uncommitted(Since::Requested);
+        if offsets.is_empty() {
+            return;
+        }
+        self.books.requested(&offsets);
+        let answer = self.group.commit(offsets.clone());
+        self.pending_commit = Some((answer, offsets));
+    }
+
+    /// Take the answer to the interval commit, if it came.
+    fn settle_pending_commit(&mut self) {
+        let Some((answer, offsets)) = &self.pending_commit else {
+            return;
+        };
+        let result = match answer.try_recv() {
+            Ok(r) => r,
+            Err(TryRecvError::Empty) => return,
+            Err(TryRecvError::Disconnected) => Err(Error::Stopped("the group thread ended".into())),
+        };
+        let offsets = offsets.clone();
+        self.pending_commit = None;
+        self.books.commit_answered(&offsets, result.is_ok());
+    }
+
+    /// Commit these offsets and wait for the answer, at most a request timeout.
+    pub(crate) fn commit_sync(
+        &mut self,
+        offsets: BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), Error> {
+        let timeout = self.config.client.connection.request_timeout;
+        self.commit_within(offsets, timeout)
+    }
+
+    fn commit_within(
+        &mut self,
+        offsets: BTreeMap<TopicPartition, i64>,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let answer = self.group.commit(offsets.clone());
+        let result = match answer.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
+                what: "the commit",
+                after: timeout,
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Stopped(
+                self.stopped
+                    .clone()
+                    .unwrap_or_else(|| "its group thread ended".into()),
+            )),
+        };
+        self.books.commit_answered(&offsets, result.is_ok());
+        result
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Stats
+    // -----------------------------------------------------------------------------------
+
+    /// Show `tp`'s position in the stats, once it has one.
+    fn publish_position(&self, tp: &TopicPartition) {
+        let Some(position) = self.books.position(tp) else {
+            return;
+        };
+        let committed = self.books.committed(tp).unwrap_or(-1);
+        let mut all = self.shared.progress.locked();
+        let progress = all.entry(tp.clone()).or_insert(PartitionProgress {
+            high_watermark: position,
+            end_offset: position,
+            position,
+            committed,
+        });
+        progress.position = position;
+        progress.high_watermark = progress.high_watermark.max(position);
+        progress.end_offset = progress.end_offset.max(position);
+    }
+
+    fn publish_assignment(&self) {
+        self.shared
+            .assignments
+            .locked()
+            .insert(self.idx, self.assignment());
+    }
+}
+
+/// Act on group events (telling the host of each change) and commit on the interval.
+pub(crate) fn service(host: &mut impl Host) -> Result<(), Error> {
+    while let Some(change) = host.engine().next_change()? {
+        host.on_change(&change);
+        host.engine().complete(change);
+    }
+    host.engine().housekeep()
+}
+
+/// Records for the host: at least one unless `timeout` passes first.
+pub(crate) fn fill(
+    host: &mut impl Host,
+    out: &mut Vec<ConsumedRecord>,
+    max: usize,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        host.engine().group.progress();
+        service(host)?;
+        host.engine().take_records(out, max);
+        let now = Instant::now();
+        if !out.is_empty() || now >= deadline {
+            return Ok(());
+        }
+        // Wait in slices, so rebalances are acted on while nothing arrives.
+        host.engine()
+            .fetch(deadline.min(now + Duration::from_millis(100)))?;
+    }
+}
+
+/// Stop within `deadline`: give the partitions up (telling the host), commit what is
+/// finished (with `auto_commit`), leave the group.
+pub(crate) fn shutdown(host: &mut impl Host, deadline: Instant) -> Result<(), Error> {
+    let engine = host.engine();
+    if engine.closed {
+        return Ok(());
+    }
+    engine.closed = true;
+    engine.prefetched = None; // its connections are dropped with the cluster
+    let all = engine.assignment();
+    let healthy = engine.stopped.is_none();
+    if healthy && !all.is_empty() {
+        host.on_change(&Change::Revoking(all.clone()));
+    }
+    let engine = host.engine();
+    let mut result = Ok(());
+    if healthy && engine.config.auto_commit {
+        let offsets = engine.books.uncommitted(Since::Confirmed);
+        let left = deadline.saturating_duration_since(Instant::now());
+        result = engine.commit_within(offsets, left);
+    }
+    if !engine
+        .group
+        .close(engine.config.leave_group_on_close, deadline)
+    {
+        log::warn!(
+            "consumer {}: the group thread did not finish by the close deadline",
+            engine.idx
+        );
+    }
+    engine.drop_parts(&all);
+    result
+}
+
+/// Connect to the cluster and check that the topics exist: the errors a caller should see
+/// at once.
+pub(crate) fn connect_checked(config: &ConsumerConfig) -> Result<Cluster, Error> {
+    let mut cluster = Cluster::connect(config.client.clone())?;
+    for t in &config.topics {
+        cluster.topic(t)?;
+    }
+    Ok(cluster)
+}
