@@ -287,6 +287,96 @@ fn stop_policy_stops_the_pool_without_committing_past_the_failure() {
 }
 
 #[test]
+fn a_handler_panic_is_a_handler_error_under_the_pool_policy() {
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "panic", 1);
+    common::produce(&topic, "p", 100);
+    let seen: Seen = Arc::default();
+    let mut config = common::consumer_config(&group(), &topic, 1);
+    config.on_error = OnHandlerError::Skip;
+    let s = seen.clone();
+    let pool = ConsumerPool::start(config, move |_| {
+        let s = s.clone();
+        move |r: &ConsumedRecord| -> Result<(), String> {
+            let v = String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap();
+            assert_ne!(v, "p50", "a poison record");
+            s.lock().unwrap().push((0, v, r.partition, r.offset));
+            Ok(())
+        }
+    })
+    .unwrap();
+    common::await_condition(Duration::from_secs(30), "99 handled", || {
+        pool.stats().handled >= 99
+    });
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.handler_panics, stats.handler_errors, stats.skipped),
+        (1, 1, 1),
+        "the panic is counted and skipped by the policy"
+    );
+    assert!(!pool.is_finished(), "the pool goes on");
+    let summary = pool.close(Duration::from_secs(30));
+    assert_eq!(values(&seen).len(), 99);
+    assert_eq!(summary.committed[&(topic.clone(), 0)], 100);
+}
+
+#[test]
+fn a_revoke_during_a_handler_retry_commits_the_records_handled_before_it() {
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "retry-revoke", 1);
+    common::produce(&topic, "p", 100);
+    let group = group();
+    let tp = (topic.clone(), 0);
+    // Every member fails on p50 for good: whoever holds the partition stays there.
+    let (seen, failures): (Seen, Arc<Mutex<u32>>) = Default::default();
+    let start = |i0: usize| {
+        let mut config = common::consumer_config(&group, &topic, 1);
+        config.on_error = OnHandlerError::Retry {
+            backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(50),
+        };
+        // Only the rebalance commits: the interval commit would hide what it leaves out.
+        config.commit_interval = Duration::from_secs(3600);
+        let (s, f) = (seen.clone(), failures.clone());
+        ConsumerPool::start(config, move |i| {
+            let (s, f) = (s.clone(), f.clone());
+            move |r: &ConsumedRecord| -> Result<(), String> {
+                let v = String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap();
+                if v == "p50" {
+                    *f.lock().unwrap() += 1;
+                    return Err("p50 cannot be handled yet".into());
+                }
+                s.lock().unwrap().push((i0 + i, v, r.partition, r.offset));
+                Ok(())
+            }
+        })
+        .unwrap()
+    };
+    let a = start(0);
+    common::await_condition(Duration::from_secs(30), "a retrying p50", || {
+        *failures.lock().unwrap() >= 3
+    });
+    // A second member joins: the partition is revoked from the first in the middle of
+    // its retry (eager protocol), and committed as it is given back.
+    let b = start(1);
+    let committed = |pool: &ConsumerPool| pool.stats().partitions.get(&tp).map(|p| p.committed);
+    common::await_condition(
+        Duration::from_secs(30),
+        "the partition reassigned, with p0..p49 committed",
+        || b.stats().rebalances >= 1 && (committed(&a) == Some(50) || committed(&b) == Some(50)),
+    );
+    let handled: Vec<i64> = seen.lock().unwrap().iter().map(|s| s.3).collect();
+    let unique: HashSet<i64> = handled.iter().copied().collect();
+    assert_eq!(
+        handled.len(),
+        unique.len(),
+        "records handled before the retry were handled again by the next owner: {handled:?}"
+    );
+    a.close(Duration::from_secs(30));
+    b.close(Duration::from_secs(30));
+}
+
+#[test]
 fn more_threads_than_partitions_leaves_the_extras_idle() {
     let mut cluster = common::cluster();
     let topic = common::new_topic(&mut cluster, "idle", 2);

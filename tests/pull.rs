@@ -115,6 +115,34 @@ fn auto_commit_commits_what_earlier_polls_handed_out_and_close_commits_the_rest(
     assert_eq!(committed, [300], "close committed what was handed out");
 }
 
+#[test]
+fn a_consumer_dropped_without_close_commits_only_what_earlier_polls_handed_out() {
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "pull-drop", 1);
+    let group = common::unique_topic("pull-drop-g");
+    common::produce(&topic, "a", 300);
+    let mut c = config(&group, &topic);
+    c.max_poll_records = 100;
+    // No interval commit during the test: only the drop commits.
+    c.commit_interval = Duration::from_secs(3600);
+    let run = |consumer: &mut Consumer| -> Result<(), String> {
+        poll_n(consumer, 100); // processed: the next poll says so
+        let second = poll_n(consumer, 100);
+        // Processing the second poll's records fails: an early return, as `?` would.
+        Err(format!("failed at offset {}", second[0].offset))
+    };
+    let mut consumer = Consumer::new(c).unwrap();
+    assert_eq!(run(&mut consumer), Err("failed at offset 100".into()));
+    assert_eq!(consumer.position(&topic, 0), Some(200));
+    drop(consumer);
+    let committed = committed_offsets(&mut cluster, &group, &topic, 1);
+    assert_eq!(
+        committed,
+        [100],
+        "the drop commits the first poll's records, not the second's (being processed)"
+    );
+}
+
 /// The group's committed offsets, read by a fresh consumer of the group (without polling
 /// records).
 fn committed_offsets(

@@ -27,7 +27,7 @@ use crate::client::{Connector, TopicPartition};
 use crate::producer::{Producer, ProducerConfig, ProducerRecord, SendError, TransactionError};
 
 use super::engine::Engine;
-use super::pool::{ConsumerPool, Member};
+use super::pool::{guarded, ConsumerPool, Member};
 use super::pull::{Consumer, RebalanceListener};
 use super::{ConsumedRecord, ConsumerConfig, Error, OnHandlerError};
 
@@ -371,7 +371,7 @@ impl EosMember<'_> {
                 let output = Output {
                     producer: self.producer,
                 };
-                if let Err(e) = handler(&records, &output) {
+                if let Err(e) = guarded(&shared, || handler(&records, &output)) {
                     shared.handler_errors.add(1);
                     let at = records
                         .first()

@@ -160,8 +160,11 @@ pub struct ConsumerStats {
     pub records_per_sec: f64,
     /// Records the handler failed on that were skipped.
     pub skipped: u64,
-    /// Handler errors (retried ones included).
+    /// Handler errors (retried ones included), panics included.
     pub handler_errors: u64,
+    /// Handler panics: each is caught, counted here and as a handler error, and the
+    /// record is retried, skipped or stops the pool by [`OnHandlerError`], as an error is.
+    pub handler_panics: u64,
     /// Group joins (classic protocol), or assignment changes taken up (consumer protocol),
     /// by all members.
     pub rebalances: u64,
@@ -198,6 +201,7 @@ pub(crate) struct Shared {
     pub(crate) handled: Counter,
     pub(crate) skipped: Counter,
     pub(crate) handler_errors: Counter,
+    pub(crate) handler_panics: Counter,
     pub(crate) rebalances: Counter,
     pub(crate) commit_failures: Counter,
     pub(crate) fetch_errors: Counter,
@@ -240,6 +244,7 @@ impl Shared {
             records_per_sec: handled as f64 / elapsed.as_secs_f64().max(1e-9),
             skipped: self.skipped.get(),
             handler_errors: self.handler_errors.get(),
+            handler_panics: self.handler_panics.get(),
             rebalances: self.rebalances.get(),
             commit_failures: self.commit_failures.get(),
             fetch_errors: self.fetch_errors.get(),

@@ -311,37 +311,31 @@ impl Member {
                 Duration::from_millis(100),
             )?;
             let revision = engine.revision();
-            // Finished records are noted per partition run, not per record: a map look-up
-            // per record would cost more than a small handler.
-            let mut run: Option<(Arc<str>, i32, i64)> = None;
-            let mut handled = 0u64;
+            let mut run = Run::default();
             for rec in records.drain(..) {
                 if engine.service_due() {
-                    flush(engine, &mut run, &mut handled, &self.shared);
+                    run.flush(engine, &self.shared);
                     engine::service(engine)?;
                 }
                 if engine.revision() != revision && !engine.books.owns(&rec.topic, rec.partition) {
                     continue; // given back meanwhile: the next owner handles it
                 }
-                if run
-                    .as_ref()
-                    .is_some_and(|(t, p, _)| *p != rec.partition || **t != *rec.topic)
-                {
-                    flush(engine, &mut run, &mut handled, &self.shared);
+                if !run.continues(&rec) {
+                    run.flush(engine, &self.shared);
                 }
-                match self.handle(engine, &rec, handler)? {
-                    Handled::Done => handled += 1,
+                match self.handle(engine, &rec, handler, &mut run)? {
+                    Handled::Done => run.handled += 1,
                     Handled::Skipped => self.shared.skipped.add(1),
                     Handled::Abandoned => continue,
                     Handled::Interrupted => {
-                        flush(engine, &mut run, &mut handled, &self.shared);
+                        run.flush(engine, &self.shared);
                         return Ok(());
                     }
                 }
                 engine.note_progress();
-                run = Some((rec.topic.clone(), rec.partition, rec.offset + 1));
+                run.next = Some((rec.topic.clone(), rec.partition, rec.offset + 1));
             }
-            flush(engine, &mut run, &mut handled, &self.shared);
+            run.flush(engine, &self.shared);
         }
         Ok(())
     }
@@ -351,6 +345,7 @@ impl Member {
         engine: &mut Engine,
         rec: &ConsumedRecord,
         handler: &mut H,
+        run: &mut Run,
     ) -> Result<Handled, Error>
     where
         H: FnMut(&ConsumedRecord) -> Result<(), E>,
@@ -361,7 +356,7 @@ impl Member {
         }
         let mut backoff: Option<Backoff> = None;
         loop {
-            let err = match handler(rec) {
+            let err = match guarded(&self.shared, || handler(rec)) {
                 Ok(()) => return Ok(Handled::Done),
                 Err(e) => e,
             };
@@ -391,6 +386,9 @@ impl Member {
                         "consumer {}: handler failed on {at}, retrying in {delay:?}: {err}",
                         self.idx
                     );
+                    // What was handled before this record is finished: a revoke or an
+                    // interval commit while waiting commits it.
+                    run.flush(engine, &self.shared);
                     // Waiting on purpose is progress: the watchdog leaves the member be.
                     engine.note_progress();
                     let until = Instant::now() + delay;
@@ -414,17 +412,53 @@ impl Member {
     }
 }
 
-/// Note the current run of finished records.
-fn flush(
-    engine: &mut Engine,
-    run: &mut Option<(Arc<str>, i32, i64)>,
-    handled: &mut u64,
+/// Call a handler, a panic caught and counted, and turned into an error that says so.
+///
+/// The handler is then called again (a retry, the next record): one whose state a panic
+/// can leave broken should ask for [`OnHandlerError::Stop`].
+pub(super) fn guarded<T, E: Display>(
     shared: &Shared,
-) {
-    if let Some((topic, partition, next)) = run.take() {
-        engine.books.finished(&(topic.to_string(), partition), next);
+    call: impl FnOnce() -> Result<T, E>,
+) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(payload) => {
+            shared.handler_panics.add(1);
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string payload".to_owned());
+            Err(format!("the handler panicked: {message}"))
+        }
     }
-    if *handled > 0 {
-        shared.handled.add(std::mem::take(handled));
+}
+
+/// Records finished in a row of one partition, noted in the books at once (a map look-up
+/// per record would cost more than a small handler), and the count of them.
+#[derive(Default)]
+struct Run {
+    /// The partition and the offset after the last finished record.
+    next: Option<(Arc<str>, i32, i64)>,
+    handled: u64,
+}
+
+impl Run {
+    /// Whether `rec` is of the run's partition (or the run is empty).
+    fn continues(&self, rec: &ConsumedRecord) -> bool {
+        self.next
+            .as_ref()
+            .is_none_or(|(t, p, _)| *p == rec.partition && **t == *rec.topic)
+    }
+
+    /// Note the run in the books and the stats, and start a new one.
+    fn flush(&mut self, engine: &mut Engine, shared: &Shared) {
+        if let Some((topic, partition, next)) = self.next.take() {
+            engine.books.finished(&(topic.to_string(), partition), next);
+        }
+        if self.handled > 0 {
+            shared.handled.add(std::mem::take(&mut self.handled));
+        }
     }
 }
