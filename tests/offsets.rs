@@ -91,6 +91,7 @@ fn list_offsets_while_a_fetch_is_in_flight_to_the_same_broker() {
         topic_id: id,
         partition: 0,
         offset: 1,
+        current_leader_epoch: None,
     };
     let inflight = cluster.send_fetch(&params, &[target]).unwrap();
     let listed = cluster

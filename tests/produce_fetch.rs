@@ -90,6 +90,7 @@ fn produce_and_fetch(codec: Compression) {
                 topic_id: id,
                 partition: p,
                 offset: offsets[&p],
+                current_leader_epoch: None,
             })
             .collect();
         for r in cluster.fetch(&params, &targets).unwrap() {

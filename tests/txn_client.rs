@@ -655,6 +655,7 @@ fn read(cluster: &mut Cluster, topic: &str, isolation: IsolationLevel) -> Vec<St
             topic_id,
             partition: 0,
             offset,
+            current_leader_epoch: None,
         };
         for r in cluster.fetch(&params, &[target]).unwrap() {
             let part = r.result.unwrap();

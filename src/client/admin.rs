@@ -7,16 +7,21 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ListOffsetsRequest,
-    TopicName,
+    OffsetForLeaderEpochRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::backoff::Backoff;
 use super::cluster::Cluster;
+use super::connection::Connection;
 use super::error::{Error, KafkaCode, Location, Phase, Result};
 use super::fetch::IsolationLevel;
+use super::produce::PartitionResult;
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +85,35 @@ pub struct ListedOffset {
     pub offset: i64,
     /// The timestamp of the record at `offset`, -1 when not a timestamp look-up.
     pub timestamp: i64,
+    /// The leader epoch of the record before `offset` (ListOffsets v4+), when the broker
+    /// says: where a reader starting at `offset` stands in the log's history (KIP-320).
+    pub leader_epoch: Option<i32>,
+}
+
+/// A question for a partition's leader about its log's history (KIP-320): where does
+/// `leader_epoch` end?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochQuery {
+    /// The partition.
+    pub partition: i32,
+    /// The leader epoch the asker knows the partition's leader by (from metadata): a
+    /// leader that is not at it answers `FENCED_LEADER_EPOCH` (the asker is behind) or
+    /// `UNKNOWN_LEADER_EPOCH` (the broker is). `None`: no check.
+    pub current_leader_epoch: Option<i32>,
+    /// The epoch asked about: that of the record before the asker's position.
+    pub leader_epoch: i32,
+}
+
+/// A leader's answer to an [`EpochQuery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEnd {
+    /// The largest epoch of the leader's log at or below the one asked (an epoch the
+    /// leader never had is answered with the one before it), or `None` when its log holds
+    /// nothing that old.
+    pub leader_epoch: Option<i32>,
+    /// Where that epoch ends in the leader's log: the first offset of the next epoch, or
+    /// the log end offset for the current one. `None` with `leader_epoch`.
+    pub end_offset: Option<i64>,
 }
 
 fn topic_name(name: &str) -> TopicName {
@@ -305,14 +339,7 @@ impl Cluster {
                 })
                 .collect();
             req.topics.push(t);
-            // A connection with fetches in flight owes their answers first: asking on it
-            // would read a fetch's answer as this one's. Ask on a connection of its own.
-            let busy = self.existing(leader).is_some_and(|c| c.in_flight() > 0);
-            let conn = if busy {
-                self.dedicated(leader)?
-            } else {
-                self.broker(leader)?
-            };
+            let conn = self.quiet(leader)?;
             let broker = conn.broker().to_owned();
             let resp = match conn.request(&req) {
                 Ok(r) => r,
@@ -341,12 +368,127 @@ impl Cluster {
                         partition: p.partition_index,
                         offset: p.offset,
                         timestamp: p.timestamp,
+                        leader_epoch: (p.leader_epoch >= 0).then_some(p.leader_epoch),
                     });
                 }
             }
         }
         out.sort_by_key(|o| o.partition);
         Ok(out)
+    }
+
+    /// Ask the leaders of `topic`'s partitions where leader epochs end in their logs
+    /// (OffsetForLeaderEpoch, KIP-320): a reader checks with it that the log it read from
+    /// did not diverge since (an unclean leader election, a leader that lost data). Asked
+    /// once: a failed request is an error for all (stale metadata is dropped), a refused
+    /// partition (a leader that moved, an epoch the leader is not at) an error in its
+    /// result; retrying is the caller's.
+    pub fn epoch_ends(
+        &mut self,
+        topic: &str,
+        queries: &[EpochQuery],
+    ) -> Result<Vec<PartitionResult<EpochEnd>>> {
+        let mut by_leader: BTreeMap<i32, Vec<EpochQuery>> = BTreeMap::new();
+        for q in queries {
+            by_leader
+                .entry(self.leader(topic, q.partition)?)
+                .or_default()
+                .push(*q);
+        }
+        let mut out = Vec::with_capacity(queries.len());
+        for (leader, queries) in by_leader {
+            match self.epoch_ends_of(leader, topic, &queries) {
+                Ok(answers) => {
+                    let stale = answers
+                        .iter()
+                        .any(|a| a.result.as_ref().is_err_and(|e| e.invalidates_metadata()));
+                    if stale {
+                        self.invalidate(Some(topic));
+                    }
+                    out.extend(answers);
+                }
+                Err(e) => {
+                    self.note_error(&e, Some(topic));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn epoch_ends_of(
+        &mut self,
+        leader: i32,
+        topic: &str,
+        queries: &[EpochQuery],
+    ) -> Result<Vec<PartitionResult<EpochEnd>>> {
+        let mut req = OffsetForLeaderEpochRequest::default();
+        req.replica_id = (-1).into(); // a consumer
+        let mut t = OffsetForLeaderTopic::default();
+        t.topic = topic_name(topic);
+        t.partitions = queries
+            .iter()
+            .map(|q| {
+                let mut p = OffsetForLeaderPartition::default();
+                p.partition = q.partition;
+                p.current_leader_epoch = q.current_leader_epoch.unwrap_or(-1);
+                p.leader_epoch = q.leader_epoch;
+                p
+            })
+            .collect();
+        req.topics.push(t);
+        let conn = self.quiet(leader)?;
+        let broker = conn.broker().to_owned();
+        let resp = conn.request(&req)?;
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            let answer = resp
+                .topics
+                .iter()
+                .filter(|t| t.topic.0.as_str() == topic)
+                .flat_map(|t| &t.partitions)
+                .find(|p| p.partition == q.partition);
+            let at = || Location {
+                broker: broker.clone(),
+                api: "OffsetForLeaderEpoch",
+                topic: Some(topic.to_owned()),
+                partition: Some(q.partition),
+            };
+            let result = match answer {
+                None => Err(Error::Protocol {
+                    broker: broker.clone(),
+                    detail: format!(
+                        "OffsetForLeaderEpoch answered nothing for {topic}-{}",
+                        q.partition
+                    ),
+                }),
+                Some(p) => Error::check(p.error_code, at, None).map(|()| {
+                    let known = p.leader_epoch >= 0 && p.end_offset >= 0;
+                    EpochEnd {
+                        leader_epoch: known.then_some(p.leader_epoch),
+                        end_offset: known.then_some(p.end_offset),
+                    }
+                }),
+            };
+            out.push(PartitionResult {
+                topic: topic.to_owned(),
+                partition: q.partition,
+                result,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A connection to `leader` with nothing owed on it: one with fetches in flight owes
+    /// their answers first (asking on it would read a fetch's answer as this one's), so
+    /// then one of its own.
+    fn quiet(&mut self, leader: i32) -> Result<&mut Connection> {
+        let busy = self.existing(leader).is_some_and(|c| c.in_flight() > 0);
+        if busy {
+            self.dedicated(leader)
+        } else {
+            self.broker(leader)
+        }
     }
 }
 

@@ -70,6 +70,9 @@ pub struct Cluster {
     connector: Connector,
     brokers: HashMap<i32, BrokerInfo>,
     topics: HashMap<String, (TopicInfo, Instant)>,
+    /// The newest metadata seen of each topic, kept through invalidation: a lagging
+    /// broker's older leader epochs do not replace it.
+    newest: HashMap<String, TopicInfo>,
     connections: HashMap<i32, Connection>,
     /// Connections of their own for group coordination, so heartbeats never queue behind
     /// a fetch held by the broker for up to its max wait (the Java client does the same).
@@ -82,6 +85,26 @@ pub struct Cluster {
     failed: HashMap<String, Instant>,
     cluster_id: Option<String>,
     controller: i32,
+}
+
+/// Keep `known`'s partition metadata where `fresh` (of the same topic: same id) has an
+/// older leader epoch: metadata from a broker that lags behind the controller (Java's
+/// `Metadata.updateLatestMetadata`). A recreated topic (another id) is taken as it is.
+/// Returns how many partitions were kept.
+fn keep_newer(fresh: &mut TopicInfo, known: &TopicInfo) -> usize {
+    if fresh.id != known.id {
+        return 0;
+    }
+    let mut kept = 0;
+    for p in &mut fresh.partitions {
+        if let Some(k) = known.partitions.get(p.id as usize) {
+            if k.leader_epoch > p.leader_epoch {
+                *p = k.clone();
+                kept += 1;
+            }
+        }
+    }
+    kept
 }
 
 impl Cluster {
@@ -129,6 +152,7 @@ impl Cluster {
             connector,
             brokers: HashMap::new(),
             topics: HashMap::new(),
+            newest: HashMap::new(),
             connections: HashMap::new(),
             dedicated: HashMap::new(),
             bootstrap: Some(bootstrap),
@@ -327,11 +351,20 @@ impl Cluster {
                     detail: format!("metadata for {name} lists partitions with gaps"),
                 });
             }
-            let info = TopicInfo {
+            let mut info = TopicInfo {
                 name: name.clone(),
                 id: t.topic_id,
                 partitions,
             };
+            if let Some(known) = self.newest.get(&name) {
+                let kept = keep_newer(&mut info, known);
+                if kept > 0 {
+                    log::debug!(
+                        "metadata from {broker} for {name}: {kept} partition(s) with an older                          leader epoch than known; keeping the newer"
+                    );
+                }
+            }
+            self.newest.insert(name.clone(), info.clone());
             self.topics.insert(name, (info, now));
         }
         Ok(())
@@ -551,5 +584,53 @@ fn short_reason(e: &Error) -> String {
         Error::Connect { source, .. } => source.to_string(),
         Error::Timeout { phase, after, .. } => format!("{phase} timed out after {after:?}"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(id: u128, epochs: &[i32]) -> TopicInfo {
+        TopicInfo {
+            name: "t".into(),
+            id: Uuid::from_u128(id),
+            partitions: epochs
+                .iter()
+                .enumerate()
+                .map(|(i, &e)| PartitionInfo {
+                    id: i as i32,
+                    leader: e,
+                    leader_epoch: e,
+                    replicas: vec![],
+                    isr: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn metadata_with_older_leader_epochs_keeps_the_newer_partitions() {
+        let known = topic(1, &[5, 7]);
+        let mut fresh = topic(1, &[6, 3]);
+        assert_eq!(keep_newer(&mut fresh, &known), 1);
+        let epochs: Vec<i32> = fresh.partitions.iter().map(|p| p.leader_epoch).collect();
+        assert_eq!(
+            epochs,
+            [6, 7],
+            "partition 0 moved on, partition 1 came from a laggard"
+        );
+        assert_eq!(
+            fresh.partitions[1].leader, 7,
+            "the whole partition entry is kept"
+        );
+    }
+
+    #[test]
+    fn a_recreated_topic_takes_its_metadata_as_it_is() {
+        let known = topic(1, &[9]);
+        let mut fresh = topic(2, &[0, 0]);
+        assert_eq!(keep_newer(&mut fresh, &known), 0);
+        assert_eq!(fresh, topic(2, &[0, 0]));
     }
 }

@@ -114,6 +114,10 @@ pub struct FetchTarget {
     pub partition: i32,
     /// First offset wanted.
     pub offset: i64,
+    /// The leader epoch the partition's leader is known by (from metadata), checked by the
+    /// broker (KIP-320): a leader not at it answers `FENCED_LEADER_EPOCH` (the asker's
+    /// metadata is behind) or `UNKNOWN_LEADER_EPOCH` (the broker's is). `None`: no check.
+    pub current_leader_epoch: Option<i32>,
 }
 
 /// What one partition returned.
@@ -167,7 +171,7 @@ pub fn fetch_request(params: &FetchParams, targets: &[FetchTarget]) -> FetchRequ
         let mut p = FetchPartition::default();
         p.partition = t.partition;
         p.fetch_offset = t.offset;
-        p.current_leader_epoch = -1;
+        p.current_leader_epoch = t.current_leader_epoch.unwrap_or(-1);
         p.last_fetched_epoch = -1;
         p.log_start_offset = -1;
         p.partition_max_bytes = params.partition_max_bytes;

@@ -354,6 +354,27 @@ pub fn read_leave(resp: &LeaveGroupResponse, broker: &str) -> Result<()> {
 // Offsets
 // ---------------------------------------------------------------------------------------
 
+/// An offset committed for a partition, or to commit: the next offset to read, and the
+/// leader epoch of the record before it when known (KIP-320), so that a reader resuming
+/// there can check that the log did not diverge before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// The next offset to read.
+    pub offset: i64,
+    /// The leader epoch of the record before `offset`.
+    pub leader_epoch: Option<i32>,
+}
+
+impl CommittedOffset {
+    /// An offset without a known epoch.
+    pub fn at(offset: i64) -> Self {
+        CommittedOffset {
+            offset,
+            leader_epoch: None,
+        }
+    }
+}
+
 /// Build an OffsetFetch request for the group's committed offsets of `partitions`, asked as
 /// `member` where the version carries it (v9+; consumer-protocol groups check it).
 pub fn offset_fetch_request(
@@ -412,15 +433,19 @@ pub fn offset_fetch_request(
 pub fn read_offset_fetch(
     resp: &OffsetFetchResponse,
     broker: &str,
-) -> Result<BTreeMap<TopicPartition, i64>> {
+) -> Result<BTreeMap<TopicPartition, CommittedOffset>> {
     let here = at(broker, "OffsetFetch");
     let mut out = BTreeMap::new();
-    let mut note = |topic: &str, partition: i32, code: i16, offset: i64| -> Result<()> {
+    let mut note = |topic: &str, partition: i32, code: i16, offset: i64, epoch: i32| {
         Error::check(code, &here, None)?;
         if offset >= 0 {
-            out.insert((topic.to_owned(), partition), offset);
+            let committed = CommittedOffset {
+                offset,
+                leader_epoch: (epoch >= 0).then_some(epoch),
+            };
+            out.insert((topic.to_owned(), partition), committed);
         }
-        Ok(())
+        Ok::<(), Error>(())
     };
     if let Some(g) = resp.groups.first() {
         Error::check(g.error_code, &here, None)?;
@@ -431,6 +456,7 @@ pub fn read_offset_fetch(
                     p.partition_index,
                     p.error_code,
                     p.committed_offset,
+                    p.committed_leader_epoch,
                 )?;
             }
         }
@@ -443,6 +469,7 @@ pub fn read_offset_fetch(
                     p.partition_index,
                     p.error_code,
                     p.committed_offset,
+                    p.committed_leader_epoch,
                 )?;
             }
         }
@@ -455,7 +482,7 @@ pub fn read_offset_fetch(
 pub fn offset_commit_request(
     group: &str,
     member: &GroupMember,
-    offsets: &BTreeMap<TopicPartition, i64>,
+    offsets: &BTreeMap<TopicPartition, CommittedOffset>,
     version: i16,
 ) -> OffsetCommitRequest {
     let mut req = OffsetCommitRequest::default();
@@ -478,8 +505,8 @@ pub fn offset_commit_request(
                 .map(|&(p, o)| {
                     let mut y = OffsetCommitRequestPartition::default();
                     y.partition_index = p;
-                    y.committed_offset = o;
-                    y.committed_leader_epoch = -1;
+                    y.committed_offset = o.offset;
+                    y.committed_leader_epoch = o.leader_epoch.unwrap_or(-1);
                     y
                 })
                 .collect();
@@ -654,7 +681,13 @@ mod tests {
                 .as_deref(),
             Some("host-a")
         );
-        let offsets = BTreeMap::from([(("t".to_string(), 1), 5)]);
+        let offsets = BTreeMap::from([(
+            ("t".to_string(), 1),
+            CommittedOffset {
+                offset: 5,
+                leader_epoch: Some(3),
+            },
+        )]);
         assert_eq!(
             offset_commit_request("g", &member(), &offsets, 6).group_instance_id,
             None
@@ -662,6 +695,7 @@ mod tests {
         let commit = offset_commit_request("g", &member(), &offsets, 9);
         assert_eq!(commit.generation_id_or_member_epoch, 7);
         assert_eq!(commit.topics[0].partitions[0].committed_offset, 5);
+        assert_eq!(commit.topics[0].partitions[0].committed_leader_epoch, 3);
         let fetch = offset_fetch_request("g", &[("t".into(), 1)], Some(&member()), 8);
         assert_eq!(
             (

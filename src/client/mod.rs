@@ -21,7 +21,7 @@ mod transport;
 mod txn;
 mod versions;
 
-pub use admin::{is_already_exists, ListedOffset, NewTopic, OffsetSpec};
+pub use admin::{is_already_exists, EpochEnd, EpochQuery, ListedOffset, NewTopic, OffsetSpec};
 pub use assignor::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
     Assignor, Subscription,
@@ -44,7 +44,7 @@ pub(crate) use group::{
     read_join, read_leave, read_offset_commit, read_offset_fetch, read_sync, sync_request,
     ConsumerHeartbeat, ConsumerHeartbeatAnswer, JoinAnswer, JoinParams, Joined,
 };
-pub use group::{GroupMember, GroupMetadata, TopicPartition};
+pub use group::{CommittedOffset, GroupMember, GroupMetadata, TopicPartition};
 pub(crate) use produce::transactional_produce_request;
 pub use produce::{
     produce_request, produce_results, Acks, PartitionBatch, PartitionResult, ProduceAck,

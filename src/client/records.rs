@@ -309,6 +309,8 @@ pub struct Batches {
     max_decompressed: usize,
     /// Read committed: the aborted transactions whose records are dropped.
     aborted: Option<AbortFilter>,
+    /// The partition leader epoch of the batch `next_batch` returned last, -1 before.
+    last_epoch: i32,
 }
 
 /// A transaction that a read_committed fetch reported aborted: the records `producer_id`
@@ -422,7 +424,15 @@ impl Batches {
             min_offset,
             max_decompressed,
             aborted: None,
+            last_epoch: -1,
         }
+    }
+
+    /// The partition leader epoch of the batch [`next_batch`](Self::next_batch) returned
+    /// last (the epoch of the leader that wrote it, KIP-101), `None` before the first or
+    /// for a batch that predates epochs.
+    pub fn last_leader_epoch(&self) -> Option<i32> {
+        (self.last_epoch >= 0).then_some(self.last_epoch)
     }
 
     /// Read committed: drop the records of these aborted transactions (the list a
@@ -507,6 +517,7 @@ impl Batches {
         let batch = self.data.slice(self.at..self.at + total);
         self.at += total;
         check_batch(&batch)?;
+        self.last_epoch = be_i32(&batch, 12);
         if let Some(filter) = &mut self.aborted {
             if filter.drops(&batch, self.max_decompressed)? {
                 let next = be_i64(&batch, 0)

@@ -14,6 +14,8 @@ pub fn floor(key: ApiKey) -> i16 {
         ApiKey::Produce => 3,
         ApiKey::Fetch => 4,
         ApiKey::ListOffsets => 1,
+        // v3 is the first a consumer may send (replica id -1), as the Java consumer does.
+        ApiKey::OffsetForLeaderEpoch => 3,
         ApiKey::Metadata => 4,
         ApiKey::OffsetCommit => 2,
         ApiKey::OffsetFetch => 1,
@@ -41,6 +43,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::Produce => "Produce",
         ApiKey::Fetch => "Fetch",
         ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::Metadata => "Metadata",
         ApiKey::OffsetCommit => "OffsetCommit",
         ApiKey::OffsetFetch => "OffsetFetch",

@@ -24,23 +24,104 @@
 //!   once it reaches them.
 //! - A commit sends `done`; `requested` is what was last asked (answered or in flight), so
 //!   an interval commit asks only what changed; `committed` what the coordinator confirmed.
+//!
+//! Leader epochs (KIP-320). Each record batch carries the epoch of the leader that wrote
+//! it; the books keep the epochs of what was handed out, so a position is an offset *and*
+//! the epoch of the record before it, and commits carry it. After a leader change, and
+//! before reading from a committed offset that has an epoch, the position is *validated*:
+//! the leader says where that epoch ends in its log, and if that is before the position,
+//! the log diverged (an unclean leader election, a leader that lost what it acknowledged):
+//! reading resumes at the divergence point, the first offset whose records differ from what
+//! was read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use crate::client::TopicPartition;
+use crate::client::{CommittedOffset, TopicPartition};
 
 /// Where fetching of one partition stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fetch {
     /// No usable position (none committed, or out of range): the reset policy gives one.
     Reset,
+    /// The position (the next offset to hand out, with the epoch of the record before it)
+    /// is to be checked against the leader's log before fetching. `out_of_range`: the
+    /// leader refused it as out of range; if it did not diverge, the reset policy applies.
+    Validate {
+        position: CommittedOffset,
+        out_of_range: bool,
+    },
+    /// The log diverged before the position and no reset policy applies: nothing is
+    /// fetched until the caller seeks.
+    Diverged {
+        position: i64,
+        divergence: Option<i64>,
+    },
     /// The next fetch asks from this offset.
     At(i64),
 }
 
-/// What was handed out and finished, once the partition has a position.
+/// What validating a position found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Validated {
+    /// The log did not diverge before it: fetching goes on from there.
+    Valid,
+    /// It diverged: reading resumes at `divergence` (first offset whose records differ),
+    /// or, when the leader knows nothing that old (`None`), where the reset policy says.
+    Truncated {
+        position: i64,
+        divergence: Option<i64>,
+    },
+    /// The leader refused it as out of range and it did not diverge: the reset policy
+    /// gives a new one.
+    OutOfRange,
+    /// The answer is stale (the partition was revoked, sought or validated meanwhile).
+    Stale,
+}
+
+/// The leader epochs of a partition's records from one offset on: (first offset, epoch)
+/// marks, ascending, each valid up to the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Epochs(VecDeque<(i64, i32)>);
+
+impl Epochs {
+    fn from(position: CommittedOffset) -> Epochs {
+        let mut e = Epochs::default();
+        if let Some(epoch) = position.leader_epoch {
+            e.0.push_back((position.offset - 1, epoch));
+        }
+        e
+    }
+
+    /// Records from `first` on have `epoch`.
+    fn note(&mut self, first: i64, epoch: i32) {
+        while self.0.back().is_some_and(|&(f, _)| f >= first) {
+            self.0.pop_back();
+        }
+        if self.0.back().map(|&(_, e)| e) != Some(epoch) {
+            self.0.push_back((first, epoch));
+        }
+    }
+
+    /// The epoch of the record at `offset`, if known.
+    fn at(&self, offset: i64) -> Option<i32> {
+        self.0
+            .iter()
+            .rev()
+            .find(|&&(f, _)| f <= offset)
+            .map(|&(_, e)| e)
+    }
+
+    /// Forget marks no offset from `offset` on needs.
+    fn forget_below(&mut self, offset: i64) {
+        while self.0.get(1).is_some_and(|&(f, _)| f <= offset) {
+            self.0.pop_front();
+        }
+    }
+}
+
+/// What was handed out and finished, once the partition has a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Read {
     /// The next offset to hand out.
     handed: i64,
@@ -49,24 +130,44 @@ struct Read {
     /// Offsets with nothing to hand out, skipped while records before them were
     /// unfinished: once `done` reaches the start, it moves to the end.
     skipped: Option<(i64, i64)>,
+    /// Epochs of the records from `done - 1` on.
+    epochs: Epochs,
 }
 
 impl Read {
-    fn at(offset: i64) -> Read {
+    fn at(position: CommittedOffset) -> Read {
         Read {
-            handed: offset,
-            done: offset,
+            handed: position.offset,
+            done: position.offset,
             skipped: None,
+            epochs: Epochs::from(position),
         }
     }
 
+    /// Records below `next` are finished: never beyond what was handed out (a handler
+    /// finishing a record of a log since truncated does not finish its replacement).
     fn finish(&mut self, next: i64) {
-        self.done = self.done.max(next);
+        self.done = self.done.max(next.min(self.handed));
         if let Some((from, to)) = self.skipped {
             if self.done >= from {
                 self.done = self.done.max(to);
                 self.skipped = None;
             }
+        }
+        self.epochs.forget_below(self.done - 1);
+    }
+
+    fn handed_position(&self) -> CommittedOffset {
+        CommittedOffset {
+            offset: self.handed,
+            leader_epoch: self.epochs.at(self.handed - 1),
+        }
+    }
+
+    fn done_position(&self) -> CommittedOffset {
+        CommittedOffset {
+            offset: self.done,
+            leader_epoch: self.epochs.at(self.done - 1),
         }
     }
 }
@@ -83,6 +184,8 @@ struct Book {
     /// What was last asked to commit, confirmed or in flight.
     requested: Option<i64>,
     paused: bool,
+    /// The leader epoch (from metadata) the position was last fetched or validated under.
+    leader_epoch: Option<i32>,
 }
 
 /// Which commit mark [`Books::uncommitted`] compares against.
@@ -94,6 +197,9 @@ pub(crate) enum Since {
     Requested,
 }
 
+/// Offsets to commit (or committed), per partition.
+pub(crate) type Offsets = BTreeMap<TopicPartition, CommittedOffset>;
+
 /// The books of every partition assigned to one member.
 #[derive(Debug, Default)]
 pub(crate) struct Books {
@@ -101,19 +207,29 @@ pub(crate) struct Books {
 }
 
 impl Books {
-    /// `tp` is now assigned, with the offset found committed for it, if any.
-    pub(crate) fn assign(&mut self, tp: &TopicPartition, committed: Option<i64>) {
+    /// `tp` is now assigned, with the offset found committed for it, if any. One committed
+    /// with an epoch is validated before it is fetched from.
+    pub(crate) fn assign(&mut self, tp: &TopicPartition, committed: Option<CommittedOffset>) {
         let topic = match self.parts.values().find(|b| *b.topic == *tp.0) {
             Some(b) => b.topic.clone(),
             None => Arc::from(tp.0.as_str()),
         };
+        let fetch = match committed {
+            None => Fetch::Reset,
+            Some(c) if c.leader_epoch.is_some() => Fetch::Validate {
+                position: c,
+                out_of_range: false,
+            },
+            Some(c) => Fetch::At(c.offset),
+        };
         let book = Book {
             topic,
-            fetch: committed.map_or(Fetch::Reset, Fetch::At),
+            fetch,
             read: committed.map(Read::at),
-            committed,
-            requested: committed,
+            committed: committed.map(|c| c.offset),
+            requested: committed.map(|c| c.offset),
             paused: false,
+            leader_epoch: None,
         };
         self.parts.insert(tp.clone(), book);
     }
@@ -181,18 +297,152 @@ impl Books {
     /// Data fetched for `tp` beyond what was handed out was dropped: fetch it again.
     pub(crate) fn refetch(&mut self, tp: &TopicPartition) {
         if let Some(b) = self.parts.get_mut(tp) {
-            if let (Fetch::At(_), Some(read)) = (b.fetch, b.read) {
+            if let (Fetch::At(_), Some(read)) = (b.fetch, &b.read) {
                 b.fetch = Fetch::At(read.handed);
             }
         }
     }
 
-    /// The leader refused `tp`'s position (out of range): the reset policy gives a new one.
-    /// What was handed out and finished stays as it was until then.
-    pub(crate) fn lost_position(&mut self, tp: &TopicPartition) {
+    /// The leader refused `tp`'s position (out of range). If the epoch of the position is
+    /// known, it is validated first (the log may have diverged before it); else, or if it
+    /// did not diverge, the reset policy gives a new one. What was handed out and finished
+    /// stays as it was until then.
+    pub(crate) fn out_of_range(&mut self, tp: &TopicPartition) {
         if let Some(b) = self.parts.get_mut(tp) {
-            b.fetch = Fetch::Reset;
+            let position = b.read.as_ref().map(|r| r.handed_position());
+            b.fetch = match position {
+                Some(p) if p.leader_epoch.is_some() => Fetch::Validate {
+                    position: p,
+                    out_of_range: true,
+                },
+                _ => Fetch::Reset,
+            };
         }
+    }
+
+    /// The leader of `tp` is now at `leader_epoch` (metadata). A change from the epoch the
+    /// position was fetched under sends a position whose epoch is known to validation;
+    /// true if it did (data fetched for it should be dropped).
+    pub(crate) fn leader_is(&mut self, tp: &TopicPartition, leader_epoch: i32) -> bool {
+        let Some(b) = self.parts.get_mut(tp) else {
+            return false;
+        };
+        match b.leader_epoch {
+            // Older metadata, or none seen before: nothing changed that the position knows.
+            Some(e) if e >= leader_epoch => return false,
+            None => {
+                b.leader_epoch = Some(leader_epoch);
+                return false;
+            }
+            Some(_) => b.leader_epoch = Some(leader_epoch),
+        }
+        let Fetch::At(_) = b.fetch else {
+            return false;
+        };
+        match b.read.as_ref().map(|r| r.handed_position()) {
+            Some(position) if position.leader_epoch.is_some() => {
+                b.fetch = Fetch::Validate {
+                    position,
+                    out_of_range: false,
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The positions to validate.
+    pub(crate) fn awaiting_validation(&self) -> Vec<(TopicPartition, CommittedOffset)> {
+        self.parts
+            .iter()
+            .filter_map(|(tp, b)| match b.fetch {
+                Fetch::Validate { position, .. } => Some((tp.clone(), position)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The leader says `position` of `tp` was validated with this answer: its epoch ends
+    /// at `end` (`None`: the leader's log holds nothing of it).
+    pub(crate) fn validated(
+        &mut self,
+        tp: &TopicPartition,
+        position: CommittedOffset,
+        end: Option<CommittedOffset>,
+    ) -> Validated {
+        let Some(b) = self.parts.get_mut(tp) else {
+            return Validated::Stale;
+        };
+        let Fetch::Validate {
+            position: asked,
+            out_of_range,
+        } = b.fetch
+        else {
+            return Validated::Stale;
+        };
+        if asked != position {
+            return Validated::Stale;
+        }
+        match end {
+            Some(end) if end.offset >= position.offset => {
+                if out_of_range {
+                    b.fetch = Fetch::Reset;
+                    Validated::OutOfRange
+                } else {
+                    b.fetch = Fetch::At(position.offset);
+                    Validated::Valid
+                }
+            }
+            Some(end) => {
+                b.fetch = Fetch::At(end.offset);
+                if let Some(read) = &mut b.read {
+                    read.handed = end.offset;
+                    read.done = read.done.min(end.offset);
+                    if read.skipped.is_some_and(|(_, to)| to > end.offset) {
+                        read.skipped = None;
+                    }
+                    if let Some(epoch) = end.leader_epoch {
+                        read.epochs.note(end.offset - 1, epoch);
+                    }
+                }
+                Validated::Truncated {
+                    position: position.offset,
+                    divergence: Some(end.offset),
+                }
+            }
+            None => {
+                b.fetch = Fetch::Reset;
+                Validated::Truncated {
+                    position: position.offset,
+                    divergence: None,
+                }
+            }
+        }
+    }
+
+    /// Truncated, and no reset policy applies: `tp` is not fetched until the caller
+    /// seeks. What was handed out and finished stays as it was.
+    pub(crate) fn diverged(&mut self, tp: &TopicPartition, position: i64, divergence: Option<i64>) {
+        if let Some(b) = self.parts.get_mut(tp) {
+            b.fetch = Fetch::Diverged {
+                position,
+                divergence,
+            };
+        }
+    }
+
+    /// The partitions that diverged and wait for the caller to seek.
+    pub(crate) fn divergences(&self) -> Vec<(TopicPartition, i64, Option<i64>)> {
+        self.parts
+            .iter()
+            .filter_map(|(tp, b)| match b.fetch {
+                Fetch::Diverged {
+                    position,
+                    divergence,
+                } => Some((tp.clone(), position, divergence)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The partitions waiting for the reset policy.
@@ -204,12 +454,12 @@ impl Books {
             .collect()
     }
 
-    /// Read `tp` from `offset` on (a seek, or the reset policy's answer): fetched, handed
-    /// out and finished all start there.
-    pub(crate) fn position_at(&mut self, tp: &TopicPartition, offset: i64) {
+    /// Read `tp` from `position` on (a seek, or the reset policy's answer, with the epoch
+    /// of the record before it if known): fetched, handed out and finished all start there.
+    pub(crate) fn position_at(&mut self, tp: &TopicPartition, position: CommittedOffset) {
         if let Some(b) = self.parts.get_mut(tp) {
-            b.fetch = Fetch::At(offset);
-            b.read = Some(Read::at(offset));
+            b.fetch = Fetch::At(position.offset);
+            b.read = Some(Read::at(position));
         }
     }
 
@@ -221,6 +471,13 @@ impl Books {
     pub(crate) fn handed(&mut self, tp: &TopicPartition, next: i64) {
         if let Some(read) = self.read_mut(tp) {
             read.handed = read.handed.max(next);
+        }
+    }
+
+    /// Records of `tp` from `first` on were written under leader `epoch` (their batch's).
+    pub(crate) fn note_epoch(&mut self, tp: &TopicPartition, first: i64, epoch: i32) {
+        if let Some(read) = self.read_mut(tp) {
+            read.epochs.note(first, epoch);
         }
     }
 
@@ -267,8 +524,19 @@ impl Books {
         let b = self.parts.get(tp)?;
         match b.fetch {
             Fetch::Reset => None,
-            Fetch::At(_) => b.read.map(|r| r.handed),
+            _ => b.read.as_ref().map(|r| r.handed),
         }
+    }
+
+    /// [`position`](Self::position) with the leader epoch of the record before it.
+    #[cfg(test)]
+    pub(crate) fn position_with_epoch(&self, tp: &TopicPartition) -> Option<CommittedOffset> {
+        self.position(tp)?;
+        self.parts
+            .get(tp)?
+            .read
+            .as_ref()
+            .map(|r| r.handed_position())
     }
 
     // ---------------------------------------------------------------------------------
@@ -298,34 +566,36 @@ impl Books {
     // Commits
     // ---------------------------------------------------------------------------------
 
-    /// The finished offsets that differ from the mark `since`, per partition.
-    pub(crate) fn uncommitted(&self, since: Since) -> BTreeMap<TopicPartition, i64> {
+    /// The finished offsets that differ from the mark `since`, per partition, with the
+    /// epoch of the record before each.
+    pub(crate) fn uncommitted(&self, since: Since) -> Offsets {
         self.parts
             .iter()
             .filter_map(|(tp, b)| {
-                let done = b.read?.done;
+                let done = b.read.as_ref()?.done_position();
                 let mark = match since {
                     Since::Confirmed => b.committed,
                     Since::Requested => b.requested,
                 };
-                (mark != Some(done)).then(|| (tp.clone(), done))
+                (mark != Some(done.offset)).then(|| (tp.clone(), done))
             })
             .collect()
     }
 
     /// These offsets were asked to commit (the answer is awaited).
-    pub(crate) fn requested(&mut self, offsets: &BTreeMap<TopicPartition, i64>) {
-        for (tp, &o) in offsets {
+    pub(crate) fn requested(&mut self, offsets: &Offsets) {
+        for (tp, o) in offsets {
             if let Some(b) = self.parts.get_mut(tp) {
-                b.requested = Some(o);
+                b.requested = Some(o.offset);
             }
         }
     }
 
     /// The coordinator answered a commit of `offsets`: confirmed (`ok`), or refused (they
     /// are asked again at the next interval).
-    pub(crate) fn commit_answered(&mut self, offsets: &BTreeMap<TopicPartition, i64>, ok: bool) {
-        for (tp, &o) in offsets {
+    pub(crate) fn commit_answered(&mut self, offsets: &Offsets, ok: bool) {
+        for (tp, o) in offsets {
+            let o = o.offset;
             if let Some(b) = self.parts.get_mut(tp) {
                 if ok {
                     b.committed = Some(o);
@@ -338,10 +608,10 @@ impl Books {
     }
 
     /// These offsets were committed by a transaction: committed, and finished.
-    pub(crate) fn committed_by_transaction(&mut self, offsets: &BTreeMap<TopicPartition, i64>) {
+    pub(crate) fn committed_by_transaction(&mut self, offsets: &Offsets) {
         self.commit_answered(offsets, true);
-        for (tp, &o) in offsets {
-            self.finished(tp, o);
+        for (tp, o) in offsets {
+            self.finished(tp, o.offset);
         }
     }
 
@@ -363,10 +633,19 @@ mod tests {
         ("t".to_owned(), p)
     }
 
+    fn at(offset: i64) -> CommittedOffset {
+        CommittedOffset::at(offset)
+    }
+
     fn books_at(offset: Option<i64>) -> Books {
         let mut books = Books::default();
-        books.assign(&tp(0), offset);
+        books.assign(&tp(0), offset.map(at));
         books
+    }
+
+    /// The offsets of `uncommitted`, without epochs.
+    fn plain(offsets: Offsets) -> BTreeMap<TopicPartition, i64> {
+        offsets.into_iter().map(|(tp, o)| (tp, o.offset)).collect()
     }
 
     #[test]
@@ -387,13 +666,13 @@ mod tests {
         assert_eq!(books.awaiting_reset(), vec![tp(0)]);
         // Nothing to commit before a position exists.
         assert!(books.uncommitted(Since::Confirmed).is_empty());
-        books.position_at(&tp(0), 7);
+        books.position_at(&tp(0), at(7));
         assert_eq!(books.position(&tp(0)), Some(7));
         assert!(books.awaiting_reset().is_empty());
         // The reset's position is committed (as the Java consumer does): the group's
         // position is then known even before a record arrives.
         assert_eq!(
-            books.uncommitted(Since::Confirmed),
+            plain(books.uncommitted(Since::Confirmed)),
             BTreeMap::from([(tp(0), 7)])
         );
     }
@@ -439,7 +718,7 @@ mod tests {
         assert!(books.uncommitted(Since::Confirmed).is_empty());
         books.finished(&tp(0), 20);
         let offsets = books.uncommitted(Since::Requested);
-        assert_eq!(offsets, BTreeMap::from([(tp(0), 20)]));
+        assert_eq!(plain(offsets.clone()), BTreeMap::from([(tp(0), 20)]));
         books.requested(&offsets);
         assert!(
             books.uncommitted(Since::Requested).is_empty(),
@@ -475,9 +754,9 @@ mod tests {
         assert!(books.skip_to(&tp(0), 11));
         assert!(!books.skip_to(&tp(0), 11), "nothing more to skip");
         books.finished(&tp(0), 5);
-        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)], 5);
+        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)].offset, 5);
         books.finished(&tp(0), 10);
-        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)], 11);
+        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)].offset, 11);
     }
 
     #[test]
@@ -487,7 +766,7 @@ mod tests {
         books.finished(&tp(0), 10);
         books.skip_to(&tp(0), 12);
         assert_eq!(books.position(&tp(0)), Some(12));
-        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)], 12);
+        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)].offset, 12);
     }
 
     #[test]
@@ -497,32 +776,32 @@ mod tests {
         books.skip_to(&tp(0), 5);
         books.skip_to(&tp(0), 8);
         books.finished(&tp(0), 3);
-        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)], 8);
+        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)].offset, 8);
     }
 
     #[test]
-    fn a_lost_position_keeps_what_was_finished_until_the_reset() {
+    fn an_out_of_range_position_keeps_what_was_finished_until_the_reset() {
         let mut books = books_at(Some(0));
         books.fetched(&tp(0), 40);
         books.handed(&tp(0), 40);
         books.finished(&tp(0), 30);
-        books.lost_position(&tp(0));
+        books.out_of_range(&tp(0));
         assert_eq!(books.fetchable().count(), 0);
         assert_eq!(books.awaiting_reset(), vec![tp(0)]);
         assert_eq!(books.position(&tp(0)), None);
-        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)], 30);
+        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)].offset, 30);
         // A refetch does not give it a position back.
         books.refetch(&tp(0));
         assert_eq!(books.fetchable().count(), 0);
-        books.position_at(&tp(0), 100);
-        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)], 100);
+        books.position_at(&tp(0), at(100));
+        assert_eq!(books.uncommitted(Since::Confirmed)[&tp(0)].offset, 100);
     }
 
     #[test]
     fn a_transaction_commit_finishes_and_commits() {
         let mut books = books_at(Some(0));
         books.handed(&tp(0), 9);
-        let offsets = BTreeMap::from([(tp(0), 9)]);
+        let offsets = BTreeMap::from([(tp(0), at(9))]);
         books.committed_by_transaction(&offsets);
         assert_eq!(books.committed(&tp(0)), Some(9));
         assert!(books.uncommitted(Since::Confirmed).is_empty());
@@ -540,5 +819,207 @@ mod tests {
         assert!(!books.owns("t", 2));
         books.remove(&tp(1));
         assert!(!books.contains(&tp(1)));
+    }
+
+    fn with_epoch(offset: i64, epoch: i32) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: Some(epoch),
+        }
+    }
+
+    #[test]
+    fn commits_carry_the_epoch_of_the_record_before_the_offset() {
+        let mut books = books_at(Some(0));
+        books.note_epoch(&tp(0), 0, 3);
+        books.handed(&tp(0), 10);
+        books.note_epoch(&tp(0), 10, 5);
+        books.handed(&tp(0), 20);
+        books.finished(&tp(0), 10);
+        assert_eq!(
+            books.uncommitted(Since::Confirmed)[&tp(0)],
+            with_epoch(10, 3)
+        );
+        books.finished(&tp(0), 11);
+        assert_eq!(
+            books.uncommitted(Since::Confirmed)[&tp(0)],
+            with_epoch(11, 5)
+        );
+        assert_eq!(books.position_with_epoch(&tp(0)), Some(with_epoch(20, 5)));
+        // A committed offset's epoch is kept until something newer is handed out.
+        let mut books = Books::default();
+        books.assign(&tp(0), Some(with_epoch(50, 2)));
+        assert_eq!(books.position_with_epoch(&tp(0)), Some(with_epoch(50, 2)));
+    }
+
+    #[test]
+    fn a_committed_offset_with_an_epoch_is_validated_before_it_is_fetched_from() {
+        let mut books = Books::default();
+        books.assign(&tp(0), Some(with_epoch(2000, 0)));
+        assert_eq!(
+            books.fetchable().count(),
+            0,
+            "not fetched before it is validated"
+        );
+        assert_eq!(books.position(&tp(0)), Some(2000));
+        assert_eq!(
+            books.awaiting_validation(),
+            vec![(tp(0), with_epoch(2000, 0))]
+        );
+        // The leader's log ends epoch 0 at 2500: nothing diverged.
+        let verdict = books.validated(&tp(0), with_epoch(2000, 0), Some(with_epoch(2500, 0)));
+        assert_eq!(verdict, Validated::Valid);
+        assert_eq!(books.fetchable().collect::<Vec<_>>(), vec![(&tp(0), 2000)]);
+        // One without an epoch is not.
+        let mut books = Books::default();
+        books.assign(&tp(0), Some(at(2000)));
+        assert!(books.awaiting_validation().is_empty());
+        assert_eq!(books.fetchable().count(), 1);
+    }
+
+    #[test]
+    fn a_log_that_diverged_before_the_position_resumes_at_the_divergence_point() {
+        // The unclean election of issue 20: committed 2000 under epoch 0; the new leader's
+        // log holds epoch 0 only up to 1000.
+        let mut books = Books::default();
+        books.assign(&tp(0), Some(with_epoch(2000, 0)));
+        let verdict = books.validated(&tp(0), with_epoch(2000, 0), Some(with_epoch(1000, 0)));
+        assert_eq!(
+            verdict,
+            Validated::Truncated {
+                position: 2000,
+                divergence: Some(1000)
+            }
+        );
+        assert_eq!(books.fetchable().collect::<Vec<_>>(), vec![(&tp(0), 1000)]);
+        assert_eq!(books.position_with_epoch(&tp(0)), Some(with_epoch(1000, 0)));
+        // The group's offset goes back to the divergence point.
+        assert_eq!(
+            books.uncommitted(Since::Confirmed)[&tp(0)],
+            with_epoch(1000, 0)
+        );
+    }
+
+    #[test]
+    fn records_in_flight_from_a_truncated_log_do_not_finish_their_replacements() {
+        let mut books = books_at(Some(0));
+        books.note_epoch(&tp(0), 0, 1);
+        books.handed(&tp(0), 100);
+        books.finished(&tp(0), 20);
+        books.leader_is(&tp(0), 1);
+        assert!(books.leader_is(&tp(0), 2), "a new leader: validate");
+        let position = books.awaiting_validation()[0].1;
+        assert_eq!(position, with_epoch(100, 1));
+        books.validated(&tp(0), position, Some(with_epoch(60, 1)));
+        // The handler finishes a record it had from the old log, past the divergence.
+        books.finished(&tp(0), 90);
+        assert_eq!(
+            books.uncommitted(Since::Confirmed)[&tp(0)].offset,
+            60,
+            "never past what is handed out of the new log"
+        );
+    }
+
+    #[test]
+    fn leader_changes_validate_only_positions_with_an_epoch_and_only_forward() {
+        let mut books = books_at(Some(0));
+        assert!(
+            !books.leader_is(&tp(0), 4),
+            "the first epoch seen is just noted"
+        );
+        assert!(
+            !books.leader_is(&tp(0), 5),
+            "no epoch known for the position yet"
+        );
+        books.note_epoch(&tp(0), 0, 5);
+        books.handed(&tp(0), 10);
+        assert!(
+            !books.leader_is(&tp(0), 3),
+            "older metadata changes nothing"
+        );
+        assert!(!books.leader_is(&tp(0), 5), "same leader");
+        assert!(books.leader_is(&tp(0), 6));
+        assert!(!books.leader_is(&tp(0), 7), "already validating");
+        assert_eq!(books.fetchable().count(), 0);
+        let position = books.awaiting_validation()[0].1;
+        // A stale answer (for another position) changes nothing.
+        assert_eq!(
+            books.validated(&tp(0), with_epoch(5, 5), Some(with_epoch(5, 5))),
+            Validated::Stale
+        );
+        assert_eq!(
+            books.validated(&tp(0), position, Some(with_epoch(10, 5))),
+            Validated::Valid
+        );
+        assert_eq!(
+            books.validated(&tp(0), position, Some(with_epoch(10, 5))),
+            Validated::Stale,
+            "answered once"
+        );
+    }
+
+    #[test]
+    fn an_epoch_the_leader_knows_nothing_of_goes_to_the_reset_policy() {
+        let mut books = Books::default();
+        books.assign(&tp(0), Some(with_epoch(30, 9)));
+        assert_eq!(
+            books.validated(&tp(0), with_epoch(30, 9), None),
+            Validated::Truncated {
+                position: 30,
+                divergence: None
+            }
+        );
+        assert_eq!(books.awaiting_reset(), vec![tp(0)]);
+    }
+
+    #[test]
+    fn out_of_range_validates_first_when_the_epoch_is_known() {
+        let mut books = books_at(Some(0));
+        books.out_of_range(&tp(0));
+        assert_eq!(
+            books.awaiting_reset(),
+            vec![tp(0)],
+            "no epoch: reset at once"
+        );
+        let mut books = books_at(Some(0));
+        books.note_epoch(&tp(0), 0, 2);
+        books.handed(&tp(0), 40);
+        books.out_of_range(&tp(0));
+        let position = books.awaiting_validation()[0].1;
+        assert_eq!(
+            books.validated(&tp(0), position, Some(with_epoch(40, 2))),
+            Validated::OutOfRange,
+            "not diverged: the reset policy applies"
+        );
+        assert_eq!(books.awaiting_reset(), vec![tp(0)]);
+    }
+
+    #[test]
+    fn a_divergence_without_a_reset_policy_waits_for_a_seek() {
+        let mut books = books_at(Some(0));
+        books.diverged(&tp(0), 2000, Some(1000));
+        assert_eq!(books.fetchable().count(), 0);
+        assert_eq!(books.divergences(), vec![(tp(0), 2000, Some(1000))]);
+        books.position_at(&tp(0), at(1000));
+        assert!(books.divergences().is_empty());
+        assert_eq!(books.fetchable().count(), 1);
+    }
+
+    #[test]
+    fn epoch_marks_keep_what_the_unfinished_offsets_need() {
+        let mut e = Epochs::default();
+        e.note(0, 1);
+        e.note(5, 1);
+        e.note(10, 2);
+        e.note(20, 3);
+        assert_eq!(
+            (e.at(-1), e.at(0), e.at(9), e.at(10), e.at(25)),
+            (None, Some(1), Some(1), Some(2), Some(3))
+        );
+        e.forget_below(15);
+        assert_eq!(e.0, VecDeque::from([(10, 2), (20, 3)]));
+        // A rewrite from an earlier offset replaces what followed.
+        e.note(12, 4);
+        assert_eq!(e.0, VecDeque::from([(10, 2), (12, 4)]));
     }
 }

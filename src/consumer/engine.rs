@@ -17,15 +17,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::client::{
-    self, Backoff, Batches, Cluster, FetchInFlight, FetchTarget, FetchedRecord, IsolationLevel,
-    KafkaCode, OffsetSpec, TopicPartition,
+    self, Backoff, Batches, Cluster, CommittedOffset, EpochEnd, EpochQuery, FetchInFlight,
+    FetchTarget, FetchedRecord, IsolationLevel, KafkaCode, OffsetSpec, TopicPartition,
 };
 use crate::sync::Locked;
 
-use super::books::{Books, Since};
+use super::books::{Books, Offsets, Since, Validated};
 use super::config::{ConsumerConfig, OffsetReset};
 use super::group::{names, Event, GroupHandle};
-use super::{ConsumedRecord, Error, PartitionProgress, Shared};
+use super::{ConsumedRecord, Error, PartitionProgress, Shared, Truncation};
 
 /// A change of the assignment, for the host to tell its listener of between
 /// [`Engine::next_change`] and [`Engine::complete`].
@@ -38,6 +38,8 @@ pub(crate) enum Change {
     Revoking(Vec<TopicPartition>),
     /// These are gone already.
     Lost(Vec<TopicPartition>),
+    /// The logs of these partitions diverged before the member's positions (KIP-320).
+    Truncated(Vec<Truncation>),
 }
 
 /// What drives an engine: a pull consumer (with its listener) or a pool member.
@@ -72,7 +74,7 @@ struct Current {
 }
 
 /// An interval commit in flight: its answer, and what it asked.
-type PendingCommit = (Receiver<Result<(), Error>>, BTreeMap<TopicPartition, i64>);
+type PendingCommit = (Receiver<Result<(), Error>>, Offsets);
 
 /// One group member: its group thread's handle, its fetch connections, its books.
 pub(crate) struct Engine {
@@ -93,6 +95,8 @@ pub(crate) struct Engine {
     pending_commit: Option<PendingCommit>,
     /// Bumped whenever the assignment changes.
     revision: u64,
+    /// Truncations found, for the host to tell.
+    truncations: Vec<Truncation>,
     /// Why the member stopped, once it has.
     stopped: Option<String>,
     pub(crate) started: Instant,
@@ -144,6 +148,7 @@ impl Engine {
             last_commit: now,
             pending_commit: None,
             revision: 0,
+            truncations: Vec::new(),
             stopped: None,
             started: now,
             closed: false,
@@ -195,7 +200,7 @@ impl Engine {
     /// Read `tp` from `offset` on: data fetched for it is dropped.
     pub(crate) fn seek(&mut self, tp: &TopicPartition, offset: i64) {
         self.forget_data(std::slice::from_ref(tp));
-        self.books.position_at(tp, offset);
+        self.books.position_at(tp, CommittedOffset::at(offset));
         self.publish_position(tp);
     }
 
@@ -212,7 +217,11 @@ impl Engine {
     /// These offsets were committed by a transaction (an exactly-once member's): the
     /// books and the stats take them as committed.
     pub(crate) fn committed_by_transaction(&mut self, offsets: &BTreeMap<TopicPartition, i64>) {
-        self.books.committed_by_transaction(offsets);
+        let with_epochs: Offsets = offsets
+            .iter()
+            .map(|(tp, &o)| (tp.clone(), CommittedOffset::at(o)))
+            .collect();
+        self.books.committed_by_transaction(&with_epochs);
         let mut committed = self.shared.committed.locked();
         let mut progress = self.shared.progress.locked();
         for (tp, &o) in offsets {
@@ -265,7 +274,7 @@ impl Engine {
     /// The second half of a change, once the listener was told.
     pub(crate) fn complete(&mut self, change: Change) {
         match change {
-            Change::Assigned(_) => {}
+            Change::Assigned(_) | Change::Truncated(_) => {}
             Change::Revoking(mine) => {
                 if self.config.auto_commit {
                     // Sent before `Released`, so the group thread commits first.
@@ -304,8 +313,9 @@ impl Engine {
         mine
     }
 
-    /// Reset positions and settle commits: what `service` does after the events.
+    /// Validate and reset positions, settle commits: what `service` does after the events.
     fn housekeep(&mut self) -> Result<(), Error> {
+        self.validate_positions();
         self.reset_unpositioned()?;
         self.settle_pending_commit();
         if self.config.auto_commit && self.last_commit.elapsed() >= self.config.commit_interval {
@@ -375,14 +385,24 @@ impl Engine {
             self.decoded.clear();
             match front.batches.next_batch(&mut self.decoded) {
                 Ok(Some(next)) => {
+                    let epoch = front.batches.last_leader_epoch();
                     if self.decoded.is_empty() {
                         // A control batch, an aborted transaction's, or records below the
                         // position: nothing to hand out, but the position moves past it.
                         let tp = front.tp.clone();
+                        if let (Some(epoch), Some(at)) = (epoch, self.books.position(&tp)) {
+                            if at < next {
+                                self.books.note_epoch(&tp, at, epoch);
+                            }
+                        }
                         if self.books.skip_to(&tp, next) {
                             self.publish_position(&tp);
                         }
                         continue;
+                    }
+                    if let Some(epoch) = epoch {
+                        self.books
+                            .note_epoch(&front.tp, self.decoded[0].offset, epoch);
                     }
                     let records = std::mem::take(&mut self.decoded).into_iter();
                     self.current = Some(Current {
@@ -501,15 +521,19 @@ impl Engine {
                     }
                 }
                 Err(e) if e.kafka_code() == Some(KafkaCode::OffsetOutOfRange) => {
+                    self.shared.out_of_range.add(1);
+                    self.books.out_of_range(&tp);
+                    let then = if self.books.awaiting_reset().contains(&tp) {
+                        format!("applying {:?}", self.config.offset_reset)
+                    } else {
+                        "checking the leader's log for a divergence first".to_owned()
+                    };
                     log::warn!(
-                        "consumer {}: {}-{} offset {at} out of range; applying {:?}",
+                        "consumer {}: {}-{} offset {at} out of range; {then}",
                         self.idx,
                         tp.0,
                         tp.1,
-                        self.config.offset_reset
                     );
-                    self.books.lost_position(&tp);
-                    self.reset_unpositioned()?;
                 }
                 Err(e) => {
                     errors += 1;
@@ -536,21 +560,193 @@ impl Engine {
         self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
     }
 
-    /// What to fetch: assigned, positioned, unpaused partitions, each from its position.
+    /// What to fetch: assigned, positioned, unpaused partitions, each from its position,
+    /// with the leader epoch they are asked of. A partition whose leader changed since its
+    /// position was read is validated first (KIP-320), not fetched.
     fn targets(&mut self) -> Vec<FetchTarget> {
-        let mut targets = Vec::new();
-        for (tp, offset) in self.books.fetchable() {
+        let mut leaders = Vec::new();
+        for tp in self.books.partitions() {
             match self.cluster.topic(&tp.0) {
-                Ok(info) => targets.push(FetchTarget {
-                    topic: tp.0.clone(),
-                    topic_id: info.id,
-                    partition: tp.1,
-                    offset,
-                }),
+                Ok(info) => {
+                    if let Some(p) = info.partitions.get(tp.1 as usize) {
+                        leaders.push((tp.clone(), info.id, p.leader_epoch));
+                    }
+                }
                 Err(e) => log::debug!("consumer {}: metadata for {}: {e}", self.idx, tp.0),
             }
         }
+        let mut moved = Vec::new();
+        for (tp, _, epoch) in &leaders {
+            if *epoch >= 0 && self.books.leader_is(tp, *epoch) {
+                moved.push(tp.clone());
+            }
+        }
+        if !moved.is_empty() {
+            log::debug!(
+                "consumer {}: new leaders for {}; validating positions",
+                self.idx,
+                names(&moved)
+            );
+            self.forget_data(&moved);
+        }
+        let mut targets = Vec::new();
+        for (tp, offset) in self.books.fetchable() {
+            if let Some((_, topic_id, epoch)) = leaders.iter().find(|(t, _, _)| t == tp) {
+                targets.push(FetchTarget {
+                    topic: tp.0.clone(),
+                    topic_id: *topic_id,
+                    partition: tp.1,
+                    offset,
+                    current_leader_epoch: (*epoch >= 0).then_some(*epoch),
+                });
+            }
+        }
         targets
+    }
+
+    /// Validate positions waiting for it with their leaders (OffsetForLeaderEpoch): a log
+    /// that diverged before a position moves it to the divergence point (or stops the
+    /// partition for the caller to seek, without a reset policy).
+    fn validate_positions(&mut self) {
+        let waiting = self.books.awaiting_validation();
+        if waiting.is_empty() || Instant::now() < self.retry_fetch_at {
+            return;
+        }
+        let mut by_topic: BTreeMap<String, Vec<(i32, CommittedOffset)>> = BTreeMap::new();
+        for ((t, p), position) in waiting {
+            by_topic.entry(t).or_default().push((p, position));
+        }
+        let mut failed = false;
+        for (topic, positions) in by_topic {
+            let current = match self.cluster.topic(&topic) {
+                Ok(info) => info.partitions.clone(),
+                Err(e) => {
+                    log::debug!("consumer {}: metadata for {topic}: {e}", self.idx);
+                    failed = true;
+                    continue;
+                }
+            };
+            let queries: Vec<EpochQuery> = positions
+                .iter()
+                .map(|&(p, position)| EpochQuery {
+                    partition: p,
+                    current_leader_epoch: current
+                        .get(p as usize)
+                        .map(|i| i.leader_epoch)
+                        .filter(|&e| e >= 0),
+                    leader_epoch: position.leader_epoch.unwrap_or(-1),
+                })
+                .collect();
+            let answers = match self.cluster.epoch_ends(&topic, &queries) {
+                Ok(a) => a,
+                Err(e) => {
+                    log::debug!("consumer {}: validating {topic}: {e}", self.idx);
+                    failed = true;
+                    continue;
+                }
+            };
+            for answer in answers {
+                let tp = (topic.clone(), answer.partition);
+                let Some(&(_, position)) = positions.iter().find(|(p, _)| *p == answer.partition)
+                else {
+                    continue;
+                };
+                // The leader is the one the position is now read under.
+                if let Some(Some(epoch)) = queries
+                    .iter()
+                    .find(|q| q.partition == answer.partition)
+                    .map(|q| q.current_leader_epoch)
+                {
+                    self.books.leader_is(&tp, epoch);
+                }
+                match answer.result {
+                    Ok(end) => self.take_validation(&tp, position, end),
+                    Err(e) => {
+                        // A leader that moved or is not at the epoch yet: asked again with
+                        // fresh metadata after the backoff.
+                        log::debug!("consumer {}: validating {}-{}: {e}", self.idx, tp.0, tp.1);
+                        failed = true;
+                    }
+                }
+            }
+        }
+        if failed {
+            self.shared.fetch_errors.add(1);
+            self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
+        }
+    }
+
+    fn take_validation(&mut self, tp: &TopicPartition, position: CommittedOffset, end: EpochEnd) {
+        let end = end.end_offset.map(|offset| CommittedOffset {
+            offset,
+            leader_epoch: end.leader_epoch,
+        });
+        match self.books.validated(tp, position, end) {
+            Validated::Valid | Validated::Stale => {}
+            Validated::OutOfRange => log::warn!(
+                "consumer {}: {}-{} offset {} out of range, and the log did not diverge \
+                 before it; applying {:?}",
+                self.idx,
+                tp.0,
+                tp.1,
+                position.offset,
+                self.config.offset_reset
+            ),
+            Validated::Truncated {
+                position,
+                divergence,
+            } => {
+                self.shared.truncations.add(1);
+                let no_reset = self.config.offset_reset == OffsetReset::Error;
+                if no_reset {
+                    self.books.diverged(tp, position, divergence);
+                }
+                let then = match (divergence, no_reset) {
+                    (_, true) => "offset_reset is Error: it waits for a seek".to_owned(),
+                    (Some(d), false) => format!(
+                        "reading resumes at the divergence point {d} (the records from there \
+                         on were replaced on the new leader)"
+                    ),
+                    (None, false) => format!(
+                        "the leader's log holds nothing that old; applying {:?}",
+                        self.config.offset_reset
+                    ),
+                };
+                log::warn!(
+                    "consumer {}: log truncation on {}-{}: the leader's log diverged before \
+                     position {position} (an unclean leader election, or a leader that lost \
+                     acknowledged records); {then}",
+                    self.idx,
+                    tp.0,
+                    tp.1,
+                );
+                self.truncations.push(Truncation {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    position,
+                    divergence,
+                });
+                self.publish_position(tp);
+            }
+        }
+    }
+
+    /// The truncations found since last asked.
+    fn take_truncations(&mut self) -> Option<Vec<Truncation>> {
+        (!self.truncations.is_empty()).then(|| std::mem::take(&mut self.truncations))
+    }
+
+    /// An error while a partition's log diverged with no reset policy to apply.
+    fn check_diverged(&self) -> Result<(), Error> {
+        match self.books.divergences().into_iter().next() {
+            None => Ok(()),
+            Some(((topic, partition), position, divergence)) => Err(Error::LogTruncated {
+                topic,
+                partition,
+                position,
+                divergence,
+            }),
+        }
     }
 
     /// Give partitions without a position one, from the reset policy.
@@ -584,7 +780,11 @@ impl Engine {
                 Ok(listed) => {
                     for o in listed {
                         let tp = (topic.clone(), o.partition);
-                        self.books.position_at(&tp, o.offset);
+                        let position = CommittedOffset {
+                            offset: o.offset,
+                            leader_epoch: o.leader_epoch,
+                        };
+                        self.books.position_at(&tp, position);
                         self.publish_position(&tp);
                     }
                 }
@@ -633,19 +833,12 @@ impl Engine {
     }
 
     /// Commit these offsets and wait for the answer, at most a request timeout.
-    pub(crate) fn commit_sync(
-        &mut self,
-        offsets: BTreeMap<TopicPartition, i64>,
-    ) -> Result<(), Error> {
+    pub(crate) fn commit_sync(&mut self, offsets: Offsets) -> Result<(), Error> {
         let timeout = self.config.client.connection.request_timeout;
         self.commit_within(offsets, timeout)
     }
 
-    fn commit_within(
-        &mut self,
-        offsets: BTreeMap<TopicPartition, i64>,
-        timeout: Duration,
-    ) -> Result<(), Error> {
+    fn commit_within(&mut self, offsets: Offsets, timeout: Duration) -> Result<(), Error> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -696,13 +889,19 @@ impl Engine {
     }
 }
 
-/// Act on group events (telling the host of each change) and commit on the interval.
+/// Act on group events (telling the host of each change), validate and reset positions
+/// (telling it of truncations), and commit on the interval. A partition whose log diverged
+/// with no reset policy to apply is an error until the caller seeks it.
 pub(crate) fn service(host: &mut impl Host) -> Result<(), Error> {
     while let Some(change) = host.engine().next_change()? {
         host.on_change(&change);
         host.engine().complete(change);
     }
-    host.engine().housekeep()
+    host.engine().housekeep()?;
+    if let Some(truncations) = host.engine().take_truncations() {
+        host.on_change(&Change::Truncated(truncations));
+    }
+    host.engine().check_diverged()
 }
 
 /// Records for the host: at least one unless `timeout` passes first.

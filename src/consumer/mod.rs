@@ -123,6 +123,40 @@ pub enum Error {
     /// The member stopped earlier (an error it reported, or close).
     #[error("the consumer has stopped: {0}")]
     Stopped(String),
+    /// The partition's log diverged before this member's position (an unclean leader
+    /// election, or a leader that lost records it had acknowledged: KIP-320), and
+    /// `offset_reset` is `Error`, so no position is chosen for the caller. The partition
+    /// is not read until [`Consumer::seek`] gives it one; `poll` returns this error until
+    /// then.
+    #[error("log truncation on {topic}-{partition}: the leader's log diverged before position {position}{}; offset_reset is Error, so seek it to where reading should resume", match divergence { Some(d) => format!(" (the records from offset {d} on differ from what was read)"), None => " (the leader holds nothing that old)".to_owned() })]
+    LogTruncated {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Where the member was: the next offset it would have read.
+        position: i64,
+        /// The first offset whose records differ from what was read, when the leader
+        /// knows it.
+        divergence: Option<i64>,
+    },
+}
+
+/// A partition's log that diverged before a member's position (KIP-320), told to
+/// [`RebalanceListener::on_truncated`] and counted in [`ConsumerStats::truncations`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Where the member was: the next offset it would have read. Records it read from the
+    /// divergence up to here no longer exist in the partition; other records took their
+    /// offsets.
+    pub position: i64,
+    /// The first offset whose records differ from what was read, where reading resumes;
+    /// `None` when the leader holds nothing that old, and `offset_reset` applies.
+    pub divergence: Option<i64>,
 }
 
 /// Per-partition progress in [`ConsumerStats`].
@@ -173,6 +207,13 @@ pub struct ConsumerStats {
     /// Fetches that failed (an unreachable or stalled leader, say) and were retried after
     /// the retry backoff.
     pub fetch_errors: u64,
+    /// Positions found past a divergence in their partition's log (KIP-320: an unclean
+    /// leader election, a leader that lost records): each went back to the divergence
+    /// point (see [`Truncation`]).
+    pub truncations: u64,
+    /// Positions the leader refused as out of range (reset by `offset_reset` unless the
+    /// log diverged before them).
+    pub out_of_range: u64,
     /// Transactions committed by an exactly-once pool's members (0 otherwise).
     pub transactions_committed: u64,
     /// Transactions aborted by an exactly-once pool's members: a handler error, a
@@ -205,6 +246,8 @@ pub(crate) struct Shared {
     pub(crate) rebalances: Counter,
     pub(crate) commit_failures: Counter,
     pub(crate) fetch_errors: Counter,
+    pub(crate) truncations: Counter,
+    pub(crate) out_of_range: Counter,
     /// Exactly-once pools: transactions committed and aborted, members fenced.
     pub(crate) txn_committed: Counter,
     pub(crate) txn_aborted: Counter,
@@ -248,6 +291,8 @@ impl Shared {
             rebalances: self.rebalances.get(),
             commit_failures: self.commit_failures.get(),
             fetch_errors: self.fetch_errors.get(),
+            truncations: self.truncations.get(),
+            out_of_range: self.out_of_range.get(),
             transactions_committed: self.txn_committed.get(),
             transactions_aborted: self.txn_aborted.get(),
             partitions: self.progress.locked().clone(),

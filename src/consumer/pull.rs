@@ -11,13 +11,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::client::{GroupMetadata, TopicPartition};
+use crate::client::{CommittedOffset, GroupMetadata, TopicPartition};
 use crate::sync::Locked;
 
 use super::books::Since;
 use super::engine::{self, connect_checked, Change, Engine, Host};
 use super::group::MemberStatus;
-use super::{ConsumedRecord, ConsumerConfig, ConsumerStats, Error, Shared};
+use super::{ConsumedRecord, ConsumerConfig, ConsumerStats, Error, Shared, Truncation};
 
 /// Told of rebalances, on the caller's thread, from inside [`Consumer::poll`] (or a pool's
 /// loop). Each method gets the consumer, to look at positions, seek or commit.
@@ -40,6 +40,14 @@ pub trait RebalanceListener: Send {
     /// These partitions were lost without a chance to commit.
     fn on_lost(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
         self.on_revoked(consumer, partitions);
+    }
+    /// The logs of these partitions diverged before the consumer's positions (an unclean
+    /// leader election, a leader that lost records: KIP-320). Each position went back to
+    /// the divergence point (or, without one, where `offset_reset` says), so records from
+    /// there on are read again: the log now holds other records at those offsets. With
+    /// `offset_reset` `Error`, the positions stay, and `poll` fails until they are sought.
+    fn on_truncated(&mut self, consumer: &mut Consumer, truncations: &[Truncation]) {
+        let _ = (consumer, truncations);
     }
 }
 
@@ -103,6 +111,7 @@ impl Host for Consumer {
             Change::Assigned(partitions) => listener.on_assigned(self, partitions),
             Change::Revoking(partitions) => listener.on_revoked(self, partitions),
             Change::Lost(partitions) => listener.on_lost(self, partitions),
+            Change::Truncated(truncations) => listener.on_truncated(self, truncations),
         }
         self.in_listener = false;
         self.listener = Some(listener);
@@ -181,7 +190,11 @@ impl Consumer {
         for (t, p) in offsets.keys() {
             self.engine.assigned_part(t, *p)?;
         }
-        self.engine.commit_sync(offsets.clone())
+        let offsets = offsets
+            .iter()
+            .map(|(tp, &o)| (tp.clone(), CommittedOffset::at(o)))
+            .collect();
+        self.engine.commit_sync(offsets)
     }
 
     /// Read `topic`-`partition` from `offset` on: records already fetched past it are

@@ -100,6 +100,7 @@ pub fn fetch_all(cluster: &mut Cluster, topic: &str) -> Vec<(i32, kpipe::client:
                 topic_id: info.id,
                 partition: p,
                 offset: offsets[p as usize],
+                current_leader_epoch: None,
             })
             .collect();
         for r in cluster.fetch(&params, &targets).unwrap() {

@@ -20,8 +20,8 @@ use crate::client::{
     self, consumer_heartbeat_request, heartbeat_request, join_request, leave_request,
     offset_commit_request, offset_fetch_request, read_consumer_heartbeat, read_heartbeat,
     read_join, read_leave, read_offset_commit, read_offset_fetch, read_sync, sync_request,
-    BrokerVersions, Cluster, ConsumerHeartbeat, ConsumerHeartbeatAnswer, GroupMember, JoinAnswer,
-    JoinParams, Joined, KafkaCode, TopicPartition,
+    BrokerVersions, Cluster, CommittedOffset, ConsumerHeartbeat, ConsumerHeartbeatAnswer,
+    GroupMember, JoinAnswer, JoinParams, Joined, KafkaCode, TopicPartition,
 };
 
 use super::super::Error;
@@ -312,7 +312,7 @@ impl Coordinator {
     pub(super) fn commit(
         &mut self,
         member: &GroupMember,
-        offsets: &BTreeMap<TopicPartition, i64>,
+        offsets: &BTreeMap<TopicPartition, CommittedOffset>,
     ) -> client::Result<Vec<(TopicPartition, client::Result<()>)>> {
         let group = self.group.clone();
         let results = self.call(
@@ -332,7 +332,7 @@ impl Coordinator {
         &mut self,
         member: Option<&GroupMember>,
         partitions: &[TopicPartition],
-    ) -> client::Result<BTreeMap<TopicPartition, i64>> {
+    ) -> client::Result<BTreeMap<TopicPartition, CommittedOffset>> {
         let group = self.group.clone();
         self.call(
             |v| -> OffsetFetchRequest { offset_fetch_request(&group, partitions, member, v) },

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::client::{self, Backoff, Cluster, GroupMember, KafkaCode, TopicPartition};
+use crate::client::{
+    self, Backoff, Cluster, CommittedOffset, GroupMember, KafkaCode, TopicPartition,
+};
 use crate::sync::Locked;
 
 use super::config::{ConsumerConfig, GroupProtocol};
@@ -48,7 +50,7 @@ pub(crate) enum Event {
     /// Partitions to take up, with the group's committed offsets (absent: none committed).
     Assigned {
         partitions: Vec<TopicPartition>,
-        committed: BTreeMap<TopicPartition, i64>,
+        committed: BTreeMap<TopicPartition, CommittedOffset>,
     },
     /// Give these back: stop handing them out, commit what is finished, then send
     /// [`Command::Released`].
@@ -64,7 +66,7 @@ pub(crate) enum Event {
 pub(crate) enum Command {
     /// Commit these offsets (the next offset to read, per partition); answer on `reply`.
     Commit {
-        offsets: BTreeMap<TopicPartition, i64>,
+        offsets: BTreeMap<TopicPartition, CommittedOffset>,
         reply: Sender<Result<(), Error>>,
     },
     /// The member gave these revoked partitions up (after committing them).
@@ -200,7 +202,7 @@ impl Ownership {
     fn announce(
         &mut self,
         partitions: &[TopicPartition],
-        committed: BTreeMap<TopicPartition, i64>,
+        committed: BTreeMap<TopicPartition, CommittedOffset>,
     ) {
         let ready: Vec<TopicPartition> = partitions
             .iter()
@@ -390,7 +392,7 @@ impl GroupHandle {
     /// Start a commit; the answer comes on the returned channel.
     pub(crate) fn commit(
         &self,
-        offsets: BTreeMap<TopicPartition, i64>,
+        offsets: BTreeMap<TopicPartition, CommittedOffset>,
     ) -> Receiver<Result<(), Error>> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         if self
@@ -574,7 +576,7 @@ impl Driver {
     }
 
     /// Commit `offsets` for the partitions this member still owns.
-    fn commit(&mut self, offsets: BTreeMap<TopicPartition, i64>) -> Result<(), Error> {
+    fn commit(&mut self, offsets: BTreeMap<TopicPartition, CommittedOffset>) -> Result<(), Error> {
         let (mine, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = offsets
             .into_iter()
             .partition(|(tp, _)| self.own.owned().contains(tp));
@@ -620,7 +622,10 @@ impl Driver {
     }
 
     /// One OffsetCommit; any refused partition fails it (the others are recorded).
-    fn try_commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> client::Result<()> {
+    fn try_commit(
+        &mut self,
+        offsets: &BTreeMap<TopicPartition, CommittedOffset>,
+    ) -> client::Result<()> {
         let Some(member) = self.member.member() else {
             return Err(client::Error::Misuse(
                 "the member is between generations (joining or rebalancing); the commit waits for the next one".into(),
@@ -634,9 +639,9 @@ impl Driver {
             match r {
                 Ok(()) => {
                     if let Some(&o) = offsets.get(&tp) {
-                        committed.insert(tp.clone(), o);
+                        committed.insert(tp.clone(), o.offset);
                         if let Some(p) = progress.get_mut(&tp) {
-                            p.committed = o;
+                            p.committed = o.offset;
                         }
                     }
                 }
@@ -716,7 +721,10 @@ mod tests {
             events(&mut own).is_empty(),
             "nothing before the offsets are known"
         );
-        own.announce(&[tp(0), tp(1)], BTreeMap::from([(tp(0), 7)]));
+        own.announce(
+            &[tp(0), tp(1)],
+            BTreeMap::from([(tp(0), CommittedOffset::at(7))]),
+        );
         own.announce(&[tp(0)], BTreeMap::new());
         assert_eq!(events(&mut own), [r#"assigned [("t", 0), ("t", 1)]"#]);
         assert!(own.unannounced().is_empty());
