@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kpipe::producer::{Balance, Balancer, DeliveryError, OnDelivery, SendError, WaitError};
+use kpipe::producer::{Balance, Balancer, DeliveryError, Error, OnDelivery, SendError, WaitError};
 use kpipe::{Producer, ProducerRecord};
 
 const RECORDS: u64 = 1_000;
@@ -51,6 +51,7 @@ fn a_callback_that_panics_costs_only_its_own_report() {
         !producer.is_closed(),
         "a callback's panic does not stop the producer"
     );
+    assert_eq!(producer.stats().callback_panics, 1);
 
     let summary = producer
         .close(Duration::from_secs(30))
@@ -58,6 +59,7 @@ fn a_callback_that_panics_costs_only_its_own_report() {
     assert_eq!(summary.accepted, RECORDS + 1, "{summary:?}");
     // The poisoned record was delivered: its callback's panic does not change that.
     assert_eq!(summary.delivered, RECORDS + 1, "{summary:?}");
+    assert_eq!(summary.callback_panics, 1, "{summary:?}");
     assert_eq!(
         reported.load(Ordering::SeqCst),
         RECORDS - 1,
@@ -101,6 +103,7 @@ fn an_on_delivery_handler_that_panics_costs_only_that_report() {
         .close(Duration::from_secs(30))
         .expect("close sums up after the handler panicked");
     assert_eq!(summary.delivered, RECORDS + 1, "{summary:?}");
+    assert_eq!(summary.callback_panics, 1, "{summary:?}");
     let mut tags = tags.lock().unwrap().clone();
     tags.sort_unstable();
     let expected: Vec<u64> = (0..=RECORDS).filter(|&t| t != POISON).collect();
@@ -152,23 +155,53 @@ fn a_writer_that_dies_closes_the_producer_and_says_why() {
     let late = producer.send(ProducerRecord::new("late"));
     assert!(matches!(late, Err(SendError::Closed(_))), "{late:?}");
 
+    let stats = producer.stats();
+    assert!(
+        stats
+            .fatal
+            .as_deref()
+            .is_some_and(|f| f.contains("the balancer explodes")),
+        "{stats:?}"
+    );
+
     // Every record it held gets an outcome: none is lost without a word.
-    for receipt in before.into_iter().chain([boom]) {
+    for receipt in before {
         match receipt.wait_timeout(Duration::from_secs(10)) {
             Ok(Err(DeliveryError::NotAttempted)) => {}
-            Ok(other) => panic!("a record held by a writer that panicked: {other:?}"),
-            Err(e @ (WaitError::Lost | WaitError::Timeout(_))) => {
-                panic!("a record held by a writer that panicked: {e}")
-            }
+            other => panic!("a record queued when the writer panicked: {other:?}"),
         }
     }
+    // The record in the balancer's hands went down with the panic: its receipt says so at
+    // once (no wait for its bound), and the summary counts it.
+    match boom.wait_timeout(Duration::from_secs(10)) {
+        Err(WaitError::Lost) => {}
+        other => panic!("the record the panic took: {other:?}"),
+    }
 
-    // close says the writer panicked, and why.
+    // close says the writer panicked, why, and what became of every record.
     let err = producer.close(Duration::from_secs(10)).unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("writer thread panicked") && text.contains("the balancer explodes"),
         "{text}"
+    );
+    let Error::WriterPanicked {
+        summary: Some(summary),
+        ..
+    } = err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(summary.accepted, 101, "{summary:?}");
+    assert_eq!(
+        (summary.delivered, summary.not_attempted, summary.failed),
+        (0, 100, 1),
+        "{summary:?}"
+    );
+    assert_eq!(
+        summary.failures.get("lost: the writer thread panicked"),
+        Some(&1),
+        "{summary:?}"
     );
     assert_eq!(common::fetch_all(&mut cluster, &topic).len(), 0);
 }
