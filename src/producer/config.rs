@@ -75,7 +75,8 @@ pub struct ProducerConfig {
     /// Default 30 s.
     pub close_timeout: Duration,
     /// The handler of the records sent with
-    /// [`send_tagged`](super::Producer::send_tagged). Default none.
+    /// [`send_tagged`](super::Producer::send_tagged). Default none. A call that panics is
+    /// caught, logged and counted, and the producer goes on (see [`OnDelivery`]).
     pub on_delivery: Option<OnDelivery>,
     /// Makes the producer transactional (KIP-98): records go into transactions that
     /// [`begin_transaction`](super::Producer::begin_transaction) opens and

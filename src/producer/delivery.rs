@@ -1,5 +1,7 @@
 //! Records going in, and what becomes of them: delivery reports, errors, receipts.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -137,6 +139,12 @@ pub type DeliveryResult = Result<Delivery, DeliveryError>;
 /// with its per-message opaque: a send costs no allocation for its report, where
 /// [`send_with_callback`](super::Producer::send_with_callback) boxes a closure per record.
 /// Keep it short and never block in it.
+///
+/// A call that panics does not stop the producer: the panic is caught, logged at error level
+/// with the record and the panic's message, and counted (`callback_panics` in the producer's
+/// stats and summary); the record counts as delivered (or failed) all the same, and the
+/// handler is called as before for every other record. State it shares with the code that
+/// panicked (a poisoned `Mutex`, say) is the handler's to deal with.
 #[derive(Clone)]
 pub struct OnDelivery(Arc<dyn Fn(u64, DeliveryResult) + Send + Sync>);
 
@@ -163,21 +171,45 @@ pub(crate) enum Report {
 }
 
 impl Report {
-    pub(crate) fn deliver(self, result: DeliveryResult, handler: Option<&OnDelivery>) {
+    /// Hand `result` to whoever asked. A callback or handler that panics does not unwind
+    /// into the writer: its panic message comes back, for the writer to log and count.
+    pub(crate) fn deliver(
+        self,
+        result: DeliveryResult,
+        handler: Option<&OnDelivery>,
+    ) -> Result<(), String> {
         match self {
-            Report::None => {}
+            Report::None => Ok(()),
             // The receipt may have been dropped: nobody is waiting then.
             Report::Wait(tx) => {
                 let _ = tx.send(result);
+                Ok(())
             }
-            Report::Callback(f) => f(result),
+            Report::Callback(f) => caught(move || f(result)),
             // `send_tagged` refuses records when there is no handler.
-            Report::Tag(tag) => {
-                if let Some(h) = handler {
-                    (h.0)(tag, result)
-                }
-            }
+            Report::Tag(tag) => match handler {
+                Some(h) => caught(|| (h.0)(tag, result)),
+                None => Ok(()),
+            },
         }
+    }
+}
+
+/// Run user code, turning a panic into its message. The writer owns no state the user's
+/// code can reach, so nothing of the writer's is left half-changed by the unwinding.
+fn caught(f: impl FnOnce()) -> Result<(), String> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(&*payload))
+}
+
+/// What a panic said: its message when it was a string (as `panic!` makes), else a note
+/// that it was not.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a payload that is not a string".to_owned()
     }
 }
 
@@ -194,7 +226,9 @@ pub enum WaitError {
     /// No outcome within the wait's bound.
     #[error("no delivery outcome within {0:?}")]
     Timeout(Duration),
-    /// The writer thread is gone without reporting (a bug: it always reports).
+    /// The writer thread is gone without reporting: it panicked with this record in hand
+    /// (see [`Error::WriterPanicked`](super::Error::WriterPanicked); it reports every
+    /// other record).
     #[error("the producer's writer thread ended without reporting this record")]
     Lost,
 }

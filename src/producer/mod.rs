@@ -68,9 +68,20 @@ pub enum Error {
     /// `close` was called before; the first call's summary is returned by it only.
     #[error("the producer was already closed")]
     AlreadyClosed,
-    /// The writer thread panicked (a kpipe bug); records it held are lost.
-    #[error("the producer's writer thread panicked")]
-    WriterPanicked,
+    /// The writer thread panicked (a kpipe bug, or a custom [`Balance`] that panicked; a
+    /// delivery callback's panic is caught and does not stop it). The producer stopped
+    /// taking records at once ([`Producer::is_closed`] turned true) and reported what it
+    /// still held as at a close deadline: not attempted, or unacknowledged if it was sent.
+    /// Records the panic caught in the writer's hands were never reported (their receipts
+    /// end as [`WaitError::Lost`]); the summary counts them as failed, as
+    /// `"lost: the writer thread panicked"`.
+    #[error("the producer's writer thread panicked: {message}")]
+    WriterPanicked {
+        /// The panic's message.
+        message: String,
+        /// What became of the records it took; `None` if reporting them panicked too.
+        summary: Option<Box<Summary>>,
+    },
 }
 
 /// Why a transactional call did not succeed, and what to do about it.
@@ -141,6 +152,10 @@ pub struct Summary {
     pub transactions_committed: u64,
     /// Transactions aborted (a transactional producer).
     pub transactions_aborted: u64,
+    /// Delivery reports that panicked: a [`send_with_callback`](Producer::send_with_callback)
+    /// callback, or the [`on_delivery`](ProducerConfig::on_delivery) handler. Each was
+    /// caught and logged; its record counts as delivered or failed all the same.
+    pub callback_panics: u64,
 }
 
 /// The producer id and epoch an idempotent producer stamps on its batches (KIP-98).
@@ -183,8 +198,11 @@ pub struct ProducerStats {
     pub producer: Option<ProducerIdentity>,
     /// Times a partition's sequences started again under a new epoch.
     pub epoch_bumps: u64,
-    /// Why the producer stopped by itself, if it did (it was fenced, say).
+    /// Why the producer stopped by itself, if it did (it was fenced, say, or its writer
+    /// thread panicked).
     pub fatal: Option<String>,
+    /// Delivery reports that panicked (caught and logged; see [`Summary::callback_panics`]).
+    pub callback_panics: u64,
     /// Milliseconds the brokers asked this producer to hold off (their quotas, KIP-219),
     /// added up over responses.
     pub throttled_ms: u64,
@@ -225,6 +243,10 @@ pub(crate) struct Shared {
     pub(crate) txn_committed: Counter,
     pub(crate) txn_aborted: Counter,
     pub(crate) fatal: Mutex<Option<Arc<client::Error>>>,
+    /// The message of the panic that stopped the writer thread, if one did.
+    pub(crate) panicked: Mutex<Option<String>>,
+    /// Delivery callbacks (and `on_delivery` calls) that panicked.
+    pub(crate) callback_panics: Counter,
     pub(crate) errors: Mutex<BTreeMap<String, u64>>,
     pub(crate) latency: Histogram,
 }
@@ -392,7 +414,7 @@ struct Inner {
     transactional: bool,
     /// Bound on a transactional call that takes no timeout of its own.
     txn_call_bound: Duration,
-    writer: Mutex<Option<JoinHandle<Summary>>>,
+    writer: Mutex<Option<JoinHandle<Result<Summary, Error>>>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -476,6 +498,8 @@ impl Producer {
             txn_committed: Counter::default(),
             txn_aborted: Counter::default(),
             fatal: Mutex::new(None),
+            panicked: Mutex::new(None),
+            callback_panics: Counter::default(),
             errors: Mutex::new(BTreeMap::new()),
             latency: Histogram::default(),
         });
@@ -557,6 +581,13 @@ impl Producer {
 
     /// Send, and have `callback` called with the outcome. It runs on the writer thread:
     /// keep it short and never block in it.
+    ///
+    /// A callback that panics does not stop the producer: the panic is caught, logged at
+    /// error level with the record (`topic-partition@offset`) and the panic's message, and
+    /// counted in [`callback_panics`](Summary::callback_panics); the record counts as
+    /// delivered (or failed) all the same, and every other record is sent and reported as
+    /// usual. The panic hook still runs (by default it prints the panic), and with
+    /// `panic = "abort"` the process aborts, as for any panic.
     pub fn send_with_callback(
         &self,
         record: ProducerRecord,
@@ -801,7 +832,12 @@ impl Producer {
             retries: s.retries.get(),
             producer: s.producer(),
             epoch_bumps: s.epoch_bumps.get(),
-            fatal: s.fatal.locked().as_ref().map(|e| e.to_string()),
+            fatal: match (&*s.fatal.locked(), &*s.panicked.locked()) {
+                (Some(e), _) => Some(e.to_string()),
+                (None, Some(panic)) => Some(format!("the writer thread panicked: {panic}")),
+                (None, None) => None,
+            },
+            callback_panics: s.callback_panics.get(),
             throttled_ms: s.throttled_ms.get(),
             errors: s.errors.locked().clone(),
             queue_depth: self.inner.tx.len(),
@@ -858,7 +894,13 @@ impl Inner {
         self.shared.gate.closing.store(true, Ordering::SeqCst);
         let _ = self.tx.try_send(Msg::Wake);
         // The writer gives up at the deadline and returns right after; the join is bounded.
-        handle.join().map_err(|_| Error::WriterPanicked)
+        // It catches its own panics; one that escaped it anyway ends here.
+        handle.join().unwrap_or_else(|payload| {
+            Err(Error::WriterPanicked {
+                message: delivery::panic_message(&*payload),
+                summary: None,
+            })
+        })
     }
 }
 

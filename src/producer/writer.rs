@@ -8,6 +8,7 @@
 //! retry resends it as it is.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,14 +29,17 @@ use super::batch::{encode, split_batch, stamp_body};
 use super::books::{new_part, Body, Part, Topic, TopicState, Topics, BATCH_ROOM};
 use super::config::{ProducerConfig, TopicDefaults};
 use super::coordinator::Transactional;
-use super::delivery::{Delivery, DeliveryError, Envelope, OnDelivery, Report};
+use super::delivery::{panic_message, Delivery, DeliveryError, Envelope, OnDelivery, Report};
 use super::identity::{Answered, ProducerId, Renewal};
 use super::lane::{verdict, Identity, Lane, Next, Outcome, Reply, Verdict};
 use super::links::Links;
 use super::txn::{Effect, TxnCall};
-use super::{Msg, ProducerIdentity, Shared, Summary};
+use super::{Error, Msg, ProducerIdentity, Shared, Summary};
 use crate::sync::Locked;
 
+/// The failure reason of records a panic of the writer took with it: they were never
+/// reported (their callbacks never ran, their receipts end as `WaitError::Lost`).
+const LOST_IN_PANIC: &str = "lost: the writer thread panicked";
 /// Records taken from the channel per intake round, so responses are read in between.
 const MAX_INTAKE: usize = 16_384;
 /// Longest sleep while idle, so the shutdown flag is seen promptly.
@@ -232,7 +236,31 @@ impl Writer {
         client::Backoff::new(self.cfg.retry_backoff, self.cfg.retry_backoff_max)
     }
 
-    pub(crate) fn run(mut self) -> Summary {
+    /// The writer thread's body: work until closed, then sum up. A panic in the loop (a
+    /// kpipe bug, or a custom balancer's) stops the producer at once and reports what is
+    /// left, instead of leaving it to look open with nobody reading its channel.
+    pub(crate) fn run(mut self) -> Result<Summary, Error> {
+        let worked = panic::catch_unwind(AssertUnwindSafe(|| self.work()));
+        let Err(payload) = worked else {
+            return Ok(self.summary());
+        };
+        let message = panic_message(&*payload);
+        // The books may be half-changed by the unwinding: report from them under a guard of
+        // its own, and without a summary if even that fails.
+        let summary = panic::catch_unwind(AssertUnwindSafe(|| self.stop_after_panic(&message)));
+        if summary.is_err() {
+            log::error!(
+                "the producer's writer thread panicked ({message}), and again while reporting \
+                 what it held: those records are lost"
+            );
+        }
+        Err(Error::WriterPanicked {
+            message,
+            summary: summary.ok().map(Box::new),
+        })
+    }
+
+    fn work(&mut self) {
         debug_assert!(self.txn.is_none() || self.id.current().is_some());
         loop {
             self.watch_shutdown_flag();
@@ -292,6 +320,10 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// What became of every record taken, once the writer has stopped.
+    fn summary(&mut self) -> Summary {
         let accepted = self.taken;
         self.shared.accepted.store(accepted, Ordering::Relaxed);
         let summary = Summary {
@@ -305,11 +337,39 @@ impl Writer {
             resent_batches: self.resent,
             transactions_committed: self.shared.txn_committed.get(),
             transactions_aborted: self.shared.txn_aborted.get(),
+            callback_panics: self.shared.callback_panics.get(),
         };
         if summary.delivered + summary.failed + summary.not_attempted != accepted {
             log::error!("kpipe bug: producer summary does not add up: {summary:?}");
         }
         summary
+    }
+
+    /// The loop panicked with `message`: stop intake at once (so that senders are refused
+    /// and `is_closed` says so), report every record the books and the channel still hold
+    /// as at a close deadline, count those the panic took with it as failed, and sum up.
+    fn stop_after_panic(&mut self, message: &str) -> Summary {
+        *self.shared.panicked.locked() = Some(message.to_owned());
+        *self.shared.close_deadline.locked() = Some(Instant::now());
+        self.shared.gate.closing.store(true, Ordering::SeqCst);
+        let outcomes = |w: &Self| w.delivered + w.failed + w.not_attempted;
+        let before = outcomes(self);
+        self.abandon();
+        let abandoned = outcomes(self) - before;
+        // Records on the unwound stack (the one being routed, say) were dropped unreported.
+        let lost = self.taken.saturating_sub(outcomes(self));
+        if lost > 0 {
+            self.failed += lost;
+            self.shared.failed.add(lost);
+            *self.failures.entry(LOST_IN_PANIC.into()).or_default() += lost;
+        }
+        log::error!(
+            "the producer stops: its writer thread panicked: {message}; {} record(s) it held \
+             are reported as at a close deadline, {lost} were lost with the panic \
+             (counted as failed: {LOST_IN_PANIC})",
+            abandoned
+        );
+        self.summary()
     }
 
     fn close_deadline(&self) -> Instant {
@@ -1391,8 +1451,13 @@ impl Writer {
                 offset,
                 timestamp,
             };
-            env.report
-                .deliver(Ok(delivery), self.cfg.on_delivery.as_ref());
+            if let Err(panic) = env
+                .report
+                .deliver(Ok(delivery), self.cfg.on_delivery.as_ref())
+            {
+                let record = format!("{topic}-{partition}@{offset}");
+                self.report_panicked(&record, "was delivered", &panic);
+            }
         }
     }
 
@@ -1404,9 +1469,28 @@ impl Writer {
         } else {
             self.failed += 1;
             self.shared.failed.add(1);
-            *self.failures.entry(reason).or_default() += 1;
+            *self.failures.entry(reason.clone()).or_default() += 1;
         }
-        env.report.deliver(Err(err), self.cfg.on_delivery.as_ref());
+        if let Err(panic) = env.report.deliver(Err(err), self.cfg.on_delivery.as_ref()) {
+            // A failed record has no offset, and may have no partition yet.
+            let topic = env.record.topic.as_ref().or(self.default_topic.as_ref());
+            let mut record = topic.map_or_else(|| "?".to_owned(), |t| t.to_string());
+            if let Some(p) = env.record.partition {
+                record = format!("{record}-{p}");
+            }
+            self.report_panicked(&record, &format!("had failed ({reason})"), &panic);
+        }
+    }
+
+    /// A record's callback (or the `on_delivery` handler) panicked: say so and count it.
+    /// The record's outcome was settled and counted before its report, and nothing of the
+    /// writer's was in the user's hands, so the writer goes on.
+    fn report_panicked(&self, record: &str, outcome: &str, panic: &str) {
+        self.shared.callback_panics.add(1);
+        log::error!(
+            "the delivery report of record {record} panicked: {panic}; the record {outcome} \
+             (counted as such) and the producer goes on"
+        );
     }
 
     /// The close deadline passed: report everything left.
