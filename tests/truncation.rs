@@ -19,11 +19,11 @@
 mod common;
 
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kpipe::client::{ClientConfig, Cluster, NewTopic, OffsetSpec};
-use kpipe::consumer::OffsetReset;
+use kpipe::consumer::{OffsetReset, RebalanceListener, Truncation};
 use kpipe::{ConsumedRecord, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -149,6 +149,15 @@ fn poll_to(consumer: &mut Consumer, topic: &str, end: i64) -> Vec<ConsumedRecord
     got
 }
 
+/// A listener that notes the truncations it is told of.
+struct Told(Arc<Mutex<Vec<Truncation>>>);
+
+impl RebalanceListener for Told {
+    fn on_truncated(&mut self, _: &mut Consumer, truncations: &[Truncation]) {
+        self.0.lock().unwrap().extend_from_slice(truncations);
+    }
+}
+
 fn value(r: &ConsumedRecord) -> String {
     String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
 }
@@ -224,8 +233,37 @@ fn a_group_reads_every_record_written_after_an_unclean_election_from_the_diverge
     let end = end_offset(&mut cluster, &topic);
     assert_eq!(end, SHARED + NEW);
 
+    // Without a reset policy, the member does not choose: poll fails until a seek.
+    let mut strict = config.clone();
+    strict.offset_reset = OffsetReset::Error;
+    let mut consumer = Consumer::new(strict).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        assert!(Instant::now() < deadline, "no truncation error in 60 s");
+        match consumer.poll(Duration::from_millis(200)) {
+            Ok(records) => assert!(records.is_empty(), "records read past a divergence"),
+            Err(e) => break e,
+        }
+    };
+    match &refused {
+        kpipe::consumer::Error::LogTruncated {
+            partition: 0,
+            position: READ,
+            divergence: Some(SHARED),
+            ..
+        } => {}
+        other => panic!("not the truncation error: {other}"),
+    }
+    assert!(
+        consumer.poll(Duration::from_millis(100)).is_err(),
+        "still refused before a seek"
+    );
+    drop(consumer);
+
     // The group again: it must read every new record, starting from the divergence point.
-    let mut consumer = Consumer::new(config).unwrap();
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let listener = Told(told.clone());
+    let mut consumer = Consumer::with_listener(config, listener).unwrap();
     let after = poll_to(&mut consumer, &topic, end);
     let stats = consumer.stats();
     consumer.close(Duration::from_secs(30)).unwrap();
@@ -246,9 +284,18 @@ fn a_group_reads_every_record_written_after_an_unclean_election_from_the_diverge
         started.elapsed().as_secs_f64(),
     );
     let _ = cluster.delete_topic(&topic, Duration::from_secs(30));
-    // TODO(issue 20): once the consumer reports truncation, assert it here (a stats counter
-    // of truncations / divergent partitions, the listener's call) and that the position was
-    // moved to SHARED, not reset by `offset_reset`.
+    eprintln!("truncation: refused without a reset policy: {refused}");
+    assert_eq!(stats.truncations, 1, "counted: {stats:?}");
+    assert_eq!(
+        *told.lock().unwrap(),
+        [Truncation {
+            topic: topic.clone(),
+            partition: 0,
+            position: READ,
+            divergence: Some(SHARED),
+        }],
+        "the listener is told"
+    );
     assert_eq!(
         new_read, NEW,
         "read {new_read} of {NEW} new records: the group resumed at its committed {READ} \
