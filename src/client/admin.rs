@@ -322,54 +322,20 @@ impl Cluster {
         }
         let mut out = Vec::with_capacity(partitions.len());
         for (leader, parts) in by_leader {
-            let mut req = ListOffsetsRequest::default();
-            req.replica_id = (-1).into();
-            req.isolation_level = isolation.wire();
-            req.timeout_ms = timeout_ms(self.config().connection.request_timeout);
-            let mut t = ListOffsetsTopic::default();
-            t.name = topic_name(topic);
-            t.partitions = parts
-                .iter()
-                .map(|&p| {
-                    let mut lp = ListOffsetsPartition::default();
-                    lp.partition_index = p;
-                    lp.current_leader_epoch = -1;
-                    lp.timestamp = spec.wire();
-                    lp
-                })
-                .collect();
-            req.topics.push(t);
-            let conn = self.quiet(leader)?;
-            let broker = conn.broker().to_owned();
-            let resp = match conn.request(&req) {
-                Ok(r) => r,
+            let answers = match self.list_offsets_of(leader, topic, &parts, spec, isolation) {
+                Ok(a) => a,
                 Err(e) => {
                     self.note_error(&e, Some(topic));
                     return Err(e);
                 }
             };
-            for t in &resp.topics {
-                for p in &t.partitions {
-                    let checked = Error::check(
-                        p.error_code,
-                        || Location {
-                            broker: broker.clone(),
-                            api: "ListOffsets",
-                            topic: Some(topic.to_owned()),
-                            partition: Some(p.partition_index),
-                        },
-                        None,
-                    );
-                    if let Err(e) = checked {
+            for a in answers {
+                match a.result {
+                    Ok(o) => out.push(o),
+                    Err(e) => {
                         self.note_error(&e, Some(topic));
                         return Err(e);
                     }
-                    out.push(ListedOffset {
-                        partition: p.partition_index,
-                        offset: p.offset,
-                        timestamp: p.timestamp,
-                        leader_epoch: (p.leader_epoch >= 0).then_some(p.leader_epoch),
-                    });
                 }
             }
         }
@@ -377,43 +343,137 @@ impl Cluster {
         Ok(out)
     }
 
-    /// Ask the leaders of `topic`'s partitions where leader epochs end in their logs
-    /// (OffsetForLeaderEpoch, KIP-320): a reader checks with it that the log it read from
-    /// did not diverge since (an unclean leader election, a leader that lost data). Asked
-    /// once: a failed request is an error for all (stale metadata is dropped), a refused
-    /// partition (a leader that moved, an epoch the leader is not at) an error in its
-    /// result; retrying is the caller's.
-    pub fn epoch_ends(
+    /// [`list_offsets_as`](Self::list_offsets_as) asked once, each partition on its own:
+    /// a partition without a leader, or whose leader refuses or cannot be reached, does
+    /// not hold the others back. Partitions whose leader's request failed are absent from
+    /// the answers; that failure, if any, comes back beside them. Retrying is the caller's
+    /// (stale metadata is dropped here).
+    pub(crate) fn list_offsets_each(
         &mut self,
         topic: &str,
-        queries: &[EpochQuery],
-    ) -> Result<Vec<PartitionResult<EpochEnd>>> {
-        let mut by_leader: BTreeMap<i32, Vec<EpochQuery>> = BTreeMap::new();
-        for q in queries {
-            by_leader
-                .entry(self.leader(topic, q.partition)?)
-                .or_default()
-                .push(*q);
-        }
-        let mut out = Vec::with_capacity(queries.len());
-        for (leader, queries) in by_leader {
-            match self.epoch_ends_of(leader, topic, &queries) {
-                Ok(answers) => {
-                    let stale = answers
-                        .iter()
-                        .any(|a| a.result.as_ref().is_err_and(|e| e.invalidates_metadata()));
-                    if stale {
-                        self.invalidate(Some(topic));
-                    }
-                    out.extend(answers);
-                }
-                Err(e) => {
-                    self.note_error(&e, Some(topic));
-                    return Err(e);
-                }
+        partitions: &[i32],
+        spec: OffsetSpec,
+        isolation: IsolationLevel,
+    ) -> (Vec<PartitionResult<ListedOffset>>, Option<Error>) {
+        self.per_leader(topic, partitions, |c, leader, parts| {
+            c.list_offsets_of(leader, topic, parts, spec, isolation)
+        })
+    }
+
+    /// Ask `leader` the offsets of `partitions`: one result per partition.
+    fn list_offsets_of(
+        &mut self,
+        leader: i32,
+        topic: &str,
+        partitions: &[i32],
+        spec: OffsetSpec,
+        isolation: IsolationLevel,
+    ) -> Result<Vec<PartitionResult<ListedOffset>>> {
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = (-1).into();
+        req.isolation_level = isolation.wire();
+        req.timeout_ms = timeout_ms(self.config().connection.request_timeout);
+        let mut t = ListOffsetsTopic::default();
+        t.name = topic_name(topic);
+        t.partitions = partitions
+            .iter()
+            .map(|&p| {
+                let mut lp = ListOffsetsPartition::default();
+                lp.partition_index = p;
+                lp.current_leader_epoch = -1;
+                lp.timestamp = spec.wire();
+                lp
+            })
+            .collect();
+        req.topics.push(t);
+        let conn = self.quiet(leader)?;
+        let broker = conn.broker().to_owned();
+        let resp = conn.request(&req)?;
+        let mut out = Vec::with_capacity(partitions.len());
+        for t in &resp.topics {
+            for p in &t.partitions {
+                let at = || Location {
+                    broker: broker.clone(),
+                    api: "ListOffsets",
+                    topic: Some(topic.to_owned()),
+                    partition: Some(p.partition_index),
+                };
+                let result = Error::check(p.error_code, at, None).map(|()| ListedOffset {
+                    partition: p.partition_index,
+                    offset: p.offset,
+                    timestamp: p.timestamp,
+                    leader_epoch: (p.leader_epoch >= 0).then_some(p.leader_epoch),
+                });
+                out.push(PartitionResult {
+                    topic: topic.to_owned(),
+                    partition: p.partition_index,
+                    result,
+                });
             }
         }
         Ok(out)
+    }
+
+    /// Ask the leaders of `topic`'s partitions where leader epochs end in their logs
+    /// (OffsetForLeaderEpoch, KIP-320): a reader checks with it that the log it read from
+    /// did not diverge since (an unclean leader election, a leader that lost data). Asked
+    /// once, each leader on its own, as [`list_offsets_each`](Self::list_offsets_each): a
+    /// refused partition (a leader that moved, an epoch the leader is not at) has an error
+    /// in its result, and partitions whose leader's request failed are absent.
+    pub(crate) fn epoch_ends(
+        &mut self,
+        topic: &str,
+        queries: &[EpochQuery],
+    ) -> (Vec<PartitionResult<EpochEnd>>, Option<Error>) {
+        let partitions: Vec<i32> = queries.iter().map(|q| q.partition).collect();
+        self.per_leader(topic, &partitions, |c, leader, parts| {
+            let asked: Vec<EpochQuery> = queries
+                .iter()
+                .filter(|q| parts.contains(&q.partition))
+                .copied()
+                .collect();
+            c.epoch_ends_of(leader, topic, &asked)
+        })
+    }
+
+    /// Group `partitions` by leader and `ask` each leader once: the answers, and the first
+    /// failed request's error (its partitions are absent). A partition without a leader
+    /// is answered with that error; stale metadata is dropped.
+    fn per_leader<T>(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        mut ask: impl FnMut(&mut Self, i32, &[i32]) -> Result<Vec<PartitionResult<T>>>,
+    ) -> (Vec<PartitionResult<T>>, Option<Error>) {
+        let mut out = Vec::with_capacity(partitions.len());
+        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for &p in partitions {
+            match self.leader(topic, p) {
+                Ok(leader) => by_leader.entry(leader).or_default().push(p),
+                Err(e) => out.push(PartitionResult {
+                    topic: topic.to_owned(),
+                    partition: p,
+                    result: Err(e),
+                }),
+            }
+        }
+        let mut failed = None;
+        for (leader, parts) in by_leader {
+            match ask(self, leader, &parts) {
+                Ok(answers) => out.extend(answers),
+                Err(e) => {
+                    self.note_error(&e, Some(topic));
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        let stale = out
+            .iter()
+            .any(|a| a.result.as_ref().is_err_and(|e| e.invalidates_metadata()));
+        if stale {
+            self.invalidate(Some(topic));
+        }
+        (out, failed)
     }
 
     fn epoch_ends_of(

@@ -21,7 +21,8 @@ mod transport;
 mod txn;
 mod versions;
 
-pub use admin::{is_already_exists, EpochEnd, EpochQuery, ListedOffset, NewTopic, OffsetSpec};
+pub use admin::{is_already_exists, ListedOffset, NewTopic, OffsetSpec};
+pub(crate) use admin::{EpochEnd, EpochQuery};
 pub use assignor::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
     Assignor, Subscription,

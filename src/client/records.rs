@@ -311,6 +311,8 @@ pub struct Batches {
     aborted: Option<AbortFilter>,
     /// The partition leader epoch of the batch `next_batch` returned last, -1 before.
     last_epoch: i32,
+    /// The offset after the batch `next_batch` read last (by its header), -1 before.
+    last_end: i64,
 }
 
 /// A transaction that a read_committed fetch reported aborted: the records `producer_id`
@@ -425,7 +427,15 @@ impl Batches {
             max_decompressed,
             aborted: None,
             last_epoch: -1,
+            last_end: -1,
         }
+    }
+
+    /// The offset after the batch [`next_batch`](Self::next_batch) read last, by its
+    /// header, also when it failed (a corrupt batch: where reading past it would resume);
+    /// `None` before the first or when the header's offsets make no sense.
+    pub fn last_batch_end(&self) -> Option<i64> {
+        (self.last_end >= 0).then_some(self.last_end)
     }
 
     /// The partition leader epoch of the batch [`next_batch`](Self::next_batch) returned
@@ -516,6 +526,12 @@ impl Batches {
         };
         let batch = self.data.slice(self.at..self.at + total);
         self.at += total;
+        let (base, delta) = (be_i64(&batch, 0), be_i32(&batch, 23));
+        self.last_end = if base >= 0 && delta >= 0 {
+            base.saturating_add(delta as i64 + 1)
+        } else {
+            -1
+        };
         check_batch(&batch)?;
         self.last_epoch = be_i32(&batch, 12);
         if let Some(filter) = &mut self.aborted {

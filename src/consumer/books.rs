@@ -57,8 +57,24 @@ pub(crate) enum Fetch {
         position: i64,
         divergence: Option<i64>,
     },
+    /// The records at `offset` came corrupt from the leader, twice: nothing is fetched
+    /// until the caller seeks (past them: `next`, the offset after their batch, when its
+    /// header says).
+    Corrupt { offset: i64, next: Option<i64> },
     /// The next fetch asks from this offset.
     At(i64),
+}
+
+/// Why a partition waits for the caller to seek it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// Its log diverged before `position`, and no reset policy applies.
+    Diverged {
+        position: i64,
+        divergence: Option<i64>,
+    },
+    /// Its records at `offset` are corrupt.
+    Corrupt { offset: i64, next: Option<i64> },
 }
 
 /// What validating a position found.
@@ -431,16 +447,31 @@ impl Books {
         }
     }
 
-    /// The partitions that diverged and wait for the caller to seek.
-    pub(crate) fn divergences(&self) -> Vec<(TopicPartition, i64, Option<i64>)> {
+    /// The records of `tp` at `offset` are corrupt: nothing is fetched until the caller
+    /// seeks.
+    pub(crate) fn corrupt(&mut self, tp: &TopicPartition, offset: i64, next: Option<i64>) {
+        if let Some(b) = self.parts.get_mut(tp) {
+            b.fetch = Fetch::Corrupt { offset, next };
+        }
+    }
+
+    /// The partitions held for the caller to seek (diverged, or corrupt), with why.
+    pub(crate) fn held(&self) -> Vec<(TopicPartition, Held)> {
         self.parts
             .iter()
-            .filter_map(|(tp, b)| match b.fetch {
-                Fetch::Diverged {
-                    position,
-                    divergence,
-                } => Some((tp.clone(), position, divergence)),
-                _ => None,
+            .filter_map(|(tp, b)| {
+                let held = match b.fetch {
+                    Fetch::Diverged {
+                        position,
+                        divergence,
+                    } => Held::Diverged {
+                        position,
+                        divergence,
+                    },
+                    Fetch::Corrupt { offset, next } => Held::Corrupt { offset, next },
+                    _ => return None,
+                };
+                Some((tp.clone(), held))
             })
             .collect()
     }
@@ -999,10 +1030,36 @@ mod tests {
         let mut books = books_at(Some(0));
         books.diverged(&tp(0), 2000, Some(1000));
         assert_eq!(books.fetchable().count(), 0);
-        assert_eq!(books.divergences(), vec![(tp(0), 2000, Some(1000))]);
+        assert_eq!(
+            books.held(),
+            vec![(
+                tp(0),
+                Held::Diverged {
+                    position: 2000,
+                    divergence: Some(1000)
+                }
+            )]
+        );
         books.position_at(&tp(0), at(1000));
-        assert!(books.divergences().is_empty());
+        assert!(books.held().is_empty());
         assert_eq!(books.fetchable().count(), 1);
+    }
+
+    #[test]
+    fn corrupt_records_hold_the_partition_until_a_seek() {
+        let mut books = books_at(Some(0));
+        books.handed(&tp(0), 7);
+        books.corrupt(&tp(0), 7, Some(12));
+        assert_eq!(books.fetchable().count(), 0);
+        assert_eq!(books.position(&tp(0)), Some(7));
+        books.refetch(&tp(0));
+        assert_eq!(
+            books.fetchable().count(),
+            0,
+            "a refetch does not release it"
+        );
+        books.position_at(&tp(0), at(12));
+        assert_eq!(books.fetchable().collect::<Vec<_>>(), vec![(&tp(0), 12)]);
     }
 
     #[test]

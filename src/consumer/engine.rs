@@ -22,7 +22,7 @@ use crate::client::{
 };
 use crate::sync::Locked;
 
-use super::books::{Books, Offsets, Since, Validated};
+use super::books::{Books, Held, Offsets, Since, Validated};
 use super::config::{ConsumerConfig, OffsetReset};
 use super::group::{names, Event, GroupHandle};
 use super::{ConsumedRecord, Error, PartitionProgress, Shared, Truncation};
@@ -97,6 +97,12 @@ pub(crate) struct Engine {
     revision: u64,
     /// Truncations found, for the host to tell.
     truncations: Vec<Truncation>,
+    /// Fetch errors retrying cannot mend (authorization, say), for the host to see.
+    failures: Vec<client::Error>,
+    /// A partition and position whose records came corrupt once (a second time holds it),
+    /// and what the decoder said of the ones held.
+    corrupt_once: Option<(TopicPartition, i64)>,
+    corrupt: BTreeMap<TopicPartition, String>,
     /// Why the member stopped, once it has.
     stopped: Option<String>,
     pub(crate) started: Instant,
@@ -149,6 +155,9 @@ impl Engine {
             pending_commit: None,
             revision: 0,
             truncations: Vec::new(),
+            failures: Vec::new(),
+            corrupt_once: None,
+            corrupt: BTreeMap::new(),
             stopped: None,
             started: now,
             closed: false,
@@ -417,18 +426,37 @@ impl Engine {
                 }
                 Err(e) => {
                     // A corrupt batch: fetch the partition again from what was handed out,
-                    // after a pause.
+                    // after a pause (a fault on the way); corrupt again at the same place,
+                    // it is held for the caller to seek past.
                     let tp = front.tp.clone();
+                    let next = front.batches.last_batch_end();
                     self.shared.fetch_errors.add(1);
                     self.forget_data(std::slice::from_ref(&tp));
-                    log::warn!(
-                        "consumer {}: {}-{}: {e}; fetching again from {:?}",
-                        self.idx,
-                        tp.0,
-                        tp.1,
-                        self.books.position(&tp)
-                    );
-                    self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
+                    let Some(at) = self.books.position(&tp) else {
+                        continue;
+                    };
+                    if self.corrupt_once.as_ref() == Some(&(tp.clone(), at)) {
+                        log::error!(
+                            "consumer {}: {}-{}: the records at offset {at} are corrupt \
+                             again ({e}); the partition waits for a seek past them",
+                            self.idx,
+                            tp.0,
+                            tp.1,
+                        );
+                        self.corrupt_once = None;
+                        self.books.corrupt(&tp, at, next);
+                        self.corrupt.insert(tp, e);
+                    } else {
+                        log::warn!(
+                            "consumer {}: {}-{}: corrupt records at offset {at} ({e}); \
+                             fetching them again",
+                            self.idx,
+                            tp.0,
+                            tp.1,
+                        );
+                        self.corrupt_once = Some((tp, at));
+                        self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
+                    }
                 }
             }
         }
@@ -535,9 +563,16 @@ impl Engine {
                         tp.1,
                     );
                 }
-                Err(e) => {
+                Err(e) if e.is_retriable() => {
                     errors += 1;
                     log::debug!("consumer {}: fetch {}-{}: {e}", self.idx, tp.0, tp.1);
+                }
+                Err(e) => {
+                    // Retried too (an authorization may be granted), but the caller is
+                    // told: `poll` returns it, and a pool stops with it.
+                    errors += 1;
+                    log::warn!("consumer {}: fetch {}-{}: {e}", self.idx, tp.0, tp.1);
+                    self.failures.push(e);
                 }
             }
         }
@@ -637,14 +672,11 @@ impl Engine {
                     leader_epoch: position.leader_epoch.unwrap_or(-1),
                 })
                 .collect();
-            let answers = match self.cluster.epoch_ends(&topic, &queries) {
-                Ok(a) => a,
-                Err(e) => {
-                    log::debug!("consumer {}: validating {topic}: {e}", self.idx);
-                    failed = true;
-                    continue;
-                }
-            };
+            let (answers, request_failed) = self.cluster.epoch_ends(&topic, &queries);
+            if let Some(e) = request_failed {
+                log::debug!("consumer {}: validating {topic}: {e}", self.idx);
+                failed = true;
+            }
             for answer in answers {
                 let tp = (topic.clone(), answer.partition);
                 let Some(&(_, position)) = positions.iter().find(|(p, _)| *p == answer.partition)
@@ -736,17 +768,37 @@ impl Engine {
         (!self.truncations.is_empty()).then(|| std::mem::take(&mut self.truncations))
     }
 
-    /// An error while a partition's log diverged with no reset policy to apply.
-    fn check_diverged(&self) -> Result<(), Error> {
-        match self.books.divergences().into_iter().next() {
-            None => Ok(()),
-            Some(((topic, partition), position, divergence)) => Err(Error::LogTruncated {
+    /// The error the caller must see: a fetch error retrying cannot mend, or a partition
+    /// held for a seek (its log diverged with no reset policy, its records are corrupt).
+    fn check_held(&mut self) -> Result<(), Error> {
+        if let Some(e) = self.failures.drain(..).next() {
+            return Err(Error::Client(e));
+        }
+        let Some(((topic, partition), why)) = self.books.held().into_iter().next() else {
+            return Ok(());
+        };
+        Err(match why {
+            Held::Corrupt { offset, next } => Error::CorruptRecords {
+                detail: self
+                    .corrupt
+                    .get(&(topic.clone(), partition))
+                    .cloned()
+                    .unwrap_or_default(),
+                topic,
+                partition,
+                offset,
+                next,
+            },
+            Held::Diverged {
+                position,
+                divergence,
+            } => Error::LogTruncated {
                 topic,
                 partition,
                 position,
                 divergence,
-            }),
-        }
+            },
+        })
     }
 
     /// Give partitions without a position one, from the reset policy.
@@ -774,12 +826,19 @@ impl Engine {
         for (t, p) in waiting {
             by_topic.entry(t).or_default().push(p);
         }
+        let mut failed = false;
         for (topic, partitions) in by_topic {
             let isolation = self.config.isolation_level;
-            match (self.cluster).list_offsets_as(&topic, &partitions, spec, isolation) {
-                Ok(listed) => {
-                    for o in listed {
-                        let tp = (topic.clone(), o.partition);
+            let (listed, request_failed) =
+                (self.cluster).list_offsets_each(&topic, &partitions, spec, isolation);
+            if let Some(e) = request_failed {
+                log::debug!("consumer {}: offsets of {topic}: {e}", self.idx);
+                failed = true;
+            }
+            for answer in listed {
+                let tp = (topic.clone(), answer.partition);
+                match answer.result {
+                    Ok(o) => {
                         let position = CommittedOffset {
                             offset: o.offset,
                             leader_epoch: o.leader_epoch,
@@ -787,13 +846,17 @@ impl Engine {
                         self.books.position_at(&tp, position);
                         self.publish_position(&tp);
                     }
-                }
-                Err(e) => {
-                    log::debug!("consumer {}: offsets of {topic}: {e}", self.idx);
-                    self.shared.fetch_errors.add(1);
-                    self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
+                    Err(e) => {
+                        // Leaderless, say: the others go on, this one is asked again.
+                        log::debug!("consumer {}: offsets of {}-{}: {e}", self.idx, tp.0, tp.1);
+                        failed = true;
+                    }
                 }
             }
+        }
+        if failed {
+            self.shared.fetch_errors.add(1);
+            self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
         }
         Ok(())
     }
@@ -901,7 +964,7 @@ pub(crate) fn service(host: &mut impl Host) -> Result<(), Error> {
     if let Some(truncations) = host.engine().take_truncations() {
         host.on_change(&Change::Truncated(truncations));
     }
-    host.engine().check_diverged()
+    host.engine().check_held()
 }
 
 /// Records for the host: at least one unless `timeout` passes first.

@@ -140,6 +140,31 @@ pub enum Error {
         /// knows it.
         divergence: Option<i64>,
     },
+    /// The leader sent the partition's records at `offset` corrupt (a checksum, a length
+    /// or a compressed block that does not decode), and again when fetched once more: the
+    /// partition is not read until [`Consumer::seek`] moves past them (as the Java
+    /// consumer asks); `poll` returns this error until then. A pool stops with it.
+    #[error("{topic}-{partition}: the records at offset {offset} are corrupt ({detail}), fetched twice; {}", corrupt_message(*offset, next))]
+    CorruptRecords {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Where reading stopped.
+        offset: i64,
+        /// The offset after the corrupt batch, when its header says.
+        next: Option<i64>,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Why a partition is held until the caller seeks it.
+fn corrupt_message(offset: i64, next: &Option<i64>) -> String {
+    match next {
+        Some(n) => format!("seek past them (to {n}, the offset after their batch) to go on"),
+        None => format!("seek past offset {offset} to go on"),
+    }
 }
 
 /// A partition's log that diverged before a member's position (KIP-320), told to

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use kpipe::client::{ClientConfig, Cluster, NewTopic};
 
+pub mod proxy;
+
 /// The broker the tests run against: `KPIPE_BROKERS`, or the one `./scripts/kafka up` starts.
 pub fn brokers() -> String {
     std::env::var("KPIPE_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
