@@ -1,5 +1,7 @@
-//! Log truncation on the three-node cluster (`./scripts/kafka up --nodes 3`): a group's
-//! committed offset that lies past the divergence point of a new leader's log (KIP-320).
+//! What a consumer reads when the three-node cluster (`./scripts/kafka up --nodes 3`)
+//! changes under it: log truncation, where a group's committed offset lies past the
+//! divergence point of a new leader's log (KIP-320), and a partition left without a leader
+//! while the group starts (the others are read).
 //!
 //! The scenario (issue 20, "Leader epochs and truncation"): a one-partition topic, RF 2, min
 //! ISR 1 and `unclean.leader.election.enable=true`. Both replicas take records 0–999; the
@@ -306,4 +308,75 @@ fn a_group_reads_every_record_written_after_an_unclean_election_from_the_diverge
         "records of the old log read again: the position went below the divergence point"
     );
     assert_eq!(first_offset, Some(SHARED));
+}
+
+#[test]
+fn a_leaderless_partition_does_not_hold_back_the_others_of_its_topic() {
+    let Ok(brokers) = std::env::var("KPIPE_CLUSTER_BROKERS") else {
+        eprintln!("skipped: KPIPE_CLUSTER_BROKERS is unset");
+        return;
+    };
+    let _serial = common::serial(&SERIAL);
+    let _ = env_logger::builder().is_test(true).try_init();
+    mend();
+    let _mend = Mend;
+    let mut cluster = Cluster::connect(config(&brokers)).expect("connect to the cluster");
+    let topic = common::unique_topic("leaderless");
+    // RF 1: a partition whose one broker stops has no leader.
+    let t = NewTopic::new(&topic, 3, 1);
+    cluster.create_topic(&t, Duration::from_secs(60)).unwrap();
+    kafka(&["wait-in-sync", &topic, "60"]);
+    let leaders: Vec<String> = (0..3)
+        .map(|p| kafka(&["leader", &topic, &p.to_string()]))
+        .collect();
+    let mut c = ProducerConfig::new(&brokers).topic(&topic);
+    c.client = config(&brokers);
+    let producer = Producer::new(c).unwrap();
+    for p in 0..3 {
+        for i in 0..10 {
+            producer
+                .send(ProducerRecord::new(format!("p{p}-{i}")).partition(p))
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        producer.close(Duration::from_secs(60)).unwrap().delivered,
+        30
+    );
+    // Stop the leader of partition 2; the partitions it does not lead keep theirs.
+    let stopped = leaders[2].clone();
+    kafka(&["stop", &stopped]);
+    let led: Vec<i32> = (0..3).filter(|&p| leaders[p as usize] != stopped).collect();
+    assert!(!led.is_empty(), "every partition on one node: {leaders:?}");
+
+    // A new group (reset to earliest) reads the led partitions while one has no leader.
+    let config = consumer_config(&brokers, &common::unique_topic("leaderless-g"), &topic);
+    let mut consumer = Consumer::new(config).unwrap();
+    let mut got = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < led.len() * 10 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} records of the led partitions {led:?} in 60 s: the leaderless partition \
+             held the others back",
+            got.len(),
+            led.len() * 10
+        );
+        let asked = Instant::now();
+        got.extend(consumer.poll(Duration::from_millis(200)).unwrap());
+        slowest = slowest.max(asked.elapsed());
+    }
+    consumer.close(Duration::from_secs(30)).unwrap();
+    eprintln!(
+        "leaderless: node {stopped} stopped, partitions {led:?} read; the slowest poll(200 ms) \
+         took {slowest:?}"
+    );
+    assert!(got.iter().all(|r| led.contains(&r.partition)));
+    // Bounded by one request to the cluster, never a retry loop of a request timeout (10 s).
+    assert!(
+        slowest < Duration::from_secs(10),
+        "poll(200 ms) took {slowest:?}"
+    );
+    let _ = cluster.delete_topic(&topic, Duration::from_secs(30));
 }

@@ -91,6 +91,10 @@ pub(crate) struct Engine {
     prefetched: Option<FetchInFlight>,
     fetch_backoff: Backoff,
     retry_fetch_at: Instant,
+    /// Offset resets and validations that failed wait apart from fetches: a leaderless
+    /// partition's does not hold back the others' fetches.
+    positions_backoff: Backoff,
+    retry_positions_at: Instant,
     last_commit: Instant,
     pending_commit: Option<PendingCommit>,
     /// Bumped whenever the assignment changes.
@@ -141,6 +145,7 @@ impl Engine {
         Ok(Engine {
             idx,
             fetch_backoff: config.client.backoff(),
+            positions_backoff: config.client.backoff(),
             config,
             cluster,
             group,
@@ -151,6 +156,7 @@ impl Engine {
             decoded: Vec::new(),
             prefetched: None,
             retry_fetch_at: now,
+            retry_positions_at: now,
             last_commit: now,
             pending_commit: None,
             revision: 0,
@@ -644,7 +650,7 @@ impl Engine {
     /// partition for the caller to seek, without a reset policy).
     fn validate_positions(&mut self) {
         let waiting = self.books.awaiting_validation();
-        if waiting.is_empty() || Instant::now() < self.retry_fetch_at {
+        if waiting.is_empty() || Instant::now() < self.retry_positions_at {
             return;
         }
         let mut by_topic: BTreeMap<String, Vec<(i32, CommittedOffset)>> = BTreeMap::new();
@@ -704,7 +710,7 @@ impl Engine {
         }
         if failed {
             self.shared.fetch_errors.add(1);
-            self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
+            self.retry_positions_at = Instant::now() + self.positions_backoff.next_delay();
         }
     }
 
@@ -804,7 +810,7 @@ impl Engine {
     /// Give partitions without a position one, from the reset policy.
     fn reset_unpositioned(&mut self) -> Result<(), Error> {
         let waiting = self.books.awaiting_reset();
-        if waiting.is_empty() || Instant::now() < self.retry_fetch_at {
+        if waiting.is_empty() || Instant::now() < self.retry_positions_at {
             return Ok(());
         }
         let spec = match self.config.offset_reset {
@@ -856,7 +862,7 @@ impl Engine {
         }
         if failed {
             self.shared.fetch_errors.add(1);
-            self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
+            self.retry_positions_at = Instant::now() + self.positions_backoff.next_delay();
         }
         Ok(())
     }
