@@ -190,7 +190,7 @@ pub struct PartitionProgress {
     /// The partition's high watermark at the last fetch.
     pub high_watermark: i64,
     /// Where reading ends at the last fetch: the high watermark, or under
-    /// [`IsolationLevel::ReadCommitted`](crate::client::IsolationLevel::ReadCommitted) the
+    /// [`IsolationLevel::ReadCommitted`] the
     /// last stable offset (as the Java consumer measures lag).
     pub end_offset: i64,
     /// The next offset to be handed out.
