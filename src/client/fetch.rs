@@ -254,12 +254,41 @@ pub fn fetch_results(
 #[must_use = "fetch responses must be received, or the connections fall out of step"]
 pub struct FetchInFlight {
     sent: Vec<(i32, Vec<FetchTarget>, Pending)>,
+    /// Targets that could not be asked (no leader known, a broker that cannot be reached),
+    /// with their error.
+    unsent: Vec<(FetchTarget, Error)>,
 }
 
 impl FetchInFlight {
-    /// The partitions asked for, with the offsets asked from.
+    /// The partitions asked for (or that could not be), with the offsets asked from.
     pub fn targets(&self) -> impl Iterator<Item = &FetchTarget> {
-        self.sent.iter().flat_map(|(_, t, _)| t)
+        let sent = self.sent.iter().flat_map(|(_, t, _)| t);
+        sent.chain(self.unsent.iter().map(|(t, _)| t))
+    }
+}
+
+/// `e` for the first of `targets`, and for the others the connection's closing (one error
+/// cannot be in two places).
+fn failed_all(
+    targets: Vec<FetchTarget>,
+    e: Error,
+    broker: &str,
+) -> impl Iterator<Item = (FetchTarget, Error)> {
+    let mut first = Some(e);
+    let broker = broker.to_owned();
+    targets.into_iter().map(move |t| {
+        let e = first.take().unwrap_or_else(|| Error::Closed {
+            broker: broker.clone(),
+        });
+        (t, e)
+    })
+}
+
+fn unsent_result((t, e): (FetchTarget, Error)) -> PartitionResult<FetchedPartition> {
+    PartitionResult {
+        topic: t.topic,
+        partition: t.partition,
+        result: Err(e),
     }
 }
 
@@ -277,15 +306,20 @@ impl Cluster {
 
     /// Send the fetch requests for `targets` (one per leader) without waiting: the caller
     /// can work while the brokers answer, then call [`receive_fetch`](Self::receive_fetch).
+    /// A target without a known leader, or whose leader cannot be reached, does not hold
+    /// the others back: it is answered with its error.
     pub fn send_fetch(
         &mut self,
         params: &FetchParams,
         targets: &[FetchTarget],
     ) -> Result<FetchInFlight> {
+        let mut unsent = Vec::new();
         let mut by_leader: BTreeMap<i32, Vec<FetchTarget>> = BTreeMap::new();
         for t in targets {
-            let leader = self.leader(&t.topic, t.partition)?;
-            by_leader.entry(leader).or_default().push(t.clone());
+            match self.leader(&t.topic, t.partition) {
+                Ok(leader) => by_leader.entry(leader).or_default().push(t.clone()),
+                Err(e) => unsent.push((t.clone(), e)),
+            }
         }
         let mut sent = Vec::new();
         for (leader, group) in by_leader {
@@ -293,14 +327,13 @@ impl Cluster {
             match self.broker(leader).and_then(|c| c.send(&req)) {
                 Ok(pending) => sent.push((leader, group, pending)),
                 Err(e) => {
-                    // Read what was already sent, so those connections stay in step.
-                    let _ = self.receive_fetch(params, FetchInFlight { sent });
                     self.note_error(&e, None);
-                    return Err(e);
+                    let broker = format!("node {leader}");
+                    unsent.extend(failed_all(group, e, &broker));
                 }
             }
         }
-        Ok(FetchInFlight { sent })
+        Ok(FetchInFlight { sent, unsent })
     }
 
     /// Wait until every response of `inflight` has begun to arrive (or its connection
@@ -319,15 +352,15 @@ impl Cluster {
         true
     }
 
-    /// Read the responses to [`send_fetch`](Self::send_fetch). Every connection is read even
-    /// if one fails; the first failure is returned.
+    /// Read the responses to [`send_fetch`](Self::send_fetch): one result per target. Every
+    /// connection is read even if one fails; the partitions of a failed one (or of one that
+    /// could not be asked) get its error.
     pub fn receive_fetch(
         &mut self,
         params: &FetchParams,
         inflight: FetchInFlight,
     ) -> Result<Vec<PartitionResult<FetchedPartition>>> {
-        let mut out = Vec::new();
-        let mut first_error = None;
+        let mut out: Vec<_> = inflight.unsent.into_iter().map(unsent_result).collect();
         for (leader, group, pending) in inflight.sent {
             let received = match self.existing(leader) {
                 Some(conn) => {
@@ -353,16 +386,12 @@ impl Cluster {
                 }
                 Err(e) => {
                     // This connection is closed now; others still owe responses.
-                    first_error.get_or_insert(e);
+                    self.note_error(&e, None);
+                    let failed = failed_all(group, e, &format!("node {leader}"));
+                    out.extend(failed.map(unsent_result));
                 }
             }
         }
-        match first_error {
-            Some(e) => {
-                self.note_error(&e, None);
-                Err(e)
-            }
-            None => Ok(out),
-        }
+        Ok(out)
     }
 }

@@ -91,6 +91,8 @@ pub(crate) struct Engine {
     prefetched: Option<FetchInFlight>,
     fetch_backoff: Backoff,
     retry_fetch_at: Instant,
+    /// Partitions whose last fetch failed wait apart, each its own backoff.
+    partition_retry: HashMap<TopicPartition, (Backoff, Instant)>,
     /// Offset resets and validations that failed wait apart from fetches: a leaderless
     /// partition's does not hold back the others' fetches.
     positions_backoff: Backoff,
@@ -156,6 +158,7 @@ impl Engine {
             decoded: Vec::new(),
             prefetched: None,
             retry_fetch_at: now,
+            partition_retry: HashMap::new(),
             retry_positions_at: now,
             last_commit: now,
             pending_commit: None,
@@ -525,14 +528,28 @@ impl Engine {
                 return Ok(());
             }
         };
-        self.fetch_backoff = self.config.client.backoff();
-        let mut errors = 0;
+        let (mut errors, total) = (0, results.len());
         for r in results {
             let tp = (r.topic, r.partition);
             // Skip what no longer matches: revoked or paused partitions, moved positions.
             let Some(&at) = asked.get(&tp).filter(|&&at| self.books.is_current(&tp, at)) else {
                 continue;
             };
+            if r.result.is_ok() {
+                self.partition_retry.remove(&tp);
+            } else if !r
+                .result
+                .as_ref()
+                .is_err_and(|e| e.kafka_code() == Some(KafkaCode::OffsetOutOfRange))
+            {
+                // This partition waits; the others of the fetch go on.
+                let base = self.config.client.backoff();
+                let (backoff, at) = self
+                    .partition_retry
+                    .entry(tp.clone())
+                    .or_insert_with(|| (base, Instant::now()));
+                *at = Instant::now() + backoff.next_delay();
+            }
             match r.result {
                 Ok(data) => {
                     self.books.fetched(&tp, data.next_offset);
@@ -582,10 +599,15 @@ impl Engine {
                 }
             }
         }
-        if errors > 0 && self.buffer.is_empty() {
+        if errors > 0 {
             self.shared.fetch_errors.add(1);
+        }
+        if errors > 0 && errors == total {
             self.retry_fetch_at = Instant::now() + self.fetch_backoff.next_delay();
-        } else if !self.shared.stopping() {
+        } else {
+            self.fetch_backoff = self.config.client.backoff();
+        }
+        if Instant::now() >= self.retry_fetch_at && !self.shared.stopping() {
             // The brokers work on the next fetch while the caller works on this one.
             let targets = self.targets();
             if !targets.is_empty() {
@@ -631,7 +653,13 @@ impl Engine {
             self.forget_data(&moved);
         }
         let mut targets = Vec::new();
+        let now = Instant::now();
+        self.partition_retry
+            .retain(|tp, (_, at)| *at > now && self.books.contains(tp));
         for (tp, offset) in self.books.fetchable() {
+            if self.partition_retry.contains_key(tp) {
+                continue; // failed lately: it waits out its backoff
+            }
             if let Some((_, topic_id, epoch)) = leaders.iter().find(|(t, _, _)| t == tp) {
                 targets.push(FetchTarget {
                     topic: tp.0.clone(),
