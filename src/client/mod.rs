@@ -15,6 +15,7 @@ mod group;
 mod produce;
 pub(crate) mod properties;
 mod records;
+mod recovery;
 mod sasl;
 mod security;
 mod transport;

@@ -343,17 +343,18 @@ pub(crate) fn load(text: &str, origin: &str, base: ClientConfig) -> Result<Loade
                 config.retry_backoff_max = millis(p).map_err(|e| err(p, e))?
             }
             "metadata.recovery.strategy" => {
-                config.metadata_recovery =
-                    match v.to_ascii_lowercase().as_str() {
-                        "rebootstrap" => MetadataRecovery::Rebootstrap,
-                        "none" => MetadataRecovery::None,
-                        _ => return Err(err(
+                config.metadata_recovery = match v.to_ascii_lowercase().as_str() {
+                    "rebootstrap" => MetadataRecovery::Rebootstrap,
+                    "none" => MetadataRecovery::None,
+                    _ => {
+                        return Err(err(
                             p,
                             format!(
                                 "{v:?} is not a strategy; use rebootstrap (the default) or none"
                             ),
-                        )),
-                    };
+                        ))
+                    }
+                };
             }
             "metadata.recovery.rebootstrap.trigger.ms" => {
                 config.rebootstrap_trigger = millis(p).map_err(|e| err(p, e))?
