@@ -13,6 +13,7 @@ use super::backoff::retry;
 use super::config::ClientConfig;
 use super::connection::Connection;
 use super::error::{Error, KafkaCode, Location, Result};
+use super::recovery::{Recovery, Why};
 use super::transport::Connector;
 use super::versions::BrokerVersions;
 
@@ -83,6 +84,8 @@ pub struct Cluster {
     /// failed, and when: asked last for a while, so a stalled broker is not asked first
     /// again and again.
     failed: HashMap<String, Instant>,
+    /// When to give up on the known brokers and go back to the bootstrap servers.
+    recovery: Recovery,
     cluster_id: Option<String>,
     controller: i32,
 }
@@ -147,6 +150,7 @@ impl Cluster {
                 .collect();
             return Err(Error::NoBrokerReachable { tried });
         };
+        let recovery = Recovery::new(config.metadata_recovery, config.rebootstrap_trigger);
         let mut cluster = Cluster {
             config,
             connector,
@@ -157,6 +161,7 @@ impl Cluster {
             dedicated: HashMap::new(),
             bootstrap: Some(bootstrap),
             failed: HashMap::new(),
+            recovery,
             cluster_id: None,
             controller: -1,
         };
@@ -259,6 +264,10 @@ impl Cluster {
         if err.invalidates_metadata() {
             self.invalidate(topic);
         }
+        if err.kafka_code() == Some(KafkaCode::RebootstrapRequired) && self.recovery.require() {
+            // The next request to any broker starts from the bootstrap servers.
+            self.invalidate(None);
+        }
     }
 
     /// Fetch metadata for `topics` (`None`: all topics) and merge it into the map.
@@ -275,11 +284,37 @@ impl Cluster {
         });
         req.allow_auto_topic_creation = false;
         let (broker, resp) = self.request_any(&req)?;
+        if resp.error_code == KafkaCode::RebootstrapRequired.code() && self.recovery.require() {
+            // KIP-1102: this broker's view is not to be trusted; ask the bootstrap servers.
+            self.drop_connections_to(&broker);
+            let (broker, resp) = self.request_any(&req)?;
+            return self.apply_metadata(&broker, resp);
+        }
         self.apply_metadata(&broker, resp)
+    }
+
+    /// Close every connection to `addr`.
+    fn drop_connections_to(&mut self, addr: &str) {
+        if self.bootstrap.as_ref().is_some_and(|c| c.broker() == addr) {
+            self.bootstrap = None;
+        }
+        self.connections.retain(|_, c| c.broker() != addr);
+        self.dedicated.retain(|_, c| c.broker() != addr);
     }
 
     fn apply_metadata(&mut self, broker: &str, resp: MetadataResponse) -> Result<()> {
         let now = Instant::now();
+        // Metadata v13's top-level error (REBOOTSTRAP_REQUIRED, say): nothing here is valid.
+        Error::check(
+            resp.error_code,
+            || Location {
+                broker: broker.to_owned(),
+                api: "Metadata",
+                topic: None,
+                partition: None,
+            },
+            None,
+        )?;
         if !resp.brokers.is_empty() {
             self.brokers = resp
                 .brokers
@@ -295,8 +330,11 @@ impl Cluster {
                 .collect();
             // Drop connections to brokers that left or moved.
             let brokers = &self.brokers;
-            self.connections
-                .retain(|id, c| brokers.get(id).is_some_and(|b| b.addr == c.broker()));
+            let current = |id: &i32, c: &mut Connection| {
+                brokers.get(id).is_some_and(|b| b.addr == c.broker())
+            };
+            self.connections.retain(current);
+            self.dedicated.retain(current);
         }
         self.cluster_id = resp.cluster_id.as_ref().map(|c| c.to_string());
         self.controller = resp.controller_id.0;
@@ -459,6 +497,10 @@ impl Cluster {
 
     /// Like [`request_any`](Self::request_any), for requests whose fields depend on the
     /// negotiated version: `build` gets the version the chosen connection will use.
+    ///
+    /// When every known broker fails, when none has answered for the rebootstrap trigger,
+    /// or after REBOOTSTRAP_REQUIRED, the bootstrap servers are resolved and asked again
+    /// (with [`MetadataRecovery::Rebootstrap`](super::MetadataRecovery), the default).
     pub fn request_any_with<R: Request>(
         &mut self,
         build: impl Fn(i16) -> R,
@@ -467,6 +509,25 @@ impl Cluster {
             let req = build(c.version::<R>()?);
             Ok((c.broker().to_owned(), c.request(&req)?))
         };
+        self.recovery.begin(Instant::now());
+        let result = self.request_any_known(&call);
+        match &result {
+            // A broker answered, even if only to refuse.
+            Ok(_) | Err(Error::Broker { .. }) => self.recovery.answered(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Ask the known brokers in turn (see [`request_any`](Self::request_any)), going back to
+    /// the bootstrap servers when [`Recovery`] says so.
+    fn request_any_known<T>(
+        &mut self,
+        call: &impl Fn(&mut Connection) -> Result<(String, T)>,
+    ) -> Result<(String, T)> {
+        if let Some(why) = self.recovery.due(Instant::now()) {
+            return self.rebootstrap(why, call);
+        }
         let memory = self.config.connection.request_timeout;
         self.failed.retain(|_, at| at.elapsed() < memory);
         let mut last = None;
@@ -509,6 +570,11 @@ impl Cluster {
         };
         ids.sort_by_key(|id| failed_lately(self, id));
         for id in ids {
+            // Brokers that each stall for a request timeout can add up to long past the
+            // trigger: stop walking them once it has passed.
+            if let Some(why) = self.recovery.due(Instant::now()) {
+                return self.rebootstrap(why, call);
+            }
             match self.broker(id).and_then(call) {
                 Ok(v) => {
                     self.failed.remove(&v.0);
@@ -525,6 +591,9 @@ impl Cluster {
         }
         // A busy broker is still worth a connection of its own when nothing else is left.
         for id in busy {
+            if let Some(why) = self.recovery.due(Instant::now()) {
+                return self.rebootstrap(why, call);
+            }
             if let Ok(c) = self.dedicated(id) {
                 if c.in_flight() == 0 {
                     if let Ok(v) = call(c) {
@@ -533,20 +602,71 @@ impl Cluster {
                 }
             }
         }
-        // Everything known failed: go back to the bootstrap list.
-        for addr in &self.config.bootstrap {
-            match self.connector.connect(addr) {
-                Ok(mut conn) => {
-                    let resp = call(&mut conn);
-                    self.bootstrap = Some(conn);
-                    return resp;
-                }
-                Err(e) => last = Some(e),
-            }
+        // Everything known failed.
+        match self.recovery.all_failed(Instant::now(), self.brokers.len()) {
+            Some(why) => self.rebootstrap(why, call),
+            None => Err(last.unwrap_or_else(|| Error::NoBrokerReachable {
+                tried: self.brokers.values().map(|b| b.addr.clone()).collect(),
+            })),
         }
-        Err(last.unwrap_or_else(|| Error::NoBrokerReachable {
-            tried: self.config.bootstrap.clone(),
-        }))
+    }
+
+    /// Go back to the bootstrap servers: resolve each name again and connect (as a
+    /// replaced cluster may stand behind the same names), reload the broker list from the
+    /// first that answers, forget every topic's layout, and send `call` there.
+    fn rebootstrap<T>(
+        &mut self,
+        why: Why,
+        call: &impl Fn(&mut Connection) -> Result<(String, T)>,
+    ) -> Result<(String, T)> {
+        let servers = self.config.bootstrap.join(",");
+        if self.recovery.rebootstrapping(why) {
+            log::warn!("{why}; resolving the bootstrap servers again: {servers}");
+        } else {
+            log::debug!("{why}; resolving the bootstrap servers again: {servers}");
+        }
+        self.bootstrap = None;
+        self.topics.clear();
+        let mut tried = Vec::new();
+        for addr in self.config.bootstrap.clone() {
+            // A fresh connection: the name is looked up again (no address is cached).
+            let mut conn = match self.connector.connect(&addr) {
+                Ok(conn) => conn,
+                Err(e @ (Error::Auth { .. } | Error::Tls { .. })) => return Err(e),
+                Err(e) => {
+                    log::debug!("bootstrap {addr}: {e}");
+                    tried.push((addr, e));
+                    continue;
+                }
+            };
+            // The broker list first, so that what follows is routed in the cluster now
+            // behind these names rather than the one before.
+            let mut brokers = MetadataRequest::default();
+            brokers.topics = Some(Vec::new());
+            brokers.allow_auto_topic_creation = false;
+            let answer = conn
+                .request(&brokers)
+                .and_then(|resp| self.apply_metadata(&addr, resp));
+            if let Err(e) = answer {
+                if e.kafka_code().is_some() || !e.is_retriable() {
+                    return Err(e);
+                }
+                tried.push((addr, e));
+                continue;
+            }
+            let result = call(&mut conn);
+            self.bootstrap = Some(conn);
+            return result;
+        }
+        if tried.len() == 1 {
+            return Err(tried.pop().expect("one failure").1);
+        }
+        Err(Error::NoBrokerReachable {
+            tried: tried
+                .iter()
+                .map(|(addr, e)| format!("{addr}: {}", short_reason(e)))
+                .collect(),
+        })
     }
 
     /// Send `req` to broker `id` and wait for the response.

@@ -52,6 +52,28 @@ pub struct ClientConfig {
     pub retry_backoff: Duration,
     /// Longest retry delay. Default 1 s (Java `retry.backoff.max.ms`).
     pub retry_backoff_max: Duration,
+    /// What to do when no broker the metadata named can be reached (the cluster replaced
+    /// behind the same bootstrap names, say). Default [`MetadataRecovery::Rebootstrap`]
+    /// (Java `metadata.recovery.strategy`, whose 4.x default is `rebootstrap`).
+    pub metadata_recovery: MetadataRecovery,
+    /// With [`MetadataRecovery::Rebootstrap`]: go back to the bootstrap servers when no
+    /// broker has answered for this long, even if some are still being tried. Default 5 min
+    /// (Java `metadata.recovery.rebootstrap.trigger.ms`, KIP-1102).
+    pub rebootstrap_trigger: Duration,
+}
+
+/// How a client finds its cluster again when the brokers it learnt of are all gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MetadataRecovery {
+    /// Resolve the bootstrap servers again and start over from them (KIP-899, KIP-1102):
+    /// when every known broker failed, when none answered for `rebootstrap_trigger`, or when
+    /// a broker answers REBOOTSTRAP_REQUIRED. The default.
+    #[default]
+    Rebootstrap,
+    /// Keep to the brokers the last metadata named; a REBOOTSTRAP_REQUIRED answer is an
+    /// error. The bootstrap servers are used only to connect.
+    None,
 }
 
 impl Default for ClientConfig {
@@ -63,6 +85,8 @@ impl Default for ClientConfig {
             security: SecurityConfig::default(),
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            metadata_recovery: MetadataRecovery::Rebootstrap,
+            rebootstrap_trigger: Duration::from_secs(300),
         }
     }
 }
@@ -114,6 +138,7 @@ impl ClientConfig {
         for (field, value) in [
             ("connect_timeout", self.connection.connect_timeout),
             ("request_timeout", self.connection.request_timeout),
+            ("rebootstrap_trigger", self.rebootstrap_trigger),
         ] {
             if value.is_zero() {
                 return Err(Error::Config {

@@ -15,6 +15,7 @@ mod group;
 mod produce;
 pub(crate) mod properties;
 mod records;
+mod recovery;
 mod sasl;
 mod security;
 mod transport;
@@ -30,7 +31,7 @@ pub use assignor::{
 pub use backoff::{retry, Backoff};
 pub use cluster::{BrokerInfo, Cluster, PartitionInfo, TopicInfo};
 pub use compression::Compression;
-pub use config::{validate_addr, ClientConfig, ConnectionConfig};
+pub use config::{validate_addr, ClientConfig, ConnectionConfig, MetadataRecovery};
 pub use connection::{
     decode_exact, encode_request, read_frame, Connection, FrameError, Pending, Transport,
 };

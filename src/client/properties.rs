@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::config::ClientConfig;
+use super::config::{ClientConfig, MetadataRecovery};
 use super::error::{Error, Result};
 use super::security::{Pem, Sasl, SaslMechanism, Secret, TlsVerify, TokenFile, UnsecuredToken};
 
@@ -342,6 +342,23 @@ pub(crate) fn load(text: &str, origin: &str, base: ClientConfig) -> Result<Loade
             "retry.backoff.max.ms" => {
                 config.retry_backoff_max = millis(p).map_err(|e| err(p, e))?
             }
+            "metadata.recovery.strategy" => {
+                config.metadata_recovery = match v.to_ascii_lowercase().as_str() {
+                    "rebootstrap" => MetadataRecovery::Rebootstrap,
+                    "none" => MetadataRecovery::None,
+                    _ => {
+                        return Err(err(
+                            p,
+                            format!(
+                                "{v:?} is not a strategy; use rebootstrap (the default) or none"
+                            ),
+                        ))
+                    }
+                };
+            }
+            "metadata.recovery.rebootstrap.trigger.ms" => {
+                config.rebootstrap_trigger = millis(p).map_err(|e| err(p, e))?
+            }
             // Used together with sasl.jaas.config below.
             "sasl.oauthbearer.token.endpoint.url" => {}
             k if IGNORED.contains(&k) || CONSUMER_KEYS.contains(&k) => {}
@@ -539,6 +556,27 @@ mod tests {
         assert_eq!(l.unknown, ["acks"]);
         c.validate().unwrap();
         assert!(!format!("{c:?}").contains("alice-secret"));
+    }
+
+    #[test]
+    fn metadata_recovery_keys() {
+        let c = ClientConfig::default();
+        assert_eq!(c.metadata_recovery, MetadataRecovery::Rebootstrap);
+        assert_eq!(c.rebootstrap_trigger, Duration::from_secs(300));
+        let text =
+            "metadata.recovery.strategy=none\nmetadata.recovery.rebootstrap.trigger.ms=45000\n";
+        let l = load(text, "r", ClientConfig::default()).unwrap();
+        assert!(l.unknown.is_empty(), "{:?}", l.unknown);
+        assert_eq!(l.config.metadata_recovery, MetadataRecovery::None);
+        assert_eq!(l.config.rebootstrap_trigger, Duration::from_secs(45));
+        let err = load(
+            "metadata.recovery.strategy=retry\n",
+            "r",
+            ClientConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("rebootstrap"), "{err}");
     }
 
     #[test]
