@@ -736,6 +736,7 @@ fn the_java_console_consumer_reads_back_idempotent_batches_byte_exact() {
             partition: 0,
             offset,
             current_leader_epoch: None,
+            replica: None,
         };
         for r in cluster.fetch(&params, &[target]).unwrap() {
             for h in r.result.unwrap().batches.headers().unwrap() {

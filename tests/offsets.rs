@@ -92,6 +92,7 @@ fn list_offsets_while_a_fetch_is_in_flight_to_the_same_broker() {
         partition: 0,
         offset: 1,
         current_leader_epoch: None,
+        replica: None,
     };
     let inflight = cluster.send_fetch(&params, &[target]).unwrap();
     let listed = cluster

@@ -91,6 +91,7 @@ fn produce_and_fetch(codec: Compression) {
                 partition: p,
                 offset: offsets[&p],
                 current_leader_epoch: None,
+                replica: None,
             })
             .collect();
         for r in cluster.fetch(&params, &targets).unwrap() {

@@ -656,6 +656,7 @@ fn read(cluster: &mut Cluster, topic: &str, isolation: IsolationLevel) -> Vec<St
             partition: 0,
             offset,
             current_leader_epoch: None,
+            replica: None,
         };
         for r in cluster.fetch(&params, &[target]).unwrap() {
             let part = r.result.unwrap();

@@ -66,7 +66,7 @@ impl std::str::FromStr for IsolationLevel {
 }
 
 /// Request-wide fetch settings (the Go design's MinBytes / MaxBytes / MaxWait).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchParams {
     /// How long the broker may hold the request waiting for `min_bytes`. Default 500 ms.
     pub max_wait: Duration,
@@ -86,6 +86,11 @@ pub struct FetchParams {
     /// [`IsolationLevel::ReadUncommitted`] for this low-level primitive (everything in the
     /// log); a consumer sets it from [`ConsumerConfig::isolation_level`](crate::consumer::ConsumerConfig::isolation_level).
     pub isolation: IsolationLevel,
+    /// The rack the reader is in (Java `client.rack`, Fetch v11+). When the brokers run a
+    /// rack-aware replica selector, a partition's leader names a replica in this rack to
+    /// fetch from instead ([`FetchedPartition::preferred_read_replica`], KIP-392): reads
+    /// stay in the rack (a zone, say) and off the leader. Default none: the leader.
+    pub rack: Option<String>,
 }
 
 impl Default for FetchParams {
@@ -99,6 +104,7 @@ impl Default for FetchParams {
             max_decompressed: 256 << 20,
             decode_lazily: false,
             isolation: IsolationLevel::ReadUncommitted,
+            rack: None,
         }
     }
 }
@@ -118,6 +124,9 @@ pub struct FetchTarget {
     /// broker (KIP-320): a leader not at it answers `FENCED_LEADER_EPOCH` (the asker's
     /// metadata is behind) or `UNKNOWN_LEADER_EPOCH` (the broker's is). `None`: no check.
     pub current_leader_epoch: Option<i32>,
+    /// Fetch from this replica (a broker id) instead of the leader: the one the leader
+    /// named ([`FetchedPartition::preferred_read_replica`]). `None`: the leader.
+    pub replica: Option<i32>,
 }
 
 /// What one partition returned.
@@ -140,6 +149,9 @@ pub struct FetchedPartition {
     pub log_start_offset: i64,
     /// The data ended with an incomplete batch (a byte limit cut it).
     pub truncated: bool,
+    /// The replica the leader would have this reader fetch the partition from (Fetch v11+
+    /// with [`FetchParams::rack`], KIP-392), when it names one.
+    pub preferred_read_replica: Option<i32>,
 }
 
 /// Build a Fetch request for `targets` (all led by the same broker).
@@ -151,6 +163,9 @@ pub fn fetch_request(params: &FetchParams, targets: &[FetchTarget]) -> FetchRequ
     req.min_bytes = params.min_bytes;
     req.max_bytes = params.max_bytes;
     req.isolation_level = params.isolation.wire();
+    if let Some(rack) = &params.rack {
+        req.rack_id = StrBytes::from_string(rack.clone());
+    }
     req.session_id = 0;
     req.session_epoch = -1; // no fetch session: every request is a full fetch
     for t in targets {
@@ -236,6 +251,8 @@ pub fn fetch_results(
                     last_stable_offset: p.last_stable_offset,
                     log_start_offset: p.log_start_offset,
                     truncated: info.truncated,
+                    preferred_read_replica: (p.preferred_read_replica.0 >= 0)
+                        .then_some(p.preferred_read_replica.0),
                 })
             });
             out.push(PartitionResult {
@@ -316,8 +333,12 @@ impl Cluster {
         let mut unsent = Vec::new();
         let mut by_leader: BTreeMap<i32, Vec<FetchTarget>> = BTreeMap::new();
         for t in targets {
-            match self.leader(&t.topic, t.partition) {
-                Ok(leader) => by_leader.entry(leader).or_default().push(t.clone()),
+            let from = match t.replica {
+                Some(replica) => Ok(replica),
+                None => self.leader(&t.topic, t.partition),
+            };
+            match from {
+                Ok(node) => by_leader.entry(node).or_default().push(t.clone()),
                 Err(e) => unsent.push((t.clone(), e)),
             }
         }

@@ -253,6 +253,7 @@ pub(crate) const CONSUMER_KEYS: &[&str] = &[
     "fetch.max.bytes",
     "fetch.max.wait.ms",
     "max.partition.fetch.bytes",
+    "client.rack",
 ];
 
 /// Keys of the Java client that a kpipe client config has no use for but that are common in

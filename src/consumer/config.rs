@@ -251,9 +251,9 @@ impl ConsumerConfig {
     /// `group.protocol`, `isolation.level`, `auto.offset.reset`, `enable.auto.commit`,
     /// `auto.commit.interval.ms`, `max.poll.records`, `session.timeout.ms`,
     /// `heartbeat.interval.ms`, `max.poll.interval.ms`, `fetch.min.bytes`, `fetch.max.bytes`,
-    /// `fetch.max.wait.ms` and `max.partition.fetch.bytes`. Unset fields keep kpipe's
-    /// defaults (so `isolation.level` is read_committed unless the file says otherwise); a
-    /// bad value is an error naming the file, the line and the key; the result is
+    /// `fetch.max.wait.ms`, `max.partition.fetch.bytes` and `client.rack`. Unset fields keep
+    /// kpipe's defaults (so `isolation.level` is read_committed unless the file says
+    /// otherwise); a bad value is an error naming the file, the line and the key; the result is
     /// validated.
     pub fn from_properties(
         path: impl AsRef<std::path::Path>,
@@ -325,6 +325,7 @@ impl ConsumerConfig {
                     }
                 }
                 "isolation.level" => c.isolation_level = v.parse().map_err(err)?,
+                "client.rack" => c.fetch.rack = (!v.is_empty()).then(|| v.to_owned()),
                 "auto.offset.reset" => {
                     c.offset_reset = match v.to_ascii_lowercase().as_str() {
                         "earliest" => OffsetReset::Earliest,

@@ -91,6 +91,9 @@ pub(crate) struct Engine {
     prefetched: Option<FetchInFlight>,
     fetch_backoff: Backoff,
     retry_fetch_at: Instant,
+    /// The replica each partition is read from instead of its leader (KIP-392), and until
+    /// when.
+    read_replicas: HashMap<TopicPartition, (i32, Instant)>,
     /// Partitions whose last fetch failed wait apart, each its own backoff.
     partition_retry: HashMap<TopicPartition, (Backoff, Instant)>,
     /// Offset resets and validations that failed wait apart from fetches: a leaderless
@@ -159,6 +162,7 @@ impl Engine {
             prefetched: None,
             retry_fetch_at: now,
             partition_retry: HashMap::new(),
+            read_replicas: HashMap::new(),
             retry_positions_at: now,
             last_commit: now,
             pending_commit: None,
@@ -517,9 +521,9 @@ impl Engine {
             self.prefetched = Some(inflight);
             return Ok(());
         }
-        let asked: HashMap<TopicPartition, i64> = inflight
+        let asked: HashMap<TopicPartition, (i64, Option<i32>)> = inflight
             .targets()
-            .map(|t| ((t.topic.clone(), t.partition), t.offset))
+            .map(|t| ((t.topic.clone(), t.partition), (t.offset, t.replica)))
             .collect();
         let results = match self.cluster.receive_fetch(&self.config.fetch, inflight) {
             Ok(r) => r,
@@ -532,9 +536,36 @@ impl Engine {
         for r in results {
             let tp = (r.topic, r.partition);
             // Skip what no longer matches: revoked or paused partitions, moved positions.
-            let Some(&at) = asked.get(&tp).filter(|&&at| self.books.is_current(&tp, at)) else {
+            let Some(&(at, replica)) = asked
+                .get(&tp)
+                .filter(|&&(at, _)| self.books.is_current(&tp, at))
+            else {
                 continue;
             };
+            if let Some(replica) = replica.filter(|_| r.result.is_err()) {
+                // The replica the leader named failed us (gone, behind, no longer one):
+                // back to the leader, which may name another.
+                log::debug!(
+                    "consumer {}: {}-{} from replica {replica} failed; back to the leader",
+                    self.idx,
+                    tp.0,
+                    tp.1
+                );
+                self.read_replicas.remove(&tp);
+                if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
+                    p.read_replica = None;
+                }
+                if r.result
+                    .as_ref()
+                    .is_err_and(|e| e.kafka_code() == Some(KafkaCode::OffsetOutOfRange))
+                {
+                    // A follower behind the leader: not a reason to reset.
+                    continue;
+                }
+            }
+            if let Ok(data) = &r.result {
+                self.note_read_replica(&tp, replica, data.preferred_read_replica);
+            }
             if r.result.is_ok() {
                 self.partition_retry.remove(&tp);
             } else if !r
@@ -617,6 +648,30 @@ impl Engine {
         Ok(())
     }
 
+    /// A fetch of `tp` from `from` (a replica, or the leader) named `preferred`: read from
+    /// it from now on, for up to `metadata_max_age` (KIP-392, as the Java consumer does).
+    fn note_read_replica(
+        &mut self,
+        tp: &TopicPartition,
+        from: Option<i32>,
+        preferred: Option<i32>,
+    ) {
+        let Some(preferred) = preferred.filter(|&p| Some(p) != from) else {
+            return;
+        };
+        log::debug!(
+            "consumer {}: {}-{}: reading from replica {preferred}, as its leader says",
+            self.idx,
+            tp.0,
+            tp.1
+        );
+        let until = Instant::now() + self.config.client.metadata_max_age;
+        self.read_replicas.insert(tp.clone(), (preferred, until));
+        if let Some(p) = self.shared.progress.locked().get_mut(tp) {
+            p.read_replica = Some(preferred);
+        }
+    }
+
     fn fetch_failed(&mut self, e: &client::Error) {
         log::debug!("consumer {}: fetch: {e}", self.idx);
         self.shared.fetch_errors.add(1);
@@ -632,14 +687,22 @@ impl Engine {
             match self.cluster.topic(&tp.0) {
                 Ok(info) => {
                     if let Some(p) = info.partitions.get(tp.1 as usize) {
-                        leaders.push((tp.clone(), info.id, p.leader_epoch));
+                        // The replica the leader named, while it is one and not stale.
+                        let replica = self
+                            .read_replicas
+                            .get(tp)
+                            .filter(|(r, until)| {
+                                *until > Instant::now() && p.replicas.contains(r) && *r != p.leader
+                            })
+                            .map(|(r, _)| *r);
+                        leaders.push((tp.clone(), info.id, p.leader_epoch, replica));
                     }
                 }
                 Err(e) => log::debug!("consumer {}: metadata for {}: {e}", self.idx, tp.0),
             }
         }
         let mut moved = Vec::new();
-        for (tp, _, epoch) in &leaders {
+        for (tp, _, epoch, _) in &leaders {
             if *epoch >= 0 && self.books.leader_is(tp, *epoch) {
                 moved.push(tp.clone());
             }
@@ -660,13 +723,14 @@ impl Engine {
             if self.partition_retry.contains_key(tp) {
                 continue; // failed lately: it waits out its backoff
             }
-            if let Some((_, topic_id, epoch)) = leaders.iter().find(|(t, _, _)| t == tp) {
+            if let Some((_, topic_id, epoch, replica)) = leaders.iter().find(|l| l.0 == *tp) {
                 targets.push(FetchTarget {
                     topic: tp.0.clone(),
                     topic_id: *topic_id,
                     partition: tp.1,
                     offset,
                     current_leader_epoch: (*epoch >= 0).then_some(*epoch),
+                    replica: *replica,
                 });
             }
         }
@@ -972,6 +1036,7 @@ impl Engine {
             end_offset: position,
             position,
             committed,
+            read_replica: None,
         });
         progress.position = position;
         progress.high_watermark = progress.high_watermark.max(position);

@@ -197,6 +197,9 @@ pub struct PartitionProgress {
     pub position: i64,
     /// The last committed offset, or -1.
     pub committed: i64,
+    /// The replica the partition is read from instead of its leader, when its leader named
+    /// one for this reader's rack (`fetch.rack`, KIP-392).
+    pub read_replica: Option<i32>,
 }
 
 impl PartitionProgress {

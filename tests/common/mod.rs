@@ -103,6 +103,7 @@ pub fn fetch_all(cluster: &mut Cluster, topic: &str) -> Vec<(i32, kpipe::client:
                 partition: p,
                 offset: offsets[p as usize],
                 current_leader_epoch: None,
+                replica: None,
             })
             .collect();
         for r in cluster.fetch(&params, &targets).unwrap() {

@@ -1,7 +1,11 @@
 //! What a consumer reads when the three-node cluster (`./scripts/kafka up --nodes 3`)
 //! changes under it: log truncation, where a group's committed offset lies past the
-//! divergence point of a new leader's log (KIP-320), and a partition left without a leader
-//! while the group starts (the others are read).
+//! divergence point of a new leader's log (KIP-320); a partition left without a leader
+//! while the group starts (the others are read); and a consumer reading from the follower
+//! in its rack (KIP-392; the cluster's nodes are in racks `rack-N`) that falls back to the
+//! leader when that follower goes.
+//!
+//! The first test's scenario:
 //!
 //! The scenario (issue 20, "Leader epochs and truncation"): a one-partition topic, RF 2, min
 //! ISR 1 and `unclean.leader.election.enable=true`. Both replicas take records 0–999; the
@@ -378,5 +382,61 @@ fn a_leaderless_partition_does_not_hold_back_the_others_of_its_topic() {
         slowest < Duration::from_secs(10),
         "poll(200 ms) took {slowest:?}"
     );
+    let _ = cluster.delete_topic(&topic, Duration::from_secs(30));
+}
+
+#[test]
+fn a_consumer_reads_from_the_follower_in_its_rack_and_from_the_leader_when_it_goes() {
+    let Ok(brokers) = std::env::var("KPIPE_CLUSTER_BROKERS") else {
+        eprintln!("skipped: KPIPE_CLUSTER_BROKERS is unset");
+        return;
+    };
+    let _serial = common::serial(&SERIAL);
+    let _ = env_logger::builder().is_test(true).try_init();
+    mend();
+    let _mend = Mend;
+    let mut cluster = Cluster::connect(config(&brokers)).expect("connect to the cluster");
+    let topic = common::unique_topic("rack");
+    cluster
+        .create_topic(&NewTopic::new(&topic, 1, 3), Duration::from_secs(60))
+        .unwrap();
+    kafka(&["wait-in-sync", &topic, "60"]);
+    let (leader, replicas) = leader_and_replicas(&topic);
+    let follower = *replicas.iter().find(|&&r| r != leader).unwrap();
+    produce(&brokers, &topic, (0..100).map(|i| format!("a-{i}")));
+
+    let mut c = consumer_config(&brokers, &common::unique_topic("rack-g"), &topic);
+    c.fetch.rack = Some(format!("rack-{follower}"));
+    let mut consumer = Consumer::new(c).unwrap();
+    let read_replica = |c: &Consumer| {
+        c.stats()
+            .partitions
+            .get(&(topic.clone(), 0))
+            .and_then(|p| p.read_replica)
+    };
+    let mut got = poll_to(&mut consumer, &topic, 100);
+    assert_eq!(
+        read_replica(&consumer),
+        Some(follower),
+        "the leader ({leader}) sent the reader in rack-{follower} to its follower"
+    );
+
+    // The follower goes: the reader falls back to the leader and goes on.
+    kafka(&["stop", &follower.to_string()]);
+    produce(&brokers, &topic, (0..100).map(|i| format!("b-{i}")));
+    got.extend(poll_to(&mut consumer, &topic, 200));
+    let fell_back = read_replica(&consumer);
+    consumer.close(Duration::from_secs(30)).unwrap();
+    eprintln!(
+        "rack: leader {leader}, the reader's follower {follower} (rack-{follower}); after it \
+         stopped the reader read from {fell_back:?} (None: the leader)"
+    );
+    assert_ne!(fell_back, Some(follower));
+    let values: Vec<String> = got.iter().map(value).collect();
+    let expected: Vec<String> = (0..100)
+        .map(|i| format!("a-{i}"))
+        .chain((0..100).map(|i| format!("b-{i}")))
+        .collect();
+    assert_eq!(values, expected, "every record once, in order");
     let _ = cluster.delete_topic(&topic, Duration::from_secs(30));
 }
