@@ -37,6 +37,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use crate::client::{CommittedOffset, TopicPartition};
 
 /// Where fetching of one partition stands.
@@ -202,6 +204,11 @@ struct Book {
     paused: bool,
     /// The leader epoch (from metadata) the position was last fetched or validated under.
     leader_epoch: Option<i32>,
+    /// The id of the topic (from metadata) the position was read in.
+    topic_id: Option<Uuid>,
+    /// Waiting for a position, to start at the earliest offset whatever the reset policy:
+    /// the partition came into being while the member ran.
+    from_earliest: bool,
 }
 
 /// Which commit mark [`Books::uncommitted`] compares against.
@@ -246,6 +253,8 @@ impl Books {
             requested: committed.map(|c| c.offset),
             paused: false,
             leader_epoch: None,
+            topic_id: None,
+            from_earliest: false,
         };
         self.parts.insert(tp.clone(), book);
     }
@@ -365,6 +374,47 @@ impl Books {
             }
             _ => false,
         }
+    }
+
+    /// The topic of `tp` has id `id` now (metadata). Another id than the position was read
+    /// in: the topic was deleted and created again, and the position means nothing in the
+    /// new one; true if so (fetched data should be dropped, and the partition positioned
+    /// anew).
+    pub(crate) fn topic_id_is(&mut self, tp: &TopicPartition, id: Uuid) -> bool {
+        let Some(b) = self.parts.get_mut(tp) else {
+            return false;
+        };
+        match b.topic_id {
+            _ if id.is_nil() => false,
+            Some(known) if known == id => false,
+            None => {
+                b.topic_id = Some(id);
+                false
+            }
+            Some(_) => {
+                b.topic_id = Some(id);
+                b.leader_epoch = None;
+                b.fetch = Fetch::Reset;
+                true
+            }
+        }
+    }
+
+    /// `tp`, waiting for a position, starts at its earliest offset whatever the reset
+    /// policy (it came into being while the member ran). A partition with a position is
+    /// left as it is.
+    pub(crate) fn start_at_earliest(&mut self, tp: &TopicPartition) {
+        if let Some(b) = self.parts.get_mut(tp) {
+            b.from_earliest = b.fetch == Fetch::Reset;
+        }
+    }
+
+    /// Whether `tp` waits to start at its earliest offset (see
+    /// [`start_at_earliest`](Self::start_at_earliest)).
+    pub(crate) fn resets_to_earliest(&self, tp: &TopicPartition) -> bool {
+        self.parts
+            .get(tp)
+            .is_some_and(|b| b.from_earliest && b.fetch == Fetch::Reset)
     }
 
     /// The positions to validate.
@@ -491,6 +541,7 @@ impl Books {
         if let Some(b) = self.parts.get_mut(tp) {
             b.fetch = Fetch::At(position.offset);
             b.read = Some(Read::at(position));
+            b.from_earliest = false;
         }
     }
 
@@ -1078,5 +1129,36 @@ mod tests {
         // A rewrite from an earlier offset replaces what followed.
         e.note(12, 4);
         assert_eq!(e.0, VecDeque::from([(10, 2), (12, 4)]));
+    }
+
+    #[test]
+    fn a_topic_created_again_is_read_from_the_earliest_offset_of_the_new_one() {
+        let mut b = books_at(Some(5));
+        let (old, new) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert!(!b.topic_id_is(&tp(0), old), "the first id seen");
+        assert!(!b.topic_id_is(&tp(0), old));
+        assert!(!b.topic_id_is(&tp(0), Uuid::nil()), "a broker without ids");
+        assert_eq!(b.fetchable().count(), 1);
+        assert!(b.topic_id_is(&tp(0), new));
+        assert_eq!(b.awaiting_reset(), [tp(0)]);
+        assert!(!b.resets_to_earliest(&tp(0)), "the engine says so");
+        b.start_at_earliest(&tp(0));
+        assert!(b.resets_to_earliest(&tp(0)));
+        b.position_at(&tp(0), at(0));
+        assert!(!b.resets_to_earliest(&tp(0)));
+        assert!(b.awaiting_reset().is_empty());
+        // The new position is committed over the old topic's.
+        assert_eq!(b.uncommitted(Since::Confirmed)[&tp(0)].offset, 0);
+        assert!(!b.topic_id_is(&tp(0), new));
+    }
+
+    #[test]
+    fn only_a_partition_without_a_position_starts_at_the_earliest_offset() {
+        let mut b = books_at(Some(5));
+        b.start_at_earliest(&tp(0));
+        assert!(!b.resets_to_earliest(&tp(0)), "it has a committed offset");
+        let mut b = books_at(None);
+        b.start_at_earliest(&tp(0));
+        assert!(b.resets_to_earliest(&tp(0)));
     }
 }

@@ -130,6 +130,13 @@ pub struct ConsumerConfig {
     /// their own thread meanwhile. Also the rebalance timeout. Default 300 s.
     pub max_poll_interval: Duration,
     /// Where to start without a committed offset. Default [`OffsetReset::Latest`].
+    ///
+    /// Not applied to a partition that came into being while the member ran (added to a
+    /// topic, or of a subscribed topic created, after the member first looked; or of a topic
+    /// deleted and created again): without a committed offset, such a partition is read from
+    /// its earliest offset, so that nothing written to it before the group took it up is
+    /// skipped. Under the classic protocol, members notice added partitions (and join again)
+    /// within `client.metadata_max_age`.
     pub offset_reset: OffsetReset,
     /// What a member reads of transactional producers' writes. Default
     /// [`IsolationLevel::ReadCommitted`]: records of aborted transactions are dropped and

@@ -271,9 +271,13 @@ impl Engine {
             Event::Assigned {
                 partitions,
                 committed,
+                discovered,
             } => {
                 for tp in &partitions {
                     self.books.assign(tp, committed.get(tp).copied());
+                    if discovered.contains(tp) {
+                        self.books.start_at_earliest(tp);
+                    }
                     // Shown in the stats once its position is known (here, or after the
                     // reset policy): callers wait on that to know the member is ready.
                     self.publish_position(tp);
@@ -619,6 +623,9 @@ impl Engine {
                 }
                 Err(e) if e.is_retriable() => {
                     errors += 1;
+                    // UNKNOWN_TOPIC_ID (the topic was created again), a leader moved: the
+                    // metadata fetches are made from is reloaded.
+                    self.cluster.note_error(&e, Some(&tp.0));
                     log::debug!("consumer {}: fetch {}-{}: {e}", self.idx, tp.0, tp.1);
                 }
                 Err(e) => {
@@ -701,6 +708,7 @@ impl Engine {
                 Err(e) => log::debug!("consumer {}: metadata for {}: {e}", self.idx, tp.0),
             }
         }
+        self.recreated(&leaders);
         let mut moved = Vec::new();
         for (tp, _, epoch, _) in &leaders {
             if *epoch >= 0 && self.books.leader_is(tp, *epoch) {
@@ -735,6 +743,29 @@ impl Engine {
             }
         }
         targets
+    }
+
+    /// Partitions whose topic has another id than their positions were read under (it was
+    /// deleted and created again) are read from the new topic's earliest offset.
+    fn recreated(&mut self, leaders: &[(TopicPartition, uuid::Uuid, i32, Option<i32>)]) {
+        let renewed: Vec<TopicPartition> = leaders
+            .iter()
+            .filter(|(tp, id, _, _)| self.books.topic_id_is(tp, *id))
+            .map(|(tp, _, _, _)| tp.clone())
+            .collect();
+        if renewed.is_empty() {
+            return;
+        }
+        log::warn!(
+            "consumer {}: the topic of {} was deleted and created again; its positions were \
+             the old topic's: reading the new one from its earliest offset",
+            self.idx,
+            names(&renewed)
+        );
+        self.forget_data(&renewed);
+        for tp in &renewed {
+            self.books.start_at_earliest(tp);
+        }
     }
 
     /// Validate positions waiting for it with their leaders (OffsetForLeaderEpoch): a log
@@ -905,6 +936,14 @@ impl Engine {
         if waiting.is_empty() || Instant::now() < self.retry_positions_at {
             return Ok(());
         }
+        // Partitions that came into being while the member ran start at their beginning.
+        let (earliest, waiting): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|tp| self.books.resets_to_earliest(tp));
+        self.reset_to(earliest, OffsetSpec::Earliest);
+        if waiting.is_empty() {
+            return Ok(());
+        }
         let spec = match self.config.offset_reset {
             OffsetReset::Earliest => OffsetSpec::Earliest,
             OffsetReset::Latest => OffsetSpec::Latest,
@@ -920,6 +959,12 @@ impl Engine {
                 });
             }
         };
+        self.reset_to(waiting, spec);
+        Ok(())
+    }
+
+    /// Position `waiting` where `spec` says (ListOffsets, a request per topic).
+    fn reset_to(&mut self, waiting: Vec<TopicPartition>, spec: OffsetSpec) {
         let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         for (t, p) in waiting {
             by_topic.entry(t).or_default().push(p);
@@ -956,7 +1001,6 @@ impl Engine {
             self.shared.fetch_errors.add(1);
             self.retry_positions_at = Instant::now() + self.positions_backoff.next_delay();
         }
-        Ok(())
     }
 
     // -----------------------------------------------------------------------------------

@@ -93,6 +93,34 @@ pub(super) struct TopicState {
 }
 
 impl TopicState {
+    /// The topic has `n` partitions now, more than before (partitions were added): the new
+    /// ones start empty, each with a part from `part`. Keyed records are hashed over all `n`
+    /// from now on. Fewer is ignored: a topic never loses partitions, only a topic created
+    /// again under the same name has fewer (another id, another state).
+    pub(super) fn grow(&mut self, n: usize, mut part: impl FnMut() -> Part) -> bool {
+        if n <= self.parts.len() {
+            return false;
+        }
+        while self.parts.len() < n {
+            self.parts.push(part());
+            self.load.push(0);
+        }
+        true
+    }
+
+    /// Every record held, queued or in a batch (in flight too): the topic they were bound
+    /// for is gone, and so is this state.
+    pub(super) fn into_records(self) -> Vec<Envelope> {
+        let mut records = Vec::new();
+        for mut p in self.parts {
+            records.extend(p.queue);
+            for b in p.lane.take_all() {
+                records.extend(b.body.records);
+            }
+        }
+        records
+    }
+
     /// Queue a record on partition `p`.
     pub(super) fn push(&mut self, p: usize, env: Envelope) {
         self.load[p] += env.size as u64;
@@ -477,5 +505,41 @@ mod tests {
             "the sealed batch was never sent"
         );
         assert!(t.get("t").is_none());
+    }
+
+    #[test]
+    fn added_partitions_start_empty_and_a_topic_never_shrinks() {
+        let now = Instant::now();
+        let mut t = books(now, now);
+        let Some(Topic::Ready(s)) = t.get_mut("t") else {
+            panic!()
+        };
+        let backoff = client::Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+        let part = || new_part(backoff.clone(), Lane::new(None, 1));
+        assert!(!s.grow(2, part) && !s.grow(1, part), "not more");
+        assert!(s.grow(4, part));
+        assert_eq!((s.parts.len(), s.load.len()), (4, 4));
+        assert_eq!(
+            counts(&t)[..],
+            [(60, 0, 60), (7, 11, 18)],
+            "the old ones unchanged"
+        );
+    }
+
+    #[test]
+    fn a_topic_gone_gives_back_every_record_in_flight_or_not() {
+        let now = Instant::now();
+        let mut t = books(now, now);
+        let Some(Topic::Ready(s)) = t.get_mut("t") else {
+            panic!()
+        };
+        let lane = &mut s.parts[1].lane;
+        lane.sent(0, 1);
+        assert_eq!(lane.in_flight(), 1);
+        let Some(Topic::Ready(s)) = t.remove("t") else {
+            panic!()
+        };
+        let sizes: Vec<usize> = s.into_records().iter().map(|e| e.size).collect();
+        assert_eq!(sizes, [10, 20, 30, 7, 5, 6], "queued, then batched");
     }
 }

@@ -65,6 +65,12 @@ pub struct ProducerConfig {
     /// `linger + request_timeout`.
     pub delivery_timeout: Duration,
     /// Partition choice. Default [`Balancer::LeastBytes`] (keyed records always hash).
+    ///
+    /// Keyed records hash over the topic's partition count as the producer's metadata last
+    /// showed it (refreshed every `client.metadata_max_age`): after partitions are added, a
+    /// key's records go to its new partition, as with the Java producer, and records of one
+    /// key written before and after the change may be in different partitions. Order per
+    /// key holds within each partition only.
     pub balancer: Balancer,
     /// Create missing topics with these settings. Default none: a missing topic is an error.
     pub create_topics: Option<TopicDefaults>,

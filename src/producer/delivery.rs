@@ -127,6 +127,20 @@ pub enum DeliveryError {
     /// before the record was sent.
     #[error("its transaction was aborted before it was sent")]
     TransactionAborted,
+    /// The topic was deleted and created again (metadata shows another topic id) while the
+    /// producer held this record for the old one: it was not written to the new topic (if
+    /// it was in flight, it may have been written to the old one before its deletion).
+    /// Records sent after the producer noticed go to the new topic; send this one again to
+    /// write it there.
+    #[error("topic {topic:?} was deleted and created again (topic id {old_id}, now {new_id}); this record was accepted for the old topic and was not written to the new one")]
+    TopicRecreated {
+        /// The topic's name.
+        topic: Arc<str>,
+        /// The id of the topic the record was bound for.
+        old_id: uuid::Uuid,
+        /// The id of the topic now under that name.
+        new_id: uuid::Uuid,
+    },
 }
 
 /// The outcome of one record.

@@ -115,6 +115,8 @@ pub(crate) struct Links {
     asks: Sender<Ask>,
     answers: Receiver<Answer>,
     producer_id: IdAsk,
+    /// Topics whose shape (partition count, id) changed since the writer last looked.
+    reshaped: Vec<TopicInfo>,
     /// Wakes the writer when an answer or a connection arrives.
     wake: Sender<Msg>,
 }
@@ -160,6 +162,7 @@ impl Links {
             asks,
             answers,
             producer_id: IdAsk::Idle,
+            reshaped: Vec::new(),
             wake,
         })
     }
@@ -186,7 +189,17 @@ impl Links {
                     .retain(|id, c| brokers.get(id).is_some_and(|b| b.addr == c.broker()));
             }
             let entry = match result {
-                Ok(info) => Entry::Known(Known::new(info)),
+                Ok(info) => {
+                    // Partitions added, or the topic created again (another id): the writer
+                    // routes by its own copy of the topic's shape, and takes the new one.
+                    if let Some(Entry::Known(k)) = self.topics.get(&topic) {
+                        if k.info.id != info.id || k.info.partitions.len() != info.partitions.len()
+                        {
+                            self.reshaped.push(info.clone());
+                        }
+                    }
+                    Entry::Known(Known::new(info))
+                }
                 Err(e) => match self.topics.remove(&topic) {
                     // A failed refresh keeps what was known, still stale: it is asked again
                     // after a backoff. Whatever the error: a cluster coming back may say
@@ -232,6 +245,12 @@ impl Links {
                 }
             }
         }
+    }
+
+    /// Topics whose metadata, since the last call, shows partitions added or another topic
+    /// id (deleted and created again), as it now is.
+    pub(crate) fn reshaped(&mut self) -> Vec<TopicInfo> {
+        std::mem::take(&mut self.reshaped)
     }
 
     /// The topic's metadata, creating the topic first if `create` says how. Pending while

@@ -159,6 +159,7 @@ fn reason_of(err: &DeliveryError) -> String {
         DeliveryError::Unacknowledged => "unacknowledged at close".into(),
         DeliveryError::NotInTransaction(_) => "not in a transaction".into(),
         DeliveryError::TransactionAborted => "transaction aborted".into(),
+        DeliveryError::TopicRecreated { .. } => "topic recreated".into(),
     }
 }
 
@@ -276,6 +277,9 @@ impl Writer {
                 self.clock_synced = now;
             }
             self.links.poll();
+            for info in self.links.reshaped() {
+                self.reshape(info);
+            }
             let (taken, sends) = (self.taken, self.sends);
             let wait = self.intake_wait(now, closing);
             self.intake(wait);
@@ -621,18 +625,78 @@ impl Writer {
             Poll::Ready(Ok(info)) => info,
         };
         let n = info.partitions.len();
-        let id = info.id;
-        let backoff = self.backoff();
+        Poll::Ready(Ok(TopicState {
+            id: info.id,
+            parts: (0..n).map(|_| self.new_part()).collect(),
+            load: vec![0; n],
+        }))
+    }
+
+    /// A partition's books, empty, its lane under the producer's identity.
+    fn new_part(&self) -> Part {
         let max = self.cfg.max_in_flight;
-        let lane = || match (self.id.idempotent(), self.id.current()) {
+        let lane = match (self.id.idempotent(), self.id.current()) {
             (true, None) => Lane::awaiting_identity(max),
             (_, identity) => Lane::new(identity, max),
         };
-        Poll::Ready(Ok(TopicState {
-            id,
-            parts: (0..n).map(|_| new_part(backoff.clone(), lane())).collect(),
+        new_part(self.backoff(), lane)
+    }
+
+    /// Metadata shows `info.name` in a new shape. Partitions added: keyed records are hashed
+    /// over all of them from now on (as the Java producer does), so a key's records before
+    /// and after may be in different partitions. Another topic id: the topic was deleted
+    /// and created again; every record held for the old one (queued, batched, in flight)
+    /// fails with [`DeliveryError::TopicRecreated`], and the records that follow go to the
+    /// new one, from fresh partition books (sequences from 0).
+    fn reshape(&mut self, info: client::TopicInfo) {
+        let name: Arc<str> = Arc::from(info.name.as_str());
+        let Some(Topic::Ready(state)) = self.topics.get(&name) else {
+            return; // not routed by yet: it is loaded as it is now
+        };
+        if state.id == info.id {
+            let n = info.partitions.len();
+            let was = state.parts.len();
+            let parts: Vec<Part> = (was..n).map(|_| self.new_part()).collect();
+            let mut parts = parts.into_iter();
+            if let Some(Topic::Ready(state)) = self.topics.get_mut(&name) {
+                if state.grow(n, || parts.next().expect("one per new partition")) {
+                    log::info!("{name}: {was} partitions grew to {n}; keyed records are hashed over {n} from now on");
+                }
+            }
+            return;
+        }
+        let old_id = state.id;
+        let n = info.partitions.len();
+        let fresh = TopicState {
+            id: info.id,
+            parts: (0..n).map(|_| self.new_part()).collect(),
             load: vec![0; n],
-        }))
+        };
+        let Some(Topic::Ready(old)) = self.topics.insert(name.clone(), Topic::Ready(fresh)) else {
+            return;
+        };
+        // Answers to requests in flight for the old topic concern nobody now.
+        for r in &mut self.in_flight {
+            r.batches.retain(|b| b.topic != name);
+        }
+        let records = old.into_records();
+        log::warn!(
+            "topic {name} was deleted and created again (id {old_id}, now {}): {} record(s) \
+             held for the old topic fail; records sent from now on go to the new one",
+            info.id,
+            records.len()
+        );
+        let err = DeliveryError::TopicRecreated {
+            topic: name,
+            old_id,
+            new_id: info.id,
+        };
+        if !records.is_empty() && self.txn.is_some() {
+            self.txn_failed(Arc::new(client::Error::Misuse(err.to_string())));
+        }
+        for env in records {
+            self.fail(env, err.clone());
+        }
     }
 
     /// Retry metadata for topics whose records are held, and fail held records past their

@@ -66,6 +66,14 @@ pub(super) struct Classic {
     retry: Backoff,
     retry_template: Backoff,
     shared: Arc<Shared>,
+    /// How often a member in a generation looks at the subscribed topics' partition counts
+    /// (`metadata_max_age`), and when next.
+    check_every: Duration,
+    next_check: Instant,
+    /// The counts the generation's assignment was made from, as far as this member knows
+    /// (the leader: those it assigned; the others: those seen just before joining). A
+    /// change means partitions the assignment leaves out (or no longer has): join again.
+    counts: Option<BTreeMap<String, i32>>,
 }
 
 impl Classic {
@@ -91,6 +99,9 @@ impl Classic {
             retry: config.client.backoff(),
             retry_template: config.client.backoff(),
             shared,
+            check_every: config.client.metadata_max_age,
+            next_check: now,
+            counts: None,
         }
     }
 
@@ -126,6 +137,8 @@ impl Classic {
             generation: self.generation,
         };
         let metadata = encode_subscription(&subscription, self.assignor);
+        let topics: BTreeSet<String> = self.topics.iter().cloned().collect();
+        let mut counts = io.partition_counts(&topics).ok();
         // The coordinator holds JoinGroup until every member has joined (up to the rebalance
         // timeout), then SyncGroup until the leader has assigned.
         let held = self.rebalance_timeout + Duration::from_secs(5);
@@ -157,7 +170,15 @@ impl Classic {
         };
         self.member_id = joined.member_id.clone();
         let plan = if joined.leads() {
-            self.lead(io, &joined)?
+            let (plan, assigned_from) = self.lead(io, &joined)?;
+            // Only the subscribed topics: other members may subscribe to more.
+            counts = Some(
+                assigned_from
+                    .into_iter()
+                    .filter(|(t, _)| topics.contains(t))
+                    .collect(),
+            );
+            plan
         } else {
             Vec::new()
         };
@@ -167,7 +188,46 @@ impl Classic {
             detail,
         })?;
         self.take_up(&joined, assignment, own);
+        self.counts = counts;
+        self.next_check = Instant::now() + self.check_every;
         Ok(())
+    }
+
+    /// In a generation: if the subscribed topics' partition counts changed since the
+    /// assignment (partitions added, a topic created or deleted), join again, so that the
+    /// leader assigns what exists now (the Java consumer does so on its metadata refresh).
+    fn check_counts(&mut self, io: &mut dyn GroupIo, own: &mut Ownership) {
+        self.next_check = Instant::now() + self.check_every;
+        let topics: BTreeSet<String> = self.topics.iter().cloned().collect();
+        let now = match io.partition_counts(&topics) {
+            Ok(now) => now,
+            Err(e) => {
+                log::debug!("consumer: partition counts: {e}");
+                return;
+            }
+        };
+        let Some(before) = &self.counts else {
+            self.counts = Some(now);
+            return;
+        };
+        if *before == now {
+            return;
+        }
+        let changes: Vec<String> = topics
+            .iter()
+            .filter(|t| before.get(*t) != now.get(*t))
+            .map(|t| {
+                let count = |c: Option<&i32>| c.map_or("none".to_owned(), |n| n.to_string());
+                format!("{t} {} -> {}", count(before.get(t)), count(now.get(t)))
+            })
+            .collect();
+        log::info!(
+            "consumer: partitions of subscribed topics changed ({}); joining again",
+            changes.join(", ")
+        );
+        self.counts = Some(now);
+        self.reason = "the partitions of a subscribed topic changed";
+        self.rejoin(own);
     }
 
     /// Act on a new generation's assignment.
@@ -213,12 +273,12 @@ impl Classic {
         }
     }
 
-    /// As leader: every member's assignment.
+    /// As leader: every member's assignment, and the partition counts it was made from.
     fn lead(
         &mut self,
         io: &mut dyn GroupIo,
         joined: &Joined,
-    ) -> client::Result<Vec<(String, Bytes)>> {
+    ) -> client::Result<(Plan, BTreeMap<String, i32>)> {
         let assignor = Assignor::from_name(&joined.protocol).unwrap_or(self.assignor);
         let mut subscriptions = BTreeMap::new();
         let mut topics = BTreeSet::new();
@@ -232,10 +292,11 @@ impl Classic {
         }
         let counts = io.partition_counts(&topics)?;
         let plan = assignor.assign(&subscriptions, &counts);
-        Ok(plan
+        let plan = plan
             .iter()
             .map(|(m, a)| (m.clone(), encode_assignment(a)))
-            .collect())
+            .collect();
+        Ok((plan, counts))
     }
 
     fn join_failed(&mut self, e: client::Error, own: &mut Ownership) -> Result<(), Error> {
@@ -324,7 +385,8 @@ impl Membership for Classic {
     fn due(&self) -> Instant {
         match self.state {
             State::Joining => self.next_join,
-            State::Stable | State::Rejoining => self.next_heartbeat,
+            State::Stable => self.next_heartbeat.min(self.next_check),
+            State::Rejoining => self.next_heartbeat,
             State::Stalled | State::Left => Instant::now() + Duration::from_secs(3600),
         }
     }
@@ -335,6 +397,9 @@ impl Membership for Classic {
             // Also while rejoining: the session lasts while the member finishes what it
             // gives back.
             self.heartbeat(io, own)?;
+        }
+        if self.state == State::Stable && Instant::now() >= self.next_check {
+            self.check_counts(io, own);
         }
         let ready = match self.state {
             State::Joining => Instant::now() >= self.next_join,
@@ -414,6 +479,9 @@ impl Membership for Classic {
         self.state = State::Left;
     }
 }
+
+/// Each member's assignment, encoded for SyncGroup.
+type Plan = Vec<(String, Bytes)>;
 
 fn to_assignment(partitions: &BTreeSet<TopicPartition>) -> Assignment {
     let mut out = Assignment::new();
@@ -627,6 +695,28 @@ mod tests {
         let err = m.tick(&mut io, &mut own).unwrap_err();
         assert!(matches!(err, Error::GroupRefused { .. }), "{err}");
         assert!(err.to_string().contains("FencedInstanceId"), "{err}");
+    }
+
+    #[test]
+    fn a_member_joins_again_when_a_subscribed_topic_gains_partitions() {
+        let (mut m, mut io, mut own) = member(Assignor::CooperativeSticky, None);
+        round(&mut io, 1, &[0, 1, 2, 3]);
+        m.tick(&mut io, &mut own).unwrap();
+        events(&mut own);
+        m.next_check = Instant::now();
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(io.sent_joins.len(), 1, "nothing changed");
+        assert!(m.due() > Instant::now(), "checked again later");
+        io.counts.insert("t".into(), 6);
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(io.sent_joins.len(), 1, "not before the next check");
+        m.next_check = Instant::now();
+        round(&mut io, 2, &[0, 1, 2, 3, 4, 5]);
+        m.tick(&mut io, &mut own).unwrap();
+        assert_eq!(io.sent_joins.len(), 2, "joined again");
+        assert_eq!(owned_in_join(&io, 1), [0, 1, 2, 3], "keeping what it owns");
+        assert_eq!(events(&mut own), ["assigned t4 t5"]);
+        assert_eq!(m.status().state, MemberState::Stable);
     }
 
     #[test]

@@ -48,9 +48,13 @@ const IDLE: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub(crate) enum Event {
     /// Partitions to take up, with the group's committed offsets (absent: none committed).
+    /// `discovered`: those without one that did not exist when the member first looked at
+    /// its topics (added since, or of a topic created since): read from their earliest
+    /// offset, whatever the reset policy, so that nothing written to them is skipped.
     Assigned {
         partitions: Vec<TopicPartition>,
         committed: BTreeMap<TopicPartition, CommittedOffset>,
+        discovered: BTreeSet<TopicPartition>,
     },
     /// Give these back: stop handing them out, commit what is finished, then send
     /// [`Command::Released`].
@@ -198,11 +202,13 @@ impl Ownership {
         self.unannounced.iter().cloned().collect()
     }
 
-    /// Announce those of `partitions` still waiting, with their committed offsets.
+    /// Announce those of `partitions` still waiting, with their committed offsets; of
+    /// those without one, the partitions `first_seen` did not have are `discovered`.
     fn announce(
         &mut self,
         partitions: &[TopicPartition],
         committed: BTreeMap<TopicPartition, CommittedOffset>,
+        first_seen: Option<&FirstSeen>,
     ) {
         let ready: Vec<TopicPartition> = partitions
             .iter()
@@ -210,9 +216,16 @@ impl Ownership {
             .cloned()
             .collect();
         if !ready.is_empty() {
+            let discovered = ready
+                .iter()
+                .filter(|tp| !committed.contains_key(*tp))
+                .filter(|tp| first_seen.is_some_and(|seen| seen.is_new(tp)))
+                .cloned()
+                .collect();
             self.outbox.push_back(Event::Assigned {
                 partitions: ready,
                 committed,
+                discovered,
             });
         }
     }
@@ -224,6 +237,19 @@ impl Ownership {
 
     fn take_events(&mut self) -> impl Iterator<Item = Event> + '_ {
         self.outbox.drain(..)
+    }
+}
+
+/// The partition counts of the subscribed topics when the member first looked (a topic
+/// absent: it did not exist). A partition beyond them was added, or its topic created,
+/// while the member ran: nobody in the group can have meant to skip what was written to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct FirstSeen(BTreeMap<String, i32>);
+
+impl FirstSeen {
+    /// Whether `tp` did not exist at the first look.
+    fn is_new(&self, tp: &TopicPartition) -> bool {
+        self.0.get(&tp.0).is_none_or(|&count| tp.1 >= count)
     }
 }
 
@@ -336,6 +362,8 @@ impl GroupHandle {
             offsets_backoff: config.client.backoff(),
             retry_offsets_at: Instant::now(),
             backoff_template: config.client.backoff(),
+            topics: config.topics.iter().cloned().collect(),
+            first_seen: None,
         };
         let thread = std::thread::Builder::new()
             .name(format!("kpipe-group-{idx}"))
@@ -462,10 +490,16 @@ struct Driver {
     offsets_backoff: Backoff,
     retry_offsets_at: Instant,
     backoff_template: Backoff,
+    /// The subscribed topics.
+    topics: BTreeSet<String>,
+    /// Their shape at the member's first look (taken at the start, else at the first
+    /// announcement that can).
+    first_seen: Option<FirstSeen>,
 }
 
 impl Driver {
     fn run(&mut self) {
+        self.first_look();
         loop {
             let now = Instant::now();
             let mut wait = IDLE;
@@ -551,6 +585,17 @@ impl Driver {
         }
     }
 
+    /// Note the subscribed topics' partition counts, once (see [`FirstSeen`]).
+    fn first_look(&mut self) {
+        if self.first_seen.is_some() {
+            return;
+        }
+        match self.io.partition_counts(&self.topics) {
+            Ok(counts) => self.first_seen = Some(FirstSeen(counts)),
+            Err(e) => log::debug!("consumer {}: partition counts: {e}", self.idx),
+        }
+    }
+
     /// Fetch the committed offsets of newly assigned partitions and announce them.
     fn announce(&mut self) {
         let waiting = self.own.unannounced();
@@ -563,7 +608,11 @@ impl Driver {
         match self.io.committed(Some(&member), &waiting) {
             Ok(committed) => {
                 self.offsets_backoff = self.backoff_template.clone();
-                self.own.announce(&waiting, committed);
+                // Not known yet (the cluster did not answer at the start): what is assigned
+                // now is taken as what existed.
+                self.first_look();
+                self.own
+                    .announce(&waiting, committed, self.first_seen.as_ref());
             }
             Err(e) => {
                 log::debug!("consumer {}: committed offsets: {e}", self.idx);
@@ -724,8 +773,9 @@ mod tests {
         own.announce(
             &[tp(0), tp(1)],
             BTreeMap::from([(tp(0), CommittedOffset::at(7))]),
+            None,
         );
-        own.announce(&[tp(0)], BTreeMap::new());
+        own.announce(&[tp(0)], BTreeMap::new(), None);
         assert_eq!(events(&mut own), [r#"assigned [("t", 0), ("t", 1)]"#]);
         assert!(own.unannounced().is_empty());
     }
@@ -734,7 +784,7 @@ mod tests {
     fn revoking_what_was_never_announced_needs_no_release() {
         let mut own = Ownership::default();
         own.assign([tp(0), tp(1)]);
-        own.announce(&[tp(0)], BTreeMap::new());
+        own.announce(&[tp(0)], BTreeMap::new(), None);
         events(&mut own);
         own.revoke([tp(0), tp(1), tp(9)]);
         assert_eq!(events(&mut own), [r#"revoke [("t", 0)]"#]);
@@ -750,7 +800,7 @@ mod tests {
     fn lost_partitions_are_dropped_and_never_released() {
         let mut own = Ownership::default();
         own.assign([tp(0), tp(1), tp(2)]);
-        own.announce(&[tp(0), tp(1)], BTreeMap::new());
+        own.announce(&[tp(0), tp(1)], BTreeMap::new(), None);
         own.revoke([tp(1)]);
         events(&mut own);
         assert!(own.lose_all());
@@ -760,5 +810,21 @@ mod tests {
         assert!(own.owned().is_empty(), "a late release changes nothing");
         assert!(!own.lose_all(), "nothing held");
         assert!(events(&mut own).is_empty());
+    }
+
+    #[test]
+    fn partitions_that_did_not_exist_at_the_first_look_are_discovered() {
+        let seen = FirstSeen(BTreeMap::from([("t".to_string(), 2)]));
+        let mut own = Ownership::default();
+        let u = ("u".to_string(), 0);
+        own.assign([tp(1), tp(2), tp(3), u.clone()]);
+        let committed = BTreeMap::from([(tp(3), CommittedOffset::at(5))]);
+        own.announce(&[tp(1), tp(2), tp(3), u.clone()], committed, Some(&seen));
+        let Some(Event::Assigned { discovered, .. }) = own.take_events().next() else {
+            panic!("no assignment")
+        };
+        // t-1 existed; t-3 was added but the group committed an offset for it; topic u
+        // was created after the first look.
+        assert_eq!(discovered, BTreeSet::from([tp(2), u]));
     }
 }

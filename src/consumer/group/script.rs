@@ -136,7 +136,7 @@ pub(super) fn tp(topic: &str, p: i32) -> TopicPartition {
 /// are announced first, as the group thread does.
 pub(super) fn events(own: &mut Ownership) -> Vec<String> {
     let waiting = own.unannounced();
-    own.announce(&waiting, BTreeMap::new());
+    own.announce(&waiting, BTreeMap::new(), None);
     own.take_events()
         .map(|e| match e {
             Event::Assigned { partitions, .. } => format!("assigned {}", short(&partitions)),
