@@ -17,11 +17,17 @@ fn earliest_latest_and_by_time() {
         .unwrap();
     assert_eq!(empty.iter().map(|o| o.offset).collect::<Vec<_>>(), [0, 0]);
 
-    // Partition 0: 100 records at t = 10_000, 10_010, ... ; partition 1: untouched.
+    // Partition 0: 100 records at t = T, T + 10, ... ; partition 1: untouched. T is now:
+    // records stamped in the past are past the broker's retention, and its retention
+    // check may delete them (active segment and all) before they are looked up.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let records: Vec<Record> = (0..100)
         .map(|i| Record {
             value: Some(Bytes::from(format!("v{i}"))),
-            timestamp: 10_000 + 10 * i,
+            timestamp: t + 10 * i,
             ..Default::default()
         })
         .collect();
@@ -53,18 +59,18 @@ fn earliest_latest_and_by_time() {
         [(0, 100), (1, 0)]
     );
 
-    // The first record at or after t = 10_250 is #25.
+    // The first record at or after T + 250 is #25.
     let at = cluster
-        .list_offsets(&topic, &[0], OffsetSpec::Timestamp(10_250))
+        .list_offsets(&topic, &[0], OffsetSpec::Timestamp(t + 250))
         .unwrap();
-    assert_eq!((at[0].offset, at[0].timestamp), (25, 10_250));
+    assert_eq!((at[0].offset, at[0].timestamp), (25, t + 250));
     let between = cluster
-        .list_offsets(&topic, &[0], OffsetSpec::Timestamp(10_255))
+        .list_offsets(&topic, &[0], OffsetSpec::Timestamp(t + 255))
         .unwrap();
-    assert_eq!((between[0].offset, between[0].timestamp), (26, 10_260));
+    assert_eq!((between[0].offset, between[0].timestamp), (26, t + 260));
     // After the last record there is none.
     let after = cluster
-        .list_offsets(&topic, &[0], OffsetSpec::Timestamp(99_999_999))
+        .list_offsets(&topic, &[0], OffsetSpec::Timestamp(t + 99_999_999))
         .unwrap();
     assert_eq!(after[0].offset, -1);
 }
