@@ -367,6 +367,7 @@ impl Engine {
     // -----------------------------------------------------------------------------------
 
     /// Hand out buffered records, up to `max` in `out`.
+    #[inline]
     fn take_records(&mut self, out: &mut Vec<ConsumedRecord>, max: usize) {
         while out.len() < max {
             let Some(current) = self.current.as_mut() else {
