@@ -24,10 +24,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::nodes::{kafka, Session};
 use kpipe::client::{ClientConfig, Cluster, NewTopic, OffsetSpec};
 use kpipe::consumer::{OffsetReset, RebalanceListener, Truncation};
 use kpipe::{ConsumedRecord, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
@@ -41,40 +41,21 @@ const READ: i64 = 2_000;
 /// Records written to the new leader after the unclean election.
 const NEW: i64 = 1_500;
 
-/// Run `scripts/kafka ARGS`; its stdout, trimmed.
-fn kafka(args: &[&str]) -> String {
-    let script = std::env::var("KPIPE_KAFKA_SCRIPT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka").to_owned());
-    let out = Command::new(script)
-        .args(args)
-        .output()
-        .expect("run scripts/kafka");
-    assert!(
-        out.status.success(),
-        "scripts/kafka {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Resume paused nodes and start the missing ones (`up`: one alone cannot start without a
-/// controller majority); `up` returns once every partition is in sync again.
-fn mend() {
-    let script = std::env::var("KPIPE_KAFKA_SCRIPT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka").to_owned());
-    for n in ["1", "2", "3"] {
-        let _ = Command::new(&script).args(["resume", n]).output();
-    }
-    let _ = Command::new(&script).args(["up", "--nodes", "3"]).output();
-}
-
-/// Mends the cluster when the test ends, passed or not.
-struct Mend;
-
-impl Drop for Mend {
-    fn drop(&mut self) {
-        mend();
-    }
+/// The cluster's bootstrap list and a session on it (one test at a time, nodes mended at
+/// the end) with a client connected, or `None` (a line on stderr) when the cluster is not
+/// there: `./scripts/test` exports `KPIPE_CLUSTER_BROKERS`, or `eval "$(scripts/kafka
+/// cluster-env)"`.
+fn begin() -> Option<(String, Session, Cluster)> {
+    let Ok(brokers) = std::env::var("KPIPE_CLUSTER_BROKERS") else {
+        eprintln!(
+            "skipped: KPIPE_CLUSTER_BROKERS is unset (needs ./scripts/kafka up --nodes 3; \
+             ./scripts/test exports it)"
+        );
+        return None;
+    };
+    let session = Session::begin(&SERIAL);
+    let cluster = Cluster::connect(config(&brokers)).expect("connect to the cluster");
+    Some((brokers, session, cluster))
 }
 
 fn config(brokers: &str) -> ClientConfig {
@@ -170,19 +151,10 @@ fn value(r: &ConsumedRecord) -> String {
 
 #[test]
 fn a_group_reads_every_record_written_after_an_unclean_election_from_the_divergence_point() {
-    let Ok(brokers) = std::env::var("KPIPE_CLUSTER_BROKERS") else {
-        eprintln!(
-            "skipped: KPIPE_CLUSTER_BROKERS is unset (needs ./scripts/kafka up --nodes 3; \
-             ./scripts/test exports it)"
-        );
+    let Some((brokers, _session, mut cluster)) = begin() else {
         return;
     };
-    let _serial = common::serial(&SERIAL);
-    let _ = env_logger::builder().is_test(true).try_init();
-    mend();
-    let _mend = Mend;
     let started = Instant::now();
-    let mut cluster = Cluster::connect(config(&brokers)).expect("connect to the cluster");
 
     // RF 2 leaves the third node out: with the follower stopped and the leader killed, it
     // and the restarted follower are the controller majority.
@@ -316,15 +288,9 @@ fn a_group_reads_every_record_written_after_an_unclean_election_from_the_diverge
 
 #[test]
 fn a_leaderless_partition_does_not_hold_back_the_others_of_its_topic() {
-    let Ok(brokers) = std::env::var("KPIPE_CLUSTER_BROKERS") else {
-        eprintln!("skipped: KPIPE_CLUSTER_BROKERS is unset");
+    let Some((brokers, _session, mut cluster)) = begin() else {
         return;
     };
-    let _serial = common::serial(&SERIAL);
-    let _ = env_logger::builder().is_test(true).try_init();
-    mend();
-    let _mend = Mend;
-    let mut cluster = Cluster::connect(config(&brokers)).expect("connect to the cluster");
     let topic = common::unique_topic("leaderless");
     // RF 1: a partition whose one broker stops has no leader.
     let t = NewTopic::new(&topic, 3, 1);
@@ -387,15 +353,9 @@ fn a_leaderless_partition_does_not_hold_back_the_others_of_its_topic() {
 
 #[test]
 fn a_consumer_reads_from_the_follower_in_its_rack_and_from_the_leader_when_it_goes() {
-    let Ok(brokers) = std::env::var("KPIPE_CLUSTER_BROKERS") else {
-        eprintln!("skipped: KPIPE_CLUSTER_BROKERS is unset");
+    let Some((brokers, _session, mut cluster)) = begin() else {
         return;
     };
-    let _serial = common::serial(&SERIAL);
-    let _ = env_logger::builder().is_test(true).try_init();
-    mend();
-    let _mend = Mend;
-    let mut cluster = Cluster::connect(config(&brokers)).expect("connect to the cluster");
     let topic = common::unique_topic("rack");
     cluster
         .create_topic(&NewTopic::new(&topic, 1, 3), Duration::from_secs(60))

@@ -13,9 +13,10 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::nodes::{kafka, Session};
 use kpipe::client::{ClientConfig, Cluster, NewTopic};
 use kpipe::consumer::{GroupProtocol, MemberState};
 use kpipe::producer::DeliveryResult;
@@ -34,54 +35,6 @@ fn config() -> ClientConfig {
     c.connection.connect_timeout = Duration::from_secs(5);
     c.connection.request_timeout = Duration::from_secs(10);
     c
-}
-
-/// Run `scripts/kafka ARGS` (fault verbs always act on the cluster); its stdout, trimmed.
-fn kafka(args: &[&str]) -> String {
-    let script = std::env::var("KPIPE_KAFKA_SCRIPT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka").to_owned());
-    let out = Command::new(script)
-        .args(args)
-        .output()
-        .expect("run scripts/kafka");
-    assert!(
-        out.status.success(),
-        "scripts/kafka {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Resume paused nodes, then start the missing ones together (`up`: one alone cannot
-/// start without a controller majority); `up` returns once all are in sync.
-fn mend() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka");
-    for n in ["1", "2", "3"] {
-        let _ = Command::new(script).args(["resume", n]).output();
-    }
-    let _ = Command::new(script).args(["up", "--nodes", "3"]).output();
-}
-
-/// One test at a time, on a cluster whose three nodes all run; they are brought back up
-/// when the test ends, passed or not.
-struct Session {
-    _lock: MutexGuard<'static, ()>,
-}
-
-impl Session {
-    fn begin() -> Session {
-        let lock = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = env_logger::builder().is_test(true).try_init();
-        mend();
-        kafka(&["status", "--nodes", "3"]);
-        Session { _lock: lock }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        mend();
-    }
 }
 
 fn connect() -> Cluster {
@@ -317,7 +270,7 @@ fn wait_in_sync(topic: &str) {
 
 #[test]
 fn a_killed_partition_leader_loses_nothing_and_keeps_order() {
-    let _s = Session::begin();
+    let _s = Session::begin(&SERIAL);
     let mut cluster = connect();
     let topic = topic(&mut cluster, "kill-leader", 6, 3, 2);
     let feed = Feed::start(producer_config(&topic), 2_000, 60);
@@ -346,7 +299,7 @@ fn a_killed_partition_leader_loses_nothing_and_keeps_order() {
 
 #[test]
 fn a_paused_leader_delays_only_its_own_partitions() {
-    let _s = Session::begin();
+    let _s = Session::begin(&SERIAL);
     let mut cluster = connect();
     // RF 3: every partition has a replica on the paused node, so acks=all waits for it to be
     // fenced (the cluster's doing): nothing may be lost, and no send may block long.
@@ -401,7 +354,7 @@ fn a_paused_leader_delays_only_its_own_partitions() {
 
 #[test]
 fn one_broker_down_from_the_start_is_worked_around() {
-    let _s = Session::begin();
+    let _s = Session::begin(&SERIAL);
     let mut cluster = connect();
     let topic = topic(&mut cluster, "one-down", 3, 3, 2);
     // Node 1 is first in the bootstrap list and down before anything starts.
@@ -457,7 +410,7 @@ fn one_broker_down_from_the_start_is_worked_around() {
 
 #[test]
 fn two_brokers_down_acknowledge_nothing_until_they_return() {
-    let _s = Session::begin();
+    let _s = Session::begin(&SERIAL);
     let mut cluster = connect();
     let topic = topic(&mut cluster, "two-down", 3, 3, 2);
     let producer = Producer::new(producer_config(&topic)).unwrap();
@@ -552,7 +505,7 @@ fn two_brokers_down_acknowledge_nothing_until_they_return() {
 
 #[test]
 fn all_brokers_down_fail_in_time_and_recover_without_a_new_producer() {
-    let _s = Session::begin();
+    let _s = Session::begin(&SERIAL);
     let mut cluster = connect();
     let topic = topic(&mut cluster, "all-down", 3, 3, 2);
     let mut pc = producer_config(&topic);
@@ -629,7 +582,7 @@ fn a_killed_kip848_group_coordinator_is_found_again_and_the_members_keep_their_e
 /// standing at the kill and at the end.
 fn coordinator_killed_mid_consume(protocol: GroupProtocol) {
     let test = format!("coordinator kill -9 ({} protocol)", protocol.name());
-    let _s = Session::begin();
+    let _s = Session::begin(&SERIAL);
     let mut cluster = connect();
     let topic = topic(&mut cluster, "coordinator", 6, 3, 2);
     let n = 40_000u64;
@@ -806,7 +759,7 @@ fn longest_gap(times: impl Iterator<Item = Instant>, from: Instant) -> Duration 
 
 #[test]
 fn a_rolling_restart_during_kpipe_run_loses_nothing() {
-    let _s = Session::begin();
+    let _s = Session::begin(&SERIAL);
     let topic = common::unique_topic("rolling");
     let summary = std::env::temp_dir().join(format!("{topic}.json"));
     let mut run = Command::new(env!("CARGO_BIN_EXE_kpipe"))
@@ -892,7 +845,7 @@ fn a_rolling_restart_during_kpipe_run_loses_nothing() {
 
 #[test]
 fn a_metadata_load_while_the_bootstrap_broker_is_paused_holds_up_no_other_partition() {
-    let _s = Session::begin();
+    let _s = Session::begin(&SERIAL);
     let mut cluster = connect();
     let steady = topic(&mut cluster, "meta-steady", 6, 1, 1);
     let late = topic(&mut cluster, "meta-late", 6, 1, 1);
@@ -968,7 +921,7 @@ fn brokers_with_last(cluster: &Cluster, last: i32) -> String {
 
 #[test]
 fn closes_return_in_time_while_a_broker_is_paused() {
-    let _s = Session::begin();
+    let _s = Session::begin(&SERIAL);
     let mut cluster = connect();
     let topic = topic(&mut cluster, "close-bound", 6, 1, 1);
     let victim = leader_of(&mut cluster, &topic, 0);
@@ -1033,7 +986,7 @@ fn closes_return_in_time_while_a_broker_is_paused() {
 
 #[test]
 fn a_dead_leader_is_retried_with_a_growing_backoff() {
-    let _s = Session::begin();
+    let _s = Session::begin(&SERIAL);
     let mut cluster = connect();
     let topic = topic(&mut cluster, "backoff", 1, 1, 1);
     let victim = leader_of(&mut cluster, &topic, 0);

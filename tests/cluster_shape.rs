@@ -20,6 +20,26 @@ fn key_for(p: i32, n: i32) -> String {
         .expect("some key hashes there")
 }
 
+/// Poll until every value of `expected` came (or panic after 40 s); what came.
+fn poll_until_all(
+    consumer: &mut Consumer,
+    expected: &BTreeSet<String>,
+    what: &str,
+) -> BTreeSet<String> {
+    let mut got = BTreeSet::new();
+    common::await_condition(Duration::from_secs(40), what, || {
+        got.extend(
+            consumer
+                .poll(Duration::from_millis(200))
+                .unwrap()
+                .iter()
+                .map(value),
+        );
+        got.is_superset(expected)
+    });
+    got
+}
+
 fn value(r: &ConsumedRecord) -> String {
     String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap()
 }
@@ -150,20 +170,10 @@ fn group_reads_added_partitions_from_their_start(protocol: Protocol) {
         }
     }
     producer.close(Duration::from_secs(30)).unwrap();
-    let mut got = BTreeSet::new();
-    common::await_condition(
-        Duration::from_secs(40),
+    poll_until_all(
+        &mut consumer,
+        &expected,
         "every record written to the new partitions",
-        || {
-            got.extend(
-                consumer
-                    .poll(Duration::from_millis(200))
-                    .unwrap()
-                    .iter()
-                    .map(value),
-            );
-            got.is_superset(&expected)
-        },
     );
     let mut assigned = consumer.assignment();
     assigned.sort();
@@ -214,21 +224,7 @@ fn a_consumer_reads_a_recreated_topic_from_its_start() {
     // position would skip the first five.
     common::produce(&topic, "new-", 8);
     let expected: BTreeSet<String> = (0..8).map(|i| format!("new-{i}")).collect();
-    let mut got = BTreeSet::new();
-    common::await_condition(
-        Duration::from_secs(40),
-        "every record of the new topic",
-        || {
-            got.extend(
-                consumer
-                    .poll(Duration::from_millis(200))
-                    .unwrap()
-                    .iter()
-                    .map(value),
-            );
-            got.is_superset(&expected)
-        },
-    );
+    let got = poll_until_all(&mut consumer, &expected, "every record of the new topic");
     assert!(got.iter().all(|v| v.starts_with("new-")), "{got:?}");
     consumer.commit().unwrap();
     assert_eq!(

@@ -316,29 +316,14 @@ impl Cluster {
         spec: OffsetSpec,
         isolation: IsolationLevel,
     ) -> Result<Vec<ListedOffset>> {
-        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-        for &p in partitions {
-            by_leader.entry(self.leader(topic, p)?).or_default().push(p);
+        let (answers, failed) = self.list_offsets_each(topic, partitions, spec, isolation);
+        if let Some(e) = failed {
+            return Err(e);
         }
-        let mut out = Vec::with_capacity(partitions.len());
-        for (leader, parts) in by_leader {
-            let answers = match self.list_offsets_of(leader, topic, &parts, spec, isolation) {
-                Ok(a) => a,
-                Err(e) => {
-                    self.note_error(&e, Some(topic));
-                    return Err(e);
-                }
-            };
-            for a in answers {
-                match a.result {
-                    Ok(o) => out.push(o),
-                    Err(e) => {
-                        self.note_error(&e, Some(topic));
-                        return Err(e);
-                    }
-                }
-            }
-        }
+        let mut out = answers
+            .into_iter()
+            .map(|a| a.result)
+            .collect::<Result<Vec<_>>>()?;
         out.sort_by_key(|o| o.partition);
         Ok(out)
     }

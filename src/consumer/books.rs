@@ -331,18 +331,20 @@ impl Books {
     /// The leader refused `tp`'s position (out of range). If the epoch of the position is
     /// known, it is validated first (the log may have diverged before it); else, or if it
     /// did not diverge, the reset policy gives a new one. What was handed out and finished
-    /// stays as it was until then.
-    pub(crate) fn out_of_range(&mut self, tp: &TopicPartition) {
-        if let Some(b) = self.parts.get_mut(tp) {
-            let position = b.read.as_ref().map(|r| r.handed_position());
-            b.fetch = match position {
-                Some(p) if p.leader_epoch.is_some() => Fetch::Validate {
-                    position: p,
-                    out_of_range: true,
-                },
-                _ => Fetch::Reset,
-            };
-        }
+    /// stays as it was until then. True when it goes to the reset policy at once.
+    pub(crate) fn out_of_range(&mut self, tp: &TopicPartition) -> bool {
+        let Some(b) = self.parts.get_mut(tp) else {
+            return false;
+        };
+        let position = b.read.as_ref().map(|r| r.handed_position());
+        b.fetch = match position {
+            Some(p) if p.leader_epoch.is_some() => Fetch::Validate {
+                position: p,
+                out_of_range: true,
+            },
+            _ => Fetch::Reset,
+        };
+        b.fetch == Fetch::Reset
     }
 
     /// The leader of `tp` is now at `leader_epoch` (metadata). A change from the epoch the

@@ -73,6 +73,16 @@ struct Current {
     records: std::vec::IntoIter<FetchedRecord>,
 }
 
+/// What metadata says of an assigned partition, for its next fetch.
+#[derive(Debug)]
+struct Led {
+    topic_id: uuid::Uuid,
+    /// -1 when the metadata has none.
+    leader_epoch: i32,
+    /// The replica the leader named to read from, while it is one and not stale.
+    replica: Option<i32>,
+}
+
 /// An interval commit in flight: its answer, and what it asked.
 type PendingCommit = (Receiver<Result<(), Error>>, Offsets);
 
@@ -547,95 +557,52 @@ impl Engine {
             else {
                 continue;
             };
-            if let Some(replica) = replica.filter(|_| r.result.is_err()) {
-                // The replica the leader named failed us (gone, behind, no longer one):
-                // back to the leader, which may name another.
-                log::debug!(
-                    "consumer {}: {}-{} from replica {replica} failed; back to the leader",
-                    self.idx,
-                    tp.0,
-                    tp.1
-                );
-                self.read_replicas.remove(&tp);
-                if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
-                    p.read_replica = None;
-                }
-                if r.result
-                    .as_ref()
-                    .is_err_and(|e| e.kafka_code() == Some(KafkaCode::OffsetOutOfRange))
-                {
-                    // A follower behind the leader: not a reason to reset.
+            let data = match r.result {
+                Ok(data) => data,
+                Err(e) => {
+                    if let Some(replica) = replica {
+                        self.leave_replica(&tp, replica);
+                    }
+                    if e.kafka_code() == Some(KafkaCode::OffsetOutOfRange) {
+                        // From a follower: it is behind the leader, no reason to reset.
+                        if replica.is_none() {
+                            self.out_of_range(&tp, at);
+                        }
+                        continue;
+                    }
+                    // This partition waits; the others of the fetch go on.
+                    errors += 1;
+                    self.back_off_partition(&tp);
+                    if e.is_retriable() {
+                        log::debug!("consumer {}: fetch {}-{}: {e}", self.idx, tp.0, tp.1);
+                    } else {
+                        // Retried too (an authorization may be granted), but the caller is
+                        // told: `poll` returns it, and a pool stops with it.
+                        log::warn!("consumer {}: fetch {}-{}: {e}", self.idx, tp.0, tp.1);
+                        self.failures.push(e);
+                    }
                     continue;
                 }
-            }
-            if let Ok(data) = &r.result {
-                self.note_read_replica(&tp, replica, data.preferred_read_replica);
-            }
-            if r.result.is_ok() {
-                self.partition_retry.remove(&tp);
-            } else if !r
-                .result
-                .as_ref()
-                .is_err_and(|e| e.kafka_code() == Some(KafkaCode::OffsetOutOfRange))
-            {
-                // This partition waits; the others of the fetch go on.
-                let base = self.config.client.backoff();
-                let (backoff, at) = self
-                    .partition_retry
-                    .entry(tp.clone())
-                    .or_insert_with(|| (base, Instant::now()));
-                *at = Instant::now() + backoff.next_delay();
-            }
-            match r.result {
-                Ok(data) => {
-                    self.books.fetched(&tp, data.next_offset);
-                    if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
-                        p.high_watermark = data.high_watermark;
-                        p.end_offset = match self.config.isolation_level {
-                            IsolationLevel::ReadCommitted if data.last_stable_offset >= 0 => {
-                                data.last_stable_offset
-                            }
-                            _ => data.high_watermark,
-                        };
+            };
+            self.partition_retry.remove(&tp);
+            self.note_read_replica(&tp, replica, data.preferred_read_replica);
+            self.books.fetched(&tp, data.next_offset);
+            if let Some(p) = self.shared.progress.locked().get_mut(&tp) {
+                p.high_watermark = data.high_watermark;
+                p.end_offset = match self.config.isolation_level {
+                    IsolationLevel::ReadCommitted if data.last_stable_offset >= 0 => {
+                        data.last_stable_offset
                     }
-                    if !data.batches.is_empty() {
-                        let topic = self.books.topic(&tp).expect("checked by is_current");
-                        self.buffer.push_back(Fetched {
-                            tp,
-                            topic,
-                            batches: data.batches,
-                        });
-                    }
-                }
-                Err(e) if e.kafka_code() == Some(KafkaCode::OffsetOutOfRange) => {
-                    self.shared.out_of_range.add(1);
-                    self.books.out_of_range(&tp);
-                    let then = if self.books.awaiting_reset().contains(&tp) {
-                        format!("applying {:?}", self.config.offset_reset)
-                    } else {
-                        "checking the leader's log for a divergence first".to_owned()
-                    };
-                    log::warn!(
-                        "consumer {}: {}-{} offset {at} out of range; {then}",
-                        self.idx,
-                        tp.0,
-                        tp.1,
-                    );
-                }
-                Err(e) if e.is_retriable() => {
-                    errors += 1;
-                    // UNKNOWN_TOPIC_ID (the topic was created again), a leader moved: the
-                    // metadata fetches are made from is reloaded.
-                    self.cluster.note_error(&e, Some(&tp.0));
-                    log::debug!("consumer {}: fetch {}-{}: {e}", self.idx, tp.0, tp.1);
-                }
-                Err(e) => {
-                    // Retried too (an authorization may be granted), but the caller is
-                    // told: `poll` returns it, and a pool stops with it.
-                    errors += 1;
-                    log::warn!("consumer {}: fetch {}-{}: {e}", self.idx, tp.0, tp.1);
-                    self.failures.push(e);
-                }
+                    _ => data.high_watermark,
+                };
+            }
+            if !data.batches.is_empty() {
+                let topic = self.books.topic(&tp).expect("checked by is_current");
+                self.buffer.push_back(Fetched {
+                    tp,
+                    topic,
+                    batches: data.batches,
+                });
             }
         }
         if errors > 0 {
@@ -654,6 +621,48 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The leader refused `tp`'s position `at` as out of range: validated first when its
+    /// epoch is known, else reset by the policy.
+    fn out_of_range(&mut self, tp: &TopicPartition, at: i64) {
+        self.shared.out_of_range.add(1);
+        let then = if self.books.out_of_range(tp) {
+            format!("applying {:?}", self.config.offset_reset)
+        } else {
+            "checking the leader's log for a divergence first".to_owned()
+        };
+        log::warn!(
+            "consumer {}: {}-{} offset {at} out of range; {then}",
+            self.idx,
+            tp.0,
+            tp.1,
+        );
+    }
+
+    /// `tp`'s fetch failed: it waits out its own backoff.
+    fn back_off_partition(&mut self, tp: &TopicPartition) {
+        let base = self.config.client.backoff();
+        let (backoff, at) = self
+            .partition_retry
+            .entry(tp.clone())
+            .or_insert_with(|| (base, Instant::now()));
+        *at = Instant::now() + backoff.next_delay();
+    }
+
+    /// The replica the leader named for `tp` failed us (gone, behind, no longer one): back
+    /// to the leader, which may name another.
+    fn leave_replica(&mut self, tp: &TopicPartition, replica: i32) {
+        log::debug!(
+            "consumer {}: {}-{} from replica {replica} failed; back to the leader",
+            self.idx,
+            tp.0,
+            tp.1
+        );
+        self.read_replicas.remove(tp);
+        if let Some(p) = self.shared.progress.locked().get_mut(tp) {
+            p.read_replica = None;
+        }
     }
 
     /// A fetch of `tp` from `from` (a replica, or the leader) named `preferred`: read from
@@ -690,7 +699,7 @@ impl Engine {
     /// with the leader epoch they are asked of. A partition whose leader changed since its
     /// position was read is validated first (KIP-320), not fetched.
     fn targets(&mut self) -> Vec<FetchTarget> {
-        let mut leaders = Vec::new();
+        let mut leaders: BTreeMap<TopicPartition, Led> = BTreeMap::new();
         for tp in self.books.partitions() {
             match self.cluster.topic(&tp.0) {
                 Ok(info) => {
@@ -703,7 +712,12 @@ impl Engine {
                                 *until > Instant::now() && p.replicas.contains(r) && *r != p.leader
                             })
                             .map(|(r, _)| *r);
-                        leaders.push((tp.clone(), info.id, p.leader_epoch, replica));
+                        let led = Led {
+                            topic_id: info.id,
+                            leader_epoch: p.leader_epoch,
+                            replica,
+                        };
+                        leaders.insert(tp.clone(), led);
                     }
                 }
                 Err(e) => log::debug!("consumer {}: metadata for {}: {e}", self.idx, tp.0),
@@ -711,8 +725,8 @@ impl Engine {
         }
         self.recreated(&leaders);
         let mut moved = Vec::new();
-        for (tp, _, epoch, _) in &leaders {
-            if *epoch >= 0 && self.books.leader_is(tp, *epoch) {
+        for (tp, led) in &leaders {
+            if led.leader_epoch >= 0 && self.books.leader_is(tp, led.leader_epoch) {
                 moved.push(tp.clone());
             }
         }
@@ -732,14 +746,14 @@ impl Engine {
             if self.partition_retry.contains_key(tp) {
                 continue; // failed lately: it waits out its backoff
             }
-            if let Some((_, topic_id, epoch, replica)) = leaders.iter().find(|l| l.0 == *tp) {
+            if let Some(led) = leaders.get(tp) {
                 targets.push(FetchTarget {
                     topic: tp.0.clone(),
-                    topic_id: *topic_id,
+                    topic_id: led.topic_id,
                     partition: tp.1,
                     offset,
-                    current_leader_epoch: (*epoch >= 0).then_some(*epoch),
-                    replica: *replica,
+                    current_leader_epoch: (led.leader_epoch >= 0).then_some(led.leader_epoch),
+                    replica: led.replica,
                 });
             }
         }
@@ -748,11 +762,11 @@ impl Engine {
 
     /// Partitions whose topic has another id than their positions were read under (it was
     /// deleted and created again) are read from the new topic's earliest offset.
-    fn recreated(&mut self, leaders: &[(TopicPartition, uuid::Uuid, i32, Option<i32>)]) {
+    fn recreated(&mut self, leaders: &BTreeMap<TopicPartition, Led>) {
         let renewed: Vec<TopicPartition> = leaders
             .iter()
-            .filter(|(tp, id, _, _)| self.books.topic_id_is(tp, *id))
-            .map(|(tp, _, _, _)| tp.clone())
+            .filter(|(tp, led)| self.books.topic_id_is(tp, led.topic_id))
+            .map(|(tp, _)| tp.clone())
             .collect();
         if renewed.is_empty() {
             return;
@@ -777,12 +791,8 @@ impl Engine {
         if waiting.is_empty() || Instant::now() < self.retry_positions_at {
             return;
         }
-        let mut by_topic: BTreeMap<String, Vec<(i32, CommittedOffset)>> = BTreeMap::new();
-        for ((t, p), position) in waiting {
-            by_topic.entry(t).or_default().push((p, position));
-        }
         let mut failed = false;
-        for (topic, positions) in by_topic {
+        for (topic, positions) in by_topic(waiting) {
             let current = match self.cluster.topic(&topic) {
                 Ok(info) => info.partitions.clone(),
                 Err(e) => {
@@ -833,8 +843,7 @@ impl Engine {
             }
         }
         if failed {
-            self.shared.fetch_errors.add(1);
-            self.retry_positions_at = Instant::now() + self.positions_backoff.next_delay();
+            self.positions_failed();
         }
     }
 
@@ -964,14 +973,18 @@ impl Engine {
         Ok(())
     }
 
+    /// A reset or validation round failed for some partition: they are asked again after
+    /// the positions' backoff (apart from fetches).
+    fn positions_failed(&mut self) {
+        self.shared.fetch_errors.add(1);
+        self.retry_positions_at = Instant::now() + self.positions_backoff.next_delay();
+    }
+
     /// Position `waiting` where `spec` says (ListOffsets, a request per topic).
     fn reset_to(&mut self, waiting: Vec<TopicPartition>, spec: OffsetSpec) {
-        let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-        for (t, p) in waiting {
-            by_topic.entry(t).or_default().push(p);
-        }
         let mut failed = false;
-        for (topic, partitions) in by_topic {
+        for (topic, partitions) in by_topic(waiting.into_iter().map(|tp| (tp, ()))) {
+            let partitions: Vec<i32> = partitions.into_iter().map(|(p, ())| p).collect();
             let isolation = self.config.isolation_level;
             let (listed, request_failed) =
                 (self.cluster).list_offsets_each(&topic, &partitions, spec, isolation);
@@ -999,8 +1012,7 @@ impl Engine {
             }
         }
         if failed {
-            self.shared.fetch_errors.add(1);
-            self.retry_positions_at = Instant::now() + self.positions_backoff.next_delay();
+            self.positions_failed();
         }
     }
 
@@ -1165,6 +1177,17 @@ pub(crate) fn shutdown(host: &mut impl Host, deadline: Instant) -> Result<(), Er
     }
     engine.drop_parts(&all);
     result
+}
+
+/// `(partition, value)` pairs grouped by topic, topics in order.
+fn by_topic<T>(
+    items: impl IntoIterator<Item = (TopicPartition, T)>,
+) -> BTreeMap<String, Vec<(i32, T)>> {
+    let mut out: BTreeMap<String, Vec<(i32, T)>> = BTreeMap::new();
+    for ((t, p), v) in items {
+        out.entry(t).or_default().push((p, v));
+    }
+    out
 }
 
 /// Connect to the cluster and check that the topics exist: the errors a caller should see

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use kpipe::client::{ClientConfig, Cluster, NewTopic};
 
+pub mod nodes;
 pub mod proxy;
 
 /// The broker the tests run against: `KPIPE_BROKERS`, or the one `./scripts/kafka up` starts.
