@@ -839,6 +839,7 @@ mod tests {
 
     fn rec(partition: i32, offset: i64) -> ConsumedRecord {
         ConsumedRecord {
+            delivery_count: None,
             topic: "in".into(),
             partition,
             offset,

@@ -18,6 +18,7 @@ mod records;
 mod recovery;
 mod sasl;
 mod security;
+mod share;
 mod transport;
 mod txn;
 mod versions;
@@ -58,6 +59,11 @@ pub use records::{
 pub use security::{
     Pem, Sasl, SaslMechanism, Secret, SecurityConfig, SecurityProtocol, TlsConfig, TlsVerify,
     TokenFile, TokenProvider, UnsecuredToken,
+};
+pub(crate) use share::{
+    ack_ranges, read_share_acknowledge, read_share_fetch, read_share_heartbeat,
+    share_acknowledge_request, share_fetch_request, share_heartbeat_request, AckKind, AckRanges,
+    IdPartition, ShareAnswer, ShareFetchSpec, ShareHeartbeat, ShareHeartbeatAnswer,
 };
 pub use transport::{Connector, Stream, TlsStream};
 pub use txn::{TransactionVersion, TxnApi, TxnErrorClass, TxnProducer};

@@ -32,6 +32,8 @@ pub fn floor(key: ApiKey) -> i16 {
         // v0 was the preview of Kafka 3.7-3.9 (the broker chose member ids); v1 is the
         // generally available protocol of Kafka 4.0, where the member makes its own id.
         ApiKey::ConsumerGroupHeartbeat => 1,
+        // v0 of the share APIs was Kafka 4.0's early access, removed in 4.1 (KIP-932).
+        ApiKey::ShareGroupHeartbeat | ApiKey::ShareFetch | ApiKey::ShareAcknowledge => 1,
         _ => 0,
     }
 }
@@ -67,6 +69,9 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::SaslHandshake => "SaslHandshake",
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ShareGroupHeartbeat => "ShareGroupHeartbeat",
+        ApiKey::ShareFetch => "ShareFetch",
+        ApiKey::ShareAcknowledge => "ShareAcknowledge",
         _ => "other API",
     }
 }

@@ -47,6 +47,23 @@ impl Default for OnHandlerError {
     }
 }
 
+/// What a share-group pool does with a record its handler failed (or panicked) on. The
+/// handler's `Ok` accepts the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnShareError {
+    /// Release it: it is delivered again, to any member, until it was delivered the group's
+    /// `share.delivery.count.limit` times (5 by default), when the broker archives it.
+    #[default]
+    Release,
+    /// Release it until it was delivered this many times, then reject it: a record that
+    /// fails that often is poison.
+    RejectAfter(u16),
+    /// Reject it at once: archived, never delivered again.
+    Reject,
+    /// Release it and stop the pool.
+    Stop,
+}
+
 /// Which consumer group protocol the members speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GroupProtocol {
@@ -61,6 +78,17 @@ pub enum GroupProtocol {
     /// heartbeat interval are the group's, set on the broker
     /// (`group.consumer.session.timeout.ms`, `group.consumer.heartbeat.interval.ms`).
     Consumer,
+    /// A share group (KIP-932, Kafka 4.2+; 4.1 with `share.version` enabled): no partition
+    /// belongs to one member; each record is acquired by whichever member fetched it and
+    /// acknowledged one by one, so more members than partitions all work. Read with a
+    /// [`ShareConsumer`](super::ShareConsumer) or a [`ConsumerPool`](super::ConsumerPool)
+    /// (its handler's `Ok` accepts a record, an error acts by
+    /// [`on_share_error`](ConsumerConfig::on_share_error)). There are no offsets to commit,
+    /// and `offset_reset`, `assignor`, `server_assignor`, `group_instance_id`,
+    /// `session_timeout`, `isolation_level` and `auto_commit` do not apply: the group's
+    /// own configs (`share.auto.offset.reset`, `share.isolation.level`,
+    /// `share.record.lock.duration.ms`, `share.delivery.count.limit`...) rule.
+    Share,
 }
 
 impl GroupProtocol {
@@ -69,6 +97,7 @@ impl GroupProtocol {
         match self {
             GroupProtocol::Classic => "classic",
             GroupProtocol::Consumer => "consumer",
+            GroupProtocol::Share => "share",
         }
     }
 }
@@ -156,8 +185,18 @@ pub struct ConsumerConfig {
     /// Fetch settings: `min_bytes` 1, `max_bytes` 50 MiB, `max_wait` 500 ms, 1 MiB per
     /// partition.
     pub fetch: FetchParams,
-    /// Handler error policy of a pool. Default: retry with backoff.
+    /// Handler error policy of a pool in a consumer group. Default: retry with backoff.
     pub on_error: OnHandlerError,
+    /// Handler error policy of a pool in a share group ([`GroupProtocol::Share`]).
+    /// Default [`OnShareError::Release`].
+    pub on_share_error: OnShareError,
+    /// Share groups: where the group starts reading a partition it has no state for yet,
+    /// set on the group (its `share.auto.offset.reset` config, through
+    /// IncrementalAlterConfigs) when a member starts. `None` (the default) leaves the
+    /// group's setting alone: the broker's default is the latest record, so a new share
+    /// group does not see what was written before it. [`OffsetReset::Error`] is not a
+    /// share group setting.
+    pub share_auto_offset_reset: Option<OffsetReset>,
     /// Leave the group on close, so partitions move at once. Default true; false behaves like
     /// a crash (partitions move after the session timeout). A static member
     /// ([`group_instance_id`](Self::group_instance_id)) under the classic protocol never
@@ -192,6 +231,8 @@ impl ConsumerConfig {
             max_poll_records: 500,
             fetch: FetchParams::default(),
             on_error: OnHandlerError::default(),
+            on_share_error: OnShareError::Release,
+            share_auto_offset_reset: None,
             leave_group_on_close: true,
             shutdown: None,
         }
@@ -249,6 +290,18 @@ impl ConsumerConfig {
         }
         if self.max_poll_records == 0 {
             return bad("max_poll_records", "must be at least 1".into());
+        }
+        if self.share_auto_offset_reset == Some(OffsetReset::Error) {
+            return bad(
+                "share_auto_offset_reset",
+                "a share group starts at Earliest or Latest (share.auto.offset.reset); Error is not one of them".into(),
+            );
+        }
+        if self.on_share_error == OnShareError::RejectAfter(0) {
+            return bad(
+                "on_share_error",
+                "RejectAfter needs at least 1 delivery; use Reject to reject at once".into(),
+            );
         }
         Ok(())
     }
@@ -328,6 +381,7 @@ impl ConsumerConfig {
                     c.group_protocol = match v.to_ascii_lowercase().as_str() {
                         "classic" => GroupProtocol::Classic,
                         "consumer" => GroupProtocol::Consumer,
+                        "share" => GroupProtocol::Share,
                         _ => return Err(err(format!("{v:?}: use classic or consumer"))),
                     }
                 }

@@ -397,6 +397,7 @@ impl Engine {
                     key: rec.key,
                     value: rec.value,
                     headers: rec.headers,
+                    delivery_count: None,
                 });
                 if out.len() >= max {
                     break;

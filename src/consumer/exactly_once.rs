@@ -116,6 +116,12 @@ impl ConsumerPool {
         E: Display,
     {
         config.validate()?;
+        if config.group_protocol == super::GroupProtocol::Share {
+            return Err(Error::Config {
+                field: "group_protocol",
+                reason: "exactly once needs a consumer group (Classic or Consumer): a share group has no offsets to commit in a transaction".into(),
+            });
+        }
         if config.on_error == OnHandlerError::Skip {
             return Err(Error::Config {
                 field: "on_error",

@@ -24,6 +24,7 @@ mod exactly_once;
 mod group;
 mod pool;
 mod pull;
+mod share;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,11 +38,14 @@ use crate::stats::Counter;
 use crate::sync::Locked;
 
 pub use crate::client::{Assignor, IsolationLevel};
-pub use config::{ConsumerConfig, GroupProtocol, OffsetReset, OnHandlerError, ServerAssignor};
+pub use config::{
+    ConsumerConfig, GroupProtocol, OffsetReset, OnHandlerError, OnShareError, ServerAssignor,
+};
 pub use exactly_once::{ExactlyOnce, Output};
 pub use group::{MemberState, MemberStatus};
 pub use pool::{ConsumerPool, ConsumerSummary};
 pub use pull::{Consumer, RebalanceListener};
+pub use share::{AckOutcome, Acknowledge, ShareConsumer};
 
 /// A record handed to the caller or the handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +64,10 @@ pub struct ConsumedRecord {
     pub value: Option<Bytes>,
     /// Headers, in order.
     pub headers: Vec<Header>,
+    /// How many times a share group delivered the record, this time included (2 and more:
+    /// it was released, or its acquisition lock ran out, before); `None` in a consumer
+    /// group, which has no such count.
+    pub delivery_count: Option<u16>,
 }
 
 /// Errors of consumers and pools.
@@ -80,6 +88,15 @@ pub enum Error {
     /// [`GroupProtocol::Consumer`] was asked of a cluster that does not offer it.
     #[error("the consumer group protocol (KIP-848, group_protocol = Consumer) needs Kafka 4.0 or newer with the feature group.version 1, but the cluster of {broker} runs {release} and does not offer it; use GroupProtocol::Classic with this cluster (or upgrade it and enable group.version)")]
     ProtocolUnsupported {
+        /// A broker of the cluster, the one asked.
+        broker: String,
+        /// The release it runs, as far as its features tell.
+        release: String,
+    },
+    /// A share group ([`GroupProtocol::Share`]) was asked of a cluster that does not offer
+    /// share groups.
+    #[error("share groups (KIP-932, group_protocol = Share) need Kafka 4.1 or newer with the feature share.version 1 (on by default from Kafka 4.2), but the cluster of {broker} runs {release} and does not offer them; use a consumer group with this cluster (or upgrade it and enable share.version)")]
+    ShareGroupsUnsupported {
         /// A broker of the cluster, the one asked.
         broker: String,
         /// The release it runs, as far as its features tell.
@@ -116,6 +133,18 @@ pub enum Error {
         partition: i32,
         /// What it is assigned.
         assigned: String,
+    },
+    /// A share consumer was asked to acknowledge a record it does not hold.
+    #[error("cannot acknowledge {topic}-{partition}@{offset}: {why}")]
+    NotAcquired {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+        /// Why not.
+        why: String,
     },
     /// A call made where it cannot work (`poll` from inside a rebalance listener, say).
     #[error("{0}")]
@@ -242,6 +271,21 @@ pub struct ConsumerStats {
     /// Positions the leader refused as out of range (reset by `offset_reset` unless the
     /// log diverged before them).
     pub out_of_range: u64,
+    /// Share groups: records acknowledged as accepted (processed).
+    pub acknowledged: u64,
+    /// Share groups: records released (to be delivered again, to any member).
+    pub released: u64,
+    /// Share groups: records rejected (archived as poison, never delivered again).
+    pub rejected: u64,
+    /// Share groups: records handed out with a delivery count above 1 (released, or their
+    /// acquisition lock ran out, before).
+    pub redelivered: u64,
+    /// Share groups: acquisition locks renewed (KIP-1222) for records a slow handler held.
+    pub renewed: u64,
+    /// Share groups: acknowledgements the broker did not take (most often because the
+    /// record's acquisition lock had run out and it went back to the group): each such
+    /// record is delivered again, and counted here when it was not.
+    pub acknowledge_failures: u64,
     /// Transactions committed by an exactly-once pool's members (0 otherwise).
     pub transactions_committed: u64,
     /// Transactions aborted by an exactly-once pool's members: a handler error, a
@@ -276,6 +320,13 @@ pub(crate) struct Shared {
     pub(crate) fetch_errors: Counter,
     pub(crate) truncations: Counter,
     pub(crate) out_of_range: Counter,
+    /// Share groups.
+    pub(crate) acknowledged: Counter,
+    pub(crate) released: Counter,
+    pub(crate) rejected: Counter,
+    pub(crate) redelivered: Counter,
+    pub(crate) renewed: Counter,
+    pub(crate) ack_failures: Counter,
     /// Exactly-once pools: transactions committed and aborted, members fenced.
     pub(crate) txn_committed: Counter,
     pub(crate) txn_aborted: Counter,
@@ -321,6 +372,12 @@ impl Shared {
             fetch_errors: self.fetch_errors.get(),
             truncations: self.truncations.get(),
             out_of_range: self.out_of_range.get(),
+            acknowledged: self.acknowledged.get(),
+            released: self.released.get(),
+            rejected: self.rejected.get(),
+            redelivered: self.redelivered.get(),
+            renewed: self.renewed.get(),
+            acknowledge_failures: self.ack_failures.get(),
             transactions_committed: self.txn_committed.get(),
             transactions_aborted: self.txn_aborted.get(),
             partitions: self.progress.locked().clone(),

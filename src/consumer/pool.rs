@@ -69,6 +69,9 @@ impl ConsumerPool {
         E: Display,
     {
         config.validate()?;
+        if config.group_protocol == super::GroupProtocol::Share {
+            return super::share::pool::launch(config, make_handler);
+        }
         // A pool commits what its handler finished, always.
         let mut config = config;
         config.auto_commit = true;
@@ -126,6 +129,42 @@ impl ConsumerPool {
             shared,
             started: Instant::now(),
             threads,
+            close_deadline,
+        })
+    }
+
+    /// Start `threads` threads, thread `i` running what `body(i, close_deadline)` returns.
+    pub(super) fn assemble<B, R>(
+        shared: Arc<Shared>,
+        threads: usize,
+        mut body: B,
+    ) -> Result<ConsumerPool, Error>
+    where
+        B: FnMut(usize, Arc<std::sync::Mutex<Option<Instant>>>) -> R,
+        R: FnOnce() + Send + 'static,
+    {
+        let close_deadline = Arc::new(std::sync::Mutex::new(None));
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let run = body(i, close_deadline.clone());
+            match std::thread::Builder::new()
+                .name(format!("kpipe-consumer-{i}"))
+                .spawn(run)
+            {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    shared.stop.store(true, Ordering::SeqCst);
+                    return Err(Error::Config {
+                        field: "threads",
+                        reason: format!("cannot start thread {i}: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(ConsumerPool {
+            shared,
+            started: Instant::now(),
+            threads: handles,
             close_deadline,
         })
     }

@@ -140,6 +140,14 @@ impl Consumer {
         listener: Option<Box<dyn RebalanceListener>>,
     ) -> Result<Consumer, Error> {
         config.validate()?;
+        if config.group_protocol == super::GroupProtocol::Share {
+            return Err(Error::Config {
+                field: "group_protocol",
+                reason:
+                    "a share group is read with ShareConsumer (or a ConsumerPool), not Consumer"
+                        .into(),
+            });
+        }
         let cluster = connect_checked(&config)?;
         let shared = std::sync::Arc::new(Shared::new(config.shutdown.clone()));
         let instance_id = config.group_instance_id.clone();

@@ -12,16 +12,17 @@ use uuid::Uuid;
 use kafka_protocol::messages::{
     ApiKey, ConsumerGroupHeartbeatResponse, HeartbeatResponse, JoinGroupResponse,
     LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupResponse,
+    OffsetFetchResponse, ShareGroupHeartbeatResponse, SyncGroupResponse,
 };
 use kafka_protocol::protocol::Request;
 
 use crate::client::{
     self, consumer_heartbeat_request, heartbeat_request, join_request, leave_request,
     offset_commit_request, offset_fetch_request, read_consumer_heartbeat, read_heartbeat,
-    read_join, read_leave, read_offset_commit, read_offset_fetch, read_sync, sync_request,
-    BrokerVersions, Cluster, CommittedOffset, ConsumerHeartbeat, ConsumerHeartbeatAnswer,
-    GroupMember, JoinAnswer, JoinParams, Joined, KafkaCode, TopicPartition,
+    read_join, read_leave, read_offset_commit, read_offset_fetch, read_share_heartbeat, read_sync,
+    share_heartbeat_request, sync_request, BrokerVersions, Cluster, CommittedOffset,
+    ConsumerHeartbeat, ConsumerHeartbeatAnswer, GroupMember, JoinAnswer, JoinParams, Joined,
+    KafkaCode, ShareHeartbeat, ShareHeartbeatAnswer, TopicPartition,
 };
 
 use super::super::Error;
@@ -49,6 +50,7 @@ throttled!(
     LeaveGroupResponse,
     OffsetCommitResponse,
     OffsetFetchResponse,
+    ShareGroupHeartbeatResponse,
     SyncGroupResponse
 );
 
@@ -86,6 +88,10 @@ pub(crate) trait GroupIo {
     fn topic_ids(&mut self, topics: &[String]) -> BTreeMap<String, Uuid>;
     /// The error for a cluster that does not offer the consumer group protocol.
     fn unsupported(&mut self) -> Error;
+    /// One ShareGroupHeartbeat.
+    fn share_heartbeat(&mut self, hb: &ShareHeartbeat) -> client::Result<ShareHeartbeatAnswer>;
+    /// The error for a cluster that does not offer share groups.
+    fn share_unsupported(&mut self) -> Error;
 }
 
 impl GroupIo for Coordinator {
@@ -178,6 +184,22 @@ impl GroupIo for Coordinator {
 
     fn unsupported(&mut self) -> Error {
         Coordinator::unsupported(self)
+    }
+
+    fn share_heartbeat(&mut self, hb: &ShareHeartbeat) -> client::Result<ShareHeartbeatAnswer> {
+        let group = self.group.clone();
+        self.call(
+            |_| share_heartbeat_request(&group, hb),
+            None,
+            read_share_heartbeat,
+        )
+    }
+
+    fn share_unsupported(&mut self) -> Error {
+        match self.cluster.some_broker_versions() {
+            Ok((broker, versions)) => share_unsupported_by(broker, &versions),
+            Err(_) => share_unsupported_by("the cluster".into(), &BrokerVersions::default()),
+        }
     }
 }
 
@@ -299,6 +321,22 @@ impl Coordinator {
         }
     }
 
+    /// Fail now, with the reason, if the cluster does not offer share groups (KIP-932:
+    /// Kafka 4.1+ with the feature share.version 1, on by default from 4.2). As for the
+    /// consumer protocol, a cluster that cannot be asked yet is given the benefit of the doubt.
+    pub(super) fn check_share_protocol(&mut self) -> Result<(), Error> {
+        let (broker, versions) = match self.cluster.some_broker_versions() {
+            Ok(v) => v,
+            Err(e) if e.is_retriable() => return Ok(()),
+            Err(e) => return Err(Error::Client(e)),
+        };
+        if offers_share_groups(&versions) {
+            Ok(())
+        } else {
+            Err(share_unsupported_by(broker, &versions))
+        }
+    }
+
     /// The error for a cluster without the consumer group protocol, naming a broker of it and
     /// the release it runs.
     pub(super) fn unsupported(&mut self) -> Error {
@@ -352,6 +390,34 @@ fn offers_consumer_protocol(versions: &BrokerVersions) -> bool {
     let enabled = versions.feature("group.version").is_some_and(|v| v >= 1)
         || versions.feature("metadata.version").is_none();
     listed && enabled
+}
+
+/// Whether a broker that advertised `versions` offers share groups: the three share APIs
+/// at v1 or later (4.0's early-access v0 is gone), and share.version 1 finalized.
+fn offers_share_groups(versions: &BrokerVersions) -> bool {
+    let listed = [
+        ApiKey::ShareGroupHeartbeat,
+        ApiKey::ShareFetch,
+        ApiKey::ShareAcknowledge,
+    ]
+    .into_iter()
+    .all(|key| {
+        versions
+            .range(key as i16)
+            .is_some_and(|r| r.max >= client::floor(key))
+    });
+    let enabled = versions.feature("share.version").is_some_and(|v| v >= 1)
+        || versions.feature("metadata.version").is_none();
+    listed && enabled
+}
+
+fn share_unsupported_by(broker: String, versions: &BrokerVersions) -> Error {
+    Error::ShareGroupsUnsupported {
+        broker,
+        release: versions
+            .release()
+            .unwrap_or_else(|| "a cluster without share.version 1".to_owned()),
+    }
 }
 
 fn unsupported_by(broker: String, versions: &BrokerVersions) -> Error {

@@ -21,6 +21,7 @@ mod coordinator;
 mod kip848;
 #[cfg(test)]
 mod script;
+mod share;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -269,6 +270,12 @@ pub(super) trait Membership: Send {
     /// generation or epoch to commit under.
     fn member(&self) -> Option<GroupMember>;
 
+    /// Whether the group keeps committed offsets for the member's partitions (fetched
+    /// before they are announced). A share group keeps its own state per partition.
+    fn commits(&self) -> bool {
+        true
+    }
+
     /// Heartbeat at the next tick (a commit found the member's epoch stale).
     fn heartbeat_now(&mut self);
 
@@ -341,7 +348,39 @@ impl GroupHandle {
                 io.check_consumer_protocol()?;
                 Box::new(kip848::Kip848::new(config, instance_id, shared.clone()))
             }
+            GroupProtocol::Share => {
+                return Err(Error::Misuse(
+                    "a share group member is started with GroupHandle::start_share",
+                ))
+            }
         };
+        Self::spawn(idx, config, member, io, beacon, shared)
+    }
+
+    /// Start share member `idx`'s group thread, as `member_id` (the id its ShareFetch
+    /// requests carry too). A cluster without share groups is an error now.
+    pub(crate) fn start_share(
+        idx: usize,
+        config: &ConsumerConfig,
+        member_id: String,
+        cluster: Cluster,
+        shared: Arc<Shared>,
+    ) -> Result<GroupHandle, Error> {
+        let beacon = Arc::new(Beacon::default());
+        let mut io = Coordinator::new(cluster, &config.group, beacon.clone());
+        io.check_share_protocol()?;
+        let member = Box::new(share::Share::new(config, member_id, shared.clone()));
+        Self::spawn(idx, config, member, io, beacon, shared)
+    }
+
+    fn spawn(
+        idx: usize,
+        config: &ConsumerConfig,
+        member: Box<dyn Membership>,
+        io: Coordinator,
+        beacon: Arc<Beacon>,
+        shared: Arc<Shared>,
+    ) -> Result<GroupHandle, Error> {
         let (commands, commands_rx) = crossbeam_channel::unbounded();
         let (events_tx, events) = crossbeam_channel::unbounded();
         let mut driver = Driver {
@@ -600,6 +639,10 @@ impl Driver {
     fn announce(&mut self) {
         let waiting = self.own.unannounced();
         if waiting.is_empty() || Instant::now() < self.retry_offsets_at {
+            return;
+        }
+        if !self.member.commits() {
+            self.own.announce(&waiting, BTreeMap::new(), None);
             return;
         }
         let Some(member) = self.member.member() else {

@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use crate::client::{
     self, decode_subscription, ConsumerHeartbeat, ConsumerHeartbeatAnswer, GroupMember, JoinAnswer,
-    JoinParams, Joined, KafkaCode, Location, Subscription, TopicPartition,
+    JoinParams, Joined, KafkaCode, Location, ShareHeartbeat, ShareHeartbeatAnswer, Subscription,
+    TopicPartition,
 };
 
 use super::super::Error;
@@ -30,6 +31,8 @@ pub(super) struct Script {
     pub sent_plans: Vec<Vec<(String, Bytes)>>,
     pub sent_heartbeats: Vec<GroupMember>,
     pub sent_consumer: Vec<ConsumerHeartbeat>,
+    pub share: VecDeque<client::Result<ShareHeartbeatAnswer>>,
+    pub sent_share: Vec<ShareHeartbeat>,
     pub left: Vec<String>,
 }
 
@@ -100,6 +103,26 @@ impl GroupIo for Script {
 
     fn unsupported(&mut self) -> Error {
         Error::ProtocolUnsupported {
+            broker: "b:9092".into(),
+            release: "Kafka 3.9 (metadata.version 21)".into(),
+        }
+    }
+
+    fn share_heartbeat(&mut self, hb: &ShareHeartbeat) -> client::Result<ShareHeartbeatAnswer> {
+        self.sent_share.push(hb.clone());
+        if hb.epoch < 0 {
+            return Ok(ShareHeartbeatAnswer {
+                epoch: hb.epoch,
+                ..ShareHeartbeatAnswer::default()
+            });
+        }
+        self.share
+            .pop_front()
+            .expect("an unscripted ShareGroupHeartbeat")
+    }
+
+    fn share_unsupported(&mut self) -> Error {
+        Error::ShareGroupsUnsupported {
             broker: "b:9092".into(),
             release: "Kafka 3.9 (metadata.version 21)".into(),
         }
