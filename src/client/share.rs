@@ -145,8 +145,11 @@ pub(crate) struct ShareFetchSpec {
     pub max_wait: Duration,
     pub min_bytes: i32,
     pub max_bytes: i32,
-    /// The most records to acquire (the broker may go past it to end on a batch boundary).
+    /// The most records to acquire (the broker may go past it to end on a batch boundary,
+    /// unless `record_limit`).
     pub max_records: i32,
+    /// Acquire at most `max_records`, splitting batches (ShareFetch v2, KIP-1206).
+    pub record_limit: bool,
     /// Partitions to name: all of them on a session's first request, then those new to it
     /// or with acknowledgements.
     pub partitions: Vec<IdPartition>,
@@ -171,6 +174,7 @@ pub(crate) fn share_fetch_request(
     req.max_records = spec.max_records;
     req.batch_size = spec.max_records;
     if version >= 2 {
+        req.share_acquire_mode = i8::from(spec.record_limit);
         req.is_renew_ack = spec
             .acks
             .values()

@@ -64,6 +64,20 @@ pub enum OnShareError {
     Stop,
 }
 
+/// How many records one share fetch acquires (the Java client's `share.acquire.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShareAcquireMode {
+    /// About `max_poll_records`, rounded up to whole record batches as the producer wrote
+    /// them: the cheapest, but one member may take a batch of hundreds of records that
+    /// others could have shared.
+    #[default]
+    BatchOptimized,
+    /// At most `max_poll_records`, batches split where needed (Kafka 4.2+; older brokers
+    /// acquire as with `BatchOptimized`): with a slow handler and a small
+    /// `max_poll_records`, work spreads evenly over the members.
+    RecordLimit,
+}
+
 /// Which consumer group protocol the members speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GroupProtocol {
@@ -197,6 +211,9 @@ pub struct ConsumerConfig {
     /// group does not see what was written before it. [`OffsetReset::Error`] is not a
     /// share group setting.
     pub share_auto_offset_reset: Option<OffsetReset>,
+    /// Share groups: how many records one fetch acquires. Default
+    /// [`ShareAcquireMode::BatchOptimized`].
+    pub share_acquire_mode: ShareAcquireMode,
     /// Leave the group on close, so partitions move at once. Default true; false behaves like
     /// a crash (partitions move after the session timeout). A static member
     /// ([`group_instance_id`](Self::group_instance_id)) under the classic protocol never
@@ -233,6 +250,7 @@ impl ConsumerConfig {
             on_error: OnHandlerError::default(),
             on_share_error: OnShareError::Release,
             share_auto_offset_reset: None,
+            share_acquire_mode: ShareAcquireMode::BatchOptimized,
             leave_group_on_close: true,
             shutdown: None,
         }

@@ -40,6 +40,7 @@ use crate::sync::Locked;
 pub use crate::client::{Assignor, IsolationLevel};
 pub use config::{
     ConsumerConfig, GroupProtocol, OffsetReset, OnHandlerError, OnShareError, ServerAssignor,
+    ShareAcquireMode,
 };
 pub use exactly_once::{ExactlyOnce, Output};
 pub use group::{MemberState, MemberStatus};

@@ -30,7 +30,7 @@ use crate::client::{
 use crate::sync::Locked;
 
 use super::super::group::{Event, GroupHandle};
-use super::super::{ConsumedRecord, ConsumerConfig, Error, Shared};
+use super::super::{ConsumedRecord, ConsumerConfig, Error, ShareAcquireMode, Shared};
 use super::books::{Books, Refusal, Taken};
 use super::AckOutcome;
 
@@ -559,6 +559,7 @@ impl ShareEngine {
                     min_bytes: self.config.fetch.min_bytes,
                     max_bytes: self.config.fetch.max_bytes,
                     max_records: self.config.max_poll_records.min(i32::MAX as usize) as i32,
+                    record_limit: self.config.share_acquire_mode == ShareAcquireMode::RecordLimit,
                     partitions,
                     acks: ranges.clone(),
                     forget: if s.epoch == 0 { Vec::new() } else { forget_ids },
