@@ -81,3 +81,102 @@ fn eight_pool_workers_on_two_partitions_all_handle_records() {
     assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
     assert_eq!(counts.iter().sum::<u64>(), 2000);
 }
+
+/// Join `group` and wait for an assignment (a new share group starts at the latest record,
+/// so what is produced after this is read).
+fn joined(group: &str, topic: &str) -> ShareConsumer {
+    let mut consumer = ShareConsumer::new(share_config(group, topic)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().is_empty() {
+        assert!(Instant::now() < deadline, "no assignment within 30 s");
+        assert!(consumer.poll(Duration::from_millis(100)).unwrap().is_empty());
+    }
+    consumer
+}
+
+#[test]
+fn a_released_record_comes_back_with_delivery_count_two_and_a_rejected_one_never() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "share-ack", 1);
+    let group = common::unique_topic("share-ack-group");
+    let mut consumer = joined(&group, &topic);
+    common::produce(&topic, "v", 10);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut first = Vec::new();
+    while first.len() < 10 {
+        assert!(Instant::now() < deadline, "{} of 10", first.len());
+        first.extend(consumer.poll(Duration::from_millis(500)).unwrap());
+    }
+    for r in &first {
+        let kind = match r.offset {
+            3 => Acknowledge::Release,
+            5 => Acknowledge::Reject,
+            _ => Acknowledge::Accept,
+        };
+        consumer.acknowledge(r, kind).unwrap();
+    }
+    let outcomes = consumer.commit().unwrap();
+    assert!(outcomes.iter().all(|o| o.error.is_none()), "{outcomes:?}");
+    let acked: usize = outcomes.iter().map(|o| o.acknowledged.len()).sum();
+    assert_eq!(acked, 10);
+    let err = consumer.acknowledge(&first[0], Acknowledge::Accept).unwrap_err();
+    assert!(err.to_string().contains("not held"), "{err}");
+    // Offset 3 comes back, its second delivery; nothing else does.
+    let again = loop {
+        assert!(Instant::now() < deadline, "the released record did not come back");
+        let got = consumer.poll(Duration::from_millis(500)).unwrap();
+        if !got.is_empty() {
+            break got;
+        }
+    };
+    let back: Vec<(i64, Option<u16>)> = again.iter().map(|r| (r.offset, r.delivery_count)).collect();
+    assert_eq!(back, [(3, Some(2))]);
+    let stats = consumer.stats();
+    assert_eq!((stats.released, stats.rejected, stats.acknowledged), (1, 1, 8));
+    assert_eq!(stats.redelivered, 1);
+    consumer.close(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_record_that_always_fails_is_archived_after_the_delivery_limit_and_the_rest_flow() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    use std::sync::{Arc, Mutex};
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "share-poison", 1);
+    let group = common::unique_topic("share-poison-group");
+    let mut config = share_config(&group, &topic);
+    config.threads = 2;
+    let poison_deliveries = Arc::new(Mutex::new(Vec::new()));
+    let seen = poison_deliveries.clone();
+    let pool = kpipe::consumer::ConsumerPool::start(config, move |_| {
+        let seen = seen.clone();
+        move |r: &kpipe::ConsumedRecord| -> Result<(), String> {
+            if r.value.as_deref() == Some(&b"v7"[..]) {
+                seen.lock().unwrap().push(r.delivery_count);
+                return Err("poison".into());
+            }
+            Ok(())
+        }
+    })
+    .unwrap();
+    common::await_condition(Duration::from_secs(30), "assigned", || {
+        pool.stats().assignments.values().all(|a| !a.is_empty())
+    });
+    common::produce(&topic, "v", 100);
+    // The broker's group.share.delivery.count.limit is 5.
+    common::await_condition(Duration::from_secs(60), "99 handled, poison 5 times", || {
+        let s = pool.stats();
+        s.handled == 99 && s.handler_errors == 5
+    });
+    let summary = pool.close(Duration::from_secs(20));
+    assert_eq!(summary.handled, 99);
+    let deliveries = poison_deliveries.lock().unwrap().clone();
+    assert_eq!(
+        deliveries,
+        [1, 2, 3, 4, 5].map(Some),
+        "delivered again until the limit"
+    );
+    assert_eq!((summary.acknowledged, summary.released), (99, 5), "{summary:?}");
+    assert_eq!(summary.redelivered, 4);
+}

@@ -33,6 +33,18 @@ pub struct ConsumerSummary {
     pub unfinished_members: usize,
     /// Why the pool stopped on its own, if it did (a `Stop` policy or a fatal error).
     pub stopped_because: Option<String>,
+    /// Share groups: records accepted, released, rejected, handed out again (delivery
+    /// count above 1), and acknowledgements the broker did not take (see
+    /// [`ConsumerStats`](super::ConsumerStats)).
+    pub acknowledged: u64,
+    /// Share groups: records released.
+    pub released: u64,
+    /// Share groups: records rejected.
+    pub rejected: u64,
+    /// Share groups: records handed out with a delivery count above 1.
+    pub redelivered: u64,
+    /// Share groups: acknowledgements not taken.
+    pub acknowledge_failures: u64,
     /// Exactly-once pools: transactions committed.
     pub transactions_committed: u64,
     /// Exactly-once pools: transactions aborted (their records were handled again).
@@ -218,6 +230,11 @@ impl ConsumerPool {
             committed: s.committed.locked().clone(),
             unfinished_members: unfinished,
             stopped_because: s.stopped_because.locked().clone(),
+            acknowledged: s.acknowledged.get(),
+            released: s.released.get(),
+            rejected: s.rejected.get(),
+            redelivered: s.redelivered.get(),
+            acknowledge_failures: s.ack_failures.get(),
             transactions_committed: s.txn_committed.get(),
             transactions_aborted: s.txn_aborted.get(),
             fenced_members: s.fenced.get() as usize,
