@@ -1,6 +1,7 @@
 //! Against Kafka 3.9.1 (`./scripts/kafka up --legacy`, which `./scripts/test` starts): the
 //! classic group protocol works, and asking for the consumer protocol (KIP-848, generally
-//! available from 4.0) is a clear error naming the broker and its release, at start.
+//! available from 4.0) or for a share group (KIP-932) is a clear error naming the broker and
+//! its release, at start.
 
 mod common;
 
@@ -131,6 +132,30 @@ fn asking_kafka_3_9_for_the_consumer_protocol_is_a_clear_error_at_start() {
         );
     };
     check(Consumer::new(config.clone()).unwrap_err());
+    check(
+        ConsumerPool::start_cloned(config, |_: &ConsumedRecord| Ok::<(), String>(())).unwrap_err(),
+    );
+}
+
+#[test]
+fn asking_kafka_3_9_for_a_share_group_is_a_clear_error_at_start() {
+    let Some(brokers) = legacy() else { return };
+    let topic = topic(&brokers, 1);
+    let mut config = consumer_config(&brokers, &topic);
+    config.group_protocol = GroupProtocol::Share;
+    let version = std::env::var("KPIPE_LEGACY_VERSION").unwrap_or_else(|_| "3.9.1".into());
+    let release = version
+        .rsplit_once('.')
+        .map_or(version.as_str(), |(major_minor, _)| major_minor)
+        .to_owned();
+    let check = |err: Error| {
+        assert!(matches!(err, Error::ShareGroupsUnsupported { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("Kafka {release}")), "{text}");
+        assert!(text.contains(&brokers), "names the broker: {text}");
+        assert!(text.contains("share.version"), "says what to do: {text}");
+    };
+    check(kpipe::consumer::ShareConsumer::new(config.clone()).unwrap_err());
     check(
         ConsumerPool::start_cloned(config, |_: &ConsumedRecord| Ok::<(), String>(())).unwrap_err(),
     );
