@@ -180,3 +180,76 @@ fn a_record_that_always_fails_is_archived_after_the_delivery_limit_and_the_rest_
     assert_eq!((summary.acknowledged, summary.released), (99, 5), "{summary:?}");
     assert_eq!(summary.redelivered, 4);
 }
+
+/// Set share group configs (lock duration, renewal) before the first member joins.
+fn group_configs(group: &str, configs: &[(&str, &str)]) {
+    common::cluster()
+        .alter_group_config(group, configs, Duration::from_secs(30))
+        .unwrap();
+}
+
+/// A pool of one member whose handler takes `work` per record, on `records` records
+/// fetched at once, under a 2 s acquisition lock; returns its summary once every record
+/// was accepted.
+fn slow_pool(
+    name: &str,
+    configs: &[(&str, &str)],
+    records: usize,
+    work: impl Fn(&kpipe::ConsumedRecord) -> Duration + Send + Clone + 'static,
+) -> kpipe::consumer::ConsumerSummary {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, name, 1);
+    let group = common::unique_topic(&format!("{name}-group"));
+    let mut all = vec![("share.record.lock.duration.ms", "2000")];
+    all.extend_from_slice(configs);
+    group_configs(&group, &all);
+    let mut config = share_config(&group, &topic);
+    config.max_poll_records = records;
+    let pool = kpipe::consumer::ConsumerPool::start_cloned(config, move |r: &kpipe::ConsumedRecord| {
+        std::thread::sleep(work(r));
+        Ok::<(), String>(())
+    })
+    .unwrap();
+    common::await_condition(Duration::from_secs(30), "assigned", || {
+        pool.stats().assignments.values().all(|a| !a.is_empty())
+    });
+    common::produce(&topic, "v", records);
+    common::await_condition(Duration::from_secs(60), "every record accepted", || {
+        pool.stats().acknowledged >= records as u64
+    });
+    pool.close(Duration::from_secs(20))
+}
+
+#[test]
+fn a_handler_slower_than_the_lock_keeps_its_records_by_renewing_them() {
+    // Six records at 700 ms each: 4.2 s of work on records locked for 2 s.
+    let summary = slow_pool("share-renew", &[], 6, |_| Duration::from_millis(700));
+    assert_eq!(summary.handled, 6, "{summary:?}");
+    assert_eq!(
+        (summary.redelivered, summary.acknowledge_failures),
+        (0, 0),
+        "renewed, not delivered again: {summary:?}"
+    );
+}
+
+#[test]
+fn where_the_lock_cannot_be_renewed_the_redelivery_is_counted_and_reported() {
+    // The group refuses renewals; the one record's first handling outlasts its lock.
+    let summary = slow_pool(
+        "share-norenew",
+        &[("share.renew.acknowledge.enable", "false")],
+        1,
+        |r| {
+            if r.delivery_count == Some(1) {
+                Duration::from_millis(3500)
+            } else {
+                Duration::ZERO
+            }
+        },
+    );
+    assert_eq!(summary.handled, 2, "handled twice: {summary:?}");
+    assert_eq!(summary.redelivered, 1, "{summary:?}");
+    assert_eq!(summary.acknowledge_failures, 1, "{summary:?}");
+    assert_eq!(summary.acknowledged, 1, "{summary:?}");
+}

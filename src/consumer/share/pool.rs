@@ -133,6 +133,7 @@ impl ShareMember {
     {
         let max = self.config.max_poll_records;
         let mut records = Vec::with_capacity(max);
+        let mut next_renewal = Instant::now();
         while !self.shared.stopping() {
             records.clear();
             engine.poll_into(&mut records, max, Duration::from_millis(100))?;
@@ -141,7 +142,11 @@ impl ShareMember {
                 if self.shared.stopping() {
                     break; // the rest is released on close
                 }
-                self.keep_locks(engine)?;
+                if Instant::now() >= next_renewal && self.keep_locks(engine)? {
+                    // At most four renewals a lock: one the broker refuses is not asked
+                    // again for every record.
+                    next_renewal = Instant::now() + engine.lock() / 4;
+                }
                 let kind = match guarded(&self.shared, || handler(&rec)) {
                     Ok(()) => {
                         handled += 1;
@@ -160,10 +165,10 @@ impl ShareMember {
     /// Before the next record: if the lock of the records still waiting runs out within
     /// half its length, renew it (brokers that cannot, Kafka 4.1, are left to redeliver
     /// them; their acknowledgements then fail, counted and logged).
-    fn keep_locks(&self, engine: &mut ShareEngine) -> Result<(), Error> {
+    fn keep_locks(&self, engine: &mut ShareEngine) -> Result<bool, Error> {
         let margin = engine.lock() / 2;
         if !engine.lock_expiring(margin) || !engine.can_renew() {
-            return Ok(());
+            return Ok(false);
         }
         let renewing = engine.acknowledge_all(AckKind::Renew, false);
         log::debug!(
@@ -171,7 +176,8 @@ impl ShareMember {
             self.idx
         );
         let deadline = Instant::now() + self.config.client.connection.request_timeout;
-        engine.flush(deadline)
+        engine.flush(deadline)?;
+        Ok(true)
     }
 
     /// The acknowledgement of a record the handler failed on, by the policy.
