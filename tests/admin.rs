@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::java::{run_class, JavaTool};
+use common::java::{console_share_consumer, run_class};
 use kpipe::client::{is_already_exists, Error, KafkaCode, NewTopic, OffsetSpec, ShareGroupOffset};
 
 const T: Duration = Duration::from_secs(30);
@@ -106,7 +106,6 @@ fn metadata_lists_the_broker_and_cluster() {
 // ---------------------------------------------------------------------------------------
 
 const CONFIG_COMMAND: &str = "org.apache.kafka.tools.ConfigCommand";
-const SHARE_CONSUMER: &str = "org.apache.kafka.tools.consumer.ConsoleShareConsumer";
 const SHARE_GROUP_COMMAND: &str = "org.apache.kafka.tools.consumer.group.ShareGroupCommand";
 /// Bound on one JVM tool run (start-up alone takes 1-3 s on two busy cores).
 const JAVA: Duration = Duration::from_secs(90);
@@ -282,33 +281,8 @@ fn share_group_offsets_match_what_a_java_share_consumer_acknowledged() {
     // it had acquired beyond them.
     let consumed = 15;
     let java_started = Instant::now();
-    let out = JavaTool::start(
-        SHARE_CONSUMER,
-        &[
-            "--bootstrap-server",
-            &common::brokers(),
-            "--topic",
-            &topic,
-            "--group",
-            &group,
-            "--max-messages",
-            &consumed.to_string(),
-            "--timeout-ms",
-            "60000",
-            "--formatter-property",
-            "print.partition=true",
-            "--formatter-property",
-            "print.offset=true",
-        ],
-    )
-    .finish(JAVA);
+    let stdout = console_share_consumer(&topic, &group, consumed, JAVA);
     let java_took = java_started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the share consumer failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let read = printed_offsets(&stdout);
     assert_eq!(
         read.values().map(Vec::len).sum::<usize>(),

@@ -104,3 +104,37 @@ pub fn run_class(class: &str, args: &[&str], limit: Duration) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Kafka's console share consumer as a member of share group `group`: it reads (and
+/// acknowledges) `max_messages` records of `topic`, printing each as
+/// `Partition:P<TAB>Offset:O<TAB>value`, then closes, which releases what it acquired
+/// beyond them. At most `limit`; panics unless it exits 0. Returns what it printed.
+/// (Share groups start at the latest offset: set `share.auto.offset.reset=earliest` on the
+/// group first to read what is there already.)
+pub fn console_share_consumer(
+    topic: &str,
+    group: &str,
+    max_messages: usize,
+    limit: Duration,
+) -> String {
+    run_class(
+        "org.apache.kafka.tools.consumer.ConsoleShareConsumer",
+        &[
+            "--bootstrap-server",
+            &super::brokers(),
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--max-messages",
+            &max_messages.to_string(),
+            "--timeout-ms",
+            &limit.as_millis().to_string(),
+            "--formatter-property",
+            "print.partition=true",
+            "--formatter-property",
+            "print.offset=true",
+        ],
+        limit,
+    )
+}
