@@ -608,8 +608,8 @@ pub(crate) fn read_share_describe(
     }
 }
 
-/// DescribeShareGroupOffsets for every topic-partition `group` has state for (no topics
-/// named: all of them).
+/// DescribeShareGroupOffsets for every topic-partition of `group` (no topics named: all of
+/// them).
 pub(crate) fn share_offsets_request(group: &str) -> DescribeShareGroupOffsetsRequest {
     let mut g = DescribeShareGroupOffsetsRequestGroup::default();
     g.group_id = group_id(group);
@@ -681,7 +681,10 @@ fn group_error(
         return Error::UnknownShareGroup {
             group: group.to_owned(),
             broker: broker.to_owned(),
-            message: message.unwrap_or_default().to_owned(),
+            message: message
+                .filter(|m| !m.is_empty())
+                .unwrap_or("GROUP_ID_NOT_FOUND")
+                .to_owned(),
         };
     }
     Error::Broker {
@@ -799,11 +802,13 @@ fn check_group_configs(group: &str, configs: &[(&str, &str)]) -> Result<()> {
 }
 
 impl Cluster {
-    /// Where share group `group` (KIP-932) stands in each partition it has state for, sorted
-    /// by topic and partition: the share-partition start offset, the leader epoch and, from
-    /// brokers that tell (DescribeShareGroupOffsets v1, KIP-1226), the lag. Asked of the
+    /// Where share group `group` (KIP-932) stands in each partition of the topics its members
+    /// subscribed to, sorted by topic and partition: the share-partition start offset, the
+    /// leader epoch and, from brokers that tell (DescribeShareGroupOffsets v1, KIP-1226), the
+    /// lag; a partition no member has fetched from yet comes with `None`s. Asked of the
     /// group's coordinator; retriable errors (a coordinator that moved or is loading) are
-    /// retried until `timeout`, and no request waits past it.
+    /// retried until `timeout`. The requests to the coordinator wait no longer than what is
+    /// left of it; finding the coordinator, at most the connection's request timeout.
     ///
     /// A group that does not exist, or is not a share group, is
     /// [`Error::UnknownShareGroup`]; a cluster without share groups (before Kafka 4.2) is
