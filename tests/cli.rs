@@ -350,6 +350,15 @@ fn bad_input_exits_2_with_a_message_in_time() {
             "at least as many devices",
         ),
         (vec!["--duration", "0s"], "--duration must be above 0"),
+        (vec!["describe"], "describe needs --share-group NAME"),
+        (
+            vec!["consume", "--share-group", "g"],
+            "--share-group is for describe",
+        ),
+        (
+            vec!["describe", "--share-group", &missing],
+            "does not exist, or is not a share group",
+        ),
         (
             vec!["consume", "--transactional-id", "t"],
             "--transactional-id is for produce, run and copy",
@@ -452,6 +461,7 @@ fn help_documents_every_flag_with_its_default() {
         "--session-timeout",
         "--input-topic",
         "--output-topic",
+        "--share-group",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -785,4 +795,81 @@ fn a_transactional_produce_killed_mid_transaction_restarts_cleanly_on_the_legacy
         Ok(brokers) => killed_mid_transaction(&brokers),
         Err(_) => eprintln!("KPIPE_LEGACY_BROKERS is unset (scripts/test sets it): skipped"),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Share groups (describe --share-group)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn describe_prints_where_a_share_group_stands() {
+    let mut cluster = common::cluster();
+    let topic = common::new_topic(&mut cluster, "cli-share", 1);
+    let group = common::unique_topic("cli-share-g");
+    common::produce(&topic, "v", 20);
+    cluster
+        .alter_group_config(
+            &group,
+            &[("share.auto.offset.reset", "earliest")],
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    // A Java share consumer acknowledges the first 5 records.
+    common::java::console_share_consumer(&topic, &group, 5, Duration::from_secs(90));
+
+    let summary = temp("share-summary.json");
+    let mut rows = Vec::new();
+    common::await_condition(
+        Duration::from_secs(30),
+        "describe to show the 5 records acknowledged",
+        || {
+            let (out, took) = run_to_end(
+                &[
+                    "describe",
+                    "--share-group",
+                    &group,
+                    "--summary-json",
+                    summary.to_str().unwrap(),
+                ],
+                Duration::from_secs(30),
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(took < Duration::from_secs(15), "took {took:?}");
+            rows = stdout
+                .lines()
+                .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .collect();
+            rows.get(1).is_some_and(|r| r[4] == "5")
+        },
+    );
+    assert_eq!(
+        rows[0],
+        [
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "LEADER-EPOCH",
+            "START-OFFSET",
+            "LAG"
+        ]
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let row = &rows[1];
+    assert_eq!(
+        [&row[0], &row[1], &row[2], &row[4], &row[5]],
+        [&group, &topic, "0", "5", "15"]
+    );
+    assert!(row[3].parse::<i32>().is_ok(), "a leader epoch: {row:?}");
+    let s = read_json(&summary);
+    assert_eq!(s["mode"], "describe");
+    assert_eq!(s["share_group"], group.as_str());
+    assert_eq!(s["partitions"][0]["start_offset"], 5);
+    assert_eq!(s["partitions"][0]["lag"], 15);
+    assert_eq!(s["total_lag"], 15);
 }

@@ -1,7 +1,8 @@
 //! Against Kafka 3.9.1 (`./scripts/kafka up --legacy`, which `./scripts/test` starts): the
 //! classic group protocol works, and asking for the consumer protocol (KIP-848, generally
-//! available from 4.0) or for a share group (KIP-932) is a clear error naming the broker and
-//! its release, at start.
+//! available from 4.0) is a clear error naming the broker and its release, at start; so are
+//! share groups (KIP-932, from 4.2: a share member, and the admin calls) and group configs
+//! (from 4.0).
 
 mod common;
 
@@ -30,14 +31,19 @@ fn client(brokers: &str) -> ClientConfig {
     c
 }
 
-fn topic(brokers: &str, partitions: i32) -> String {
+/// A cluster handle on the legacy broker, failing loudly when it is not there.
+fn cluster(brokers: &str) -> Cluster {
     let _ = env_logger::builder().is_test(true).try_init();
-    let mut cluster = Cluster::connect(client(brokers)).unwrap_or_else(|e| {
+    Cluster::connect(client(brokers)).unwrap_or_else(|e| {
         panic!(
             "these tests need the Kafka 3.9.1 broker at {brokers}: {e}\n\
              start it with ./scripts/kafka up --legacy (./scripts/test does this for you)"
         )
-    });
+    })
+}
+
+fn topic(brokers: &str, partitions: i32) -> String {
+    let mut cluster = cluster(brokers);
     let name = common::unique_topic("legacy");
     cluster
         .create_topic(
@@ -46,6 +52,15 @@ fn topic(brokers: &str, partitions: i32) -> String {
         )
         .unwrap();
     name
+}
+
+/// The legacy broker's release as kpipe names it, e.g. "3.9".
+fn legacy_release() -> String {
+    let version = std::env::var("KPIPE_LEGACY_VERSION").unwrap_or_else(|_| "3.9.1".into());
+    version
+        .rsplit_once('.')
+        .map_or(version.as_str(), |(major_minor, _)| major_minor)
+        .to_owned()
 }
 
 fn consumer_config(brokers: &str, topic: &str) -> ConsumerConfig {
@@ -113,11 +128,7 @@ fn asking_kafka_3_9_for_the_consumer_protocol_is_a_clear_error_at_start() {
     let topic = topic(&brokers, 1);
     let mut config = consumer_config(&brokers, &topic);
     config.group_protocol = GroupProtocol::Consumer;
-    let version = std::env::var("KPIPE_LEGACY_VERSION").unwrap_or_else(|_| "3.9.1".into());
-    let release = version
-        .rsplit_once('.')
-        .map_or(version.as_str(), |(major_minor, _)| major_minor)
-        .to_owned(); // "3.9"
+    let release = legacy_release();
     let check = |err: Error| {
         assert!(matches!(err, Error::ProtocolUnsupported { .. }), "{err:?}");
         let text = err.to_string();
@@ -159,4 +170,40 @@ fn asking_kafka_3_9_for_a_share_group_is_a_clear_error_at_start() {
     check(
         ConsumerPool::start_cloned(config, |_: &ConsumedRecord| Ok::<(), String>(())).unwrap_err(),
     );
+}
+
+#[test]
+fn share_groups_and_group_configs_are_clear_errors_on_kafka_3_9() {
+    let Some(brokers) = legacy() else { return };
+    let mut cluster = cluster(&brokers);
+    let release = format!("Kafka {}", legacy_release());
+    let t = Duration::from_secs(10);
+
+    let err = cluster
+        .share_group_offsets("some-share-group", t)
+        .unwrap_err();
+    assert!(
+        matches!(err, kpipe::client::Error::ShareGroupsUnsupported { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    for needle in ["Kafka 4.2 or newer", &release, &brokers] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+
+    let err = cluster
+        .alter_group_config(
+            "some-share-group",
+            &[("share.auto.offset.reset", "earliest")],
+            t,
+        )
+        .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "share.auto.offset.reset=earliest",
+        "group configs need Kafka 4.0 or newer",
+        &release,
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
 }

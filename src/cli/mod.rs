@@ -10,12 +10,13 @@
 //! wire; [`ledger`] the loss / duplicate / gap accounting; [`txn`] the transactions of
 //! `--transactional-id` (the gate the generators send through, the committer, the books);
 //! [`report`] what is printed; [`copy`] `kpipe copy`, topic to topic, at least once or
-//! exactly once.
+//! exactly once; [`describe`] `kpipe describe --share-group`, a share group's offsets.
 //!
 //! [`Producer`]: kpipe::Producer
 //! [`Shutdown`]: kpipe::shutdown::Shutdown
 
 mod copy;
+mod describe;
 mod event;
 mod ledger;
 mod report;
@@ -36,7 +37,7 @@ const EXIT_CODES: &str = "Exit codes:
   1  a failure after the start: events failed or missing, a transaction aborted or unable
      to go on (fenced), a file that cannot be written
   2  bad input, found before anything ran: a flag or --config, a broker unreachable at the
-     start, a missing topic that kpipe may not create";
+     start, a missing topic that kpipe may not create, a share group that does not exist";
 
 /// The largest --payload-bytes: an event must fit the producer's 1 MiB request limit.
 const MAX_PAYLOAD_BYTES: usize = 1_000_000;
@@ -76,6 +77,9 @@ pub enum Mode {
     /// Copy --input-topic to --output-topic in the consumer group --group: at least once,
     /// or exactly once with --transactional-id.
     Copy,
+    /// Describe the share group --share-group: its start offset, leader epoch and lag in
+    /// each partition, as kafka-share-groups.sh --describe --offsets prints them.
+    Describe,
 }
 
 /// Every flag, with its default.
@@ -137,6 +141,9 @@ pub struct Opts {
     /// Consumer group (copy needs it given) [default: analytics-service-group].
     #[arg(long, global = true, value_name = "GROUP")]
     pub group: Option<String>,
+    /// Share group (KIP-932, Kafka 4.2+): the group describe reports on.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub share_group: Option<String>,
     /// copy: the topic to read.
     #[arg(long, global = true, value_name = "TOPIC")]
     pub input_topic: Option<String>,
@@ -314,6 +321,9 @@ pub fn main(cli: Cli) -> u8 {
     if mode == Mode::Copy {
         return copy::main(&cli.opts);
     }
+    if mode == Mode::Describe {
+        return describe::main(&cli.opts);
+    }
     let report = match validate(mode, &cli.opts).and_then(|()| run::run(mode, &cli.opts)) {
         Ok(report) => report,
         Err(UsageError(msg)) => {
@@ -363,6 +373,18 @@ fn validate(mode: Mode, o: &Opts) -> Result<(), UsageError> {
         }
         if o.consumers == 0 {
             return bad("--consumers must be at least 1".into());
+        }
+    }
+    match (&o.share_group, mode) {
+        (None, Mode::Describe) => {
+            return bad("describe needs --share-group NAME: the share group to describe".into())
+        }
+        (Some(g), Mode::Describe) if g.is_empty() => {
+            return bad("--share-group must not be empty".into())
+        }
+        (Some(_), Mode::Describe) | (None, _) => {}
+        (Some(_), _) => {
+            return bad("--share-group is for describe (kpipe describe --share-group NAME)".into())
         }
     }
     if o.session_timeout < Duration::from_secs(1) {

@@ -58,7 +58,7 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
     let check = match mode {
         Mode::Run => Check::Both,
         Mode::Produce => Check::Acked,
-        Mode::Consume | Mode::Copy => Check::Seen,
+        Mode::Consume | Mode::Copy | Mode::Describe => Check::Seen,
     };
     let ledger = Arc::new(Ledger::new(
         run_id,
@@ -71,14 +71,14 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
     // Consumers first, so that they are in place before the first event.
     let pool = match mode {
         Mode::Run | Mode::Consume => Some(start_consumers(mode, o, &client, &ledger)?),
-        Mode::Produce | Mode::Copy => None,
+        Mode::Produce | Mode::Copy | Mode::Describe => None,
     };
     if let (Mode::Run, Some(pool)) = (mode, &pool) {
         await_assignment(pool, partitions, &shutdown);
     }
     let producer = match mode {
         Mode::Run | Mode::Produce => Some(start_producer(o, client, &ledger)?),
-        Mode::Consume | Mode::Copy => None,
+        Mode::Consume | Mode::Copy | Mode::Describe => None,
     };
     // Each producer thread's devices (device d belongs to thread d % threads).
     let devices: Vec<Arc<Devices>> = (0..o.threads)

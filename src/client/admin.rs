@@ -1,4 +1,4 @@
-//! Topic administration and offset look-ups.
+//! Topic administration, offset look-ups, group configs and share group offsets.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -6,21 +6,28 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ListOffsetsRequest,
-    OffsetForLeaderEpochRequest, TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeShareGroupOffsetsRequest, DescribeShareGroupOffsetsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListOffsetsRequest,
+    OffsetForLeaderEpochRequest, ShareGroupDescribeRequest, ShareGroupDescribeResponse, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Request, StrBytes};
 
-use super::backoff::Backoff;
+use super::backoff::{retry, Backoff};
 use super::cluster::Cluster;
 use super::connection::Connection;
 use super::error::{Error, KafkaCode, Location, Phase, Result};
 use super::fetch::IsolationLevel;
+use super::group::{group_id, s};
 use super::produce::PartitionResult;
 
 /// A topic to create.
@@ -537,7 +544,745 @@ impl Cluster {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Groups: configs, and share group offsets (KIP-932)
+// ---------------------------------------------------------------------------------------
+
+/// One partition of a share group (KIP-932), as [`Cluster::share_group_offsets`] reports
+/// it: a row of Java's `kafka-share-groups.sh --describe --offsets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareGroupOffset {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The share-partition start offset: the earliest offset whose records the group is
+    /// still delivering (some records above it may be done with already). `None` while the
+    /// group has no state for the partition (no member has fetched from it yet).
+    pub start_offset: Option<i64>,
+    /// The partition's leader epoch when the group's state for it was last written, when
+    /// known.
+    pub leader_epoch: Option<i32>,
+    /// Records of the partition the group has still to deliver and have acknowledged
+    /// (KIP-1226: from the start offset to the high watermark, less those above the start
+    /// offset already done with). `None` when unknown: no state yet, or a broker that
+    /// answers only DescribeShareGroupOffsets v0, which has no lag.
+    pub lag: Option<i64>,
+}
+
+/// The config resource type of a group (KIP-848 group configs, also those of share groups).
+const RESOURCE_GROUP: i8 = 32;
+/// IncrementalAlterConfigs' operation SET.
+const OP_SET: i8 = 0;
+
+/// ShareGroupDescribe of `group`, asked only to learn whether it is a share group: the
+/// offsets answer does not tell (it is empty for a group that does not exist).
+pub(crate) fn share_describe_request(group: &str) -> ShareGroupDescribeRequest {
+    let mut req = ShareGroupDescribeRequest::default();
+    req.group_ids.push(group_id(group));
+    req.include_authorized_operations = false;
+    req
+}
+
+/// Read a ShareGroupDescribe answer about `group`: `Ok` when it is a share group.
+pub(crate) fn read_share_describe(
+    resp: &ShareGroupDescribeResponse,
+    group: &str,
+    broker: &str,
+) -> Result<()> {
+    let Some(g) = resp.groups.iter().find(|g| g.group_id.as_str() == group) else {
+        return Err(Error::Protocol {
+            broker: broker.to_owned(),
+            detail: format!("ShareGroupDescribe answered nothing about group {group:?}"),
+        });
+    };
+    match KafkaCode::try_from_code(g.error_code) {
+        None => Ok(()),
+        Some(code) => Err(group_error(
+            code,
+            "ShareGroupDescribe",
+            group,
+            broker,
+            g.error_message.as_deref(),
+        )),
+    }
+}
+
+/// DescribeShareGroupOffsets for every topic-partition of `group` (no topics named: all of
+/// them).
+pub(crate) fn share_offsets_request(group: &str) -> DescribeShareGroupOffsetsRequest {
+    let mut g = DescribeShareGroupOffsetsRequestGroup::default();
+    g.group_id = group_id(group);
+    g.topics = None;
+    let mut req = DescribeShareGroupOffsetsRequest::default();
+    req.groups.push(g);
+    req
+}
+
+/// Read a DescribeShareGroupOffsets answer about `group`: its partitions sorted by topic and
+/// partition, or the first error (the group's, else a partition's), located at `broker`.
+pub(crate) fn read_share_offsets(
+    resp: &DescribeShareGroupOffsetsResponse,
+    group: &str,
+    broker: &str,
+) -> Result<Vec<ShareGroupOffset>> {
+    const API: &str = "DescribeShareGroupOffsets";
+    let Some(g) = resp.groups.iter().find(|g| g.group_id.as_str() == group) else {
+        return Err(Error::Protocol {
+            broker: broker.to_owned(),
+            detail: format!("{API} answered nothing about group {group:?}"),
+        });
+    };
+    if let Some(code) = KafkaCode::try_from_code(g.error_code) {
+        return Err(group_error(
+            code,
+            API,
+            group,
+            broker,
+            g.error_message.as_deref(),
+        ));
+    }
+    let mut out = Vec::new();
+    for t in &g.topics {
+        let topic = t.topic_name.0.as_str();
+        for p in &t.partitions {
+            let at = || Location {
+                broker: broker.to_owned(),
+                api: API,
+                topic: Some(topic.to_owned()),
+                partition: Some(p.partition_index),
+            };
+            Error::check(p.error_code, at, p.error_message.as_deref())?;
+            let known = p.start_offset >= 0;
+            out.push(ShareGroupOffset {
+                topic: topic.to_owned(),
+                partition: p.partition_index,
+                start_offset: known.then_some(p.start_offset),
+                leader_epoch: (known && p.leader_epoch >= 0).then_some(p.leader_epoch),
+                lag: (known && p.lag >= 0).then_some(p.lag),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Ok(out)
+}
+
+/// The error for a group-level error code of a share group answer of `api`: an unknown
+/// group is said in so many words (the broker gives the same code for a group that exists
+/// but is not a share group).
+fn group_error(
+    code: KafkaCode,
+    api: &'static str,
+    group: &str,
+    broker: &str,
+    message: Option<&str>,
+) -> Error {
+    if code == KafkaCode::GroupIdNotFound {
+        return Error::UnknownShareGroup {
+            group: group.to_owned(),
+            broker: broker.to_owned(),
+            message: message
+                .filter(|m| !m.is_empty())
+                .unwrap_or("GROUP_ID_NOT_FOUND")
+                .to_owned(),
+        };
+    }
+    Error::Broker {
+        code,
+        at: Location {
+            broker: broker.to_owned(),
+            api,
+            topic: None,
+            partition: None,
+        },
+        message: Some(match message.filter(|m| !m.is_empty()) {
+            Some(m) => format!("group {group:?}: {m}"),
+            None => format!("group {group:?}"),
+        }),
+    }
+}
+
+/// IncrementalAlterConfigs setting `configs` of group `group`.
+pub(crate) fn group_config_request(
+    group: &str,
+    configs: &[(&str, &str)],
+) -> IncrementalAlterConfigsRequest {
+    let mut r = AlterConfigsResource::default();
+    r.resource_type = RESOURCE_GROUP;
+    r.resource_name = s(group);
+    r.configs = configs
+        .iter()
+        .map(|(k, v)| {
+            let mut c = AlterableConfig::default();
+            c.name = s(k);
+            c.config_operation = OP_SET;
+            c.value = Some(s(v));
+            c
+        })
+        .collect();
+    let mut req = IncrementalAlterConfigsRequest::default();
+    req.resources.push(r);
+    req.validate_only = false;
+    req
+}
+
+/// Read an IncrementalAlterConfigs answer about group `group`: a refusal names the group and
+/// carries the broker's reason (which names the config it refused).
+pub(crate) fn read_group_config(
+    resp: &IncrementalAlterConfigsResponse,
+    group: &str,
+    configs: &[(&str, &str)],
+    broker: &str,
+) -> Result<()> {
+    let Some(r) = resp
+        .responses
+        .iter()
+        .find(|r| r.resource_type == RESOURCE_GROUP && r.resource_name.as_str() == group)
+    else {
+        return Err(Error::Protocol {
+            broker: broker.to_owned(),
+            detail: format!("IncrementalAlterConfigs answered nothing about group {group:?}"),
+        });
+    };
+    let Some(code) = KafkaCode::try_from_code(r.error_code) else {
+        return Ok(());
+    };
+    let asked = configs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let reason = r.error_message.as_deref().filter(|m| !m.is_empty());
+    Err(Error::Broker {
+        code,
+        at: Location {
+            broker: broker.to_owned(),
+            api: "IncrementalAlterConfigs",
+            topic: None,
+            partition: None,
+        },
+        message: Some(match reason {
+            Some(m) => format!("setting {asked} of group {group:?}: {m}"),
+            None => format!("setting {asked} of group {group:?}"),
+        }),
+    })
+}
+
+/// Refuse what no broker would take: an empty group name, nothing to set, an empty or
+/// repeated key.
+fn check_group_configs(group: &str, configs: &[(&str, &str)]) -> Result<()> {
+    let bad = |reason: String| {
+        Err(Error::Config {
+            field: "group config",
+            reason,
+        })
+    };
+    if group.is_empty() {
+        return bad("the group name is empty; name the group whose config to set".into());
+    }
+    if configs.is_empty() {
+        return bad(format!(
+            "nothing to set for group {group:?}; give at least one (key, value), e.g. (\"share.auto.offset.reset\", \"earliest\")"
+        ));
+    }
+    for (i, (key, _)) in configs.iter().enumerate() {
+        if key.trim().is_empty() {
+            return bad(format!(
+                "config {} of group {group:?} has an empty key",
+                i + 1
+            ));
+        }
+        if configs[..i].iter().any(|(k, _)| k == key) {
+            return bad(format!(
+                "{key} is given twice for group {group:?}; give each key once"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Cluster {
+    /// Where share group `group` (KIP-932) stands in each partition of the topics its members
+    /// subscribed to, sorted by topic and partition: the share-partition start offset, the
+    /// leader epoch and, from brokers that tell (DescribeShareGroupOffsets v1, KIP-1226), the
+    /// lag; a partition no member has fetched from yet comes with `None`s. Asked of the
+    /// group's coordinator; retriable errors (a coordinator that moved or is loading) are
+    /// retried until `timeout`. The requests to the coordinator wait no longer than what is
+    /// left of it; finding the coordinator, at most the connection's request timeout.
+    ///
+    /// A group that does not exist, or is not a share group, is
+    /// [`Error::UnknownShareGroup`]; a cluster without share groups (before Kafka 4.2) is
+    /// [`Error::ShareGroupsUnsupported`], naming the release it runs. A partition the
+    /// broker refuses fails the call with that partition's error.
+    pub fn share_group_offsets(
+        &mut self,
+        group: &str,
+        timeout: Duration,
+    ) -> Result<Vec<ShareGroupOffset>> {
+        if group.is_empty() {
+            return Err(Error::Config {
+                field: "share group",
+                reason: "the group name is empty; name the share group to describe".into(),
+            });
+        }
+        let deadline = Instant::now() + timeout;
+        let mut backoff = self.config().backoff();
+        retry(
+            self,
+            deadline,
+            &mut backoff,
+            |c, e| c.note_error(e, None),
+            |c| c.share_group_offsets_once(group, deadline),
+        )
+    }
+
+    fn share_group_offsets_once(
+        &mut self,
+        group: &str,
+        deadline: Instant,
+    ) -> Result<Vec<ShareGroupOffset>> {
+        let coordinator = self.find_coordinator(group)?;
+        let conn = self.quiet(coordinator)?;
+        let broker = conn.broker().to_owned();
+        // Both before either is sent: a broker without share groups is said so at once.
+        let version = share_api_version::<DescribeShareGroupOffsetsRequest>(conn)?;
+        let describe_version = share_api_version::<ShareGroupDescribeRequest>(conn)?;
+        let bound = |conn: &Connection| {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(conn.request_timeout())
+        };
+        let pending = conn.send_within(
+            &share_describe_request(group),
+            describe_version,
+            bound(conn),
+        )?;
+        let resp = conn.receive::<ShareGroupDescribeRequest>(pending)?;
+        conn.throttle(resp.throttle_time_ms);
+        read_share_describe(&resp, group, &broker)?;
+        let pending = conn.send_within(&share_offsets_request(group), version, bound(conn))?;
+        let resp = conn.receive::<DescribeShareGroupOffsetsRequest>(pending)?;
+        conn.throttle(resp.throttle_time_ms);
+        read_share_offsets(&resp, group, &broker)
+    }
+
+    /// Set configs of group `group` (IncrementalAlterConfigs, resource type GROUP, operation
+    /// SET; other keys keep their values), e.g. `("share.auto.offset.reset", "earliest")` for
+    /// a share group, or `("consumer.session.timeout.ms", "30000")` for a consumer group
+    /// (KIP-848). The group need not exist yet. Asked of any broker (the controller
+    /// applies it); retriable errors are retried until `timeout`.
+    ///
+    /// A key the broker does not know, or a value it refuses, is [`Error::Broker`]
+    /// (`INVALID_CONFIG`) with the broker's reason, which names the key; an empty group
+    /// name, an empty or repeated key, or nothing to set is [`Error::Config`]. A cluster
+    /// before Kafka 4.0 has no group configs: `INVALID_REQUEST`, naming its release.
+    pub fn alter_group_config(
+        &mut self,
+        group: &str,
+        configs: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<()> {
+        check_group_configs(group, configs)?;
+        let deadline = Instant::now() + timeout;
+        let mut backoff = self.config().backoff();
+        let req = group_config_request(group, configs);
+        retry(
+            self,
+            deadline,
+            &mut backoff,
+            |c, e| c.note_error(e, None),
+            |c| {
+                let (broker, resp) = c.request_any(&req)?;
+                read_group_config(&resp, group, configs, &broker).map_err(|e| {
+                    match e.kafka_code() {
+                        Some(KafkaCode::InvalidRequest) => match c.some_broker_versions() {
+                            Ok((_, versions)) => explain_old_release(e, &versions),
+                            Err(_) => e,
+                        },
+                        _ => e,
+                    }
+                })
+            },
+        )
+    }
+}
+
+/// The first `metadata.version` of Kafka 4.0, the first release with group configs.
+const KAFKA_4_0: i16 = 22;
+
+/// A broker before Kafka 4.0 refuses a GROUP config resource as an invalid request
+/// ("Unknown resource type 32"): say why, naming the release the cluster runs.
+fn explain_old_release(err: Error, versions: &super::versions::BrokerVersions) -> Error {
+    let old = versions
+        .feature("metadata.version")
+        .is_some_and(|level| level < KAFKA_4_0);
+    match (err, versions.release()) {
+        (
+            Error::Broker {
+                code,
+                at,
+                message: Some(m),
+            },
+            Some(release),
+        ) if old => Error::Broker {
+            code,
+            at,
+            message: Some(format!(
+                "{m}; group configs need Kafka 4.0 or newer, and this cluster runs {release}"
+            )),
+        },
+        (err, _) => err,
+    }
+}
+
+/// The version of share group API `R` to send on `conn`: the highest both sides speak, or
+/// [`Error::ShareGroupsUnsupported`] (naming the broker and the release its features tell)
+/// when its broker has none.
+fn share_api_version<R: Request>(conn: &Connection) -> Result<i16> {
+    conn.version::<R>().map_err(|e| match e {
+        Error::UnsupportedVersion { broker, api, .. } => {
+            share_groups_unsupported(broker, conn.broker_versions(), api)
+        }
+        other => other,
+    })
+}
+
+/// The error for a cluster without share groups: `broker`, which advertised `versions`,
+/// lacks `api`.
+fn share_groups_unsupported(
+    broker: String,
+    versions: &super::versions::BrokerVersions,
+    api: &'static str,
+) -> Error {
+    Error::ShareGroupsUnsupported {
+        broker,
+        release: versions
+            .release()
+            .unwrap_or_else(|| "a release without share groups".to_owned()),
+        api,
+    }
+}
+
 /// Whether `err` says the topic already exists.
 pub fn is_already_exists(err: &Error) -> bool {
     err.kafka_code() == Some(KafkaCode::TopicAlreadyExists)
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::api_versions_response::FinalizedFeatureKey;
+    use kafka_protocol::messages::describe_share_group_offsets_response::{
+        DescribeShareGroupOffsetsResponseGroup, DescribeShareGroupOffsetsResponsePartition,
+        DescribeShareGroupOffsetsResponseTopic,
+    };
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+    use kafka_protocol::messages::share_group_describe_response::DescribedGroup;
+    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::protocol::{Decodable, Encodable, Message, VersionRange};
+
+    use super::*;
+    use crate::client::connection::tests::api_versions;
+    use crate::client::versions::{client_range, BrokerVersions};
+
+    fn encoded<T: Encodable>(msg: &T, version: i16) -> bytes::Bytes {
+        let mut buf = bytes::BytesMut::new();
+        msg.encode(&mut buf, version)
+            .unwrap_or_else(|e| panic!("v{version}: {e}"));
+        assert_eq!(buf.len(), msg.compute_size(version).unwrap(), "v{version}");
+        buf.freeze()
+    }
+
+    fn partition(
+        index: i32,
+        start: i64,
+        epoch: i32,
+        lag: i64,
+    ) -> DescribeShareGroupOffsetsResponsePartition {
+        let mut p = DescribeShareGroupOffsetsResponsePartition::default();
+        p.partition_index = index;
+        p.start_offset = start;
+        p.leader_epoch = epoch;
+        p.lag = lag;
+        p
+    }
+
+    /// An answer about `group` with `topics`, each with its partitions.
+    fn offsets_answer(
+        group: &str,
+        topics: Vec<(&str, Vec<DescribeShareGroupOffsetsResponsePartition>)>,
+    ) -> DescribeShareGroupOffsetsResponse {
+        let mut g = DescribeShareGroupOffsetsResponseGroup::default();
+        g.group_id = group_id(group);
+        g.topics = topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                let mut t = DescribeShareGroupOffsetsResponseTopic::default();
+                t.topic_name = topic_name(name);
+                t.topic_id = uuid::Uuid::from_u128(7);
+                t.partitions = partitions;
+                t
+            })
+            .collect();
+        let mut resp = DescribeShareGroupOffsetsResponse::default();
+        resp.groups.push(g);
+        resp
+    }
+
+    #[test]
+    fn describe_share_group_offsets_v1_carries_the_lag_and_v0_does_not() {
+        assert_eq!(
+            DescribeShareGroupOffsetsRequest::VERSIONS,
+            VersionRange { min: 0, max: 1 }
+        );
+        assert_eq!(
+            ApiKey::DescribeShareGroupOffsets.valid_versions(),
+            VersionRange { min: 0, max: 1 }
+        );
+        // The request is the same at both versions.
+        let req = share_offsets_request("g");
+        assert_eq!(encoded(&req, 0), encoded(&req, 1));
+        let back = DescribeShareGroupOffsetsRequest::decode(&mut encoded(&req, 1), 1).unwrap();
+        assert_eq!(back, req);
+        assert_eq!(back.groups[0].topics, None, "all topics");
+
+        let v1 = offsets_answer("g", vec![("t", vec![partition(0, 10, 3, 2)])]);
+        let bytes = encoded(&v1, 1);
+        assert_eq!(
+            DescribeShareGroupOffsetsResponse::decode(&mut bytes.clone(), 1).unwrap(),
+            v1
+        );
+        // v1 holds 8 more bytes per partition: the lag, after the leader epoch.
+        let v0 = offsets_answer("g", vec![("t", vec![partition(0, 10, 3, -1)])]);
+        let bytes0 = encoded(&v0, 0);
+        assert_eq!(bytes.len(), bytes0.len() + 8);
+        let back0 = DescribeShareGroupOffsetsResponse::decode(&mut bytes0.clone(), 0).unwrap();
+        assert_eq!(back0, v0);
+        assert_eq!(
+            back0.groups[0].topics[0].partitions[0].lag, -1,
+            "unknown below v1"
+        );
+        // A lag set where v0 has no room for it is refused, not dropped.
+        let mut buf = bytes::BytesMut::new();
+        assert!(v1.encode(&mut buf, 0).is_err());
+        assert!(v1.encode(&mut buf, 2).is_err(), "no v2");
+    }
+
+    #[test]
+    fn the_highest_version_both_sides_speak_is_chosen() {
+        let ours = client_range(
+            ApiKey::DescribeShareGroupOffsets,
+            DescribeShareGroupOffsetsRequest::VERSIONS,
+        );
+        let kafka = |max| {
+            BrokerVersions::from_response(&api_versions(&[(
+                ApiKey::DescribeShareGroupOffsets,
+                0,
+                max,
+            )]))
+        };
+        assert_eq!(
+            kafka(0).choose(ApiKey::DescribeShareGroupOffsets, ours),
+            Ok(0)
+        );
+        assert_eq!(
+            kafka(1).choose(ApiKey::DescribeShareGroupOffsets, ours),
+            Ok(1)
+        );
+        assert_eq!(
+            kafka(2).choose(ApiKey::DescribeShareGroupOffsets, ours),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn share_offsets_say_unknown_as_none_and_come_sorted() {
+        let resp = offsets_answer(
+            "g",
+            vec![
+                ("b", vec![partition(1, 5, 0, 0), partition(0, -1, -1, -1)]),
+                ("a", vec![partition(0, 40, 2, -1)]),
+            ],
+        );
+        let rows = read_share_offsets(&resp, "g", "b:1").unwrap();
+        let expected = [
+            ("a", 0, Some(40), Some(2), None),
+            ("b", 0, None, None, None),
+            ("b", 1, Some(5), Some(0), Some(0)),
+        ];
+        assert_eq!(rows.len(), expected.len());
+        for (row, (topic, partition, start, epoch, lag)) in rows.iter().zip(expected) {
+            assert_eq!(
+                (
+                    row.topic.as_str(),
+                    row.partition,
+                    row.start_offset,
+                    row.leader_epoch,
+                    row.lag
+                ),
+                (topic, partition, start, epoch, lag)
+            );
+        }
+    }
+
+    #[test]
+    fn share_offset_errors_say_where() {
+        let mut bad = partition(3, -1, -1, -1);
+        bad.error_code = KafkaCode::TopicAuthorizationFailed.code();
+        let resp = offsets_answer("g", vec![("t", vec![partition(0, 1, 0, 0), bad])]);
+        let err = read_share_offsets(&resp, "g", "b:1").unwrap_err();
+        assert_eq!(err.kafka_code(), Some(KafkaCode::TopicAuthorizationFailed));
+        let text = err.to_string();
+        assert!(
+            text.contains("DescribeShareGroupOffsets from b:1 for t-3"),
+            "{text}"
+        );
+
+        let mut resp = offsets_answer("g", vec![]);
+        resp.groups[0].error_code = KafkaCode::GroupAuthorizationFailed.code();
+        resp.groups[0].error_message = Some(s("not allowed"));
+        let text = read_share_offsets(&resp, "g", "b:1")
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("group \"g\": not allowed"), "{text}");
+
+        let other = offsets_answer("h", vec![]);
+        let err = read_share_offsets(&other, "g", "b:1").unwrap_err();
+        assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_group_that_is_not_a_share_group_is_said_so() {
+        let mut g = DescribedGroup::default();
+        g.group_id = group_id("orders");
+        g.error_code = KafkaCode::GroupIdNotFound.code();
+        g.error_message = Some(s("Group orders is not a share group."));
+        let mut resp = ShareGroupDescribeResponse::default();
+        resp.groups.push(g);
+        let err = read_share_describe(&resp, "orders", "b:1").unwrap_err();
+        assert!(matches!(err, Error::UnknownShareGroup { .. }), "{err}");
+        assert_eq!(err.kafka_code(), Some(KafkaCode::GroupIdNotFound));
+        assert!(!err.is_retriable());
+        let text = err.to_string();
+        assert!(
+            text.contains("share group \"orders\" does not exist, or is not a share group")
+                && text.contains("is not a share group.)"),
+            "{text}"
+        );
+        resp.groups[0].error_code = 0;
+        assert!(read_share_describe(&resp, "orders", "b:1").is_ok());
+    }
+
+    /// A broker's versions at `metadata.version` `level`, without share groups.
+    fn release(level: i16) -> BrokerVersions {
+        let mut resp = api_versions(&[(ApiKey::Fetch, 4, 17)]);
+        let mut f = FinalizedFeatureKey::default();
+        f.name = StrBytes::from_static_str("metadata.version");
+        f.min_version_level = level;
+        f.max_version_level = level;
+        resp.finalized_features.push(f);
+        BrokerVersions::from_response(&resp)
+    }
+
+    #[test]
+    fn a_cluster_without_share_groups_is_named_with_its_release() {
+        let kafka_3_9 = release(21);
+        let text =
+            share_groups_unsupported("b:9292".into(), &kafka_3_9, "DescribeShareGroupOffsets")
+                .to_string();
+        for needle in [
+            "Kafka 4.2 or newer",
+            "b:9292",
+            "Kafka 3.9 (metadata.version 21)",
+            "DescribeShareGroupOffsets",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+    }
+
+    #[test]
+    fn group_configs_are_set_on_the_group_resource() {
+        let configs = [
+            ("share.auto.offset.reset", "earliest"),
+            ("share.record.lock.duration.ms", "15000"),
+        ];
+        let req = group_config_request("g", &configs);
+        assert_eq!(req.resources.len(), 1);
+        let r = &req.resources[0];
+        assert_eq!((r.resource_type, r.resource_name.as_str()), (32, "g"));
+        let sent: Vec<(&str, i8, Option<&str>)> = r
+            .configs
+            .iter()
+            .map(|c| (c.name.as_str(), c.config_operation, c.value.as_deref()))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("share.auto.offset.reset", 0, Some("earliest")),
+                ("share.record.lock.duration.ms", 0, Some("15000")),
+            ]
+        );
+        assert!(!req.validate_only);
+        for v in 0..=1 {
+            let back = IncrementalAlterConfigsRequest::decode(&mut encoded(&req, v), v).unwrap();
+            assert_eq!(back, req);
+        }
+    }
+
+    #[test]
+    fn refused_group_configs_name_the_key_and_the_group() {
+        let mut r = AlterConfigsResourceResponse::default();
+        r.resource_type = 32;
+        r.resource_name = s("g");
+        r.error_code = KafkaCode::InvalidConfig.code();
+        r.error_message = Some(s("Unknown group config name: share.bogus"));
+        let mut resp = IncrementalAlterConfigsResponse::default();
+        resp.responses.push(r);
+        let err = read_group_config(&resp, "g", &[("share.bogus", "1")], "b:1").unwrap_err();
+        assert_eq!(err.kafka_code(), Some(KafkaCode::InvalidConfig));
+        let text = err.to_string();
+        assert!(
+            text.contains("setting share.bogus=1 of group \"g\"")
+                && text.contains("Unknown group config name: share.bogus"),
+            "{text}"
+        );
+        resp.responses[0].error_code = 0;
+        assert!(read_group_config(&resp, "g", &[("share.bogus", "1")], "b:1").is_ok());
+    }
+
+    #[test]
+    fn a_cluster_before_kafka_4_is_named_when_it_refuses_group_configs() {
+        let refused = || {
+            let mut r = AlterConfigsResourceResponse::default();
+            r.resource_type = 32;
+            r.resource_name = s("g");
+            r.error_code = KafkaCode::InvalidRequest.code();
+            r.error_message = Some(s("Unknown resource type 32"));
+            let mut resp = IncrementalAlterConfigsResponse::default();
+            resp.responses.push(r);
+            read_group_config(&resp, "g", &[("a", "1")], "b:1").unwrap_err()
+        };
+        let text = explain_old_release(refused(), &release(21)).to_string();
+        assert!(
+            text.contains("Unknown resource type 32; group configs need Kafka 4.0 or newer, and this cluster runs Kafka 3.9 (metadata.version 21)"),
+            "{text}"
+        );
+        let text = explain_old_release(refused(), &release(33)).to_string();
+        assert!(!text.contains("need Kafka 4.0"), "{text}");
+    }
+
+    #[test]
+    fn group_configs_no_broker_would_take_are_refused_here() {
+        let ok = [("share.auto.offset.reset", "earliest")];
+        assert!(check_group_configs("g", &ok).is_ok());
+        for (group, configs, needle) in [
+            ("", &ok[..], "group name is empty"),
+            ("g", &[][..], "nothing to set"),
+            ("g", &[(" ", "x")][..], "empty key"),
+            ("g", &[("a", "1"), ("a", "2")][..], "a is given twice"),
+        ] {
+            let err = check_group_configs(group, configs).unwrap_err();
+            assert!(matches!(err, Error::Config { .. }), "{err}");
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
+    }
 }

@@ -196,6 +196,30 @@ pub enum Error {
         count: usize,
     },
 
+    /// A share group the coordinator does not know as one: no such group, or a group of
+    /// another type (a consumer group) by that name.
+    #[error("share group {group:?} does not exist, or is not a share group ({broker} says: {message}); check the name: a share group exists once a share consumer has joined it, and a consumer group by that name is not one")]
+    UnknownShareGroup {
+        /// The group asked about.
+        group: String,
+        /// The coordinator that answered, `host:port`.
+        broker: String,
+        /// The coordinator's message (`GROUP_ID_NOT_FOUND`).
+        message: String,
+    },
+
+    /// The cluster does not offer share groups (KIP-932, generally available from Kafka
+    /// 4.2): its brokers lack the share group APIs.
+    #[error("share groups (KIP-932) need Kafka 4.2 or newer, but the cluster of {broker} runs {release} and does not offer {api}; use a consumer group with this cluster, or upgrade it")]
+    ShareGroupsUnsupported {
+        /// A broker of the cluster, the one asked.
+        broker: String,
+        /// The release it runs, as far as its features tell.
+        release: String,
+        /// The share group API it lacks, e.g. `DescribeShareGroupOffsets`.
+        api: &'static str,
+    },
+
     /// A record batch could not be encoded or decoded.
     #[error("record batch {0}")]
     Records(String),
@@ -292,6 +316,7 @@ impl Error {
     pub fn kafka_code(&self) -> Option<KafkaCode> {
         match self {
             Error::Broker { code, .. } => Some(*code),
+            Error::UnknownShareGroup { .. } => Some(KafkaCode::GroupIdNotFound),
             _ => None,
         }
     }

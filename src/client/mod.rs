@@ -23,7 +23,7 @@ mod transport;
 mod txn;
 mod versions;
 
-pub use admin::{is_already_exists, ListedOffset, NewTopic, OffsetSpec};
+pub use admin::{is_already_exists, ListedOffset, NewTopic, OffsetSpec, ShareGroupOffset};
 pub(crate) use admin::{EpochEnd, EpochQuery};
 pub use assignor::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,

@@ -72,6 +72,9 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::ShareGroupHeartbeat => "ShareGroupHeartbeat",
         ApiKey::ShareFetch => "ShareFetch",
         ApiKey::ShareAcknowledge => "ShareAcknowledge",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::ShareGroupDescribe => "ShareGroupDescribe",
+        ApiKey::DescribeShareGroupOffsets => "DescribeShareGroupOffsets",
         _ => "other API",
     }
 }

@@ -22,19 +22,24 @@ use super::ShareEngine;
 
 /// Connect, check the topics, and set the group's starting point if asked.
 pub(crate) fn prepare(config: &ConsumerConfig) -> Result<Cluster, Error> {
-    let cluster = connect_checked(config)?;
+    let mut cluster = connect_checked(config)?;
     if let Some(reset) = config.share_auto_offset_reset {
         let value = match reset {
             OffsetReset::Earliest => "earliest",
             _ => "latest",
         };
-        set_group_config(&cluster, &config.group, value)?;
+        let timeout = config.client.connection.request_timeout;
+        cluster.alter_group_config(
+            &config.group,
+            &[("share.auto.offset.reset", value)],
+            timeout,
+        )?;
+        log::info!(
+            "share group {:?}: share.auto.offset.reset set to {value}",
+            config.group
+        );
     }
     Ok(cluster)
-}
-
-fn set_group_config(_cluster: &Cluster, _group: &str, _value: &str) -> Result<(), Error> {
-    Ok(())
 }
 
 /// Start `config.threads` share members, member 0 here (so that a cluster without share
