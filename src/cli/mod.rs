@@ -141,9 +141,23 @@ pub struct Opts {
     /// Consumer group (copy needs it given) [default: analytics-service-group].
     #[arg(long, global = true, value_name = "GROUP")]
     pub group: Option<String>,
-    /// Share group (KIP-932, Kafka 4.2+): the group describe reports on.
+    /// Share group (KIP-932, Kafka 4.2+): consume and run read in this share group instead
+    /// of the consumer group --group, so the --consumers threads all get records whatever
+    /// the partition count, each record acknowledged on its own; describe reports on it.
     #[arg(long, global = true, value_name = "NAME")]
     pub share_group: Option<String>,
+    /// With --share-group: where the share group starts reading a partition it has no state
+    /// for yet, set on the group (its share.auto.offset.reset config): earliest or latest.
+    /// A new share group otherwise starts at the latest record (Kafka's default), so it
+    /// sees nothing written before it [default: earliest for consume, as consume reads a
+    /// consumer group from the earliest record; for run, the group's own setting].
+    #[arg(long, global = true, value_enum, value_name = "WHERE")]
+    pub share_auto_offset_reset: Option<ResetArg>,
+    /// consume, run: simulated handler time per record, e.g. 2ms (each consumer thread
+    /// sleeps this long on every record), to see how a consumer group and a share group
+    /// spread slow work over --consumers threads.
+    #[arg(long, global = true, default_value = "0s", value_parser = parse_duration)]
+    pub work: Duration,
     /// copy: the topic to read.
     #[arg(long, global = true, value_name = "TOPIC")]
     pub input_topic: Option<String>,
@@ -247,6 +261,15 @@ pub struct Opts {
     /// Write the final summary as one JSON object to this file.
     #[arg(long, global = true)]
     pub summary_json: Option<PathBuf>,
+}
+
+/// `--share-auto-offset-reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResetArg {
+    /// The earliest record still in the partition.
+    Earliest,
+    /// Records written from now on.
+    Latest,
 }
 
 /// `--isolation-level`.
@@ -382,10 +405,20 @@ fn validate(mode: Mode, o: &Opts) -> Result<(), UsageError> {
         (Some(g), Mode::Describe) if g.is_empty() => {
             return bad("--share-group must not be empty".into())
         }
-        (Some(_), Mode::Describe) | (None, _) => {}
+        (Some(g), _) if g.is_empty() => return bad("--share-group must not be empty".into()),
+        (Some(_), Mode::Describe | Mode::Consume | Mode::Run) | (None, _) => {}
         (Some(_), _) => {
-            return bad("--share-group is for describe (kpipe describe --share-group NAME)".into())
+            return bad("--share-group is for consume, run and describe (produce writes no group; copy reads in the consumer group --group)".into())
         }
+    }
+    if o.share_group.is_some() && o.group.is_some() && mode != Mode::Describe {
+        return bad("--group and --share-group name two kinds of group to read in; give one".into());
+    }
+    if o.share_auto_offset_reset.is_some() && o.share_group.is_none() {
+        return bad("--share-auto-offset-reset sets where a share group starts: it needs --share-group (a consumer group's start is earliest for consume, latest for run)".into());
+    }
+    if !o.work.is_zero() && !matches!(mode, Mode::Consume | Mode::Run) {
+        return bad("--work is a consumer's time per record: it is for consume and run".into());
     }
     if o.session_timeout < Duration::from_secs(1) {
         return bad("--session-timeout must be at least 1s".into());

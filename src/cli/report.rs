@@ -69,8 +69,20 @@ pub struct Report {
     /// Events the ledger could not match for lack of room (its window per device, its
     /// memory of late events): the loss and duplicate checks are incomplete when not 0.
     pub outside_window: u64,
-    /// Records not yet consumed at the end (high watermark − position, summed).
+    /// Records not yet consumed at the end (high watermark − position, summed; a share
+    /// group: records it has still to deliver and have acknowledged, as the broker counts).
     pub lag: i64,
+    /// The share group read in (--share-group), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_group: Option<String>,
+    /// Share group: records acknowledged as accepted.
+    pub acknowledged: u64,
+    /// Share group: records released (delivered again).
+    pub released: u64,
+    /// Share group: records rejected (archived).
+    pub rejected: u64,
+    /// Share group: records handed out with a delivery count above 1.
+    pub redelivered: u64,
     /// End-to-end latency, send to consume, in ms.
     pub latency_ms: Latency,
     /// Events (or records, for consume) per second over the run.
@@ -137,6 +149,17 @@ pub struct Snapshot {
     pub consumed_per_sec: f64,
     /// Records not yet consumed (summed over the partitions).
     pub lag: i64,
+    /// Share group: records acknowledged as accepted so far.
+    pub acknowledged: u64,
+    /// Share group: records released so far.
+    pub released: u64,
+    /// Share group: records rejected so far.
+    pub rejected: u64,
+    /// Share group: records handed out with a delivery count above 1 so far.
+    pub redelivered: u64,
+    /// Whether the consumers read in a share group (the live line then shows its counts).
+    #[serde(skip)]
+    pub share: bool,
     /// Records in the producer's channel.
     pub queue_depth: usize,
     /// Rebalances the consumers went through.
@@ -175,8 +198,16 @@ impl Live for Snapshot {
         } else {
             String::new()
         };
+        let share = if self.share {
+            format!(
+                "  acked {} released {} rejected {} redelivered {}",
+                self.acknowledged, self.released, self.rejected, self.redelivered
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{:>7.0}/s produced {:>7.0}/s consumed  e2e p50 {:.1} ms p99 {:.1} ms  lag {}  queue {}{txns}  errors {}  rss {:.0} MiB",
+            "{:>7.0}/s produced {:>7.0}/s consumed  e2e p50 {:.1} ms p99 {:.1} ms  lag {}{share}  queue {}{txns}  errors {}  rss {:.0} MiB",
             self.produced_per_sec,
             self.consumed_per_sec,
             self.e2e_p50_ms,
@@ -255,6 +286,12 @@ pub fn print(r: &Report) {
         r.missing, r.lag, r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.p999, r.records_per_sec, r.elapsed_secs, r.stopped_by,
         r.rss_mib, r.peak_rss_mib
     );
+    if let Some(group) = &r.share_group {
+        eprintln!(
+            "kpipe share group {group}: acknowledged {} released {} rejected {} redelivered {} lag {}",
+            r.acknowledged, r.released, r.rejected, r.redelivered, r.lag
+        );
+    }
     if r.outside_window > 0 {
         eprintln!(
             "kpipe: {} events could not be matched for lack of room in the ledger (consumers far behind?): the loss and duplicate counts are incomplete",

@@ -17,7 +17,9 @@ use super::event::{self, Event};
 use super::ledger::{Check, Ledger};
 use super::report::{self, Latency, Output, Report, Snapshot};
 use super::txn::{Book, Committer, Devices, Gate, Transactions};
-use super::{AssignorArg, GroupProtocolArg, IsolationArg, Mode, OnOff, Opts, UsageError};
+use super::{
+    AssignorArg, GroupProtocolArg, IsolationArg, Mode, OnOff, Opts, ResetArg, UsageError,
+};
 
 // The command's memory budget. With every generator sending as fast as it can, the
 // producer's queues are always full and the consumers' fetches always answered in full, so
@@ -33,6 +35,9 @@ const BUFFER_BYTES: usize = 2 << 20;
 const FETCH_PARTITION_BYTES: i32 = 256 << 10;
 /// Bytes one fetch answer may bring in all.
 const FETCH_BYTES: i32 = 8 << 20;
+/// With --share-group and --work: records one share fetch acquires (a thread holds them
+/// until each is handled: 20 × 2 ms = 40 ms of work, well inside a 30 s lock).
+const SHARE_WORK_POLL_RECORDS: usize = 20;
 
 /// Events a generator takes from the --count budget at a time (one shared counter touched
 /// per event would cost every thread a contended atomic).
@@ -54,6 +59,7 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
         log::warn!("cannot catch Ctrl-C/SIGTERM: {e}");
     }
     let partitions = prepare_topic(mode, o, &client)?;
+    let client_for_lag = client.clone();
     let run_id = now_us();
     let check = match mode {
         Mode::Run => Check::Both,
@@ -118,6 +124,7 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
         txn.as_ref().map(|t| &*t.book),
         pool.as_ref(),
         &generators,
+        ShareLag::new(o, &client_for_lag),
     );
     shutdown.trigger();
     generators.join();
@@ -142,8 +149,17 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
                 thread::sleep(Duration::from_millis(20));
             }
         }
-        report.lag = pool.stats().lag();
-        pool.close(o.drain_timeout);
+        let summary_lag = pool.stats().lag();
+        let summary = pool.close(o.drain_timeout);
+        report.lag = match ShareLag::new(o, &client_for_lag) {
+            Some(mut share) => share.get(),
+            None => summary_lag,
+        };
+        report.share_group = o.share_group.clone();
+        report.acknowledged = summary.acknowledged;
+        report.released = summary.released;
+        report.rejected = summary.rejected;
+        report.redelivered = summary.redelivered;
     }
     finish(&mut report, mode, &ledger, started);
     Ok(report)
@@ -181,8 +197,27 @@ fn start_consumers(
         OffsetReset::Latest
     };
     c.on_error = OnHandlerError::Skip;
+    if let Some(group) = &o.share_group {
+        c.group = group.clone();
+        c.group_protocol = consumer::GroupProtocol::Share;
+        c.share_auto_offset_reset = match (o.share_auto_offset_reset, mode) {
+            (Some(ResetArg::Earliest), _) | (None, Mode::Consume) => Some(OffsetReset::Earliest),
+            (Some(ResetArg::Latest), _) => Some(OffsetReset::Latest),
+            (None, _) => None,
+        };
+        if !o.work.is_zero() {
+            // Slow work: fetches of the poll size, so that records spread over the threads
+            // rather than going a producer batch (hundreds) at a time to the first to ask.
+            c.share_acquire_mode = consumer::ShareAcquireMode::RecordLimit;
+            c.max_poll_records = SHARE_WORK_POLL_RECORDS;
+        }
+    }
     let ledger = ledger.clone();
+    let work = o.work;
     ConsumerPool::start_cloned(c, move |r: &consumer::ConsumedRecord| {
+        if !work.is_zero() {
+            thread::sleep(work);
+        }
         ledger.consumed(r.value.as_deref(), now_us());
         Ok::<(), String>(())
     })
@@ -239,16 +274,60 @@ pub(super) fn consumer_config(
     Ok(c)
 }
 
-/// Wait (at most 60 s) until every partition has an owner and a position, so that no
-/// event of the run is sent before a consumer would read it.
+/// Wait (at most 60 s) until every partition has an owner and a position (a share group:
+/// every partition is assigned to some member), so that no event of the run is sent
+/// before a consumer would read it.
 fn await_assignment(pool: &ConsumerPool, partitions: usize, shutdown: &Shutdown) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while pool.stats().partitions.len() < partitions {
+    let ready = || {
+        let s = pool.stats();
+        let shared: std::collections::BTreeSet<_> = s.assignments.values().flatten().collect();
+        s.partitions.len() >= partitions || shared.len() >= partitions
+    };
+    while !ready() {
         if Instant::now() > deadline || shutdown.is_triggered() {
             log::warn!("not every partition was assigned within 60 s; starting anyway");
             return;
         }
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A share group's lag as the broker counts it (DescribeShareGroupOffsets: records it has
+/// still to deliver and have acknowledged), asked at most once a second.
+pub(super) struct ShareLag {
+    cluster: Option<Cluster>,
+    client: client::ClientConfig,
+    group: String,
+    last: i64,
+}
+
+impl ShareLag {
+    /// For --share-group, else `None`.
+    fn new(o: &Opts, client: &client::ClientConfig) -> Option<ShareLag> {
+        let group = o.share_group.clone()?;
+        Some(ShareLag {
+            cluster: None,
+            client: client.clone(),
+            group,
+            last: 0,
+        })
+    }
+
+    /// The summed lag of the partitions the group has state for (the last known value
+    /// when the broker cannot be asked now).
+    fn get(&mut self) -> i64 {
+        if self.cluster.is_none() {
+            self.cluster = Cluster::connect(self.client.clone()).ok();
+        }
+        let Some(cluster) = self.cluster.as_mut() else {
+            return self.last;
+        };
+        match cluster.share_group_offsets(&self.group, Duration::from_secs(2)) {
+            Ok(rows) => self.last = rows.iter().filter_map(|r| r.lag).sum(),
+            Err(e) => log::debug!("share group {}: lag: {e}", self.group),
+        }
+        self.last
     }
 }
 
@@ -530,6 +609,7 @@ fn watch(
     txn: Option<&Book>,
     pool: Option<&ConsumerPool>,
     generators: &Generators,
+    mut share_lag: Option<ShareLag>,
 ) -> String {
     let mut out = Output::new(o.stats_json.as_deref());
     let mut last = (Instant::now(), 0u64, 0u64);
@@ -583,7 +663,12 @@ fn watch(
                 consumed,
                 produced_per_sec: acked.saturating_sub(acked0) as f64 / dt,
                 consumed_per_sec: (consumed - consumed0) as f64 / dt,
-                lag: cs.lag(),
+                lag: share_lag.as_mut().map_or(cs.lag(), ShareLag::get),
+                acknowledged: cs.acknowledged,
+                released: cs.released,
+                rejected: cs.rejected,
+                redelivered: cs.redelivered,
+                share: share_lag.is_some(),
                 queue_depth: ps.queue_depth,
                 rebalances: cs.rebalances,
                 assigned_partitions: cs.partitions.len(),
