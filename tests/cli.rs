@@ -336,6 +336,19 @@ fn bad_input_exits_2_with_a_message_in_time() {
         (vec!["consume", "--topic", &missing], "does not exist"),
         (vec!["--group-protocol", "eager"], "classic, consumer"),
         (
+            vec!["consume", "--share-group", "s", "--group", "g"],
+            "give one",
+        ),
+        (
+            vec!["produce", "--share-group", "s"],
+            "--share-group is for consume",
+        ),
+        (
+            vec!["consume", "--share-auto-offset-reset", "earliest"],
+            "needs --share-group",
+        ),
+        (vec!["produce", "--work", "2ms"], "--work"),
+        (
             vec!["--isolation-level", "committed"],
             "read_committed, read_uncommitted",
         ),
@@ -351,10 +364,6 @@ fn bad_input_exits_2_with_a_message_in_time() {
         ),
         (vec!["--duration", "0s"], "--duration must be above 0"),
         (vec!["describe"], "describe needs --share-group NAME"),
-        (
-            vec!["consume", "--share-group", "g"],
-            "--share-group is for describe",
-        ),
         (
             vec!["describe", "--share-group", &missing],
             "does not exist, or is not a share group",
@@ -462,12 +471,18 @@ fn help_documents_every_flag_with_its_default() {
         "--input-topic",
         "--output-topic",
         "--share-group",
+        "--share-auto-offset-reset",
+        "--work",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
     assert!(
         help.contains("[default: telemetry-events]")
             && help.contains("[default: analytics-service-group]")
+    );
+    assert!(
+        help.contains("starts at the latest record"),
+        "--help says how a new share group can start at the earliest record"
     );
     for code in ["Exit codes:", "  0  ", "  1  ", "  2  "] {
         assert!(
@@ -872,4 +887,91 @@ fn describe_prints_where_a_share_group_stands() {
     assert_eq!(s["partitions"][0]["start_offset"], 5);
     assert_eq!(s["partitions"][0]["lag"], 15);
     assert_eq!(s["total_lag"], 15);
+}
+
+// ---------------------------------------------------------------------------------------
+// Share groups (--share-group)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_run_in_a_share_group_reads_back_every_event_and_acknowledges_each() {
+    let topic = common::unique_topic("cli-share-run");
+    let group = common::unique_topic("cli-share-g");
+    let summary = temp("share-run-summary.json");
+    let (out, _) = run_to_end(
+        &[
+            "run",
+            "--topic",
+            &topic,
+            "--partitions",
+            "2",
+            "--share-group",
+            &group,
+            "--consumers",
+            "4",
+            "--count",
+            "3000",
+            "--threads",
+            "2",
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let s = read_json(&summary);
+    assert_eq!((u(&s, "consumed"), u(&s, "missing")), (3000, 0), "{s}");
+    assert_eq!(s["share_group"], group.as_str(), "{s}");
+    assert!(u(&s, "acknowledged") >= 3000, "every event accepted: {s}");
+    assert_eq!(s["lag"], 0, "the broker's share lag: {s}");
+    assert!(
+        stderr.contains(&format!("share group {group}: acknowledged")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn consume_in_a_new_share_group_starts_at_the_earliest_record_and_spreads_slow_work() {
+    let topic = common::unique_topic("cli-share-consume");
+    let mut cluster = common::cluster();
+    cluster
+        .create_topic(
+            &kpipe::client::NewTopic::new(&topic, 2, 1),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    common::produce(&topic, "v", 600);
+    let group = common::unique_topic("cli-share-c");
+    let summary = temp("share-consume-summary.json");
+    let (out, _) = run_to_end(
+        &[
+            "consume",
+            "--topic",
+            &topic,
+            "--share-group",
+            &group,
+            "--consumers",
+            "6",
+            "--work",
+            "1ms",
+            "--count",
+            "600",
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = read_json(&summary);
+    assert!(
+        u(&s, "consumed") >= 600,
+        "read from the earliest record: {s}"
+    );
+    assert!(u(&s, "acknowledged") >= 600, "{s}");
 }

@@ -412,7 +412,9 @@ fn validate(mode: Mode, o: &Opts) -> Result<(), UsageError> {
         }
     }
     if o.share_group.is_some() && o.group.is_some() && mode != Mode::Describe {
-        return bad("--group and --share-group name two kinds of group to read in; give one".into());
+        return bad(
+            "--group and --share-group name two kinds of group to read in; give one".into(),
+        );
     }
     if o.share_auto_offset_reset.is_some() && o.share_group.is_none() {
         return bad("--share-auto-offset-reset sets where a share group starts: it needs --share-group (a consumer group's start is earliest for consume, latest for run)".into());

@@ -17,9 +17,7 @@ use super::event::{self, Event};
 use super::ledger::{Check, Ledger};
 use super::report::{self, Latency, Output, Report, Snapshot};
 use super::txn::{Book, Committer, Devices, Gate, Transactions};
-use super::{
-    AssignorArg, GroupProtocolArg, IsolationArg, Mode, OnOff, Opts, ResetArg, UsageError,
-};
+use super::{AssignorArg, GroupProtocolArg, IsolationArg, Mode, OnOff, Opts, ResetArg, UsageError};
 
 // The command's memory budget. With every generator sending as fast as it can, the
 // producer's queues are always full and the consumers' fetches always answered in full, so
