@@ -149,13 +149,15 @@ impl Books {
         n
     }
 
-    /// Records handed out and not acknowledged whose lock runs out before `by`.
-    pub(super) fn expiring(&self, by: Instant) -> bool {
+    /// When the first lock of a record handed out and not acknowledged runs out.
+    pub(super) fn first_deadline(&self) -> Option<Instant> {
         self.parts
             .values()
             .flat_map(|ps| ps.values())
             .flat_map(|p| p.leases.values())
-            .any(|l| l.state == State::Handed && l.deadline < by)
+            .filter(|l| l.state == State::Handed)
+            .map(|l| l.deadline)
+            .min()
     }
 
     /// The partitions with acknowledgements waiting to be sent.
@@ -308,13 +310,12 @@ mod tests {
     fn a_renewal_hands_the_record_out_again_with_a_new_lock() {
         let (mut b, t, lock) = books();
         b.handed("t", 0, 1);
-        assert!(b.expiring(lock + Duration::from_secs(1)));
-        assert!(!b.expiring(lock - Duration::from_secs(1)));
+        assert_eq!(b.first_deadline(), Some(lock));
         b.acknowledge("t", 0, 1, AckKind::Renew).unwrap();
         let sent = b.take_queued(|_, _| true);
         let later = lock + Duration::from_secs(30);
         b.settle("t", 0, &sent[&(t.clone(), 0)].1, true, later);
-        assert!(!b.expiring(lock + Duration::from_secs(1)), "renewed");
+        assert_eq!(b.first_deadline(), Some(later), "renewed");
         // Acknowledged while a renewal is on its way: the renewal's answer leaves it queued.
         b.acknowledge("t", 0, 1, AckKind::Renew).unwrap();
         let sent = b.take_queued(|_, _| true);

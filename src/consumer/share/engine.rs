@@ -288,10 +288,9 @@ impl ShareEngine {
         self.books.acknowledge_all(kind, buffered)
     }
 
-    /// Whether records handed out and not acknowledged see their lock run out within
-    /// `margin`.
-    pub(crate) fn lock_expiring(&self, margin: Duration) -> bool {
-        self.books.expiring(Instant::now() + margin)
+    /// When the first lock of a record handed out and not acknowledged runs out.
+    pub(crate) fn first_deadline(&self) -> Option<Instant> {
+        self.books.first_deadline()
     }
 
     /// The acquisition lock the brokers name.

@@ -139,18 +139,25 @@ impl ShareMember {
         let max = self.config.max_poll_records;
         let mut records = Vec::with_capacity(max);
         let mut next_renewal = Instant::now();
+        let far = Duration::from_secs(3600);
         while !self.shared.stopping() {
             records.clear();
             engine.poll_into(&mut records, max, Duration::from_millis(100))?;
             let mut handled = 0;
+            // When to look at the locks again: half a lock before the first runs out (one
+            // scan of the books per fetch, not per record).
+            let mut check_at = self.renew_at(engine, far);
             for rec in records.drain(..) {
                 if self.shared.stopping() {
                     break; // the rest is released on close
                 }
-                if Instant::now() >= next_renewal && self.keep_locks(engine)? {
-                    // At most four renewals a lock: one the broker refuses is not asked
-                    // again for every record.
+                let now = Instant::now();
+                if now >= check_at && now >= next_renewal {
+                    self.keep_locks(engine)?;
+                    // At most four tries a lock: a renewal the broker refuses (or cannot
+                    // make) is not asked again for every record.
                     next_renewal = Instant::now() + engine.lock() / 4;
+                    check_at = self.renew_at(engine, far).max(next_renewal);
                 }
                 let kind = match guarded(&self.shared, || handler(&rec)) {
                     Ok(()) => {
@@ -167,13 +174,21 @@ impl ShareMember {
         Ok(())
     }
 
-    /// Before the next record: if the lock of the records still waiting runs out within
-    /// half its length, renew it (brokers that cannot, Kafka 4.1, are left to redeliver
-    /// them; their acknowledgements then fail, counted and logged).
-    fn keep_locks(&self, engine: &mut ShareEngine) -> Result<bool, Error> {
-        let margin = engine.lock() / 2;
-        if !engine.lock_expiring(margin) || !engine.can_renew() {
-            return Ok(false);
+    /// When the records still waiting should have their locks renewed: half a lock before
+    /// the first runs out (`far` from now when none waits).
+    fn renew_at(&self, engine: &ShareEngine, far: Duration) -> Instant {
+        match engine.first_deadline() {
+            Some(d) => d.checked_sub(engine.lock() / 2).unwrap_or(d),
+            None => Instant::now() + far,
+        }
+    }
+
+    /// Before the next record: renew the locks of the records still waiting (brokers that
+    /// cannot, Kafka 4.1, or groups that refuse, are left to redeliver them; their
+    /// acknowledgements then fail, counted and logged).
+    fn keep_locks(&self, engine: &mut ShareEngine) -> Result<(), Error> {
+        if !engine.can_renew() {
+            return Ok(());
         }
         let renewing = engine.acknowledge_all(AckKind::Renew, false);
         log::debug!(
@@ -181,8 +196,7 @@ impl ShareMember {
             self.idx
         );
         let deadline = Instant::now() + self.config.client.connection.request_timeout;
-        engine.flush(deadline)?;
-        Ok(true)
+        engine.flush(deadline)
     }
 
     /// The acknowledgement of a record the handler failed on, by the policy.
