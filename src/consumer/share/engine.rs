@@ -79,8 +79,10 @@ pub(crate) struct ShareEngine {
     names: HashMap<Uuid, Arc<str>>,
     sessions: BTreeMap<i32, Session>,
     ready: VecDeque<ConsumedRecord>,
-    /// Acknowledgement outcomes not yet collected by `take_outcomes`.
+    /// Acknowledgement outcomes not yet collected by `take_outcomes`, when kept (a pull
+    /// consumer reports them from `commit`; a pool only counts them).
     outcomes: Vec<AckOutcome>,
+    pub(crate) keep_outcomes: bool,
     /// The acquisition lock the brokers last named.
     lock: Duration,
     stopped: Option<String>,
@@ -137,6 +139,7 @@ impl ShareEngine {
             sessions: BTreeMap::new(),
             ready: VecDeque::new(),
             outcomes: Vec::new(),
+            keep_outcomes: false,
             lock: DEFAULT_LOCK,
             stopped: None,
             closed: false,
@@ -803,7 +806,7 @@ impl ShareEngine {
                 );
             }
         }
-        if self.outcomes.len() < 100_000 {
+        if self.keep_outcomes {
             self.outcomes.push(AckOutcome {
                 topic: topic.to_string(),
                 partition,

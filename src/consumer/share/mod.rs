@@ -131,7 +131,8 @@ impl ShareConsumer {
         config.validate()?;
         let shared = std::sync::Arc::new(Shared::new(config.shutdown.clone()));
         let cluster = pool::prepare(&config)?;
-        let engine = ShareEngine::start(0, config, cluster, shared.clone())?;
+        let mut engine = ShareEngine::start(0, config, cluster, shared.clone())?;
+        engine.keep_outcomes = true;
         Ok(ShareConsumer {
             engine,
             shared,
