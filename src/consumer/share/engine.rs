@@ -492,9 +492,9 @@ impl ShareEngine {
             } else {
                 Taken::new()
             };
-            let outside = acks
-                .keys()
-                .any(|tp| !s.partitions.contains(tp) && !want.contains(tp));
+            // Acknowledgements of a partition leaving the session (or never in it) go alone,
+            // before the fetch that forgets it: a fetch that named it would also fetch it.
+            let outside = acks.keys().any(|tp| !want.contains(tp));
             let forget: Vec<Part> = s.partitions.difference(&want).cloned().collect();
             let wants_fetch = fetch && (!want.is_empty() || !forget.is_empty());
             let kind = if !acks.is_empty() && (outside || !wants_fetch) {
