@@ -683,7 +683,7 @@ impl ShareEngine {
                 let s = self.sessions.get_mut(&leader).expect("looked up above");
                 s.epoch = next_epoch(s.epoch);
                 s.backoff = self.config.client.backoff();
-                self.answered(leader, flight.acks, answer);
+                self.answered(flight.acks, answer);
             }
             Err(e) => {
                 let s = self.sessions.get_mut(&leader).expect("looked up above");
@@ -700,7 +700,7 @@ impl ShareEngine {
         }
     }
 
-    fn answered(&mut self, leader: i32, acks: Taken, answer: ShareAnswer) {
+    fn answered(&mut self, acks: Taken, answer: ShareAnswer) {
         if let Some(lock) = answer.lock {
             self.lock = lock;
         }
@@ -749,10 +749,11 @@ impl ShareEngine {
                 Err(e) => {
                     self.shared.fetch_errors.add(1);
                     if e.invalidates_metadata() {
+                        // The partition stays in the session, as it stays in the broker's:
+                        // if its leader moved, the next request to this one forgets it (the
+                        // broker answers the error at every fetch until then); if not,
+                        // nothing changes.
                         self.cluster.note_error(&e, Some(&topic));
-                        if let Some(s) = self.sessions.get_mut(&leader) {
-                            s.partitions.remove(&(topic.clone(), partition));
-                        }
                         log::debug!("share member {}: {topic}-{partition}: {e}", self.idx);
                     } else if e.is_retriable() {
                         log::debug!("share member {}: {topic}-{partition}: {e}", self.idx);
