@@ -683,7 +683,7 @@ impl ShareEngine {
                 let s = self.sessions.get_mut(&leader).expect("looked up above");
                 s.epoch = next_epoch(s.epoch);
                 s.backoff = self.config.client.backoff();
-                self.answered(flight.acks, answer);
+                self.answered(leader, flight.acks, answer);
             }
             Err(e) => {
                 let s = self.sessions.get_mut(&leader).expect("looked up above");
@@ -700,7 +700,7 @@ impl ShareEngine {
         }
     }
 
-    fn answered(&mut self, acks: Taken, answer: ShareAnswer) {
+    fn answered(&mut self, leader: i32, acks: Taken, answer: ShareAnswer) {
         if let Some(lock) = answer.lock {
             self.lock = lock;
         }
@@ -755,6 +755,11 @@ impl ShareEngine {
                         // nothing changes.
                         self.cluster.note_error(&e, Some(&topic));
                         log::debug!("share member {}: {topic}-{partition}: {e}", self.idx);
+                        // Not again before a retry backoff: metadata that still names this
+                        // leader would otherwise make a loop of fetches and metadata requests.
+                        if let Some(s) = self.sessions.get_mut(&leader) {
+                            s.retry_at = Instant::now() + s.backoff.next_delay();
+                        }
                     } else if e.is_retriable() {
                         log::debug!("share member {}: {topic}-{partition}: {e}", self.idx);
                     } else {
