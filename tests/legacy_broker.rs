@@ -160,7 +160,10 @@ fn asking_kafka_3_9_for_a_share_group_is_a_clear_error_at_start() {
         .map_or(version.as_str(), |(major_minor, _)| major_minor)
         .to_owned();
     let check = |err: Error| {
-        assert!(matches!(err, Error::ShareGroupsUnsupported { .. }), "{err:?}");
+        assert!(
+            matches!(err, Error::ShareGroupsUnsupported { .. }),
+            "{err:?}"
+        );
         let text = err.to_string();
         assert!(text.contains(&format!("Kafka {release}")), "{text}");
         assert!(text.contains(&brokers), "names the broker: {text}");

@@ -89,7 +89,10 @@ fn joined(group: &str, topic: &str) -> ShareConsumer {
     let deadline = Instant::now() + Duration::from_secs(30);
     while consumer.assignment().is_empty() {
         assert!(Instant::now() < deadline, "no assignment within 30 s");
-        assert!(consumer.poll(Duration::from_millis(100)).unwrap().is_empty());
+        assert!(consumer
+            .poll(Duration::from_millis(100))
+            .unwrap()
+            .is_empty());
     }
     consumer
 }
@@ -120,20 +123,29 @@ fn a_released_record_comes_back_with_delivery_count_two_and_a_rejected_one_never
     assert!(outcomes.iter().all(|o| o.error.is_none()), "{outcomes:?}");
     let acked: usize = outcomes.iter().map(|o| o.acknowledged.len()).sum();
     assert_eq!(acked, 10);
-    let err = consumer.acknowledge(&first[0], Acknowledge::Accept).unwrap_err();
+    let err = consumer
+        .acknowledge(&first[0], Acknowledge::Accept)
+        .unwrap_err();
     assert!(err.to_string().contains("not held"), "{err}");
     // Offset 3 comes back, its second delivery; nothing else does.
     let again = loop {
-        assert!(Instant::now() < deadline, "the released record did not come back");
+        assert!(
+            Instant::now() < deadline,
+            "the released record did not come back"
+        );
         let got = consumer.poll(Duration::from_millis(500)).unwrap();
         if !got.is_empty() {
             break got;
         }
     };
-    let back: Vec<(i64, Option<u16>)> = again.iter().map(|r| (r.offset, r.delivery_count)).collect();
+    let back: Vec<(i64, Option<u16>)> =
+        again.iter().map(|r| (r.offset, r.delivery_count)).collect();
     assert_eq!(back, [(3, Some(2))]);
     let stats = consumer.stats();
-    assert_eq!((stats.released, stats.rejected, stats.acknowledged), (1, 1, 8));
+    assert_eq!(
+        (stats.released, stats.rejected, stats.acknowledged),
+        (1, 1, 8)
+    );
     assert_eq!(stats.redelivered, 1);
     consumer.close(Duration::from_secs(10)).unwrap();
 }
@@ -165,10 +177,14 @@ fn a_record_that_always_fails_is_archived_after_the_delivery_limit_and_the_rest_
     });
     common::produce(&topic, "v", 100);
     // The broker's group.share.delivery.count.limit is 5.
-    common::await_condition(Duration::from_secs(60), "99 handled, poison 5 times", || {
-        let s = pool.stats();
-        s.handled == 99 && s.handler_errors == 5
-    });
+    common::await_condition(
+        Duration::from_secs(60),
+        "99 handled, poison 5 times",
+        || {
+            let s = pool.stats();
+            s.handled == 99 && s.handler_errors == 5
+        },
+    );
     let summary = pool.close(Duration::from_secs(20));
     assert_eq!(summary.handled, 99);
     let deliveries = poison_deliveries.lock().unwrap().clone();
@@ -177,7 +193,11 @@ fn a_record_that_always_fails_is_archived_after_the_delivery_limit_and_the_rest_
         [1, 2, 3, 4, 5].map(Some),
         "delivered again until the limit"
     );
-    assert_eq!((summary.acknowledged, summary.released), (99, 5), "{summary:?}");
+    assert_eq!(
+        (summary.acknowledged, summary.released),
+        (99, 5),
+        "{summary:?}"
+    );
     assert_eq!(summary.redelivered, 4);
 }
 
@@ -206,11 +226,12 @@ fn slow_pool(
     group_configs(&group, &all);
     let mut config = share_config(&group, &topic);
     config.max_poll_records = records;
-    let pool = kpipe::consumer::ConsumerPool::start_cloned(config, move |r: &kpipe::ConsumedRecord| {
-        std::thread::sleep(work(r));
-        Ok::<(), String>(())
-    })
-    .unwrap();
+    let pool =
+        kpipe::consumer::ConsumerPool::start_cloned(config, move |r: &kpipe::ConsumedRecord| {
+            std::thread::sleep(work(r));
+            Ok::<(), String>(())
+        })
+        .unwrap();
     common::await_condition(Duration::from_secs(30), "assigned", || {
         pool.stats().assignments.values().all(|a| !a.is_empty())
     });

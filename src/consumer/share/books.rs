@@ -186,10 +186,7 @@ impl Books {
 
     /// Take the queued acknowledgements of the partitions `pick` chooses (they become
     /// `Sent`), by partition.
-    pub(super) fn take_queued(
-        &mut self,
-        mut pick: impl FnMut(&Arc<str>, i32) -> bool,
-    ) -> Taken {
+    pub(super) fn take_queued(&mut self, mut pick: impl FnMut(&Arc<str>, i32) -> bool) -> Taken {
         let mut out = BTreeMap::new();
         for (topic, ps) in &mut self.parts {
             for (&partition, part) in ps.iter_mut() {
