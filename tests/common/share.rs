@@ -92,34 +92,63 @@ impl Deliveries {
 
 /// What a share group promises about deliveries, whoever the members are: each delivery
 /// of a record (its partition, offset and delivery count) goes to one member only, and a
-/// record comes again only with a higher count. Panics, naming `what` and the record,
-/// unless `deliveries` keep to it; returns the records delivered more than once.
-pub fn check_deliveries(what: &str, deliveries: &[Delivery]) -> usize {
-    let mut by_record: BTreeMap<(i32, i64), Vec<&Delivery>> = BTreeMap::new();
+/// record comes again only with a higher count. The records whose deliveries break it,
+/// each with its deliveries in the order seen.
+pub fn broken_promises(deliveries: &[Delivery]) -> Vec<Vec<Delivery>> {
+    by_record(deliveries)
+        .into_values()
+        .filter(|ds| ds.windows(2).any(|w| w[0].count >= w[1].count))
+        .collect()
+}
+
+/// Every record's deliveries, in the order seen, by (partition, offset); panics if one
+/// record came with different values.
+pub fn by_record(deliveries: &[Delivery]) -> BTreeMap<(i32, i64), Vec<Delivery>> {
+    let mut out: BTreeMap<(i32, i64), Vec<Delivery>> = BTreeMap::new();
     for d in deliveries {
-        by_record
-            .entry((d.partition, d.offset))
+        out.entry((d.partition, d.offset))
             .or_default()
-            .push(d);
+            .push(d.clone());
     }
-    let mut again = 0;
-    for ((p, o), mut ds) in by_record {
+    for ((p, o), ds) in &mut out {
         ds.sort_by_key(|d| d.at);
-        let counts: Vec<(u16, &str)> = ds.iter().map(|d| (d.count, d.member.as_str())).collect();
-        assert!(
-            ds.windows(2).all(|w| w[0].count < w[1].count),
-            "{what}: partition {p} offset {o} delivered again without a higher delivery count \
-             (count, member, in the order seen): {counts:?}"
-        );
         assert!(
             ds.iter().all(|d| d.value == ds[0].value),
-            "{what}: partition {p} offset {o} came with different values"
+            "partition {p} offset {o} came with different values: {ds:?}"
         );
-        if ds.len() > 1 {
-            again += 1;
-        }
     }
-    again
+    out
+}
+
+/// `(count, member)` of each delivery, for messages.
+pub fn counts(ds: &[Delivery]) -> Vec<(u16, &str)> {
+    ds.iter().map(|d| (d.count, d.member.as_str())).collect()
+}
+
+/// Panics, naming `what` and the records, unless `deliveries` keep to what a share group
+/// promises ([`broken_promises`]); returns how many records were delivered more than once.
+pub fn check_deliveries(what: &str, deliveries: &[Delivery]) -> usize {
+    let broken = broken_promises(deliveries);
+    let shown: Vec<String> = broken
+        .iter()
+        .map(|ds| {
+            format!(
+                "partition {} offset {}: {:?}",
+                ds[0].partition,
+                ds[0].offset,
+                counts(ds)
+            )
+        })
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "{what}: records delivered again without a higher delivery count (count, member, in \
+         the order seen): {shown:?}"
+    );
+    by_record(deliveries)
+        .values()
+        .filter(|ds| ds.len() > 1)
+        .count()
 }
 
 /// The group's offsets once its coordinator reports lag 0 on every partition (every record
