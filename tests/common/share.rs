@@ -2,7 +2,7 @@
 //! (checked for what a share group promises), the group's lag as its coordinator reports it,
 //! and the stdout lines of child processes (other members), read with a deadline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -186,6 +186,9 @@ pub fn await_all_acknowledged(
 pub struct Lines {
     rx: Receiver<String>,
     what: String,
+    /// Lines [`until`](Self::until) went past, not yet taken.
+    pending: VecDeque<String>,
+    /// Every line that came, for panic messages.
     seen: Vec<String>,
 }
 
@@ -204,6 +207,7 @@ impl Lines {
         Lines {
             rx,
             what: what.to_owned(),
+            pending: VecDeque::new(),
             seen: Vec::new(),
         }
     }
@@ -211,6 +215,13 @@ impl Lines {
     /// The next line, waiting at most `limit`; `None` once the child closed its stdout.
     /// Panics when no line comes in time.
     pub fn next(&mut self, limit: Duration) -> Option<String> {
+        match self.pending.pop_front() {
+            Some(line) => Some(line),
+            None => self.receive(limit),
+        }
+    }
+
+    fn receive(&mut self, limit: Duration) -> Option<String> {
         match self.rx.recv_timeout(limit) {
             Ok(line) => {
                 self.seen.push(line.clone());
@@ -225,22 +236,28 @@ impl Lines {
         }
     }
 
-    /// The lines that came so far, without waiting.
+    /// The lines that came so far and were not taken, without waiting.
     pub fn ready(&mut self) -> Vec<String> {
-        let got: Vec<String> = self.rx.try_iter().collect();
-        self.seen.extend(got.iter().cloned());
-        got
+        let mut out: Vec<String> = self.pending.drain(..).collect();
+        let new: Vec<String> = self.rx.try_iter().collect();
+        self.seen.extend(new.iter().cloned());
+        out.extend(new);
+        out
     }
 
-    /// Skip lines until one starting with `prefix`, all within `limit`; that line. Panics
-    /// if the child closes its stdout first, or time runs out.
+    /// The first line starting with `prefix`, waiting at most `limit`. The lines before it
+    /// stay to be taken ([`next`](Self::next), [`ready`](Self::ready)). Panics if the child
+    /// closes its stdout first, or time runs out.
     pub fn until(&mut self, prefix: &str, limit: Duration) -> String {
+        if let Some(i) = self.pending.iter().position(|l| l.starts_with(prefix)) {
+            return self.pending.remove(i).expect("found");
+        }
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.next(left) {
+            match self.receive(left) {
                 Some(line) if line.starts_with(prefix) => return line,
-                Some(_) => {}
+                Some(line) => self.pending.push_back(line),
                 None => panic!(
                     "{}: ended without a line starting {prefix:?}; it printed:\n{}",
                     self.what,
