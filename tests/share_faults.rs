@@ -547,6 +547,11 @@ fn a_killed_share_group_coordinator_is_found_again_and_nothing_is_lost() {
     });
 
     let coordinator = kafka(&["coordinator", &group]);
+    assert_eq!(
+        cluster.find_coordinator(&group).unwrap().to_string(),
+        coordinator,
+        "{test}: kpipe's FindCoordinator agrees with scripts/kafka's"
+    );
     let led: Vec<i32> = (0..3)
         .filter(|p| kafka(&["leader", &topic, &p.to_string()]) == coordinator)
         .collect();
