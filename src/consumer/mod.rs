@@ -283,9 +283,12 @@ pub struct ConsumerStats {
     pub redelivered: u64,
     /// Share groups: acquisition locks renewed (KIP-1222) for records a slow handler held.
     pub renewed: u64,
-    /// Share groups: acknowledgements the broker did not take (most often because the
-    /// record's acquisition lock had run out and it went back to the group): each such
-    /// record is delivered again, and counted here when it was not.
+    /// Share groups: acknowledgements not known to be taken: refused by the broker (most
+    /// often because the record's acquisition lock had run out and it went back to the
+    /// group), never sent (no session with the partition's leader), or sent on a request
+    /// that failed before its answer (a broker that died), which the broker may have taken
+    /// all the same. A record whose acknowledgement the broker did not take is delivered
+    /// again.
     pub acknowledge_failures: u64,
     /// Transactions committed by an exactly-once pool's members (0 otherwise).
     pub transactions_committed: u64,

@@ -43,7 +43,9 @@ pub struct ConsumerSummary {
     pub rejected: u64,
     /// Share groups: records handed out with a delivery count above 1.
     pub redelivered: u64,
-    /// Share groups: acknowledgements not taken.
+    /// Share groups: acknowledgements not known to be taken (refused, never sent, or sent
+    /// on a request that failed before its answer: see
+    /// [`ConsumerStats::acknowledge_failures`](super::ConsumerStats::acknowledge_failures)).
     pub acknowledge_failures: u64,
     /// Exactly-once pools: transactions committed.
     pub transactions_committed: u64,

@@ -138,3 +138,101 @@ pub fn console_share_consumer(
         limit,
     )
 }
+
+/// One of the single-file Java programs in `tests/java/` (run by Java's source launcher with
+/// the Kafka jars scripts/kafka fetched), as a child process to talk to: its stdout read line
+/// by line with deadlines, a line sent on its stdin, its stderr kept for panics. Dropping it
+/// kills the JVM, on every path, panics included.
+pub struct JavaProgram {
+    pub name: String,
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    pub lines: super::share::Lines,
+    err: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl JavaProgram {
+    /// Start `tests/java/<file>` with `args`.
+    pub fn start(file: &str, args: &[&str]) -> JavaProgram {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka");
+        let out = Command::new(script).arg("classpath").output().unwrap();
+        assert!(out.status.success(), "scripts/kafka classpath failed");
+        let classpath = String::from_utf8(out.stdout).unwrap();
+        let source = format!("{}/tests/java/{file}", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("java")
+            .arg("--class-path")
+            .arg(classpath.trim())
+            .arg(&source)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run java {source}: {e}"));
+        let name = file.trim_end_matches(".java").to_owned();
+        let lines = super::share::Lines::read(child.stdout.take().unwrap(), &name);
+        let mut stderr = child.stderr.take().unwrap();
+        let err = thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf);
+            buf
+        });
+        JavaProgram {
+            name,
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            err: Some(err),
+        }
+    }
+
+    /// Send `line` on its stdin.
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("{}: writing to its stdin: {e}", self.name));
+    }
+
+    /// Wait for it to exit, at most `limit` (then kill it and panic); its exit status and
+    /// what it printed on stderr.
+    pub fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        self.stdin.take();
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let err = self.stderr();
+                panic!(
+                    "{} did not exit within {limit:?}; stderr:\n{err}",
+                    self.name
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let err = self.stderr();
+        (status, err)
+    }
+
+    /// What it printed on stderr (once it has exited or been killed).
+    fn stderr(&mut self) -> String {
+        let buf = self
+            .err
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Drop for JavaProgram {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -9,6 +9,7 @@ use kpipe::client::{ClientConfig, Cluster, NewTopic};
 pub mod java;
 pub mod nodes;
 pub mod proxy;
+pub mod share;
 
 /// The broker the tests run against: `KPIPE_BROKERS`, or the one `./scripts/kafka up` starts.
 pub fn brokers() -> String {

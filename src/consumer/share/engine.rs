@@ -53,6 +53,43 @@ struct Flight {
     acks: Taken,
 }
 
+/// Why acknowledgements were not settled as taken. They count alike in
+/// `acknowledge_failures`, but say different things about the records.
+#[derive(Debug)]
+enum NotTaken {
+    /// The broker answered no: its error, and the code it named.
+    Refused(String, Option<KafkaCode>),
+    /// No request carried them (no session open with the leader, or the request could not
+    /// be sent): the broker never saw them.
+    Unsent(String),
+    /// The request carrying them was sent and failed before its answer came (a broker that
+    /// died, a connection cut): the broker may have taken them or not.
+    Unanswered(String),
+}
+
+impl NotTaken {
+    /// What the request's failure `e` says of the acknowledgements it carried; `sent`:
+    /// whether it went out.
+    fn of(e: &client::Error, sent: bool) -> NotTaken {
+        match e.kafka_code() {
+            Some(code) => NotTaken::Refused(e.to_string(), Some(code)),
+            None if sent => NotTaken::Unanswered(e.to_string()),
+            None => NotTaken::Unsent(e.to_string()),
+        }
+    }
+
+    /// For [`AckOutcome::error`].
+    fn outcome(&self) -> String {
+        match self {
+            NotTaken::Refused(e, _) => e.clone(),
+            NotTaken::Unsent(why) => format!("not sent: {why}"),
+            NotTaken::Unanswered(e) => format!(
+                "unknown: the request carrying them failed before its answer ({e}); the broker may have taken them"
+            ),
+        }
+    }
+}
+
 /// The member's share session with one leader.
 #[derive(Debug)]
 struct Session {
@@ -584,7 +621,7 @@ impl ShareEngine {
                 self.cluster.note_error(&e, None);
                 let s = self.sessions.get_mut(&leader).expect("made by send_all");
                 Self::reset(s, &e);
-                self.failed_acks(acks, &e);
+                self.failed_acks(acks, || NotTaken::of(&e, false));
                 self.shared.fetch_errors.add(1);
                 log::debug!("share member {}: sending to node {leader}: {e}", self.idx);
             }
@@ -695,7 +732,7 @@ impl ShareEngine {
                 } else {
                     log::warn!("share member {}: node {leader}: {e}", self.idx);
                 }
-                self.failed_acks(flight.acks, &e);
+                self.failed_acks(flight.acks, || NotTaken::of(&e, true));
             }
         }
     }
@@ -713,7 +750,10 @@ impl ShareEngine {
             fetched.push((p.partition, p.fetched));
         }
         for ((topic, partition), (id, list)) in acks {
-            let result = by_id.remove(&(id, partition)).unwrap_or(Ok(()));
+            let result = by_id
+                .remove(&(id, partition))
+                .unwrap_or(Ok(()))
+                .map_err(|e| NotTaken::Refused(e.to_string(), e.kafka_code()));
             self.settled(&topic, partition, list, result, deadline);
         }
         for ((id, partition), result) in fetched {
@@ -777,7 +817,7 @@ impl ShareEngine {
         topic: &Arc<str>,
         partition: i32,
         list: Vec<(i64, AckKind)>,
-        result: client::Result<()>,
+        result: Result<(), NotTaken>,
         renewed_to: Instant,
     ) {
         let ok = result.is_ok();
@@ -799,17 +839,21 @@ impl ShareEngine {
         } else {
             let records = list.iter().filter(|(_, k)| *k != AckKind::Gap).count() as u64;
             s.ack_failures.add(records);
-            if let Err(e) = &result {
-                let hint = if e.kafka_code() == Some(KafkaCode::InvalidRecordState) {
-                    "; most likely their acquisition lock ran out first (the handler was slower than the group's share.record.lock.duration.ms), and they are delivered again"
-                } else {
-                    "; they are delivered again when their acquisition lock runs out"
-                };
-                log::warn!(
-                    "share member {}: {} acknowledgement(s) of {topic}-{partition} not taken: {e}{hint}",
-                    self.idx,
-                    list.len()
-                );
+            let (n, idx) = (list.len(), self.idx);
+            match &result {
+                Ok(()) => {}
+                Err(NotTaken::Refused(e, Some(KafkaCode::InvalidRecordState))) => log::warn!(
+                    "share member {idx}: {n} acknowledgement(s) of {topic}-{partition} not taken: {e}; most likely their acquisition lock ran out first (a handler slower than the group's share.record.lock.duration.ms, or a fetch the broker answered late, as while another broker of the cluster is down), and they are delivered again"
+                ),
+                Err(NotTaken::Refused(e, _)) => log::warn!(
+                    "share member {idx}: {n} acknowledgement(s) of {topic}-{partition} not taken: {e}; they are delivered again when their acquisition lock runs out"
+                ),
+                Err(NotTaken::Unsent(why)) => log::warn!(
+                    "share member {idx}: {n} acknowledgement(s) of {topic}-{partition} not sent: {why}; they are delivered again when their acquisition lock runs out"
+                ),
+                Err(NotTaken::Unanswered(e)) => log::warn!(
+                    "share member {idx}: {n} acknowledgement(s) of {topic}-{partition} may or may not have been taken: the request carrying them failed before its answer ({e}); those the broker did not take are delivered again"
+                ),
             }
         }
         if self.keep_outcomes {
@@ -821,26 +865,56 @@ impl ShareEngine {
                     .filter(|(_, k)| *k != AckKind::Gap)
                     .filter_map(|(o, k)| Some((o, super::Acknowledge::from_kind(k)?)))
                     .collect(),
-                error: result.err().map(|e| e.to_string()),
+                error: result.err().map(|e| e.outcome()),
             });
         }
     }
 
-    fn failed_acks(&mut self, acks: Taken, e: &client::Error) {
+    /// Acknowledgements a request did not settle, each partition's as `why` says.
+    fn failed_acks(&mut self, acks: Taken, why: impl Fn() -> NotTaken) {
         let now = Instant::now();
         for ((topic, partition), (_, list)) in acks {
-            let err = client::Error::Misuse(format!("the request carrying them failed: {e}"));
-            self.settled(&topic, partition, list, Err(err), now);
+            self.settled(&topic, partition, list, Err(why()), now);
         }
     }
 
     /// Queued acknowledgements that no open session can carry: settled as failed.
     fn fail_unsendable(&mut self) {
         let taken = self.books.take_queued(|_, _| true);
-        let err = client::Error::Misuse(
-            "no share session is open with the partition's leader to send them on".into(),
-        );
-        self.failed_acks(taken, &err);
+        self.failed_acks(taken, || {
+            NotTaken::Unsent(
+                "no share session is open with the partition's leader to send them on".into(),
+            )
+        });
         self.books.tidy();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_that_failed_before_its_answer_leaves_its_acknowledgements_unknown() {
+        let closed = || client::Error::Closed {
+            broker: "node 1".into(),
+        };
+        assert!(matches!(
+            NotTaken::of(&closed(), false),
+            NotTaken::Unsent(_)
+        ));
+        let unknown = NotTaken::of(&closed(), true);
+        assert!(matches!(unknown, NotTaken::Unanswered(_)));
+        assert!(unknown.outcome().starts_with("unknown:"), "{unknown:?}");
+        // An answer with an error code is a refusal, sent or not.
+        let refused = client::Error::Broker {
+            code: KafkaCode::InvalidRecordState,
+            at: client::Location::default(),
+            message: None,
+        };
+        assert!(matches!(
+            NotTaken::of(&refused, true),
+            NotTaken::Refused(_, Some(KafkaCode::InvalidRecordState))
+        ));
     }
 }

@@ -74,7 +74,9 @@ pub struct AckOutcome {
     /// The records, by offset, and how they were acknowledged.
     pub acknowledged: Vec<(i64, Acknowledge)>,
     /// `None`: the broker took them. Otherwise why not (most often an acquisition lock that
-    /// ran out first); such records are delivered again.
+    /// ran out first; such records are delivered again), or, starting `unknown:`, why it is
+    /// not known: the request carrying them failed before its answer, and the broker may
+    /// have taken them (those it did not take are delivered again).
     pub error: Option<String>,
 }
 
