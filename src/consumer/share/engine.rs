@@ -51,6 +51,9 @@ struct Flight {
     pending: Pending,
     kind: Kind,
     acks: Taken,
+    /// When it was sent: the broker acquired its records after this, so their locks run
+    /// out no later than this plus the lock (an answer that comes late does not extend it).
+    sent: Instant,
 }
 
 /// Why acknowledgements were not settled as taken. They count alike in
@@ -615,6 +618,7 @@ impl ShareEngine {
                     pending,
                     kind,
                     acks,
+                    sent: Instant::now(),
                 });
             }
             Err(e) => {
@@ -720,7 +724,7 @@ impl ShareEngine {
                 let s = self.sessions.get_mut(&leader).expect("looked up above");
                 s.epoch = next_epoch(s.epoch);
                 s.backoff = self.config.client.backoff();
-                self.answered(leader, flight.acks, answer);
+                self.answered(leader, flight.acks, flight.sent, answer);
             }
             Err(e) => {
                 let s = self.sessions.get_mut(&leader).expect("looked up above");
@@ -737,12 +741,11 @@ impl ShareEngine {
         }
     }
 
-    fn answered(&mut self, leader: i32, acks: Taken, answer: ShareAnswer) {
+    fn answered(&mut self, leader: i32, acks: Taken, sent: Instant, answer: ShareAnswer) {
         if let Some(lock) = answer.lock {
             self.lock = lock;
         }
-        let now = Instant::now();
-        let deadline = now + self.lock;
+        let deadline = sent + self.lock;
         let mut by_id: HashMap<(Uuid, i32), client::Result<()>> = HashMap::new();
         let mut fetched = Vec::new();
         for p in answer.partitions {
