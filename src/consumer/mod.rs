@@ -288,7 +288,8 @@ pub struct ConsumerStats {
     /// group), never sent (no session with the partition's leader), or sent on a request
     /// that failed before its answer (a broker that died), which the broker may have taken
     /// all the same. A record whose acknowledgement the broker did not take is delivered
-    /// again.
+    /// again. A refused renewal is not counted here: the record is still held, and its
+    /// final acknowledgement counts when it is settled.
     pub acknowledge_failures: u64,
     /// Transactions committed by an exactly-once pool's members (0 otherwise).
     pub transactions_committed: u64,

@@ -215,7 +215,8 @@ impl Books {
     /// The broker answered acknowledgements sent: taken (`ok`), or not. Either way they are
     /// settled (a refused one comes back to some member when its lock runs out), except a
     /// renewal, whose record is handed out again with its lock started anew (`renewed_to`)
-    /// or, refused, as it was. Returns the acknowledgements that the answer settled.
+    /// or, refused, as it was. Returns the acknowledgements the answer settled (those
+    /// given again since a renewal was sent stay queued).
     pub(super) fn settle(
         &mut self,
         topic: &str,
@@ -223,15 +224,15 @@ impl Books {
         acks: &[(i64, AckKind)],
         ok: bool,
         renewed_to: Instant,
-    ) -> usize {
+    ) -> Vec<(i64, AckKind)> {
         let Some(part) = self
             .parts
             .get_mut(topic)
             .and_then(|ps| ps.get_mut(&partition))
         else {
-            return 0;
+            return Vec::new();
         };
-        let mut settled = 0;
+        let mut settled = Vec::with_capacity(acks.len());
         for &(offset, kind) in acks {
             let Some(l) = part.leases.get_mut(&offset) else {
                 continue;
@@ -239,7 +240,7 @@ impl Books {
             if l.state != State::Sent(kind) {
                 continue; // acknowledged again since (after a renewal): still to send
             }
-            settled += 1;
+            settled.push((offset, kind));
             if kind == AckKind::Renew {
                 l.state = State::Handed;
                 if ok {
@@ -296,7 +297,7 @@ mod tests {
             Err(Refusal::Sent(AckKind::Release))
         );
         assert!(!b.has_queued());
-        assert_eq!(b.settle("t", 0, acks, true, lock), 2);
+        assert_eq!(b.settle("t", 0, acks, true, lock).len(), 2);
         assert_eq!(b.acknowledge_all(AckKind::Accept, false), 1);
         assert_eq!(b.acknowledge_all(AckKind::Release, true), 1);
         let sent = b.take_queued(|_, _| true);
@@ -320,7 +321,7 @@ mod tests {
         b.acknowledge("t", 0, 1, AckKind::Renew).unwrap();
         let sent = b.take_queued(|_, _| true);
         b.acknowledge("t", 0, 1, AckKind::Accept).unwrap();
-        assert_eq!(b.settle("t", 0, &sent[&(t, 0)].1, true, later), 0);
+        assert!(b.settle("t", 0, &sent[&(t, 0)].1, true, later).is_empty());
         assert!(b.has_queued());
     }
 

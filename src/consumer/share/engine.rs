@@ -824,8 +824,10 @@ impl ShareEngine {
         renewed_to: Instant,
     ) {
         let ok = result.is_ok();
-        let settled = self.books.settle(topic, partition, &list, ok, renewed_to);
-        if settled == 0 {
+        // Only what the answer settled counts: an acknowledgement given again after a
+        // renewal was sent is still to come.
+        let list = self.books.settle(topic, partition, &list, ok, renewed_to);
+        if list.is_empty() {
             return;
         }
         let s = &self.shared;
@@ -840,7 +842,12 @@ impl ShareEngine {
                 }
             }
         } else {
-            let records = list.iter().filter(|(_, k)| *k != AckKind::Gap).count() as u64;
+            // A refused renewal is not counted: its record is still held, and its final
+            // acknowledgement, taken or not, counts when it is settled.
+            let records = list
+                .iter()
+                .filter(|(_, k)| !matches!(k, AckKind::Gap | AckKind::Renew))
+                .count() as u64;
             s.ack_failures.add(records);
             let (n, idx) = (list.len(), self.idx);
             match &result {
