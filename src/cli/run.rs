@@ -78,7 +78,7 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
         Mode::Produce | Mode::Copy | Mode::Describe => None,
     };
     if let (Mode::Run, Some(pool)) = (mode, &pool) {
-        await_assignment(pool, partitions, &shutdown);
+        await_assignment(pool, partitions, &shutdown, o, &client_for_lag);
     }
     let producer = match mode {
         Mode::Run | Mode::Produce => Some(start_producer(o, client, &ledger)?),
@@ -272,15 +272,33 @@ pub(super) fn consumer_config(
     Ok(c)
 }
 
-/// Wait (at most 60 s) until every partition has an owner and a position (a share group:
-/// every partition is assigned to some member), so that no event of the run is sent
-/// before a consumer would read it.
-fn await_assignment(pool: &ConsumerPool, partitions: usize, shutdown: &Shutdown) {
+/// Wait (at most 60 s) until every partition has an owner and a position, so that no
+/// event of the run is sent before a consumer would read it. A share group has no
+/// positions in its members: its state for a partition (the start offset, taken at the
+/// first fetch from it) is asked of the broker until every partition has one.
+fn await_assignment(
+    pool: &ConsumerPool,
+    partitions: usize,
+    shutdown: &Shutdown,
+    o: &Opts,
+    client: &client::ClientConfig,
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let ready = || {
-        let s = pool.stats();
-        let shared: std::collections::BTreeSet<_> = s.assignments.values().flatten().collect();
-        s.partitions.len() >= partitions || shared.len() >= partitions
+    let mut share = o
+        .share_group
+        .as_ref()
+        .map(|g| (g.clone(), Cluster::connect(client.clone()).ok()));
+    let mut ready = || match &mut share {
+        None => pool.stats().partitions.len() >= partitions,
+        Some((group, Some(cluster))) => cluster
+            .share_group_offsets(group, Duration::from_secs(2))
+            .is_ok_and(|rows| {
+                rows.iter()
+                    .filter(|r| r.topic == o.topic && r.start_offset.is_some())
+                    .count()
+                    >= partitions
+            }),
+        Some((_, None)) => false,
     };
     while !ready() {
         if Instant::now() > deadline || shutdown.is_triggered() {
