@@ -17,7 +17,7 @@ use common::share::{self, Deliveries, Delivery, Lines};
 use kpipe::client::{ClientConfig, Cluster, NewTopic};
 use kpipe::consumer::{ConsumerPool, ConsumerStats, MemberState, ShareAcquireMode, ShareConsumer};
 use kpipe::producer::DeliveryResult;
-use kpipe::{ConsumedRecord, Producer, ProducerRecord};
+use kpipe::{Producer, ProducerRecord};
 
 /// The tests on the three-node cluster act on shared nodes: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -168,17 +168,7 @@ impl Stalled {
         config.threads = 2;
         config.max_poll_records = 20;
         config.share_acquire_mode = ShareAcquireMode::RecordLimit;
-        let seen = deliveries.clone();
-        let pool = ConsumerPool::start(config, move |i| {
-            let seen = seen.clone();
-            let me = format!("kpipe-{i}");
-            move |r: &ConsumedRecord| {
-                seen.push(Delivery::of(&me, r));
-                std::thread::sleep(Duration::from_millis(2));
-                Ok::<(), String>(())
-            }
-        })
-        .unwrap();
+        let pool = deliveries.pool(config, Duration::from_millis(2));
         Stalled {
             cluster,
             topic,
@@ -527,17 +517,7 @@ fn a_killed_share_group_coordinator_is_found_again_and_nothing_is_lost() {
     let mut config = share::config(&cluster_brokers(), &group, &topic);
     config.client = cluster_config();
     config.threads = 2;
-    let seen = deliveries.clone();
-    let pool = ConsumerPool::start(config, move |i| {
-        let seen = seen.clone();
-        let me = format!("kpipe-{i}");
-        move |r: &ConsumedRecord| {
-            seen.push(Delivery::of(&me, r));
-            std::thread::sleep(Duration::from_millis(1));
-            Ok::<(), String>(())
-        }
-    })
-    .unwrap();
+    let pool = deliveries.pool(config, Duration::from_millis(1));
     common::await_condition(Duration::from_secs(60), "both members settled", || {
         settled(&pool.stats())
     });

@@ -5,27 +5,21 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use kpipe::consumer::{Acknowledge, GroupProtocol, ShareConsumer};
+use kpipe::consumer::{Acknowledge, ShareConsumer};
 
 fn share_config(group: &str, topic: &str) -> kpipe::ConsumerConfig {
-    let mut c = common::consumer_config(group, topic, 1);
-    c.group_protocol = GroupProtocol::Share;
-    c
+    common::share::config(&common::brokers(), group, topic)
 }
 
 #[test]
-fn smoke_a_share_consumer_reads_what_is_produced_after_it_joined() {
+fn a_share_consumer_reads_what_is_produced_after_it_joined_once_each() {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut cluster = common::cluster();
     let topic = common::new_topic(&mut cluster, "share-smoke", 2);
     let group = common::unique_topic("share-group");
-    let mut consumer = ShareConsumer::new(share_config(&group, &topic)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while consumer.assignment().is_empty() {
-        assert!(Instant::now() < deadline, "no assignment");
-        consumer.poll(Duration::from_millis(100)).unwrap();
-    }
+    let mut consumer = joined(&group, &topic);
     common::produce(&topic, "v", 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = BTreeSet::new();
     while seen.len() < 200 {
         assert!(Instant::now() < deadline, "only {} of 200", seen.len());
@@ -34,12 +28,23 @@ fn smoke_a_share_consumer_reads_what_is_produced_after_it_joined() {
             if r.offset % 10 == 0 {
                 consumer.acknowledge(&r, Acknowledge::Accept).unwrap();
             }
-            seen.insert((r.partition, r.offset));
+            assert!(seen.insert((r.partition, r.offset)), "{r:?} twice");
         }
     }
+    // commit sends the explicit accepts of the last poll's records and reports them, with
+    // the implicit accepts that rode on the fetch of that poll.
     let outcomes = consumer.commit().unwrap();
-    eprintln!("outcomes {outcomes:?}");
-    eprintln!("stats {:?}", consumer.stats());
+    assert!(!outcomes.is_empty());
+    for o in &outcomes {
+        assert_eq!(o.error, None, "{o:?}");
+        assert!(
+            o.acknowledged
+                .iter()
+                .all(|&(_, kind)| kind == Acknowledge::Accept),
+            "{o:?}"
+        );
+    }
+    assert_eq!(consumer.stats().handled, 200);
     consumer.close(Duration::from_secs(10)).unwrap();
 }
 
@@ -201,13 +206,6 @@ fn a_record_that_always_fails_is_archived_after_the_delivery_limit_and_the_rest_
     assert_eq!(summary.redelivered, 4);
 }
 
-/// Set share group configs (lock duration, renewal) before the first member joins.
-fn group_configs(group: &str, configs: &[(&str, &str)]) {
-    common::cluster()
-        .alter_group_config(group, configs, Duration::from_secs(30))
-        .unwrap();
-}
-
 /// A pool of one member whose handler takes `work` per record, on `records` records
 /// fetched at once, under a 2 s acquisition lock; returns its summary once every record
 /// was accepted.
@@ -223,7 +221,7 @@ fn slow_pool(
     let group = common::unique_topic(&format!("{name}-group"));
     let mut all = vec![("share.record.lock.duration.ms", "2000")];
     all.extend_from_slice(configs);
-    group_configs(&group, &all);
+    common::share::group_configs(&mut cluster, &group, &all);
     let mut config = share_config(&group, &topic);
     config.max_poll_records = records;
     let pool =

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::java::JavaProgram;
 use common::share::{self, Deliveries, Delivery};
-use kpipe::consumer::{ConsumerPool, ShareAcquireMode};
-use kpipe::ConsumedRecord;
+use kpipe::consumer::ShareAcquireMode;
 
 /// The JVMs run one at a time on a small machine.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -113,17 +112,7 @@ fn together(test: &str, java_leaves_after: Option<usize>) {
     let mut config = share::config(&common::brokers(), &group, &topic);
     config.max_poll_records = 10;
     config.share_acquire_mode = ShareAcquireMode::RecordLimit;
-    let seen = deliveries.clone();
-    let pool = ConsumerPool::start(config, move |i| {
-        let seen = seen.clone();
-        let me = format!("kpipe-{i}");
-        move |r: &ConsumedRecord| {
-            seen.push(Delivery::of(&me, r));
-            std::thread::sleep(Duration::from_millis(2));
-            Ok::<(), String>(())
-        }
-    })
-    .unwrap();
+    let pool = deliveries.pool(config, Duration::from_millis(2));
 
     let java_read = |d: &Deliveries| d.all().iter().filter(|d| d.member == "java").count();
     let mut java = Some(java);

@@ -566,8 +566,9 @@ pub struct ConsumerHeartbeat {
     pub owned: Option<BTreeMap<Uuid, Vec<i32>>>,
 }
 
-/// What the coordinator answered to a ConsumerGroupHeartbeat.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the coordinator answered to a ConsumerGroupHeartbeat (or, the same fields, a
+/// ShareGroupHeartbeat).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumerHeartbeatAnswer {
     /// Our member id, if the coordinator sent it.
     pub member_id: Option<String>,
@@ -611,6 +612,22 @@ pub fn consumer_heartbeat_request(
     req
 }
 
+/// An assignment by topic id as the coordinator sends it, each topic's partitions sorted
+/// and once.
+pub(super) fn assignment_by_id<'a>(
+    topics: impl IntoIterator<Item = (Uuid, &'a [i32])>,
+) -> BTreeMap<Uuid, Vec<i32>> {
+    let mut out: BTreeMap<Uuid, Vec<i32>> = BTreeMap::new();
+    for (id, partitions) in topics {
+        out.entry(id).or_default().extend(partitions);
+    }
+    for ps in out.values_mut() {
+        ps.sort_unstable();
+        ps.dedup();
+    }
+    out
+}
+
 /// Read a ConsumerGroupHeartbeat response.
 pub fn read_consumer_heartbeat(
     resp: &ConsumerGroupHeartbeatResponse,
@@ -626,15 +643,11 @@ pub fn read_consumer_heartbeat(
         epoch: resp.member_epoch,
         interval: Duration::from_millis(resp.heartbeat_interval_ms.max(0) as u64),
         assignment: resp.assignment.as_ref().map(|a| {
-            let mut out: BTreeMap<Uuid, Vec<i32>> = BTreeMap::new();
-            for t in &a.topic_partitions {
-                out.entry(t.topic_id).or_default().extend(&t.partitions);
-            }
-            for ps in out.values_mut() {
-                ps.sort_unstable();
-                ps.dedup();
-            }
-            out
+            assignment_by_id(
+                a.topic_partitions
+                    .iter()
+                    .map(|t| (t.topic_id, &t.partitions[..])),
+            )
         }),
     })
 }

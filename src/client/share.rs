@@ -26,7 +26,7 @@ use kafka_protocol::messages::{
 use uuid::Uuid;
 
 use super::error::{Error, Location, Result};
-use super::group::{at, group_id, s};
+use super::group::{assignment_by_id, at, group_id, s, ConsumerHeartbeatAnswer};
 use super::records::{Batches, FetchedRecord};
 
 /// A partition by topic id, as the share APIs name them.
@@ -61,15 +61,9 @@ pub(crate) struct ShareHeartbeat {
     pub topics: Option<Vec<String>>,
 }
 
-/// The coordinator's answer to a ShareGroupHeartbeat.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ShareHeartbeatAnswer {
-    pub member_id: Option<String>,
-    pub epoch: i32,
-    pub interval: Duration,
-    /// The member's whole assignment by topic id, when it changed.
-    pub assignment: Option<BTreeMap<Uuid, Vec<i32>>>,
-}
+/// The coordinator's answer to a ShareGroupHeartbeat: the fields of a consumer group's,
+/// the assignment being the member's whole one, when it changed.
+pub(crate) type ShareHeartbeatAnswer = ConsumerHeartbeatAnswer;
 
 pub(crate) fn share_heartbeat_request(
     group: &str,
@@ -101,15 +95,11 @@ pub(crate) fn read_share_heartbeat(
         epoch: resp.member_epoch,
         interval: Duration::from_millis(resp.heartbeat_interval_ms.max(0) as u64),
         assignment: resp.assignment.as_ref().map(|a| {
-            let mut out: BTreeMap<Uuid, Vec<i32>> = BTreeMap::new();
-            for t in &a.topic_partitions {
-                out.entry(t.topic_id).or_default().extend(&t.partitions);
-            }
-            for ps in out.values_mut() {
-                ps.sort_unstable();
-                ps.dedup();
-            }
-            out
+            assignment_by_id(
+                a.topic_partitions
+                    .iter()
+                    .map(|t| (t.topic_id, &t.partitions[..])),
+            )
         }),
     })
 }
@@ -134,6 +124,13 @@ pub(crate) fn ack_ranges(acks: &[(i64, AckKind)]) -> AckRanges {
         }
     }
     out
+}
+
+/// Whether `acks` hold a renewal (v2 requests say so in `IsRenewAck`).
+fn renews(acks: &BTreeMap<IdPartition, AckRanges>) -> bool {
+    acks.values()
+        .flatten()
+        .any(|(_, _, types)| types.contains(&(AckKind::Renew as i8)))
 }
 
 /// What one ShareFetch asks for.
@@ -175,11 +172,7 @@ pub(crate) fn share_fetch_request(
     req.batch_size = spec.max_records;
     if version >= 2 {
         req.share_acquire_mode = i8::from(spec.record_limit);
-        req.is_renew_ack = spec
-            .acks
-            .values()
-            .flatten()
-            .any(|(_, _, types)| types.contains(&(AckKind::Renew as i8)));
+        req.is_renew_ack = renews(&spec.acks);
     }
     let mut topics: BTreeMap<Uuid, FetchTopic> = BTreeMap::new();
     for &(id, partition) in &spec.partitions {
@@ -367,10 +360,7 @@ pub(crate) fn share_acknowledge_request(
     req.member_id = Some(s(member_id));
     req.share_session_epoch = epoch;
     if version >= 2 {
-        req.is_renew_ack = acks
-            .values()
-            .flatten()
-            .any(|(_, _, types)| types.contains(&(AckKind::Renew as i8)));
+        req.is_renew_ack = renews(acks);
     }
     let mut topics: BTreeMap<Uuid, AcknowledgeTopic> = BTreeMap::new();
     for (&(id, partition), ranges) in acks {

@@ -62,6 +62,22 @@ impl Delivery {
 pub struct Deliveries(Arc<Mutex<Vec<Delivery>>>);
 
 impl Deliveries {
+    /// A pool of share members (`config`) whose handler, member `i` named `kpipe-{i}`,
+    /// notes each delivery here and then works `work` on it.
+    pub fn pool(&self, config: ConsumerConfig, work: Duration) -> kpipe::ConsumerPool {
+        let seen = self.clone();
+        kpipe::ConsumerPool::start(config, move |i| {
+            let seen = seen.clone();
+            let me = format!("kpipe-{i}");
+            move |r: &ConsumedRecord| {
+                seen.push(Delivery::of(&me, r));
+                std::thread::sleep(work);
+                Ok::<(), String>(())
+            }
+        })
+        .unwrap()
+    }
+
     pub fn push(&self, d: Delivery) {
         self.0.lock().unwrap().push(d);
     }

@@ -17,7 +17,7 @@
 //! owner before this one committed it. Other members are not disturbed: each reconciles on
 //! its own. Leaving sends epoch -1, or -2 for a static member that will come back.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,7 @@ use crate::client::{self, Backoff, ConsumerHeartbeat, GroupMember, KafkaCode, To
 
 use super::super::config::ConsumerConfig;
 use super::super::{Error, Shared};
-use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership};
-
-/// How long unresolved topic ids wait before metadata is asked again.
-const RESOLVE_EVERY: Duration = Duration::from_millis(500);
+use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership, TopicIds};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -62,9 +59,7 @@ pub(super) struct Kip848 {
     /// Whether working toward the target changed what the member owns (a rebalance, for
     /// the stats).
     moved: bool,
-    ids: HashMap<String, Uuid>,
-    names: HashMap<Uuid, String>,
-    next_resolve: Instant,
+    ids: TopicIds,
     retry: Backoff,
     retry_template: Backoff,
     shared: Arc<Shared>,
@@ -91,9 +86,7 @@ impl Kip848 {
             reported: None,
             target: None,
             moved: false,
-            ids: HashMap::new(),
-            names: HashMap::new(),
-            next_resolve: now,
+            ids: TopicIds::new(),
             retry: config.client.backoff(),
             retry_template: config.client.backoff(),
             shared,
@@ -212,7 +205,7 @@ impl Kip848 {
             self.state = State::Reconciling;
             return;
         }
-        let (resolved, unresolved) = self.resolve(io, &target);
+        let (resolved, unresolved) = self.ids.resolve(io, &self.topics, &target);
         let gone: Vec<TopicPartition> = own.owned().difference(&resolved).cloned().collect();
         if !gone.is_empty() {
             log::info!("consumer {}: giving back {}", self.member_id, names(&gone));
@@ -247,38 +240,11 @@ impl Kip848 {
         self.state = State::Stable;
     }
 
-    /// The target's partitions by name, and how many topic ids are not known yet (metadata is
-    /// asked again for them now and then).
-    fn resolve(
-        &mut self,
-        io: &mut dyn GroupIo,
-        target: &BTreeMap<Uuid, Vec<i32>>,
-    ) -> (BTreeSet<TopicPartition>, usize) {
-        if target.keys().any(|id| !self.names.contains_key(id))
-            && Instant::now() >= self.next_resolve
-        {
-            self.next_resolve = Instant::now() + RESOLVE_EVERY;
-            for (t, id) in io.topic_ids(&self.topics) {
-                self.names.insert(id, t.clone());
-                self.ids.insert(t, id);
-            }
-        }
-        let mut resolved = BTreeSet::new();
-        let mut unresolved = 0;
-        for (id, ps) in target {
-            match self.names.get(id) {
-                Some(t) => resolved.extend(ps.iter().map(|p| (t.clone(), *p))),
-                None => unresolved += 1,
-            }
-        }
-        (resolved, unresolved)
-    }
-
     fn by_id(&self, partitions: &BTreeSet<TopicPartition>) -> BTreeMap<Uuid, Vec<i32>> {
         let mut out: BTreeMap<Uuid, Vec<i32>> = BTreeMap::new();
         for (t, p) in partitions {
-            if let Some(id) = self.ids.get(t) {
-                out.entry(*id).or_default().push(*p);
+            if let Some(id) = self.ids.id(t) {
+                out.entry(id).or_default().push(*p);
             }
         }
         out
@@ -553,7 +519,7 @@ mod tests {
         assert!(events(&mut own).is_empty(), "nothing taken up blindly");
         assert!(own.owned().is_empty());
         io.ids = BTreeMap::from([("t".to_string(), other)]);
-        m.next_resolve = Instant::now();
+        m.ids.next_resolve = Instant::now();
         io.consumer.push_back(Ok(answer(1, None)));
         m.tick(&mut io, &mut own).unwrap();
         assert_eq!(events(&mut own), ["assigned t0"]);

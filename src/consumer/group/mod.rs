@@ -23,13 +23,14 @@ mod kip848;
 mod script;
 mod share;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use uuid::Uuid;
 
 use crate::client::{
     self, Backoff, Cluster, CommittedOffset, GroupMember, KafkaCode, TopicPartition,
@@ -44,6 +45,60 @@ use coordinator::GroupIo;
 
 /// The longest the group thread sleeps before looking at its watchdog and due work.
 const IDLE: Duration = Duration::from_millis(100);
+/// How long unresolved topic ids wait before metadata is asked again.
+const RESOLVE_EVERY: Duration = Duration::from_millis(500);
+
+/// The names of the subscribed topics' ids, for coordinators that assign by topic id
+/// (KIP-848, share groups); ids not in metadata yet are asked for again now and then.
+#[derive(Debug)]
+pub(super) struct TopicIds {
+    names: HashMap<Uuid, String>,
+    ids: HashMap<String, Uuid>,
+    /// When metadata may be asked again for unknown ids.
+    pub(super) next_resolve: Instant,
+}
+
+impl TopicIds {
+    pub(super) fn new() -> Self {
+        TopicIds {
+            names: HashMap::new(),
+            ids: HashMap::new(),
+            next_resolve: Instant::now(),
+        }
+    }
+
+    /// `target`'s partitions by name, and how many of its topic ids are not known yet.
+    pub(super) fn resolve(
+        &mut self,
+        io: &mut dyn GroupIo,
+        topics: &[String],
+        target: &BTreeMap<Uuid, Vec<i32>>,
+    ) -> (BTreeSet<TopicPartition>, usize) {
+        if target.keys().any(|id| !self.names.contains_key(id))
+            && Instant::now() >= self.next_resolve
+        {
+            self.next_resolve = Instant::now() + RESOLVE_EVERY;
+            for (t, id) in io.topic_ids(topics) {
+                self.names.insert(id, t.clone());
+                self.ids.insert(t, id);
+            }
+        }
+        let mut resolved = BTreeSet::new();
+        let mut unresolved = 0;
+        for (id, ps) in target {
+            match self.names.get(id) {
+                Some(t) => resolved.extend(ps.iter().map(|p| (t.clone(), *p))),
+                None => unresolved += 1,
+            }
+        }
+        (resolved, unresolved)
+    }
+
+    /// The id of topic `name`, once resolved.
+    pub(super) fn id(&self, name: &str) -> Option<Uuid> {
+        self.ids.get(name).copied()
+    }
+}
 
 /// What a member's group thread tells it.
 #[derive(Debug)]

@@ -14,7 +14,7 @@
 //! them and stops fetching them), new ones are taken up. The member makes its own id (a
 //! UUID kept for its life), and leaves with epoch -1.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,10 +24,7 @@ use crate::client::{self, Backoff, GroupMember, KafkaCode, ShareHeartbeat, Topic
 
 use super::super::config::ConsumerConfig;
 use super::super::{Error, Shared};
-use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership};
-
-/// How long unresolved topic ids wait before metadata is asked again.
-const RESOLVE_EVERY: Duration = Duration::from_millis(500);
+use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership, TopicIds};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -49,8 +46,7 @@ pub(super) struct Share {
     full: bool,
     /// The latest assignment, by topic id, until every id is resolved.
     target: Option<BTreeMap<Uuid, Vec<i32>>>,
-    names: HashMap<Uuid, String>,
-    next_resolve: Instant,
+    ids: TopicIds,
     retry: Backoff,
     retry_template: Backoff,
     shared: Arc<Shared>,
@@ -69,8 +65,7 @@ impl Share {
             next_heartbeat: now,
             full: true,
             target: None,
-            names: HashMap::new(),
-            next_resolve: now,
+            ids: TopicIds::new(),
             retry: config.client.backoff(),
             retry_template: config.client.backoff(),
             shared,
@@ -173,22 +168,7 @@ impl Share {
         let Some(target) = self.target.clone() else {
             return;
         };
-        if target.keys().any(|id| !self.names.contains_key(id))
-            && Instant::now() >= self.next_resolve
-        {
-            self.next_resolve = Instant::now() + RESOLVE_EVERY;
-            for (t, id) in io.topic_ids(&self.topics) {
-                self.names.insert(id, t);
-            }
-        }
-        let mut resolved = BTreeSet::new();
-        let mut unresolved = 0;
-        for (id, ps) in &target {
-            match self.names.get(id) {
-                Some(t) => resolved.extend(ps.iter().map(|p| (t.clone(), *p))),
-                None => unresolved += 1,
-            }
-        }
+        let (resolved, unresolved) = self.ids.resolve(io, &self.topics, &target);
         let gone: Vec<TopicPartition> = own.owned().difference(&resolved).cloned().collect();
         let added: Vec<TopicPartition> = resolved.difference(own.owned()).cloned().collect();
         if !gone.is_empty() {
@@ -249,7 +229,7 @@ impl Membership for Share {
     fn due(&self) -> Instant {
         match self.state {
             State::Stalled | State::Left => Instant::now() + Duration::from_secs(3600),
-            _ if self.target.is_some() => self.next_heartbeat.min(self.next_resolve),
+            _ if self.target.is_some() => self.next_heartbeat.min(self.ids.next_resolve),
             _ => self.next_heartbeat,
         }
     }

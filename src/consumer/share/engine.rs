@@ -502,23 +502,20 @@ impl ShareEngine {
         );
         // Where each partition with queued acknowledgements is led now.
         let mut ack_leaders: HashMap<Part, i32> = HashMap::new();
-        if self.books.has_queued() {
-            for (t, p) in self.books.partitions() {
-                if let Ok(l) = self.cluster.leader(&t, p) {
-                    leaders.insert(l);
-                    ack_leaders.insert((t, p), l);
-                }
+        for (t, p) in self.books.partitions() {
+            if let Ok(l) = self.cluster.leader(&t, p) {
+                leaders.insert(l);
+                ack_leaders.insert((t, p), l);
             }
         }
         let now = Instant::now();
         let fetch = fetch && self.ready.is_empty();
         for leader in leaders {
-            let template = self.config.client.backoff();
             let s = self.sessions.entry(leader).or_insert_with(|| Session {
                 epoch: 0,
                 partitions: BTreeSet::new(),
                 flight: None,
-                backoff: template,
+                backoff: self.config.client.backoff(),
                 retry_at: now,
             });
             if s.flight.is_some() || now < s.retry_at {
