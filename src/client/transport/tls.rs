@@ -381,6 +381,11 @@ fn describe_tls(e: &rustls::Error, host: &str) -> String {
     }
 }
 
+/// rustls on ring. rustls 0.23.48 deprecates ring's provider because ring has no
+/// post-quantum key exchange; kpipe keeps it for its build (no cmake or nasm, one C/asm
+/// crate already used for SCRAM), and Kafka's brokers, on the JDK's TLS, offer only classic
+/// key exchange groups anyway.
+#[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
