@@ -9,6 +9,34 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A shared, clonable shutdown flag.
+///
+/// Hand clones to everything that should stop together: threads of your own look at
+/// [`is_triggered`](Self::is_triggered) or sleep in [`wait`](Self::wait);
+/// [`ProducerConfig::shutdown`](crate::ProducerConfig::shutdown) and
+/// [`ConsumerConfig::shutdown`](crate::ConsumerConfig::shutdown) make a producer drain and a
+/// pool finish, commit and leave when it is set.
+///
+/// ```
+/// use std::time::Duration;
+/// use kpipe::Shutdown;
+///
+/// let shutdown = Shutdown::new();
+/// // In a program: shutdown.install_signal_handler()?; Ctrl-C and SIGTERM then set it.
+/// let worker = {
+///     let shutdown = shutdown.clone();
+///     std::thread::spawn(move || {
+///         let mut ticks = 0;
+///         while !shutdown.wait(Duration::from_millis(10)) {
+///             ticks += 1; // one unit of work
+///         }
+///         ticks
+///     })
+/// };
+/// std::thread::sleep(Duration::from_millis(50));
+/// shutdown.trigger(); // what a signal does
+/// let _ticks = worker.join().unwrap();
+/// assert!(shutdown.is_triggered());
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
     inner: Arc<Flag>,

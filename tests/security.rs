@@ -587,20 +587,20 @@ fn kpipe_with_a_wrong_password_exits_2_naming_mechanism_and_user() {
 }
 
 #[test]
-fn the_readme_properties_example_connects() {
-    let readme = include_str!("../README.md");
-    let start = readme
+fn the_guide_properties_example_connects() {
+    let page = include_str!("../docs/guide/security.md");
+    let start = page
         .find("```properties\n")
-        .expect("README has a properties example")
+        .expect("docs/guide/security.md has a properties example")
         + "```properties\n".len();
-    let end = start + readme[start..].find("```").unwrap();
-    let mut text = readme[start..end].to_owned();
+    let end = start + page[start..].find("```").unwrap();
+    let mut text = page[start..end].to_owned();
     // The example names the CA relative to the repository; point it at the test's folder.
     text = text.replace(
         ".kafka/secure/ca.pem",
         &dir().join("ca.pem").display().to_string(),
     );
-    let c = ClientConfig::from_properties_str(&text, "README.md").unwrap();
+    let c = ClientConfig::from_properties_str(&text, "docs/guide/security.md").unwrap();
     assert_eq!(
         c.bootstrap,
         [addr(Listener::SaslSsl)],

@@ -138,6 +138,23 @@ impl ServerAssignor {
 
 /// Settings of a [`Consumer`](super::Consumer) or [`ConsumerPool`](super::ConsumerPool);
 /// the Java consumer's defaults unless noted.
+///
+/// ```
+/// use std::time::Duration;
+/// use kpipe::consumer::{Assignor, OffsetReset, OnHandlerError};
+/// use kpipe::ConsumerConfig;
+///
+/// let mut config = ConsumerConfig::new("localhost:9092", "analytics", &["clicks", "views"]);
+/// config.threads = 4; // a pool's members
+/// config.offset_reset = OffsetReset::Earliest; // a new group reads from the start
+/// config.assignor = Assignor::CooperativeSticky;
+/// config.on_error = OnHandlerError::Skip; // a pool: log, count and commit past a failure
+/// config.commit_interval = Duration::from_secs(1);
+/// config.validate()?; // Consumer::new and ConsumerPool::start do this too
+/// # Ok::<(), kpipe::consumer::Error>(())
+/// ```
+///
+/// Or from a Java consumer properties file: [`from_properties`](Self::from_properties).
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     /// Brokers and connection settings.

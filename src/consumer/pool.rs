@@ -58,6 +58,41 @@ pub struct ConsumerSummary {
 }
 
 /// N consumer threads in one group, each handing its records to a handler.
+///
+/// Each member commits only what its handler finished (returned `Ok`), on an interval,
+/// before partitions are given back in a rebalance, and at close. A handler's error acts by
+/// [`ConsumerConfig::on_error`] (retry, skip, or stop the pool); a panic is caught and
+/// counted as an error.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use kpipe::consumer::OffsetReset;
+/// use kpipe::{ConsumedRecord, ConsumerConfig, ConsumerPool, Shutdown};
+///
+/// let shutdown = Shutdown::new();
+/// shutdown.install_signal_handler()?; // Ctrl-C / SIGTERM
+/// let mut config = ConsumerConfig::new("localhost:9092", "analytics", &["events"]);
+/// config.threads = 4;
+/// config.offset_reset = OffsetReset::Earliest;
+/// config.shutdown = Some(shutdown.clone()); // the flag stops the pool too
+/// // `make_handler(i)` builds member i's handler, which may keep state of its own.
+/// let pool = ConsumerPool::start(config, |member| {
+///     let mut seen = 0u64;
+///     move |record: &ConsumedRecord| -> Result<(), String> {
+///         seen += 1;
+///         println!("member {member} ({seen}): {}@{}", record.partition, record.offset);
+///         Ok(())
+///     }
+/// })?;
+/// while !shutdown.wait(Duration::from_secs(1)) {
+///     eprintln!("lag {}", pool.stats().lag());
+/// }
+/// let summary = pool.close(Duration::from_secs(30)); // finish, commit, leave
+/// println!("handled {}", summary.handled);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// [`start_cloned`](Self::start_cloned) shares clones of one handler instead.
 pub struct ConsumerPool {
     shared: Arc<Shared>,
     started: Instant,

@@ -82,6 +82,9 @@ pub trait RebalanceListener: Send {
 /// (an early `?`, a panic while processing) commits only what earlier polls handed out,
 /// never the last `poll`'s records: those are handed out again to the partitions' next
 /// owner. [`commit`](Self::commit) commits everything handed out so far, at once.
+///
+/// **Errors.** Which errors of [`poll`](Self::poll) end the consumer and which it goes on
+/// from is listed there.
 pub struct Consumer {
     engine: Engine,
     listener: Option<Box<dyn RebalanceListener>>,
@@ -170,6 +173,47 @@ impl Consumer {
     /// (an empty result means none did). Rebalances are acted on here (the listener is called
     /// from here), and with `auto_commit` what earlier polls handed out is committed every
     /// `commit_interval`: calling `poll` again says those records are finished.
+    ///
+    /// # Errors
+    ///
+    /// **Terminal**: the member cannot go on, and every later call returns
+    /// [`Error::Stopped`]; [`close`](Self::close) it (nothing is committed) and start a new
+    /// consumer if the cause is mended.
+    /// - [`Error::Stopped`]: the member stopped earlier (one of these errors, or its group
+    ///   thread ended).
+    /// - [`Error::GroupRefused`]: the coordinator refused the member for good (not
+    ///   authorised for the group, an instance id in use, no common assignor, a full group).
+    /// - [`Error::ProtocolUnsupported`]: the KIP-848 protocol was asked of a cluster without it.
+    /// - [`Error::Config`]: `offset_reset` is [`OffsetReset::Error`](super::OffsetReset::Error)
+    ///   and a partition has no valid committed offset.
+    ///
+    /// **Not terminal**: the consumer stays usable; `poll` again (after a `seek` where said).
+    /// - [`Error::Client`]: a fetch error retrying cannot mend yet (not authorised for a
+    ///   topic, say); the fetch is retried, so a grant takes effect. Errors that pass (a
+    ///   leader moving, a broker restarting) are retried inside `poll` and never returned.
+    /// - [`Error::LogTruncated`]: the log diverged before the position and `offset_reset`
+    ///   is `Error`; returned until the partition is sought.
+    /// - [`Error::CorruptRecords`]: returned until the partition is sought past the batch.
+    /// - [`Error::Misuse`]: `poll` was called from inside a rebalance listener.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use kpipe::{Consumer, ConsumerConfig};
+    /// use kpipe::consumer::Error;
+    ///
+    /// # let mut consumer = Consumer::new(ConsumerConfig::new("localhost:9092", "g", &["t"]))?;
+    /// loop {
+    ///     match consumer.poll(Duration::from_millis(500)) {
+    ///         Ok(records) => records.iter().for_each(|r| println!("{}", r.offset)),
+    ///         Err(Error::CorruptRecords { topic, partition, offset, next, .. }) => {
+    ///             consumer.seek(&topic, partition, next.unwrap_or(offset + 1))?;
+    ///         }
+    ///         Err(e @ (Error::Client(_) | Error::LogTruncated { .. })) => eprintln!("{e}"),
+    ///         Err(e) => return Err(e), // terminal
+    ///     }
+    /// }
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumedRecord>, Error> {
         if self.in_listener {
             return Err(Error::Misuse(

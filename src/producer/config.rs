@@ -21,6 +21,22 @@ pub struct TopicDefaults {
 
 /// Everything a [`Producer`](super::Producer) needs. Build with [`ProducerConfig::new`], adjust
 /// fields, then pass to [`Producer::new`](super::Producer::new), which validates it.
+///
+/// ```
+/// use std::time::Duration;
+/// use kpipe::client::{Acks, Compression};
+/// use kpipe::producer::TopicDefaults;
+/// use kpipe::ProducerConfig;
+///
+/// let mut config = ProducerConfig::new("broker-1:9092,broker-2:9092").topic("telemetry-events");
+/// config.compression = Compression::Lz4;
+/// config.linger = Duration::from_millis(10); // bigger batches, a little more latency
+/// config.acks = Acks::All; // the default; with it, idempotence is on
+/// config.create_topics = Some(TopicDefaults { partitions: 6, replication_factor: 3 });
+/// config.validate()?; // Producer::new does this too
+/// assert!(config.idempotent());
+/// # Ok::<(), kpipe::producer::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ProducerConfig {
     /// Brokers and connection settings.

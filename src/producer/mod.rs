@@ -395,6 +395,30 @@ pub(crate) enum Msg {
 /// [`close`](Self::close) is called on any clone, when the shutdown flag from the config is
 /// set, or when the last clone is dropped (then within `close_timeout`, logging what could
 /// not be delivered).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use kpipe::{Producer, ProducerConfig, ProducerRecord};
+///
+/// let producer = Producer::new(ProducerConfig::new("localhost:9092").topic("events"))?;
+/// let sender = {
+///     let producer = producer.clone(); // one handle per thread
+///     std::thread::spawn(move || {
+///         for i in 0..100 {
+///             producer.send(ProducerRecord::new(format!("event {i}")).key("device-1"))?;
+///         }
+///         Ok::<_, kpipe::producer::SendError>(())
+///     })
+/// };
+/// sender.join().expect("the sender panicked")?;
+/// // Wait for one record's partition and offset:
+/// let at = producer.send_and_wait(ProducerRecord::new("last").key("device-1"))?;
+/// println!("written to {}-{} at offset {}", at.topic, at.partition, at.offset);
+/// // Flush and wait for every acknowledgement, then say what became of each record.
+/// let summary = producer.close(Duration::from_secs(30))?;
+/// assert_eq!(summary.delivered + summary.failed + summary.not_attempted, summary.accepted);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Producer {
     inner: Arc<Inner>,
