@@ -244,12 +244,18 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
-    /// Defaults for `group` reading `topics` from `brokers`.
-    pub fn new(brokers: &str, group: &str, topics: &[&str]) -> Self {
+    /// Defaults for `group` reading `topics` from `brokers` (`host:port`, comma-separated,
+    /// as for [`ProducerConfig::new`](crate::ProducerConfig::new)). `topics` is any list of
+    /// names: `["events"]`, `&["a", "b"]`, a `Vec<String>`.
+    pub fn new<I>(brokers: &str, group: &str, topics: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
         ConsumerConfig {
             client: ClientConfig::new([brokers]),
             group: group.to_owned(),
-            topics: topics.iter().map(|t| t.to_string()).collect(),
+            topics: topics.into_iter().map(|t| t.as_ref().to_owned()).collect(),
             threads: 1,
             group_protocol: GroupProtocol::Classic,
             assignor: Assignor::Range,

@@ -247,8 +247,12 @@ impl PartitionProgress {
 /// A snapshot of a pool's (or one consumer's) counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConsumerStats {
-    /// Records the handler finished (a pool), or records handed out by `poll` (a consumer).
+    /// Records finished: the handler returned `Ok` (a pool), or, for a consumer or share
+    /// consumer driven by `poll`, records handed out before a later `poll`, `commit` or
+    /// `close` (which say they are processed).
     pub handled: u64,
+    /// Records handed out: returned by `poll`, or given to a handler.
+    pub handed_out: u64,
     /// Records handled per second since the start.
     pub records_per_sec: f64,
     /// Records the handler failed on that were skipped.
@@ -318,6 +322,7 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     pub(crate) external: Option<Shutdown>,
     pub(crate) handled: Counter,
+    pub(crate) handed_out: Counter,
     pub(crate) skipped: Counter,
     pub(crate) handler_errors: Counter,
     pub(crate) handler_panics: Counter,
@@ -369,6 +374,7 @@ impl Shared {
         let handled = self.handled.get();
         ConsumerStats {
             handled,
+            handed_out: self.handed_out.get(),
             records_per_sec: handled as f64 / elapsed.as_secs_f64().max(1e-9),
             skipped: self.skipped.get(),
             handler_errors: self.handler_errors.get(),

@@ -21,16 +21,23 @@ use crate::sync::Locked;
 use super::engine::{self, connect_checked, Engine};
 use super::{ConsumedRecord, ConsumerConfig, ConsumerStats, Error, OnHandlerError, Shared};
 
-/// What a pool did, from [`ConsumerPool::close`].
+/// What a pool or a consumer did, from [`ConsumerPool::close`], [`Consumer::close`] and
+/// [`ShareConsumer::close`]: the same shape for all three, with the fields that do not
+/// apply left at zero.
+///
+/// [`Consumer::close`]: super::Consumer::close
+/// [`ShareConsumer::close`]: super::ShareConsumer::close
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumerSummary {
-    /// Records the handler finished.
+    /// Records finished (see [`ConsumerStats::handled`](super::ConsumerStats::handled)).
     pub handled: u64,
+    /// Records handed out to the caller or a handler.
+    pub handed_out: u64,
     /// Records skipped after a handler error.
     pub skipped: u64,
     /// The last offset committed, per partition (the next offset to read).
     pub committed: BTreeMap<TopicPartition, i64>,
-    /// Member threads that had not finished by the close deadline.
+    /// Member threads that had not finished by the close deadline (pools only).
     pub unfinished_members: usize,
     /// Why the pool stopped on its own, if it did (a `Stop` policy or a fatal error).
     pub stopped_because: Option<String>,
@@ -98,6 +105,8 @@ pub struct ConsumerPool {
     started: Instant,
     threads: Vec<JoinHandle<()>>,
     close_deadline: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// Why a member thread ended in a panic, for `close`.
+    panicked: Option<String>,
 }
 
 impl std::fmt::Debug for ConsumerPool {
@@ -180,6 +189,7 @@ impl ConsumerPool {
             started: Instant::now(),
             threads,
             close_deadline,
+            panicked: None,
         })
     }
 
@@ -216,6 +226,7 @@ impl ConsumerPool {
             started: Instant::now(),
             threads: handles,
             close_deadline,
+            panicked: None,
         })
     }
 
@@ -239,9 +250,19 @@ impl ConsumerPool {
     }
 
     /// Stop fetching, let each member finish its record in hand, commit, leave the group and
-    /// end, all within `timeout`; then report.
-    pub fn close(mut self, timeout: Duration) -> ConsumerSummary {
-        self.stop_within(timeout)
+    /// end, all within `timeout`; then report what the pool did.
+    ///
+    /// As for every `close` in kpipe, the summary says what happened, a pool that stopped
+    /// on its own included (its reason is in
+    /// [`stopped_because`](ConsumerSummary::stopped_because)); an error means the close
+    /// itself could not be done: here, a member thread ended in a panic outside the
+    /// handler (a bug of kpipe's), whose records may be handed out again.
+    pub fn close(mut self, timeout: Duration) -> Result<ConsumerSummary, Error> {
+        let summary = self.stop_within(timeout);
+        match self.panicked.take() {
+            Some(message) => Err(Error::Stopped(message)),
+            None => Ok(summary),
+        }
     }
 
     fn stop_within(&mut self, timeout: Duration) -> ConsumerSummary {
@@ -255,28 +276,15 @@ impl ConsumerPool {
             }
             if h.is_finished() {
                 if h.join().is_err() {
-                    self.shared.stop_pool("a member thread panicked".into());
+                    let why = "a member thread panicked".to_owned();
+                    self.shared.stop_pool(why.clone());
+                    self.panicked = Some(why);
                 }
             } else {
                 unfinished += 1; // detached: it ends on its own when its current call returns
             }
         }
-        let s = &*self.shared;
-        ConsumerSummary {
-            handled: s.handled.get(),
-            skipped: s.skipped.get(),
-            committed: s.committed.locked().clone(),
-            unfinished_members: unfinished,
-            stopped_because: s.stopped_because.locked().clone(),
-            acknowledged: s.acknowledged.get(),
-            released: s.released.get(),
-            rejected: s.rejected.get(),
-            redelivered: s.redelivered.get(),
-            acknowledge_failures: s.ack_failures.get(),
-            transactions_committed: s.txn_committed.get(),
-            transactions_aborted: s.txn_aborted.get(),
-            fenced_members: s.fenced.get() as usize,
-        }
+        summary(&self.shared, unfinished)
     }
 }
 
@@ -417,6 +425,7 @@ impl Member {
                 if !run.continues(&rec) {
                     run.flush(engine, &self.shared);
                 }
+                run.handed_out += 1;
                 match self.handle(engine, &rec, handler, &mut run)? {
                     Handled::Done => run.handled += 1,
                     Handled::Skipped => self.shared.skipped.add(1),
@@ -536,6 +545,7 @@ struct Run {
     /// The partition and the offset after the last finished record.
     next: Option<(Arc<str>, i32, i64)>,
     handled: u64,
+    handed_out: u64,
 }
 
 impl Run {
@@ -554,5 +564,29 @@ impl Run {
         if self.handled > 0 {
             shared.handled.add(std::mem::take(&mut self.handled));
         }
+        if self.handed_out > 0 {
+            shared.handed_out.add(std::mem::take(&mut self.handed_out));
+        }
+    }
+}
+
+/// What the members sharing `shared` did, as a close reports it.
+pub(super) fn summary(shared: &Shared, unfinished_members: usize) -> ConsumerSummary {
+    let s = shared;
+    ConsumerSummary {
+        handled: s.handled.get(),
+        handed_out: s.handed_out.get(),
+        skipped: s.skipped.get(),
+        committed: s.committed.locked().clone(),
+        unfinished_members,
+        stopped_because: s.stopped_because.locked().clone(),
+        acknowledged: s.acknowledged.get(),
+        released: s.released.get(),
+        rejected: s.rejected.get(),
+        redelivered: s.redelivered.get(),
+        acknowledge_failures: s.ack_failures.get(),
+        transactions_committed: s.txn_committed.get(),
+        transactions_aborted: s.txn_aborted.get(),
+        fenced_members: s.fenced.get() as usize,
     }
 }

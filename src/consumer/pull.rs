@@ -17,6 +17,7 @@ use crate::sync::Locked;
 use super::books::Since;
 use super::engine::{self, connect_checked, Change, Engine, Host};
 use super::group::MemberStatus;
+use super::pool::{self, ConsumerSummary};
 use super::{ConsumedRecord, ConsumerConfig, ConsumerStats, Error, Shared, Truncation};
 
 /// Told of rebalances, on the caller's thread, from inside [`Consumer::poll`] (or a pool's
@@ -89,6 +90,8 @@ pub struct Consumer {
     engine: Engine,
     listener: Option<Box<dyn RebalanceListener>>,
     in_listener: bool,
+    /// Records the last `poll` handed out, finished by the next poll, commit or close.
+    handed: u64,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -166,6 +169,7 @@ impl Consumer {
             engine,
             listener: None,
             in_listener: false,
+            handed: 0,
         }
     }
 
@@ -220,18 +224,19 @@ impl Consumer {
                 "poll cannot be called from inside a rebalance listener",
             ));
         }
-        self.engine.books.finish_handed();
+        self.finish_handed();
         let mut out = Vec::new();
         let max = self.engine.config.max_poll_records;
         engine::fill(self, &mut out, max, timeout)?;
-        self.engine.shared.handled.add(out.len() as u64);
+        self.handed = out.len() as u64;
+        self.engine.shared.handed_out.add(self.handed);
         Ok(out)
     }
 
     /// Commit every record handed out so far (calling this says they are processed), and
     /// wait for the coordinator's answer.
     pub fn commit(&mut self) -> Result<(), Error> {
-        self.engine.books.finish_handed();
+        self.finish_handed();
         let offsets = self.engine.books.uncommitted(Since::Confirmed);
         self.engine.commit_sync(offsets)
     }
@@ -327,16 +332,26 @@ impl Consumer {
         }
     }
 
-    /// Counters and per-partition progress (`handled` counts records handed out).
+    /// Counters and per-partition progress.
     pub fn stats(&self) -> ConsumerStats {
         self.engine.shared.snapshot(self.engine.started.elapsed())
     }
 
     /// Give the partitions up (the listener's `on_revoked`, then, with `auto_commit`, a
-    /// commit of what was handed out), leave the group, and stop, within `timeout`.
-    pub fn close(mut self, timeout: Duration) -> Result<(), Error> {
+    /// commit of what was handed out), leave the group, and stop, within `timeout`; then
+    /// report what this consumer did. An error means the close could not be done in full
+    /// (the last commit or the leave failed): records after the last commit are then handed
+    /// out again to the partitions' next owner.
+    pub fn close(mut self, timeout: Duration) -> Result<ConsumerSummary, Error> {
+        self.finish_handed();
+        engine::shutdown(&mut self, Instant::now() + timeout)?;
+        Ok(pool::summary(&self.engine.shared, 0))
+    }
+
+    /// What the last poll handed out is processed (the caller moved on).
+    fn finish_handed(&mut self) {
         self.engine.books.finish_handed();
-        engine::shutdown(&mut self, Instant::now() + timeout)
+        self.engine.shared.handled.add(std::mem::take(&mut self.handed));
     }
 
     fn check_assigned(&self, partitions: &[TopicPartition]) -> Result<(), Error> {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::AckKind;
 
+use super::pool::{summary, ConsumerSummary};
 use super::{ConsumedRecord, ConsumerConfig, ConsumerStats, Error, GroupProtocol, Shared};
 pub(crate) use engine::ShareEngine;
 
@@ -111,6 +112,8 @@ pub struct ShareConsumer {
     shared: std::sync::Arc<Shared>,
     started: Instant,
     records: Vec<ConsumedRecord>,
+    /// Records the last `poll` handed out, finished by the next poll or the close.
+    handed: u64,
 }
 
 impl ShareConsumer {
@@ -140,6 +143,7 @@ impl ShareConsumer {
             shared,
             started: Instant::now(),
             records: Vec::new(),
+            handed: 0,
         })
     }
 
@@ -148,12 +152,14 @@ impl ShareConsumer {
     /// `max_poll_records`), each with its delivery count. Empty when none came in time.
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumedRecord>, Error> {
         self.engine.acknowledge_all(AckKind::Accept, false);
+        self.finish_handed();
         self.engine.clear_outcomes();
         let mut out = std::mem::take(&mut self.records);
         out.clear();
         let max = self.engine.config.max_poll_records;
         self.engine.poll_into(&mut out, max, timeout)?;
-        self.shared.handled.add(out.len() as u64);
+        self.handed = out.len() as u64;
+        self.shared.handed_out.add(self.handed);
         Ok(out)
     }
 
@@ -180,7 +186,7 @@ impl ShareConsumer {
         self.engine.assignment()
     }
 
-    /// Counters: records handed out (`handled`), acknowledged, released, rejected,
+    /// Counters: records handed out and finished, acknowledged, released, rejected,
     /// redelivered.
     pub fn stats(&self) -> ConsumerStats {
         self.shared.snapshot(self.started.elapsed())
@@ -188,9 +194,20 @@ impl ShareConsumer {
 
     /// Accept what was handed out and not acknowledged (the caller is done with it),
     /// release what was acquired and not handed out, send every acknowledgement, close the
-    /// share sessions and leave the group, within `timeout`.
-    pub fn close(mut self, timeout: Duration) -> Result<(), Error> {
-        self.engine.close(AckKind::Accept, Instant::now() + timeout)
+    /// share sessions and leave the group, within `timeout`; then report what this consumer
+    /// did. An error means the close could not be done in full (acknowledgements or the
+    /// leave not sent): records not acknowledged go back to the group when their locks run
+    /// out.
+    pub fn close(mut self, timeout: Duration) -> Result<ConsumerSummary, Error> {
+        self.finish_handed();
+        self.engine.close(AckKind::Accept, Instant::now() + timeout)?;
+        Ok(summary(&self.shared, 0))
+    }
+
+    /// What the last poll handed out is done with (acknowledged, or accepted as the caller
+    /// moved on).
+    fn finish_handed(&mut self) {
+        self.shared.handled.add(std::mem::take(&mut self.handed));
     }
 }
 

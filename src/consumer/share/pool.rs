@@ -160,6 +160,7 @@ impl ShareMember {
                     next_renewal = Instant::now() + engine.lock() / 4;
                     check_at = self.renew_at(engine, far).max(next_renewal);
                 }
+                self.shared.handed_out.add(1);
                 let kind = match guarded(&self.shared, || handler(&rec)) {
                     Ok(()) => {
                         handled += 1;
