@@ -548,7 +548,8 @@ fn accept_loop(listener: TcpListener, shared: &Arc<Shared>, mut plan: impl FnMut
     }
 }
 
-/// Read one request frame; `Ok(None)` at a clean end of the connection.
+/// Read one size-prefixed frame (a request or an answer); `Ok(None)` at a clean end of the
+/// connection.
 pub fn read_frame(from: &mut impl Read) -> io::Result<Option<Bytes>> {
     let mut size = [0u8; 4];
     match from.read_exact(&mut size) {
@@ -557,7 +558,7 @@ pub fn read_frame(from: &mut impl Read) -> io::Result<Option<Bytes>> {
         Err(e) => return Err(e),
     }
     let size = i32::from_be_bytes(size);
-    if !(8..=FRAME_LIMIT as i32).contains(&size) {
+    if !(0..=FRAME_LIMIT as i32).contains(&size) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("a request frame of {size} bytes"),
@@ -586,6 +587,13 @@ fn take(from: &mut impl Read, conn: u64, n: usize, shared: &Shared) -> Option<Re
             return None;
         }
     };
+    if frame.len() < 8 {
+        shared.problem(format!(
+            "conn {conn}: a request frame of {} bytes",
+            frame.len()
+        ));
+        return None;
+    }
     let req = Request::parse(conn, n, frame);
     log::trace!(target: "fake", "{} conn {conn}: read {:?} v{} #{}", shared.name, req.key(), req.version, req.correlation_id);
     lock(&shared.requests).push(req.clone());
