@@ -549,7 +549,7 @@ fn tls_readiness_sees_responses_already_decrypted() {
     let addr = fake.addr.clone();
     let mut c = secured(&addr, SecurityProtocol::Ssl);
     c.security.tls.ca = Some(Pem::Inline(ca.into()));
-    let connector = kpipe::client::Connector::new(&c).unwrap();
+    let connector = kpipe::unstable::Connector::new(&c).unwrap();
     let mut conn = connector.connect(&addr).unwrap();
     let pending = conn.send(&MetadataRequest::default()).unwrap();
     // The socket holds nothing more, yet the response is there: readiness must say so

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::fake::{FakeBroker, Serve};
 use kpipe::client::{
-    ClientConfig, Cluster, Connector, Error, NewTopic, Pem, Sasl, SecurityProtocol, UnsecuredToken,
+    ClientConfig, Cluster, Error, NewTopic, Pem, Sasl, SecurityProtocol, UnsecuredToken,
 };
+use kpipe::unstable::Connector;
 use kpipe::{ConsumedRecord, ConsumerPool, Producer, ProducerRecord};
 
 /// The folder `scripts/kafka up --secure` writes certificates and properties files to.

@@ -46,11 +46,12 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
-use kpipe::client::{GroupMetadata, KafkaCode, TopicPartition, TransactionVersion};
+use kpipe::client::{GroupMetadata, KafkaCode, TopicPartition};
 use kpipe::producer::{
     java_partition, Delivery, DeliveryError, DeliveryReceipt, ProducerIdentity, SendError,
     TransactionError,
 };
+use kpipe::unstable::TransactionVersion;
 use kpipe::{Producer, ProducerConfig, ProducerRecord};
 use uuid::Uuid;
 
