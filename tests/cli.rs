@@ -317,11 +317,7 @@ fn two_consume_processes_split_the_partitions_and_see_every_record() {
 
 #[test]
 fn bad_input_exits_2_with_a_message_in_time() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let dead = common::fake::dead_addr();
     let missing = common::unique_topic("cli-missing");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--threads", "0"], "--threads"),

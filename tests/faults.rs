@@ -2,19 +2,19 @@
 //! refused connections, stalls, version mismatches and broken frames. Each must end in a
 //! clear error within the configured bound, never a panic or a hang.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::thread::{self, JoinHandle};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use common::fake::{self, FakeBroker, Reply, Request, Serve};
+use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, MetadataRequest, ProduceRequest, ResponseHeader,
+    ApiKey, ApiVersionsRequest, MetadataRequest, MetadataResponse, ProduceRequest, ResponseHeader,
+    SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::Encodable;
-use kpipe::client::{ClientConfig, Cluster, ConnectionConfig, Error, Phase};
-use kpipe::unstable::Connector;
+use kafka_protocol::protocol::{Encodable, Message, StrBytes};
+use kpipe::client::{ClientConfig, Cluster, ConnectionConfig, Error, MetadataRecovery, Phase};
 
 fn quick() -> ConnectionConfig {
     ConnectionConfig {
@@ -24,126 +24,98 @@ fn quick() -> ConnectionConfig {
     }
 }
 
-/// What the fake server does with the n-th request it reads.
-enum Reply {
-    /// Send these bytes (a whole or partial frame).
-    Bytes(Vec<u8>),
-    /// Send these bytes, then close the connection.
-    Last(Vec<u8>),
-    /// Send these bytes, then keep the socket open without a word until the client leaves.
-    Stall(Vec<u8>),
-    /// Close the connection.
-    Close,
+/// A client config for `addr` with short timeouts that keeps to the brokers it knows (one
+/// failure is the answer, not a walk back to the bootstrap servers).
+fn client(addr: &str) -> ClientConfig {
+    let mut c = ClientConfig::new([addr]);
+    c.connection = quick();
+    c.metadata_recovery = MetadataRecovery::None;
+    c
 }
 
-/// A fake broker: accepts one connection and answers each request with `script(n, correlation_id)`.
-fn fake_broker(
-    mut script: impl FnMut(usize, i32) -> Reply + Send + 'static,
-) -> (String, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let handle = thread::spawn(move || {
-        let (mut sock, _) = listener.accept().unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        for n in 0.. {
-            let mut size = [0u8; 4];
-            if sock.read_exact(&mut size).is_err() {
-                return;
-            }
-            let mut req = vec![0u8; i32::from_be_bytes(size) as usize];
-            if sock.read_exact(&mut req).is_err() {
-                return;
-            }
-            let correlation_id = i32::from_be_bytes(req[4..8].try_into().unwrap());
-            match script(n, correlation_id) {
-                Reply::Bytes(b) => {
-                    let _ = sock.write_all(&b);
-                }
-                Reply::Last(b) => {
-                    let _ = sock.write_all(&b);
-                    return;
-                }
-                Reply::Stall(b) => {
-                    let _ = sock.write_all(&b);
-                    // Hold the socket until the client gives up and closes it.
-                    let _ = sock.read(&mut [0u8; 1]);
-                    return;
-                }
-                Reply::Close => return,
-            }
-        }
-    });
-    (addr, handle)
+/// A fake broker whose first connection is answered by `script` (the others are closed at
+/// once).
+fn fake_broker(script: impl FnMut(&Request) -> Reply + Send + 'static) -> FakeBroker {
+    fake_with(
+        &[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 12)],
+        script,
+    )
 }
 
-fn frame(correlation_id: i32, body: &[u8]) -> Vec<u8> {
-    let mut out = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&correlation_id.to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-fn api_versions(ranges: &[(ApiKey, i16, i16)], error_code: i16, version: i16) -> Vec<u8> {
-    let mut resp = ApiVersionsResponse::default();
-    resp.error_code = error_code;
-    for &(key, min, max) in ranges {
-        let mut v = ApiVersion::default();
-        v.api_key = key as i16;
-        v.min_version = min;
-        v.max_version = max;
-        resp.api_keys.push(v);
-    }
-    let mut buf = BytesMut::new();
-    resp.encode(&mut buf, version).unwrap();
-    buf.to_vec()
+/// [`fake_broker`] advertising `ranges` in its default ApiVersions answer.
+fn fake_with(
+    ranges: &[(ApiKey, i16, i16)],
+    script: impl FnMut(&Request) -> Reply + Send + 'static,
+) -> FakeBroker {
+    let mut script = Some(script);
+    FakeBroker::builder()
+        .versions(ranges)
+        .bind()
+        .serve_each(move |_| match script.take() {
+            Some(s) => Serve::With(Box::new(s)),
+            None => Serve::Close,
+        })
 }
 
 /// A broker that speaks ApiVersions (Metadata v0-12 only) and then does `then` for request 1.
-fn broker_then(then: impl FnOnce(i32) -> Reply + Send + 'static) -> (String, JoinHandle<()>) {
+fn broker_then(then: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> FakeBroker {
     broker_with(
         &[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 12)],
         then,
     )
 }
 
-/// A broker that advertises `ranges` in ApiVersions and then does `then` for request 1.
+/// A broker that advertises `ranges` in ApiVersions and then does `then` for request 1,
+/// on every connection.
 fn broker_with(
     ranges: &[(ApiKey, i16, i16)],
-    then: impl FnOnce(i32) -> Reply + Send + 'static,
-) -> (String, JoinHandle<()>) {
-    let mut then = Some(then);
-    let versions = api_versions(ranges, 0, 4);
-    fake_broker(move |n, id| match n {
-        0 => Reply::Bytes(frame(id, &versions)),
-        1 => (then.take().unwrap())(id),
-        _ => Reply::Close,
-    })
+    then: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+) -> FakeBroker {
+    FakeBroker::builder()
+        .versions(ranges)
+        .bind()
+        .serve(move |req| match req.n {
+            0 => Reply::Default,
+            1 => then(req),
+            _ => Reply::Close,
+        })
 }
 
-fn metadata_error(then: impl FnOnce(i32) -> Reply + Send + 'static) -> Error {
-    let (addr, server) = broker_then(then);
-    let mut conn = Connector::plaintext(&quick()).connect(&addr).unwrap();
-    let err = conn.request(&MetadataRequest::default()).unwrap_err();
-    assert!(
-        !conn.is_open(),
-        "a connection that failed mid-request is closed"
-    );
-    assert!(matches!(
-        conn.request(&MetadataRequest::default()),
-        Err(Error::Closed { .. })
-    ));
-    drop(conn);
-    server.join().unwrap();
+/// What connecting reports when the answer to its Metadata request (request 1) is `then`.
+fn metadata_error(then: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Error {
+    let fake = broker_then(then);
+    let err = Cluster::connect(client(&fake.addr)).unwrap_err();
+    for conn in 1..=fake.connections() {
+        let keys: Vec<i16> = fake
+            .requests()
+            .iter()
+            .filter(|r| r.conn == conn)
+            .map(|r| r.api_key)
+            .collect();
+        assert_eq!(
+            keys,
+            [ApiKey::ApiVersions as i16, ApiKey::Metadata as i16],
+            "nothing more is sent on a connection that failed mid-request (conn {conn})"
+        );
+    }
     err
+}
+
+/// A Metadata answer naming the fake at `addr` as broker 0.
+fn metadata_naming(addr: &str) -> MetadataResponse {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut b = MetadataResponseBroker::default();
+    b.node_id = 0.into();
+    b.host = StrBytes::from_string(host.to_owned());
+    b.port = port.parse().unwrap();
+    let mut resp = MetadataResponse::default();
+    resp.brokers.push(b);
+    resp
 }
 
 #[test]
 fn connection_refused_names_the_address_and_the_fix() {
-    let addr = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    }; // listener dropped: nothing listens there now
+    let addr = fake::dead_addr();
     let started = Instant::now();
     let err = Cluster::connect(ClientConfig::new([&addr])).unwrap_err();
     assert!(
@@ -161,15 +133,7 @@ fn connection_refused_names_the_address_and_the_fix() {
 
 #[test]
 fn every_bootstrap_address_is_tried_and_listed() {
-    let dead: Vec<String> = (0..2)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let dead: Vec<String> = (0..2).map(|_| fake::dead_addr()).collect();
     let err = Cluster::connect(ClientConfig::new(&dead)).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::NoBrokerReachable { .. }), "{text}");
@@ -178,9 +142,9 @@ fn every_bootstrap_address_is_tried_and_listed() {
 
 #[test]
 fn a_listener_that_never_answers_times_out() {
-    let (addr, server) = fake_broker(|_, _| Reply::Stall(Vec::new()));
+    let fake = fake_broker(|_| Reply::stall());
     let started = Instant::now();
-    let err = Connector::plaintext(&quick()).connect(&addr).unwrap_err();
+    let err = Cluster::connect(client(&fake.addr)).unwrap_err();
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_secs(5),
@@ -197,15 +161,15 @@ fn a_listener_that_never_answers_times_out() {
         ),
         "{err}"
     );
-    server.join().unwrap();
+    assert_eq!(fake.keys(), [ApiKey::ApiVersions as i16]);
 }
 
 #[test]
 fn a_broker_that_stalls_mid_frame_times_out() {
-    let err = metadata_error(|id| {
-        let mut partial = frame(id, &[0; 100]);
+    let err = metadata_error(|req| {
+        let mut partial = req.raw_response(&[0; 100]);
         partial.truncate(20);
-        Reply::Stall(partial)
+        Reply::SendThenStall(partial)
     });
     assert!(
         matches!(
@@ -222,65 +186,88 @@ fn a_broker_that_stalls_mid_frame_times_out() {
 
 #[test]
 fn no_common_version_is_unsupported_version_naming_the_api() {
-    // The broker offers Produce v0-2 only: below the Kafka 4 floor of v3.
-    let (addr, server) = fake_broker(|n, id| match n {
-        0 => Reply::Bytes(frame(
-            id,
-            &api_versions(
-                &[(ApiKey::ApiVersions, 0, 4), (ApiKey::Produce, 0, 2)],
-                0,
-                4,
-            ),
-        )),
-        _ => Reply::Close,
+    // The broker offers Produce v0-2 only: below the Kafka 4 floor of v3. It leads the one
+    // partition of topic `t`.
+    let bound = FakeBroker::builder()
+        .versions(&[
+            (ApiKey::ApiVersions, 0, 4),
+            (ApiKey::Metadata, 0, 12),
+            (ApiKey::Produce, 0, 2),
+        ])
+        .bind();
+    let mut metadata = metadata_naming(&bound.addr);
+    let mut t = kafka_protocol::messages::metadata_response::MetadataResponseTopic::default();
+    t.name = Some(kafka_protocol::messages::TopicName(
+        StrBytes::from_static_str("t"),
+    ));
+    let mut p = kafka_protocol::messages::metadata_response::MetadataResponsePartition::default();
+    p.leader_id = 0.into();
+    t.partitions.push(p);
+    metadata.topics.push(t);
+    let fake = bound.serve(move |req| {
+        if req.is::<MetadataRequest>() {
+            req.respond::<MetadataRequest>(&metadata)
+        } else {
+            Reply::Default
+        }
     });
-    let conn = Connector::plaintext(&quick()).connect(&addr).unwrap();
-    let err = conn.version::<ProduceRequest>().unwrap_err();
-    let text = err.to_string();
+    let mut config = kpipe::ProducerConfig::new(&fake.addr).topic("t");
+    config.client.connection = quick();
+    config.idempotence = Some(false);
+    config.delivery_timeout = Duration::from_secs(2);
+    let producer = kpipe::Producer::new(config).unwrap();
+    let outcome = producer.send_and_wait(kpipe::ProducerRecord::new("x"));
+    let text = match outcome {
+        Err(e) => e.to_string(),
+        Ok(d) => panic!("delivered {d:?} to a broker without a common Produce version"),
+    };
     assert!(
-        matches!(err, Error::UnsupportedVersion { api: "Produce", .. }),
+        text.contains("Produce") && text.contains("kpipe 3..13") && text.contains("broker 0..2"),
         "{text}"
     );
     assert!(
-        text.contains("kpipe 3..13") && text.contains("broker 0..2"),
-        "{text}"
+        !fake.requests().iter().any(|r| r.is::<ProduceRequest>()),
+        "no Produce request is sent at a version the broker does not speak"
     );
-    drop(conn);
-    server.join().unwrap();
+    let _ = producer.close(Duration::from_secs(5));
 }
 
 #[test]
 fn api_versions_fallback_and_its_failure() {
-    // A broker that knows ApiVersions up to v2 only: error 35 encoded as v0, then v2 works.
-    let (addr, server) = fake_broker(|n, id| match n {
-        0 => Reply::Bytes(frame(
-            id,
-            &api_versions(&[(ApiKey::ApiVersions, 0, 2)], 35, 0),
-        )),
-        1 => Reply::Bytes(frame(
-            id,
-            &api_versions(
-                &[(ApiKey::ApiVersions, 0, 2), (ApiKey::Metadata, 4, 9)],
-                0,
-                2,
-            ),
-        )),
-        _ => Reply::Close,
-    });
-    let conn = Connector::plaintext(&quick()).connect(&addr).unwrap();
-    assert_eq!(conn.version::<MetadataRequest>().unwrap(), 9);
-    drop(conn);
-    server.join().unwrap();
+    // A broker that knows ApiVersions up to v2 only: it answers a newer one with error 35
+    // encoded as v0 (as Kafka does), then v2 works.
+    let fake = fake_with(
+        &[(ApiKey::ApiVersions, 0, 2), (ApiKey::Metadata, 4, 9)],
+        |req| {
+            if req.is::<MetadataRequest>() {
+                req.respond::<MetadataRequest>(&MetadataResponse::default())
+            } else {
+                Reply::Default
+            }
+        },
+    );
+    Cluster::connect(client(&fake.addr)).unwrap();
+    let seen: Vec<(i16, i16)> = fake
+        .requests()
+        .iter()
+        .map(|r| (r.api_key, r.version))
+        .collect();
+    let newest = ApiVersionsRequest::VERSIONS.max;
+    assert!(newest > 2);
+    assert_eq!(
+        seen,
+        [
+            (ApiKey::ApiVersions as i16, newest),
+            (ApiKey::ApiVersions as i16, 2),
+            (ApiKey::Metadata as i16, 9),
+        ],
+        "asked again at the broker's newest ApiVersions, then Metadata at the highest common version"
+    );
+    fake.assert_sane();
 
     // A broker whose ApiVersions range kpipe cannot meet at all.
-    let (addr, server) = fake_broker(|n, id| match n {
-        0 => Reply::Bytes(frame(
-            id,
-            &api_versions(&[(ApiKey::ApiVersions, 7, 9)], 35, 0),
-        )),
-        _ => Reply::Close,
-    });
-    let err = Connector::plaintext(&quick()).connect(&addr).unwrap_err();
+    let fake = fake_with(&[(ApiKey::ApiVersions, 7, 9)], |_| Reply::Default);
+    let err = Cluster::connect(client(&fake.addr)).unwrap_err();
     assert!(
         matches!(
             err,
@@ -291,33 +278,29 @@ fn api_versions_fallback_and_its_failure() {
         ),
         "{err}"
     );
-    server.join().unwrap();
 }
 
 #[test]
 fn truncated_frame_is_an_error() {
-    let err = metadata_error(|id| {
-        let mut f = frame(id, &[0; 100]);
+    let err = metadata_error(|req| {
+        let mut f = req.raw_response(&[0; 100]);
         f.truncate(30);
-        Reply::Last(f)
+        Reply::SendThenClose(f)
     });
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
 #[test]
 fn garbage_frame_is_an_error() {
-    let err = metadata_error(|id| {
-        Reply::Bytes(frame(
-            id,
-            &[0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0x7f, 9, 9],
-        ))
+    let err = metadata_error(|req| {
+        Reply::Send(req.raw_response(&[0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0x7f, 9, 9]))
     });
     assert!(matches!(err, Error::Protocol { .. }), "{err}");
 }
 
 #[test]
 fn oversized_length_is_refused_before_reading() {
-    let err = metadata_error(|_| Reply::Bytes(i32::MAX.to_be_bytes().to_vec()));
+    let err = metadata_error(|_| Reply::Send(i32::MAX.to_be_bytes().to_vec()));
     assert!(
         matches!(
             err,
@@ -333,17 +316,66 @@ fn oversized_length_is_refused_before_reading() {
 
 #[test]
 fn wrong_correlation_id_is_an_error() {
-    let err = metadata_error(|id| {
+    let err = metadata_error(|req| {
         let mut header = BytesMut::new();
         let mut h = ResponseHeader::default();
-        h.correlation_id = id + 1000;
+        h.correlation_id = req.correlation_id + 1000;
         h.encode(&mut header, 1).unwrap();
         let mut f = ((header.len() + 1) as i32).to_be_bytes().to_vec();
         f.extend_from_slice(&header);
         f.push(0);
-        Reply::Bytes(f)
+        Reply::Send(f)
     });
     assert!(err.to_string().contains("correlation id"), "{err}");
+}
+
+#[test]
+fn a_connection_that_failed_mid_request_is_not_used_again() {
+    // Broker 0 is the fake itself. On the first connection, the second Metadata request
+    // gets `fault`; every other request is answered.
+    type Fault = fn(&Request) -> Reply;
+    let garbage: Fault = |req| Reply::Send(req.raw_response(&[0xde, 0xad, 0xbe, 0xef, 9]));
+    let stall: Fault = |req| {
+        let mut partial = req.raw_response(&[0; 100]);
+        partial.truncate(20);
+        Reply::SendThenStall(partial)
+    };
+    for (fault, fails) in [(garbage, true), (stall, false)] {
+        let bound = FakeBroker::builder().bind();
+        let metadata = metadata_naming(&bound.addr);
+        let fake = bound.serve(move |req| match (req.conn, req.n) {
+            (1, 2) => fault(req),
+            _ if req.is::<MetadataRequest>() => req.respond::<MetadataRequest>(&metadata),
+            _ => Reply::Default,
+        });
+        let mut cluster = Cluster::connect(client(&fake.addr)).unwrap();
+        let first = cluster.fetch_metadata(Some(&[]));
+        if fails {
+            // A response that does not decode is not worth asking another broker for.
+            assert!(matches!(first, Err(Error::Protocol { .. })), "{first:?}");
+        } else {
+            // A timeout is: broker 0 answers on a connection of its own.
+            first.unwrap();
+        }
+        cluster.fetch_metadata(Some(&[])).unwrap();
+        let on = |conn| {
+            fake.requests()
+                .iter()
+                .filter(|r| r.conn == conn)
+                .map(|r| r.api_key)
+                .collect::<Vec<_>>()
+        };
+        let (versions, metadata) = (ApiKey::ApiVersions as i16, ApiKey::Metadata as i16);
+        assert_eq!(
+            on(1),
+            [versions, metadata, metadata],
+            "nothing more on the connection that failed"
+        );
+        let again = if fails { 1 } else { 2 };
+        assert_eq!(on(2), [vec![versions], vec![metadata; again]].concat());
+        assert_eq!(fake.connections(), 2);
+        fake.assert_sane();
+    }
 }
 
 // --- TLS and SASL -------------------------------------------------------------------------
@@ -360,14 +392,8 @@ fn secured(addr: &str, protocol: SecurityProtocol) -> ClientConfig {
 #[test]
 fn a_tls_handshake_that_stalls_times_out_naming_the_step() {
     // Accepts TCP, then says nothing: the ClientHello is never answered.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let server = thread::spawn(move || {
-        let (mut sock, _) = listener.accept().unwrap();
-        let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
-        let mut buf = [0u8; 4096];
-        while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
-    });
+    let fake = FakeBroker::builder().bind().serve_each(|_| Serve::Hold);
+    let addr = fake.addr.clone();
     let mut c = secured(&addr, SecurityProtocol::Ssl);
     c.security.tls.verify = TlsVerify::Insecure;
     let started = Instant::now();
@@ -387,46 +413,40 @@ fn a_tls_handshake_that_stalls_times_out_naming_the_step() {
         started.elapsed() < Duration::from_secs(10),
         "bounded by the connect timeout"
     );
-    server.join().unwrap();
+    assert_eq!(fake.connections(), 1);
 }
 
-fn sasl_handshake_ok(mechanisms: &[&str]) -> Vec<u8> {
-    let mut resp = kafka_protocol::messages::SaslHandshakeResponse::default();
+fn sasl_handshake_ok(req: &Request, mechanisms: &[&str]) -> Reply {
+    let mut resp = SaslHandshakeResponse::default();
     resp.mechanisms = mechanisms
         .iter()
-        .map(|m| kafka_protocol::protocol::StrBytes::from_string((*m).to_owned()))
+        .map(|m| StrBytes::from_string((*m).to_owned()))
         .collect();
-    let mut buf = BytesMut::new();
-    resp.encode(&mut buf, 1).unwrap();
-    buf.to_vec()
+    req.respond::<SaslHandshakeRequest>(&resp)
 }
 
-fn sasl_broker(then: impl FnOnce(i32) -> Reply + Send + 'static) -> (String, JoinHandle<()>) {
+fn sasl_broker(then: impl FnOnce(&Request) -> Reply + Send + 'static) -> FakeBroker {
     let mut then = Some(then);
-    fake_broker(move |n, id| match n {
-        0 => Reply::Bytes(frame(
-            id,
-            &api_versions(
-                &[
-                    (ApiKey::ApiVersions, 0, 4),
-                    (ApiKey::Metadata, 0, 12),
-                    (ApiKey::SaslHandshake, 0, 1),
-                    (ApiKey::SaslAuthenticate, 0, 2),
-                ],
-                0,
-                4,
-            ),
-        )),
-        1 => Reply::Bytes(frame(id, &sasl_handshake_ok(&["PLAIN"]))),
-        2 => (then.take().unwrap())(id),
-        _ => Reply::Close,
-    })
+    fake_with(
+        &[
+            (ApiKey::ApiVersions, 0, 4),
+            (ApiKey::Metadata, 0, 12),
+            (ApiKey::SaslHandshake, 0, 1),
+            (ApiKey::SaslAuthenticate, 0, 2),
+        ],
+        move |req| match req.n {
+            0 => Reply::Default,
+            1 => sasl_handshake_ok(req, &["PLAIN"]),
+            2 => (then.take().unwrap())(req),
+            _ => Reply::Close,
+        },
+    )
 }
 
 #[test]
 fn a_stalled_sasl_exchange_times_out_naming_the_request() {
-    let (addr, server) = sasl_broker(|_| Reply::Stall(Vec::new()));
-    let mut c = secured(&addr, SecurityProtocol::SaslPlaintext);
+    let fake = sasl_broker(|_| Reply::stall());
+    let mut c = secured(&fake.addr, SecurityProtocol::SaslPlaintext);
     c.security.sasl = Some(Sasl::plain("alice", "pw"));
     let started = Instant::now();
     let err = Cluster::connect(c).unwrap_err();
@@ -442,31 +462,36 @@ fn a_stalled_sasl_exchange_times_out_naming_the_request() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
-    server.join().unwrap();
+    assert_eq!(
+        fake.keys(),
+        [
+            ApiKey::ApiVersions as i16,
+            ApiKey::SaslHandshake as i16,
+            ApiKey::SaslAuthenticate as i16
+        ]
+    );
 }
 
 #[test]
 fn a_mechanism_the_broker_lacks_names_the_ones_it_offers() {
-    let listener_then = |id| {
-        let mut resp = kafka_protocol::messages::SaslHandshakeResponse::default();
+    let listener_then = |req: &Request| {
+        let mut resp = SaslHandshakeResponse::default();
         resp.error_code = 33; // UNSUPPORTED_SASL_MECHANISM
-        resp.mechanisms = vec![kafka_protocol::protocol::StrBytes::from_static_str("PLAIN")];
-        let mut buf = BytesMut::new();
-        resp.encode(&mut buf, 1).unwrap();
-        Reply::Last(frame(id, &buf))
+        resp.mechanisms = vec![StrBytes::from_static_str("PLAIN")];
+        Reply::SendThenClose(req.response::<SaslHandshakeRequest>(&resp))
     };
-    let (addr, server) = broker_with(
+    let fake = broker_with(
         &[(ApiKey::ApiVersions, 0, 4), (ApiKey::SaslHandshake, 0, 1)],
         listener_then,
     );
-    let mut c = secured(&addr, SecurityProtocol::SaslPlaintext);
+    let mut c = secured(&fake.addr, SecurityProtocol::SaslPlaintext);
     c.security.sasl = Some(Sasl::scram_sha256("alice", "pw"));
     let err = Cluster::connect(c).unwrap_err().to_string();
     assert!(
         err.contains("does not offer SCRAM-SHA-256") && err.contains("offers: PLAIN"),
         "{err}"
     );
-    server.join().unwrap();
+    fake.assert_sane();
 }
 
 /// A CA and a certificate for 127.0.0.1 signed by it, as PEM: (ca, chain, key).
@@ -504,44 +529,24 @@ fn tls_readiness_sees_responses_already_decrypted() {
         PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
     )
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let server = thread::spawn(move || {
-        let (sock, _) = listener.accept().unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let conn = rustls::ServerConnection::new(std::sync::Arc::new(server_config)).unwrap();
-        let mut tls = rustls::StreamOwned::new(conn, sock);
-        let mut size = [0u8; 4];
-        tls.read_exact(&mut size).unwrap();
-        let mut req = vec![0u8; i32::from_be_bytes(size) as usize];
-        tls.read_exact(&mut req).unwrap();
-        // The ApiVersions answer and, in the same TLS record, the answer to the Metadata
-        // request the client has not sent yet (correlation id 1).
-        let mut both = frame(
-            0,
-            &api_versions(
-                &[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 12)],
-                0,
-                4,
-            ),
-        );
-        let mut md = BytesMut::new();
-        kafka_protocol::messages::MetadataResponse::default()
-            .encode(&mut md, 12)
-            .unwrap();
-        let mut header = BytesMut::new();
-        let mut h = ResponseHeader::default();
-        h.correlation_id = 1;
-        h.encode(&mut header, 1).unwrap();
-        both.extend(((header.len() + md.len()) as i32).to_be_bytes());
-        both.extend_from_slice(&header);
-        both.extend_from_slice(&md);
-        tls.write_all(&both).unwrap();
-        tls.flush().unwrap();
-        // Hold the connection until the client has read everything and left.
-        let _ = tls.read(&mut [0u8; 1]);
-    });
+    let fake = FakeBroker::builder()
+        .tls(server_config)
+        .bind()
+        .serve(|req| match req.n {
+            // The ApiVersions answer and, in the same TLS record, the answer to the Metadata
+            // request the client has not sent yet (correlation id 1).
+            0 => {
+                let mut both = req.response::<ApiVersionsRequest>(&fake::api_versions(&[
+                    (ApiKey::ApiVersions, 0, 4),
+                    (ApiKey::Metadata, 0, 12),
+                ]));
+                both.extend(fake::response_frame(1, 12, &MetadataResponse::default()));
+                Reply::Send(both)
+            }
+            // Answered already.
+            _ => Reply::Nothing,
+        });
+    let addr = fake.addr.clone();
     let mut c = secured(&addr, SecurityProtocol::Ssl);
     c.security.tls.ca = Some(Pem::Inline(ca.into()));
     let connector = kpipe::unstable::Connector::new(&c).unwrap();
@@ -556,5 +561,13 @@ fn tls_readiness_sees_responses_already_decrypted() {
     let md = conn.receive::<MetadataRequest>(pending).unwrap();
     assert_eq!(md.brokers.len(), 0);
     drop(conn);
-    server.join().unwrap();
+    common::await_condition(
+        Duration::from_secs(5),
+        "the fake to read both requests",
+        || fake.keys().len() == 2,
+    );
+    assert_eq!(
+        fake.keys(),
+        [ApiKey::ApiVersions as i16, ApiKey::Metadata as i16]
+    );
 }

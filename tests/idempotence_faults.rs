@@ -19,25 +19,21 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::mpsc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use common::fake::{FakeBroker, Handler, Reply, Request, Serve};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
 use kpipe::client::KafkaCode;
 use kpipe::producer::{Delivery, DeliveryError, ProducerIdentity, SendError};
-use kpipe::unstable::decode_batches;
 use kpipe::{Producer, ProducerConfig, ProducerRecord};
 
 const MESSAGE_TOO_LARGE: i16 = 10;
@@ -154,6 +150,8 @@ struct State {
     ids_given: i64,
     /// What the fake found wrong with the requests (a test fails if any).
     problems: Vec<String>,
+    /// Produce requests read and not yet answered, by connection and partition.
+    outstanding: HashMap<u64, Vec<usize>>,
 }
 
 impl State {
@@ -262,17 +260,15 @@ impl State {
     }
 }
 
-#[derive(Clone)]
 struct Fake {
     addr: String,
     state: Arc<Mutex<State>>,
+    broker: FakeBroker,
 }
 
 impl Fake {
     /// A fake broker (node 0) leading every partition of topic `t`.
     fn start(partitions: usize) -> Fake {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State {
             parts: (0..partitions).map(|_| Partition::default()).collect(),
             seen: Vec::new(),
@@ -289,17 +285,27 @@ impl Fake {
             first_epoch: None,
             ids_given: 0,
             problems: Vec::new(),
+            outstanding: HashMap::new(),
         }));
+        let reading = state.clone();
+        let bound = FakeBroker::builder()
+            .versions(&[
+                (ApiKey::ApiVersions, 0, 4),
+                (ApiKey::Metadata, 4, 8),
+                (ApiKey::Produce, 3, 8),
+                (ApiKey::InitProducerId, 0, 4),
+            ])
+            // Requests are taken off the socket as soon as they come, so the fake sees how
+            // many are outstanding.
+            .on_read(move |req| read(req, &reading))
+            .bind();
+        let port = bound.port();
         let shared = state.clone();
-        thread::spawn(move || {
-            for sock in listener.incoming().flatten() {
-                let state = shared.clone();
-                thread::spawn(move || serve(sock, port, state));
-            }
-        });
+        let broker = bound.serve_each(move |_| Serve::With(serve(port, shared.clone())));
         Fake {
-            addr: format!("127.0.0.1:{port}"),
+            addr: broker.addr.clone(),
             state,
+            broker,
         }
     }
 
@@ -330,6 +336,7 @@ impl Fake {
     }
 
     fn assert_sane(&self) {
+        self.broker.assert_sane();
         let st = self.state();
         assert!(
             st.problems.is_empty(),
@@ -339,223 +346,158 @@ impl Fake {
     }
 }
 
-/// A request read from a connection.
-struct Frame {
-    key: i16,
-    version: i16,
-    correlation_id: i32,
-    /// The whole request, header included.
-    body: Bytes,
-    /// The batches of a produce request.
-    batches: Vec<Batch>,
+/// A produce request as read: its batches, checked (a problem ends the connection).
+fn read(req: &Request, state: &Mutex<State>) -> Result<(), String> {
+    if !req.is::<ProduceRequest>() {
+        return Ok(());
+    }
+    let batches = produce_batches(req)?;
+    let mut st = state.lock().unwrap();
+    let partitions = st.parts.len();
+    let mut out = st
+        .outstanding
+        .remove(&req.conn)
+        .unwrap_or_else(|| vec![0; partitions]);
+    for b in &batches {
+        let n = &mut out[b.partition as usize];
+        *n += 1;
+        log::trace!(target: "fake", "read a batch for {}: {n} outstanding", b.partition);
+        let p = &mut st.parts[b.partition as usize];
+        p.max_outstanding = p.max_outstanding.max(*n);
+    }
+    st.outstanding.insert(req.conn, out);
+    Ok(())
 }
 
-/// Produce requests read from one connection and not yet answered, per partition.
-type Outstanding = Arc<Mutex<Vec<usize>>>;
-
-/// One connection: a reader thread takes requests off the socket as soon as they come (so the
-/// fake sees how many are outstanding), this thread answers them in order.
-fn serve(mut sock: TcpStream, port: u16, state: Arc<Mutex<State>>) {
-    let (tx, rx) = mpsc::channel::<Frame>();
-    let mut reader = sock.try_clone().unwrap();
-    let outstanding: Outstanding = Arc::new(Mutex::new(vec![0; state.lock().unwrap().parts.len()]));
-    let (st, out) = (state.clone(), outstanding.clone());
-    thread::spawn(move || {
-        while let Some(frame) = read_frame(&mut reader, &st, &out) {
-            if tx.send(frame).is_err() {
-                return;
-            }
-        }
-    });
-    // Whatever is left on a connection given up is never answered.
-    let ended = |rx: mpsc::Receiver<Frame>| rx.into_iter().for_each(drop);
+/// One connection: requests are answered in order, as the model and the test's faults say.
+fn serve(port: u16, state: Arc<Mutex<State>>) -> Handler {
     // Requests are still taken up, but nothing is answered any more (WriteThenStall).
     let mut silent = false;
-    while let Ok(mut frame) = rx.recv() {
-        let body = match frame.key {
-            18 => {
-                let mut resp = ApiVersionsResponse::default();
-                for (key, min, max) in [(18, 0, 3), (3, 4, 8), (0, 3, 8), (22, 0, 4)] {
-                    let mut v = ApiVersion::default();
-                    v.api_key = key;
-                    v.min_version = min;
-                    v.max_version = max;
-                    resp.api_keys.push(v);
-                }
-                encode::<ApiVersionsRequest>(&frame, frame.version.min(3), &resp)
+    Box::new(move |req| {
+        let mut batches = Vec::new();
+        let reply = if req.is::<MetadataRequest>() {
+            let mut resp = MetadataResponse::default();
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = 0.into();
+            b.host = StrBytes::from_static_str("127.0.0.1");
+            b.port = port as i32;
+            resp.brokers.push(b);
+            let mut t = MetadataResponseTopic::default();
+            t.name = Some(TopicName(StrBytes::from_static_str("t")));
+            let unknown = {
+                let mut st = state.lock().unwrap();
+                st.metadata_requests += 1;
+                let unknown = st.unknown_topic > 0;
+                st.unknown_topic = st.unknown_topic.saturating_sub(1);
+                unknown
+            };
+            if unknown {
+                t.error_code = 3; // UNKNOWN_TOPIC_OR_PARTITION
             }
-            3 => {
-                let mut resp = MetadataResponse::default();
-                let mut b = MetadataResponseBroker::default();
-                b.node_id = 0.into();
-                b.host = StrBytes::from_static_str("127.0.0.1");
-                b.port = port as i32;
-                resp.brokers.push(b);
-                let mut t = MetadataResponseTopic::default();
-                t.name = Some(TopicName(StrBytes::from_static_str("t")));
-                let unknown = {
-                    let mut st = state.lock().unwrap();
-                    st.metadata_requests += 1;
-                    let unknown = st.unknown_topic > 0;
-                    st.unknown_topic = st.unknown_topic.saturating_sub(1);
-                    unknown
-                };
-                if unknown {
-                    t.error_code = 3; // UNKNOWN_TOPIC_OR_PARTITION
-                }
-                let partitions = if unknown {
-                    0
-                } else {
-                    state.lock().unwrap().parts.len()
-                };
-                for i in 0..partitions {
-                    let mut p = MetadataResponsePartition::default();
-                    p.partition_index = i as i32;
-                    p.leader_id = 0.into();
-                    p.replica_nodes = vec![0.into()];
-                    p.isr_nodes = vec![0.into()];
-                    t.partitions.push(p);
-                }
-                resp.topics.push(t);
-                encode::<MetadataRequest>(&frame, frame.version, &resp)
+            let partitions = if unknown {
+                0
+            } else {
+                state.lock().unwrap().parts.len()
+            };
+            for i in 0..partitions {
+                let mut p = MetadataResponsePartition::default();
+                p.partition_index = i as i32;
+                p.leader_id = 0.into();
+                p.replica_nodes = vec![0.into()];
+                p.isr_nodes = vec![0.into()];
+                t.partitions.push(p);
             }
-            22 => {
-                // A new producer gets a fresh id (epoch 0, or `first_epoch` for the first);
-                // one that names itself gets its next epoch (KIP-360).
-                let mut body = frame.body.clone();
-                let header = InitProducerIdRequest::header_version(frame.version);
-                let _ = RequestHeader::decode(&mut body, header).unwrap();
-                let req = InitProducerIdRequest::decode(&mut body, frame.version).unwrap();
-                let mut resp = InitProducerIdResponse::default();
-                let refuse = {
-                    let mut st = state.lock().unwrap();
-                    st.init_producer_ids += 1;
-                    let refuse = st.init_refusals > 0;
-                    st.init_refusals = st.init_refusals.saturating_sub(1);
-                    let named = req.producer_id.0 >= PRODUCER_ID && req.producer_epoch >= 0;
-                    if named {
-                        resp.producer_id = req.producer_id;
-                        resp.producer_epoch = req.producer_epoch + 1;
-                    } else if !refuse {
-                        resp.producer_id = ProducerId(PRODUCER_ID + st.ids_given);
-                        resp.producer_epoch = st.first_epoch.take().unwrap_or(0);
-                        st.ids_given += 1;
-                    }
-                    refuse
-                };
-                if refuse {
-                    resp = InitProducerIdResponse::default();
-                    resp.error_code = COORDINATOR_NOT_AVAILABLE;
-                    resp.producer_id = ProducerId(-1);
-                    resp.producer_epoch = -1;
+            resp.topics.push(t);
+            req.response::<MetadataRequest>(&resp)
+        } else if req.is::<InitProducerIdRequest>() {
+            // A new producer gets a fresh id (epoch 0, or `first_epoch` for the first);
+            // one that names itself gets its next epoch (KIP-360).
+            let init: InitProducerIdRequest = req.decode().unwrap();
+            let mut resp = InitProducerIdResponse::default();
+            let refuse = {
+                let mut st = state.lock().unwrap();
+                st.init_producer_ids += 1;
+                let refuse = st.init_refusals > 0;
+                st.init_refusals = st.init_refusals.saturating_sub(1);
+                let named = init.producer_id.0 >= PRODUCER_ID && init.producer_epoch >= 0;
+                if named {
+                    resp.producer_id = init.producer_id;
+                    resp.producer_epoch = init.producer_epoch + 1;
+                } else if !refuse {
+                    resp.producer_id = ProducerId(PRODUCER_ID + st.ids_given);
+                    resp.producer_epoch = st.first_epoch.take().unwrap_or(0);
+                    st.ids_given += 1;
                 }
-                encode::<InitProducerIdRequest>(&frame, frame.version, &resp)
+                refuse
+            };
+            if refuse {
+                resp = InitProducerIdResponse::default();
+                resp.error_code = COORDINATOR_NOT_AVAILABLE;
+                resp.producer_id = ProducerId(-1);
+                resp.producer_epoch = -1;
             }
-            0 => {
-                let delay = state.lock().unwrap().delay;
-                if !delay.is_zero() {
-                    thread::sleep(delay);
-                }
-                let (answers, fault) = {
-                    let mut st = state.lock().unwrap();
-                    let (answers, fault) = st.produce(&mut frame.batches);
-                    if silent || fault == Some(Fault::WriteThenStall) {
-                        st.unanswered += answers.iter().filter(|a| a.1 == 0).count();
-                    }
-                    (answers, fault)
-                };
-                match fault {
-                    // Until the client closes the connection.
-                    Some(Fault::Stall) => return ended(rx),
-                    Some(Fault::LoseResponse) => {
-                        let _ = sock.shutdown(Shutdown::Both);
-                        return ended(rx);
-                    }
-                    Some(Fault::WriteThenStall) => silent = true,
-                    _ => {}
-                }
-                let mut resp = ProduceResponse::default();
-                let mut t = TopicProduceResponse::default();
-                t.name = TopicName(StrBytes::from_static_str("t"));
-                for (index, code, offset) in answers {
-                    let mut p = PartitionProduceResponse::default();
-                    p.index = index;
-                    p.error_code = code;
-                    p.base_offset = offset;
-                    p.log_append_time_ms = -1;
-                    t.partition_responses.push(p);
-                }
-                resp.responses.push(t);
-                encode::<ProduceRequest>(&frame, frame.version, &resp)
+            req.response::<InitProducerIdRequest>(&resp)
+        } else if req.is::<ProduceRequest>() {
+            // Read and checked already (`read`).
+            batches = produce_batches(req).expect("a produce request read whole");
+            let delay = state.lock().unwrap().delay;
+            if !delay.is_zero() {
+                thread::sleep(delay);
             }
-            key => {
-                state
-                    .lock()
-                    .unwrap()
-                    .problems
-                    .push(format!("unexpected API key {key}"));
-                return;
+            let (answers, fault) = {
+                let mut st = state.lock().unwrap();
+                let (answers, fault) = st.produce(&mut batches);
+                if silent || fault == Some(Fault::WriteThenStall) {
+                    st.unanswered += answers.iter().filter(|a| a.1 == 0).count();
+                }
+                (answers, fault)
+            };
+            match fault {
+                // Until the client closes the connection.
+                Some(Fault::Stall) => return Reply::stall(),
+                Some(Fault::LoseResponse) => return Reply::Close,
+                Some(Fault::WriteThenStall) => silent = true,
+                _ => {}
             }
+            let mut resp = ProduceResponse::default();
+            let mut t = TopicProduceResponse::default();
+            t.name = TopicName(StrBytes::from_static_str("t"));
+            for (index, code, offset) in answers {
+                let mut p = PartitionProduceResponse::default();
+                p.index = index;
+                p.error_code = code;
+                p.base_offset = offset;
+                p.log_append_time_ms = -1;
+                t.partition_responses.push(p);
+            }
+            resp.responses.push(t);
+            req.response::<ProduceRequest>(&resp)
+        } else {
+            // ApiVersions; anything else is a problem that ends the connection.
+            return if silent {
+                Reply::Nothing
+            } else {
+                Reply::Default
+            };
         };
         if silent {
-            continue;
+            return Reply::Nothing;
         }
         // Answered once the answer is on its way: the client may send the next at once.
-        let mut out = outstanding.lock().unwrap();
-        for b in &frame.batches {
-            out[b.partition as usize] -= 1;
-        }
-        drop(out);
-        if sock.write_all(&body).is_err() {
-            return ended(rx);
-        }
-    }
-}
-
-/// Read one request; `None` when the connection ends (or the request makes no sense, which
-/// is noted as a problem).
-fn read_frame(sock: &mut TcpStream, state: &Mutex<State>, out: &Outstanding) -> Option<Frame> {
-    let mut size = [0u8; 4];
-    sock.read_exact(&mut size).ok()?;
-    let mut buf = vec![0u8; i32::from_be_bytes(size).clamp(0, 64 << 20) as usize];
-    sock.read_exact(&mut buf).ok()?;
-    let key = i16::from_be_bytes([buf[0], buf[1]]);
-    let version = i16::from_be_bytes([buf[2], buf[3]]);
-    let correlation_id = i32::from_be_bytes(buf[4..8].try_into().unwrap());
-    let mut frame = Frame {
-        key,
-        version,
-        correlation_id,
-        body: Bytes::from(buf),
-        batches: Vec::new(),
-    };
-    if key == 0 {
-        match produce_batches(frame.body.clone(), version) {
-            Ok(batches) => frame.batches = batches,
-            Err(problem) => {
-                state.lock().unwrap().problems.push(problem);
-                return None;
+        let mut st = state.lock().unwrap();
+        if let Some(out) = st.outstanding.get_mut(&req.conn) {
+            for b in &batches {
+                out[b.partition as usize] -= 1;
             }
         }
-        let mut st = state.lock().unwrap();
-        let mut out = out.lock().unwrap();
-        for b in &frame.batches {
-            let n = &mut out[b.partition as usize];
-            *n += 1;
-            log::trace!(target: "fake", "read a batch for {}: {n} outstanding", b.partition);
-            let p = &mut st.parts[b.partition as usize];
-            p.max_outstanding = p.max_outstanding.max(*n);
-        }
-    }
-    Some(frame)
+        Reply::Send(reply)
+    })
 }
 
 /// The batches of a produce request, checked: one v2 batch per partition, records and
 /// count agreeing, for a partition of `t` that exists.
-fn produce_batches(mut body: Bytes, version: i16) -> Result<Vec<Batch>, String> {
-    RequestHeader::decode(&mut body, ProduceRequest::header_version(version))
-        .map_err(|e| e.to_string())?;
-    let req = ProduceRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
+fn produce_batches(req: &Request) -> Result<Vec<Batch>, String> {
+    let req: ProduceRequest = req.decode()?;
     let mut out: Vec<Batch> = Vec::new();
     for t in &req.topic_data {
         if &*t.name.0 != "t" {
@@ -566,13 +508,14 @@ fn produce_batches(mut body: Bytes, version: i16) -> Result<Vec<Batch>, String> 
             if data.len() < 61 {
                 return Err(format!("a {}-byte batch", data.len()));
             }
-            let mut records = Vec::new();
-            let info = decode_batches(&data, 0, 1 << 30, &mut records)?;
+            let sets =
+                RecordBatchDecoder::decode_all(&mut data.clone()).map_err(|e| e.to_string())?;
+            let records: Vec<_> = sets.iter().flat_map(|s| &s.records).collect();
             let count = i32::from_be_bytes(data[57..61].try_into().unwrap());
-            if info.batches != 1 || count as usize != records.len() {
+            if sets.len() != 1 || count as usize != records.len() {
                 return Err(format!(
                     "{} batches, {} records for a count of {count}",
-                    info.batches,
+                    sets.len(),
                     records.len()
                 ));
             }
@@ -594,19 +537,6 @@ fn produce_batches(mut body: Bytes, version: i16) -> Result<Vec<Batch>, String> 
         }
     }
     Ok(out)
-}
-
-fn encode<R: Request>(frame: &Frame, version: i16, body: &R::Response) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    let mut header = ResponseHeader::default();
-    header.correlation_id = frame.correlation_id;
-    header
-        .encode(&mut buf, R::Response::header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&buf);
-    out
 }
 
 // ---- Helpers ----

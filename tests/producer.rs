@@ -360,11 +360,7 @@ fn tagged_sends_report_every_tag_once_to_the_one_handler() {
 
 #[test]
 fn an_unreachable_broker_fails_at_start_in_time() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let addr = common::fake::dead_addr();
     let started = Instant::now();
     let err = Producer::new(kpipe::ProducerConfig::new(&addr).topic("t")).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10));

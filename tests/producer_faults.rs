@@ -3,179 +3,88 @@
 //! InitProducerId, Produce) and then dies; the producer must retry, then fail each record
 //! definitely at its delivery timeout, with memory bounded by the queue.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
-use std::thread;
+mod common;
+
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use common::fake::{FakeBroker, Reply, Request};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
 use kpipe::producer::{DeliveryError, SendError};
 use kpipe::{Producer, ProducerConfig, ProducerRecord};
 
-struct FakeBroker {
-    port: u16,
-    dead: Arc<AtomicBool>,
+/// A fake broker (node 0) leading the one partition of topic `t`: it answers ApiVersions,
+/// Metadata, InitProducerId and Produce, until the test kills it.
+fn start() -> FakeBroker {
+    let bound = FakeBroker::builder()
+        .versions(&[
+            (ApiKey::ApiVersions, 0, 3),
+            (ApiKey::Metadata, 4, 8),
+            (ApiKey::Produce, 3, 8),
+            (ApiKey::InitProducerId, 0, 4),
+        ])
+        .bind();
+    let port = bound.port();
+    let offsets = AtomicI64::new(0);
+    bound.serve(move |req| answer(req, port, &offsets))
 }
 
-impl FakeBroker {
-    fn start() -> FakeBroker {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let dead = Arc::new(AtomicBool::new(false));
-        let offsets = Arc::new(AtomicI64::new(0));
-        let d = dead.clone();
-        thread::spawn(move || {
-            while !d.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((sock, _)) => {
-                        let (d, offsets) = (d.clone(), offsets.clone());
-                        thread::spawn(move || serve(sock, port, &d, &offsets));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
+fn answer(req: &Request, port: u16, offsets: &AtomicI64) -> Reply {
+    if req.is::<MetadataRequest>() {
+        let mut resp = MetadataResponse::default();
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = 0.into();
+        b.host = StrBytes::from_static_str("127.0.0.1");
+        b.port = port as i32;
+        resp.brokers.push(b);
+        let mut t = MetadataResponseTopic::default();
+        t.name = Some(TopicName(StrBytes::from_static_str("t")));
+        let mut p = MetadataResponsePartition::default();
+        p.leader_id = 0.into();
+        t.partitions.push(p);
+        resp.topics.push(t);
+        req.respond::<MetadataRequest>(&resp)
+    } else if req.is::<InitProducerIdRequest>() {
+        // The producer is idempotent by default: it asks for an id first.
+        let mut resp = InitProducerIdResponse::default();
+        resp.producer_id = ProducerId(1000);
+        resp.producer_epoch = 0;
+        req.respond::<InitProducerIdRequest>(&resp)
+    } else if req.is::<ProduceRequest>() {
+        let produce: ProduceRequest = req.decode().unwrap();
+        let mut resp = ProduceResponse::default();
+        for t in &produce.topic_data {
+            let mut tr = TopicProduceResponse::default();
+            tr.name = t.name.clone();
+            for p in &t.partition_data {
+                let mut records = p.records.clone().unwrap();
+                assert!(
+                    RecordBatchDecoder::decode_all(&mut records).is_ok(),
+                    "the producer sent a valid batch"
+                );
+                let mut pr = PartitionProduceResponse::default();
+                pr.index = p.index;
+                pr.base_offset = offsets.fetch_add(1, Ordering::SeqCst);
+                tr.partition_responses.push(pr);
             }
-            // Dropping the listener: new connections are refused from now on.
-        });
-        FakeBroker { port, dead }
-    }
-
-    fn kill(&self) {
-        self.dead.store(true, Ordering::SeqCst);
-    }
-}
-
-fn respond<R: Request>(
-    sock: &mut TcpStream,
-    correlation_id: i32,
-    version: i16,
-    body: &R::Response,
-) {
-    let mut buf = BytesMut::new();
-    let mut header = ResponseHeader::default();
-    header.correlation_id = correlation_id;
-    header
-        .encode(&mut buf, R::Response::header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&buf);
-    let _ = sock.write_all(&frame);
-}
-
-fn serve(mut sock: TcpStream, port: u16, dead: &AtomicBool, offsets: &AtomicI64) {
-    sock.set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
-    loop {
-        if dead.load(Ordering::SeqCst) {
-            return; // closes the socket mid-stream
+            resp.responses.push(tr);
         }
-        let mut size = [0u8; 4];
-        match sock.read_exact(&mut size) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(_) => return,
-        }
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
-        if sock.read_exact(&mut frame).is_err() {
-            return;
-        }
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        if dead.load(Ordering::SeqCst) {
-            return; // the request is swallowed: the client sees the connection die
-        }
-        let key = i16::from_be_bytes([frame[0], frame[1]]);
-        let version = i16::from_be_bytes([frame[2], frame[3]]);
-        let id = i32::from_be_bytes(frame[4..8].try_into().unwrap());
-        let mut body = Bytes::from(frame);
-        match key {
-            18 => {
-                let mut resp = ApiVersionsResponse::default();
-                for (k, min, max) in [(18, 0, 3), (3, 4, 8), (0, 3, 8), (22, 0, 4)] {
-                    let mut v = ApiVersion::default();
-                    v.api_key = k;
-                    v.min_version = min;
-                    v.max_version = max;
-                    resp.api_keys.push(v);
-                }
-                respond::<ApiVersionsRequest>(&mut sock, id, version.min(3), &resp);
-            }
-            3 => {
-                let mut resp = MetadataResponse::default();
-                let mut b = MetadataResponseBroker::default();
-                b.node_id = 0.into();
-                b.host = StrBytes::from_static_str("127.0.0.1");
-                b.port = port as i32;
-                resp.brokers.push(b);
-                let mut t = MetadataResponseTopic::default();
-                t.name = Some(TopicName(StrBytes::from_static_str("t")));
-                let mut p = MetadataResponsePartition::default();
-                p.leader_id = 0.into();
-                t.partitions.push(p);
-                resp.topics.push(t);
-                respond::<MetadataRequest>(&mut sock, id, version, &resp);
-            }
-            22 => {
-                // The producer is idempotent by default: it asks for an id first.
-                let mut resp = InitProducerIdResponse::default();
-                resp.producer_id = ProducerId(1000);
-                resp.producer_epoch = 0;
-                respond::<InitProducerIdRequest>(&mut sock, id, version, &resp);
-            }
-            0 => {
-                let _ = RequestHeader::decode(&mut body, ProduceRequest::header_version(version))
-                    .unwrap();
-                let req = ProduceRequest::decode(&mut body, version).unwrap();
-                let mut resp = ProduceResponse::default();
-                for t in &req.topic_data {
-                    let mut tr = TopicProduceResponse::default();
-                    tr.name = t.name.clone();
-                    for p in &t.partition_data {
-                        let n = kpipe::unstable::decode_batches(
-                            p.records.as_ref().unwrap(),
-                            0,
-                            1 << 30,
-                            &mut Vec::new(),
-                        )
-                        .map(|_| ())
-                        .ok();
-                        assert!(n.is_some(), "the producer sent a valid batch");
-                        let mut pr = PartitionProduceResponse::default();
-                        pr.index = p.index;
-                        pr.base_offset = offsets.fetch_add(1, Ordering::SeqCst);
-                        tr.partition_responses.push(pr);
-                    }
-                    resp.responses.push(tr);
-                }
-                respond::<ProduceRequest>(&mut sock, id, version, &resp);
-            }
-            _ => return,
-        }
+        req.respond::<ProduceRequest>(&resp)
+    } else {
+        Reply::Default
     }
 }
 
 #[test]
 fn broker_lost_mid_stream_fails_records_at_the_delivery_timeout() {
-    let broker = FakeBroker::start();
-    let mut config = ProducerConfig::new(&format!("127.0.0.1:{}", broker.port)).topic("t");
+    let mut broker = start();
+    let mut config = ProducerConfig::new(&broker.addr).topic("t");
     config.client.connection.request_timeout = Duration::from_millis(500);
     config.client.connection.connect_timeout = Duration::from_millis(500);
     config.delivery_timeout = Duration::from_secs(2);
@@ -242,4 +151,5 @@ fn broker_lost_mid_stream_fails_records_at_the_delivery_timeout() {
         "{summary:?}"
     );
     assert!(producer.stats().retries > 0 || producer.stats().errors.values().sum::<u64>() > 0);
+    broker.assert_sane();
 }

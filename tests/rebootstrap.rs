@@ -10,23 +10,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use common::fake::{self, FakeBroker, Handler, Reply, Serve};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, MetadataRequest, MetadataResponse, TopicName,
 };
-use kafka_protocol::protocol::{Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kpipe::client::{ClientConfig, Cluster, KafkaCode, MetadataRecovery};
 use uuid::Uuid;
 
@@ -74,139 +69,70 @@ type Plan = Box<dyn FnMut(usize) -> Behind + Send>;
 struct Bootstrap {
     addr: String,
     plan: Arc<Mutex<Plan>>,
-    /// Connections accepted so far.
-    accepted: Arc<AtomicUsize>,
-    /// Every socket opened for a client, to end them when the cluster is replaced.
-    sockets: Arc<Mutex<Vec<TcpStream>>>,
-    stop: Arc<AtomicBool>,
+    fake: FakeBroker,
 }
 
 impl Bootstrap {
     /// The `n`-th connection (from 0) is served as `plan(n)` says.
     fn start(plan: impl FnMut(usize) -> Behind + Send + 'static) -> Bootstrap {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let fake = Bootstrap {
-            addr: listener.local_addr().unwrap().to_string(),
-            plan: Arc::new(Mutex::new(Box::new(plan))),
-            accepted: Arc::new(AtomicUsize::new(0)),
-            sockets: Arc::new(Mutex::new(Vec::new())),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        let (plan, accepted, sockets, stop) = (
-            fake.plan.clone(),
-            fake.accepted.clone(),
-            fake.sockets.clone(),
-            fake.stop.clone(),
-        );
-        thread::Builder::new()
-            .name("fake-bootstrap".into())
-            .spawn(move || {
-                for sock in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(sock) = sock else { continue };
-                    let n = accepted.fetch_add(1, Ordering::SeqCst);
-                    let behind = (plan.lock().unwrap())(n);
-                    sockets.lock().unwrap().push(sock.try_clone().unwrap());
-                    let sockets = sockets.clone();
-                    thread::Builder::new()
-                        .name(format!("fake-conn-{n}"))
-                        .spawn(move || match behind {
-                            Behind::Old(meta) => serve_old(sock, &*meta),
-                            Behind::New(to) => forward(sock, &to, &sockets),
-                        })
-                        .unwrap();
+        let plan: Arc<Mutex<Plan>> = Arc::new(Mutex::new(Box::new(plan)));
+        let current = plan.clone();
+        let fake = FakeBroker::builder()
+            .name("fake-bootstrap")
+            .versions(&[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 13)])
+            .bind()
+            .serve_each(move |conn| {
+                let behind = (current.lock().unwrap())(conn as usize - 1);
+                match behind {
+                    Behind::Old(meta) => Serve::With(serve_old(meta)),
+                    Behind::New(to) => Serve::Forward(to),
                 }
-            })
-            .unwrap();
-        fake
+            });
+        Bootstrap {
+            addr: fake.addr.clone(),
+            plan,
+            fake,
+        }
     }
 
     /// The cluster behind the name is replaced: every connection to the old one ends, and
     /// new connections are served as `plan` says.
     fn replace(&self, plan: impl FnMut(usize) -> Behind + Send + 'static) {
         *self.plan.lock().unwrap() = Box::new(plan);
-        for s in self.sockets.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
+        self.fake.close_connections();
     }
 
     fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
+        self.fake.connections() as usize
     }
 }
 
-impl Drop for Bootstrap {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accepting thread so that it sees the flag.
-        let _ = TcpStream::connect(&self.addr);
-        for s in self.sockets.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
+/// A listener that takes connections and never says a word.
+fn stalled() -> FakeBroker {
+    FakeBroker::builder().bind().serve_each(|_| Serve::Hold)
 }
 
-/// An address where nothing listens (connections are refused).
-fn dead_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// A listener that takes connections (the kernel completes them) and never says a word.
-fn stalled() -> (TcpListener, String) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    (l, addr)
-}
-
-fn serve_old(mut sock: TcpStream, meta: &(dyn Fn(usize) -> Meta + Send + Sync)) {
+/// A broker of the old cluster: ApiVersions, and Metadata as `meta` says; any other
+/// request closes the connection (the old cluster is only ever asked for metadata here).
+fn serve_old(meta: Arc<dyn Fn(usize) -> Meta + Send + Sync>) -> Handler {
     let mut metadata_requests = 0;
-    loop {
-        let mut size = [0u8; 4];
-        if sock.read_exact(&mut size).is_err() {
-            return;
+    Box::new(move |req| {
+        if req.is::<ApiVersionsRequest>() {
+            return Reply::Default;
         }
-        let mut req = vec![0u8; i32::from_be_bytes(size).clamp(8, 1 << 20) as usize];
-        if sock.read_exact(&mut req).is_err() {
-            return;
+        if !req.is::<MetadataRequest>() {
+            return Reply::Close;
         }
-        let key = i16::from_be_bytes([req[0], req[1]]);
-        let version = i16::from_be_bytes([req[2], req[3]]);
-        let correlation_id = i32::from_be_bytes(req[4..8].try_into().unwrap());
-        let out = if key == ApiKey::ApiVersions as i16 {
-            let mut resp = ApiVersionsResponse::default();
-            for (k, min, max) in [(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 13)] {
-                let mut v = ApiVersion::default();
-                v.api_key = k as i16;
-                v.min_version = min;
-                v.max_version = max;
-                resp.api_keys.push(v);
-            }
-            encode::<ApiVersionsRequest>(correlation_id, version, &resp)
-        } else if key == ApiKey::Metadata as i16 {
-            metadata_requests += 1;
-            match meta(metadata_requests - 1) {
-                Meta::Silence => continue,
-                Meta::Answer {
-                    brokers,
-                    topic,
-                    error,
-                } => encode::<MetadataRequest>(
-                    correlation_id,
-                    version,
-                    &metadata(brokers, topic, error),
-                ),
-            }
-        } else {
-            // The old cluster is only ever asked for metadata here.
-            return;
-        };
-        if sock.write_all(&out).is_err() {
-            return;
+        metadata_requests += 1;
+        match meta(metadata_requests - 1) {
+            Meta::Silence => Reply::Nothing,
+            Meta::Answer {
+                brokers,
+                topic,
+                error,
+            } => req.respond::<MetadataRequest>(&metadata(brokers, topic, error)),
         }
-    }
+    })
 }
 
 fn s(v: &str) -> StrBytes {
@@ -244,37 +170,6 @@ fn metadata(
         resp.topics.push(t);
     }
     resp
-}
-
-fn encode<R: Request>(correlation_id: i32, version: i16, body: &R::Response) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    let mut header = ResponseHeader::default();
-    header.correlation_id = correlation_id;
-    header
-        .encode(&mut buf, R::Response::header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&buf);
-    out
-}
-
-/// Copy bytes both ways between the client and `to` until either side closes.
-fn forward(client: TcpStream, to: &str, sockets: &Mutex<Vec<TcpStream>>) {
-    let Ok(server) = TcpStream::connect(to) else {
-        let _ = client.shutdown(Shutdown::Both);
-        return;
-    };
-    sockets.lock().unwrap().push(server.try_clone().unwrap());
-    let pipe = |mut from: TcpStream, mut into: TcpStream| {
-        let _ = std::io::copy(&mut from, &mut into);
-        let _ = from.shutdown(Shutdown::Both);
-        let _ = into.shutdown(Shutdown::Both);
-    };
-    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let up = thread::spawn(move || pipe(c2, s2));
-    pipe(server, client);
-    let _ = up.join();
 }
 
 fn config(bootstrap: &Bootstrap) -> ClientConfig {
@@ -354,7 +249,7 @@ fn rebootstrap_required_is_an_error_without_metadata_recovery() {
 /// The old cluster names a broker that is dead; once replaced, the name leads to a new
 /// cluster (fake) where topic `t` is led by broker 8.
 fn replaced(policy: MetadataRecovery) -> (Bootstrap, Cluster) {
-    let dead = dead_addr();
+    let dead = fake::dead_addr();
     let fake = Bootstrap::start(move |_| {
         let dead = dead.clone();
         old(move |_| Meta::brokers(vec![(7, dead.clone())]))
@@ -399,11 +294,11 @@ fn without_metadata_recovery_the_known_brokers_are_all_there_is() {
 fn brokers_that_stall_are_given_up_after_the_rebootstrap_trigger() {
     // Twelve known brokers that take connections and never answer, each costing a request
     // timeout (1 s): walking them all would take 12 s.
-    let stalls: Vec<(TcpListener, String)> = (0..12).map(|_| stalled()).collect();
+    let stalls: Vec<FakeBroker> = (0..12).map(|_| stalled()).collect();
     let known: Vec<(i32, String)> = stalls
         .iter()
         .enumerate()
-        .map(|(i, (_, a))| (i as i32 + 1, a.clone()))
+        .map(|(i, f)| (i as i32 + 1, f.addr.clone()))
         .collect();
     let port_of = Arc::new(Mutex::new(String::new()));
     let here = port_of.clone();
@@ -446,7 +341,7 @@ fn a_producer_finds_a_cluster_replaced_behind_its_bootstrap_name() {
     let mut real = common::cluster();
     let topic = common::new_topic(&mut real, "reboot", 1);
     let topic_id = real.topic(&topic).unwrap().id;
-    let dead = dead_addr();
+    let dead = fake::dead_addr();
     let name = topic.clone();
     let fake = Bootstrap::start(move |_| {
         let (dead, name) = (dead.clone(), name.clone());

@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::fake::{FakeBroker, Serve};
 use kpipe::client::{
     ClientConfig, Cluster, Error, NewTopic, Pem, Sasl, SecurityProtocol, UnsecuredToken,
 };
@@ -200,47 +199,23 @@ fn round_trip_over_sasl_ssl_oauthbearer_with_a_token_provider() {
 
 use kpipe::client::TokenProvider;
 
-/// A TCP relay in front of a real listener that counts the connections made through it.
-fn counting_relay(target: String) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { break };
-            c.fetch_add(1, Ordering::Relaxed);
-            let Ok(server) = TcpStream::connect(&target) else {
-                continue;
-            };
-            let pipe = |mut from: TcpStream, mut to: TcpStream| {
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16384];
-                    let _ = from.set_read_timeout(Some(Duration::from_secs(60)));
-                    while let Ok(n) = from.read(&mut buf) {
-                        if n == 0 || to.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = to.shutdown(std::net::Shutdown::Both);
-                });
-            };
-            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-            pipe(server, client);
-        }
-    });
-    (addr, count)
+/// A TCP relay in front of a real listener; it counts the connections made through it.
+fn relay(target: String) -> FakeBroker {
+    FakeBroker::builder()
+        .name("relay")
+        .bind()
+        .serve_each(move |_| Serve::Forward(target.clone()))
 }
 
 #[test]
 fn a_wrong_password_names_mechanism_and_user_and_is_not_retried() {
-    let (relay, connections) = counting_relay(addr(Listener::SaslSsl));
+    let relay = relay(addr(Listener::SaslSsl));
     let mut c = secured(
         Listener::SaslSsl,
         SecurityProtocol::SaslSsl,
         Some(Sasl::scram_sha512(USER, "not-the-password-42")),
     );
-    c.bootstrap = vec![relay];
+    c.bootstrap = vec![relay.addr.clone()];
     // The relay's address is not in the broker's certificate: check the chain only.
     c.security.tls.verify = kpipe::client::TlsVerify::NoHostname;
     c.connection.connect_timeout = Duration::from_secs(5);
@@ -259,11 +234,7 @@ fn a_wrong_password_names_mechanism_and_user_and_is_not_retried() {
         elapsed < c.connection.connect_timeout + c.connection.request_timeout,
         "failed only after {elapsed:?}"
     );
-    assert_eq!(
-        connections.load(Ordering::Relaxed),
-        1,
-        "one attempt, no retry storm"
-    );
+    assert_eq!(relay.connections(), 1, "one attempt, no retry storm");
 
     // The producer gives up the same way, at once.
     let mut pc = common::producer_config("unused");
@@ -272,7 +243,7 @@ fn a_wrong_password_names_mechanism_and_user_and_is_not_retried() {
         panic!("wrong credentials must fail")
     };
     assert!(err.to_string().contains("SCRAM-SHA-512"), "{err}");
-    assert_eq!(connections.load(Ordering::Relaxed), 2);
+    assert_eq!(relay.connections(), 2);
 
     // PLAIN too, over SASL_PLAINTEXT.
     let c = secured(
@@ -639,11 +610,13 @@ fn kpipe_refuses_bad_certificates_with_exit_2() {
 
 #[test]
 fn kpipe_with_a_wrong_password_connects_once_per_bootstrap_address() {
-    let (relay_a, count_a) = counting_relay(addr(Listener::SaslSsl));
-    let (relay_b, count_b) = counting_relay(addr(Listener::SaslSsl));
+    let (relay_a, relay_b) = (
+        relay(addr(Listener::SaslSsl)),
+        relay(addr(Listener::SaslSsl)),
+    );
     let out = kpipe_cli()
         .args(["run", "--count", "10", "--connect-timeout", "5s"])
-        .args(["--brokers", &format!("{relay_a},{relay_b}")])
+        .args(["--brokers", &format!("{},{}", relay_a.addr, relay_b.addr)])
         .args([
             "--security-protocol",
             "SASL_SSL",
@@ -662,10 +635,7 @@ fn kpipe_with_a_wrong_password_connects_once_per_bootstrap_address() {
         stderr.contains("SCRAM-SHA-256") && !stderr.contains("bad-bad-bad"),
         "{stderr}"
     );
-    let (a, b) = (
-        count_a.load(Ordering::Relaxed),
-        count_b.load(Ordering::Relaxed),
-    );
+    let (a, b) = (relay_a.connections(), relay_b.connections());
     println!("connection attempts: {a} + {b}");
     assert!(
         a <= 1 && b <= 1 && a + b >= 1,

@@ -30,19 +30,19 @@
 //! ([`Fake::once`]) and checks what the consumer returned and counted against the requests
 //! the fake recorded.
 //!
-//! The fake's framing, threads and teardown are those of `tests/txn_faults.rs`; what it
-//! answers is its own. `RUST_LOG=kpipe=debug,fake=debug` traces both sides.
+//! The fake's framing, threads and teardown are the shared fake broker's
+//! (`tests/common/fake.rs`); what it answers is its own. `RUST_LOG=kpipe=debug,fake=debug`
+//! traces both sides.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey};
+use common::fake::{self, FakeBroker, Reply as Answered, Request};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -55,10 +55,12 @@ use kafka_protocol::messages::share_fetch_response::{
 };
 use kafka_protocol::messages::share_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kpipe::client::{Compression, KafkaCode};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kpipe::client::KafkaCode;
 use kpipe::consumer::{AckOutcome, Acknowledge, GroupProtocol, ShareConsumer};
-use kpipe::unstable::{encode_batch, Record};
 use kpipe::{ConsumedRecord, ConsumerConfig};
 use uuid::Uuid;
 
@@ -79,13 +81,13 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// The API version ranges (key, min, max) of Kafka 4.4.0 for the APIs a share member uses:
 /// ApiVersions, Metadata, FindCoordinator, ShareGroupHeartbeat, ShareFetch, ShareAcknowledge.
-const KAFKA_4_4: &[(i16, i16, i16)] = &[
-    (18, 0, 4),
-    (3, 0, 13),
-    (10, 0, 6),
-    (76, 1, 1),
-    (78, 1, 2),
-    (79, 1, 2),
+const KAFKA_4_4: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::ShareGroupHeartbeat, 1, 1),
+    (ApiKey::ShareFetch, 1, 2),
+    (ApiKey::ShareAcknowledge, 1, 2),
 ];
 
 fn code(k: KafkaCode) -> i16 {
@@ -466,8 +468,6 @@ struct State {
     model: Model,
     rules: Vec<Rule>,
     log: Vec<Seen>,
-    /// Connections accepted so far (their serials).
-    conns: u64,
 }
 
 /// What the fake's threads share.
@@ -484,49 +484,44 @@ impl Inner {
     }
 }
 
-type Conns = Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>;
-
-/// The fake cluster: two nodes, their listener threads and their connections' threads, all
-/// stopped and joined (within a bound) when it is dropped.
+/// The fake cluster: two nodes (each a [`FakeBroker`]), stopped when it is dropped.
 struct Fake {
     addrs: Vec<String>,
     inner: Arc<Inner>,
-    listeners: Vec<JoinHandle<()>>,
-    conns: Conns,
+    nodes: Vec<FakeBroker>,
 }
 
 impl Fake {
     fn start() -> Fake {
         logging();
-        let sockets = [0, 1].map(|_| TcpListener::bind("127.0.0.1:0").unwrap());
-        let ports = [0, 1].map(|i| sockets[i].local_addr().unwrap().port());
+        let bound = [0, 1].map(|node| {
+            FakeBroker::builder()
+                .name(format!("fake-node-{node}"))
+                .api_versions(api_versions())
+                .bind()
+        });
+        let ports = [bound[0].port(), bound[1].port()];
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 model: Model::new(ports),
                 rules: Vec::new(),
                 log: Vec::new(),
-                conns: 0,
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
         });
-        let conns: Conns = Arc::new(Mutex::new(Vec::new()));
-        let listeners = sockets
+        let nodes: Vec<FakeBroker> = bound
             .into_iter()
             .enumerate()
-            .map(|(node, listener)| {
-                let (inner, conns) = (inner.clone(), conns.clone());
-                thread::Builder::new()
-                    .name(format!("fake-node-{node}"))
-                    .spawn(move || accept(listener, node as i32, inner, conns))
-                    .unwrap()
+            .map(|(node, b)| {
+                let inner = inner.clone();
+                b.serve(move |req| answer(req, node as i32, &inner))
             })
             .collect();
         Fake {
-            addrs: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+            addrs: nodes.iter().map(|n| n.addr.clone()).collect(),
             inner,
-            listeners,
-            conns,
+            nodes,
         }
     }
 
@@ -571,6 +566,9 @@ impl Fake {
 
     /// The fake found nothing wrong with what it received.
     fn assert_sane(&self) {
+        for node in &self.nodes {
+            node.assert_sane();
+        }
         let st = self.inner.lock();
         assert!(
             st.model.problems.is_empty(),
@@ -600,130 +598,24 @@ impl Fake {
     }
 }
 
-/// Wait for `handle` at most until `deadline`.
-fn join_by(handle: JoinHandle<()>, deadline: Instant, what: &str) {
-    while !handle.is_finished() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
-    if handle.is_finished() {
-        if handle.join().is_err() && !thread::panicking() {
-            panic!("{what} panicked");
-        }
-    } else if !thread::panicking() {
-        panic!("{what} did not stop within its bound");
-    }
-}
-
 impl Drop for Fake {
     fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // Wake held fetches; the nodes then stop their threads as they are dropped.
         self.inner.stop.store(true, Ordering::SeqCst);
         self.inner.changed.notify_all();
-        // Wake the listeners out of `accept`.
-        for addr in &self.addrs {
-            let _ = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1));
-        }
-        for (node, l) in self.listeners.drain(..).enumerate() {
-            join_by(l, deadline, &format!("the listener of fake node {node}"));
-        }
-        // No connection is accepted any more: end those open, whoever holds the other end.
-        let conns = std::mem::take(&mut *self.conns.lock().unwrap());
-        for (sock, _) in &conns {
-            let _ = sock.shutdown(Shutdown::Both);
-        }
-        for (_, handle) in conns {
-            join_by(handle, deadline, "a fake connection");
-        }
     }
 }
 
-fn accept(listener: TcpListener, node: i32, inner: Arc<Inner>, conns: Conns) {
-    for sock in listener.incoming() {
-        if inner.stop.load(Ordering::SeqCst) {
-            return;
+/// The reply of `node` to `req`: the model's answer, a dropped connection, or (a problem
+/// noted) a closed one.
+fn answer(req: &Request, node: i32, inner: &Inner) -> Answered {
+    match respond(req, node, req.conn, inner) {
+        Ok(Some(out)) => Answered::Send(out),
+        Ok(None) => Answered::Close,
+        Err(problem) => {
+            inner.lock().model.problem(problem);
+            Answered::Close
         }
-        let Ok(sock) = sock else { continue };
-        let Ok(twin) = sock.try_clone() else { continue };
-        let conn = {
-            let mut st = inner.lock();
-            st.conns += 1;
-            st.conns
-        };
-        let inner = inner.clone();
-        let handle = thread::Builder::new()
-            .name(format!("fake-conn-{node}-{conn}"))
-            .spawn(move || serve(sock, node, conn, &inner))
-            .unwrap();
-        conns.lock().unwrap().push((twin, handle));
-    }
-}
-
-/// One connection: read a request, answer it, until the client (or the fake's drop or a
-/// rule) ends the connection.
-fn serve(mut sock: TcpStream, node: i32, conn: u64, inner: &Inner) {
-    loop {
-        let mut size = [0u8; 4];
-        if sock.read_exact(&mut size).is_err() {
-            return;
-        }
-        let mut buf = vec![0u8; i32::from_be_bytes(size).clamp(0, 64 << 20) as usize];
-        if buf.len() < 8 || sock.read_exact(&mut buf).is_err() {
-            return;
-        }
-        let frame = Frame {
-            key: i16::from_be_bytes([buf[0], buf[1]]),
-            version: i16::from_be_bytes([buf[2], buf[3]]),
-            correlation_id: i32::from_be_bytes(buf[4..8].try_into().unwrap()),
-            body: Bytes::from(buf),
-        };
-        match respond(&frame, node, conn, inner) {
-            Ok(Some(out)) => {
-                if sock.write_all(&out).is_err() {
-                    return;
-                }
-            }
-            Ok(None) => {
-                let _ = sock.shutdown(Shutdown::Both);
-                return;
-            }
-            Err(problem) => {
-                inner.lock().model.problem(problem);
-                return;
-            }
-        }
-    }
-}
-
-/// A request as read: its key, version, correlation id, and all its bytes (header
-/// included).
-struct Frame {
-    key: i16,
-    version: i16,
-    correlation_id: i32,
-    body: Bytes,
-}
-
-impl Frame {
-    /// Decode the request (after its header).
-    fn decode<R: Request + Decodable>(&self) -> Result<R, String> {
-        let mut body = self.body.clone();
-        RequestHeader::decode(&mut body, R::header_version(self.version))
-            .and_then(|_| R::decode(&mut body, self.version))
-            .map_err(|e| format!("{}: {e}", std::any::type_name::<R>()))
-    }
-
-    /// The response frame for `body`.
-    fn encode<R: Request>(&self, body: &R::Response) -> Vec<u8> {
-        let mut buf = BytesMut::new();
-        let mut header = ResponseHeader::default();
-        header.correlation_id = self.correlation_id;
-        header
-            .encode(&mut buf, R::Response::header_version(self.version))
-            .unwrap();
-        body.encode(&mut buf, self.version).unwrap();
-        let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-        out.extend_from_slice(&buf);
-        out
     }
 }
 
@@ -733,9 +625,14 @@ fn s(v: &str) -> StrBytes {
 
 /// The response to the request in `frame` received by `node` on connection `conn`; `None`
 /// to drop the connection instead.
-fn respond(frame: &Frame, node: i32, conn: u64, inner: &Inner) -> Result<Option<Vec<u8>>, String> {
-    let req = match frame.key {
-        18 => return Ok(Some(api_versions(frame))),
+fn respond(
+    frame: &Request,
+    node: i32,
+    conn: u64,
+    inner: &Inner,
+) -> Result<Option<Vec<u8>>, String> {
+    let req = match frame.api_key {
+        18 => return Ok(Some(frame.response::<ApiVersionsRequest>(&api_versions()))),
         3 => {
             let _: MetadataRequest = frame.decode()?;
             Req::Metadata
@@ -805,7 +702,7 @@ fn respond(frame: &Frame, node: i32, conn: u64, inner: &Inner) -> Result<Option<
         _ => Vec::new(),
     };
     let out = match &req {
-        Req::Metadata => frame.encode::<MetadataRequest>(&metadata(&st.model)),
+        Req::Metadata => frame.response::<MetadataRequest>(&metadata(&st.model)),
         Req::FindCoordinator { key } => {
             let mut resp = FindCoordinatorResponse::default();
             let c = top.unwrap_or(0);
@@ -826,7 +723,7 @@ fn respond(frame: &Frame, node: i32, conn: u64, inner: &Inner) -> Result<Option<
                 resp.host = s("127.0.0.1");
                 resp.port = port;
             }
-            frame.encode::<FindCoordinatorRequest>(&resp)
+            frame.response::<FindCoordinatorRequest>(&resp)
         }
         Req::Heartbeat {
             member,
@@ -851,7 +748,7 @@ fn respond(frame: &Frame, node: i32, conn: u64, inner: &Inner) -> Result<Option<
                     a
                 });
             }
-            frame.encode::<ShareGroupHeartbeatRequest>(&resp)
+            frame.response::<ShareGroupHeartbeatRequest>(&resp)
         }
         Req::Fetch(r) => {
             let mut resp = ShareFetchResponse::default();
@@ -925,7 +822,7 @@ fn respond(frame: &Frame, node: i32, conn: u64, inner: &Inner) -> Result<Option<
                     }
                 }
             }
-            frame.encode::<ShareFetchRequest>(&resp)
+            frame.response::<ShareFetchRequest>(&resp)
         }
         Req::Acknowledge(r) => {
             let mut resp = ShareAcknowledgeResponse::default();
@@ -961,7 +858,7 @@ fn respond(frame: &Frame, node: i32, conn: u64, inner: &Inner) -> Result<Option<
                     }
                 }
             }
-            frame.encode::<ShareAcknowledgeRequest>(&resp)
+            frame.response::<ShareAcknowledgeRequest>(&resp)
         }
     };
     log::debug!(target: "fake", "node {node} #{idx}: answered {answer:?}");
@@ -1061,24 +958,11 @@ fn share_acknowledge(r: &ShareAcknowledgeRequest) -> Result<ShareReq, String> {
 /// Kafka 4.4.0's ranges of the share member's APIs, and the finalized features
 /// `share.version` 1 and `metadata.version` 33 (ApiVersions v3+ carries them in tagged
 /// fields).
-fn api_versions(frame: &Frame) -> Vec<u8> {
-    let mut resp = ApiVersionsResponse::default();
-    for &(key, min, max) in KAFKA_4_4 {
-        let mut v = ApiVersion::default();
-        v.api_key = key;
-        v.min_version = min;
-        v.max_version = max;
-        resp.api_keys.push(v);
-    }
-    resp.finalized_features_epoch = 1;
-    for (name, level) in [("metadata.version", 33), ("share.version", 1)] {
-        let mut f = FinalizedFeatureKey::default();
-        f.name = s(name);
-        f.min_version_level = level;
-        f.max_version_level = level;
-        resp.finalized_features.push(f);
-    }
-    frame.encode::<ApiVersionsRequest>(&resp)
+fn api_versions() -> ApiVersionsResponse {
+    fake::with_features(
+        fake::api_versions(KAFKA_4_4),
+        &[("metadata.version", 33), ("share.version", 1)],
+    )
 }
 
 /// Both nodes, and topic `t` with its id and leaders.
@@ -1123,18 +1007,29 @@ fn delivery(p: i32, offsets: &[i64], (first, last): (i64, i64)) -> Delivery {
     for run in runs {
         let records: Vec<Record> = run
             .iter()
-            .map(|o| Record {
-                value: Some(Bytes::from(format!("p{p}-{o}"))),
+            .map(|&o| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: o,
+                // One batch for the run: the encoder keeps offset minus sequence constant
+                // in a batch, and this makes its base sequence -1 (none).
+                sequence: (o - run[0] - 1) as i32,
                 timestamp: 1_700_000_000_000 + o,
-                ..Record::default()
+                key: None,
+                value: Some(Bytes::from(format!("p{p}-{o}"))),
+                headers: Default::default(),
             })
             .collect();
-        let batch = encode_batch(&records, Compression::None).unwrap();
-        let mut batch = BytesMut::from(&batch[..]);
-        // The encoder writes base offset 0 (a broker assigns offsets); the base offset is
-        // outside the checksum.
-        batch[0..8].copy_from_slice(&run[0].to_be_bytes());
-        batches.extend_from_slice(&batch);
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut batches, &records, &options).unwrap();
     }
     Delivery {
         acquired: vec![(first, last, 1)],
@@ -1144,9 +1039,11 @@ fn delivery(p: i32, offsets: &[i64], (first, last): (i64, i64)) -> Delivery {
 
 /// The offsets of the records in `batches`.
 fn offsets_in(batches: &Bytes) -> Vec<i64> {
-    let mut records = Vec::new();
-    kpipe::unstable::decode_batches(batches, 0, 1 << 20, &mut records).unwrap();
-    records.iter().map(|r| r.offset).collect()
+    RecordBatchDecoder::decode_all(&mut batches.clone())
+        .unwrap()
+        .iter()
+        .flat_map(|set| set.records.iter().map(|r| r.offset))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1706,7 +1603,11 @@ fn a_connection_dropped_mid_fetch_fails_its_acknowledgements_and_reopens() {
         (0, &[0, 1][..])
     );
     assert!(reopen.acks.is_empty());
-    assert_ne!(reopen_seen.conn, lost_seen.conn, "a new connection");
+    assert_ne!(
+        (reopen_seen.node, reopen_seen.conn),
+        (lost_seen.node, lost_seen.conn),
+        "a new connection"
+    );
     let stats = consumer.stats();
     assert_eq!((stats.acknowledge_failures, stats.acknowledged), (3, 0));
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");

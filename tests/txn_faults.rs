@@ -24,15 +24,13 @@
 //!
 //! `RUST_LOG=kpipe=debug` traces the producer's side.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use common::fake::{FakeBroker, Reply, Request};
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
@@ -46,13 +44,14 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
 use kpipe::client::{GroupMetadata, KafkaCode, TopicPartition};
 use kpipe::producer::{
     java_partition, Delivery, DeliveryError, DeliveryReceipt, ProducerIdentity, SendError,
     TransactionError,
 };
-use kpipe::unstable::{decode_batches, TransactionVersion};
+use kpipe::unstable::TransactionVersion;
 use kpipe::{Producer, ProducerConfig, ProducerRecord};
 use uuid::Uuid;
 
@@ -604,48 +603,48 @@ struct State {
     log: Vec<Seen>,
 }
 
-type Conns = Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>;
-
-/// The fake cluster: two nodes, their listener threads and their connections' threads, all
-/// stopped and joined (within a bound) when it is dropped.
+/// The fake cluster: two nodes (each a [`FakeBroker`]), stopped when it is dropped.
 struct Fake {
     addrs: Vec<String>,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
-    listeners: Vec<JoinHandle<()>>,
-    conns: Conns,
+    nodes: Vec<FakeBroker>,
 }
 
 impl Fake {
     /// A fake cluster with `transaction.version` `version` and topic `t` of `partitions`.
     fn start(version: TransactionVersion, partitions: usize) -> Fake {
         logging();
-        let sockets = [0, 1].map(|_| TcpListener::bind("127.0.0.1:0").unwrap());
-        let ports = [0, 1].map(|i| sockets[i].local_addr().unwrap().port());
+        let bound = [0, 1].map(|node| {
+            FakeBroker::builder()
+                .name(format!("fake-node-{node}"))
+                .bind()
+        });
+        let ports = [bound[0].port(), bound[1].port()];
         let state = Arc::new(Mutex::new(State {
             model: Model::new(version, ports, partitions),
             rules: Vec::new(),
             log: Vec::new(),
         }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let conns: Conns = Arc::new(Mutex::new(Vec::new()));
-        let listeners = sockets
+        let nodes: Vec<FakeBroker> = bound
             .into_iter()
             .enumerate()
-            .map(|(node, listener)| {
-                let (state, stop, conns) = (state.clone(), stop.clone(), conns.clone());
-                thread::Builder::new()
-                    .name(format!("fake-node-{node}"))
-                    .spawn(move || accept(listener, node as i32, state, stop, conns))
-                    .unwrap()
+            .map(|(node, b)| {
+                let state = state.clone();
+                b.serve(
+                    move |req| match respond(req, req.api_key, node as i32, &state) {
+                        Ok(out) => Reply::Send(out),
+                        Err(problem) => {
+                            state.lock().unwrap().model.problem(problem);
+                            Reply::Close
+                        }
+                    },
+                )
             })
             .collect();
         Fake {
-            addrs: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+            addrs: nodes.iter().map(|n| n.addr.clone()).collect(),
             state,
-            stop,
-            listeners,
-            conns,
+            nodes,
         }
     }
 
@@ -703,6 +702,9 @@ impl Fake {
 
     /// The fake found nothing wrong with what it received.
     fn assert_sane(&self) {
+        for node in &self.nodes {
+            node.assert_sane();
+        }
         let st = self.state();
         assert!(
             st.model.problems.is_empty(),
@@ -713,135 +715,12 @@ impl Fake {
     }
 }
 
-/// Wait for `handle` at most until `deadline`.
-fn join_by(handle: JoinHandle<()>, deadline: Instant, what: &str) {
-    while !handle.is_finished() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
-    if handle.is_finished() {
-        if handle.join().is_err() && !thread::panicking() {
-            panic!("{what} panicked");
-        }
-    } else if !thread::panicking() {
-        panic!("{what} did not stop within its bound");
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the listeners out of `accept`.
-        for addr in &self.addrs {
-            let _ = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1));
-        }
-        for (node, l) in self.listeners.drain(..).enumerate() {
-            join_by(l, deadline, &format!("the listener of fake node {node}"));
-        }
-        // No connection is accepted any more: end those open, whoever holds the other end.
-        let conns = std::mem::take(&mut *self.conns.lock().unwrap());
-        for (sock, _) in &conns {
-            let _ = sock.shutdown(Shutdown::Both);
-        }
-        for (_, handle) in conns {
-            join_by(handle, deadline, "a fake connection");
-        }
-    }
-}
-
-fn accept(
-    listener: TcpListener,
-    node: i32,
-    state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
-    conns: Conns,
-) {
-    for sock in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(sock) = sock else { continue };
-        let Ok(twin) = sock.try_clone() else { continue };
-        let state = state.clone();
-        let handle = thread::Builder::new()
-            .name(format!("fake-conn-{node}"))
-            .spawn(move || serve(sock, node, &state))
-            .unwrap();
-        conns.lock().unwrap().push((twin, handle));
-    }
-}
-
-/// One connection: read a request, answer it, until the client (or the fake's drop) ends
-/// the connection.
-fn serve(mut sock: TcpStream, node: i32, state: &Mutex<State>) {
-    loop {
-        let mut size = [0u8; 4];
-        if sock.read_exact(&mut size).is_err() {
-            return;
-        }
-        let mut buf = vec![0u8; i32::from_be_bytes(size).clamp(0, 64 << 20) as usize];
-        if buf.len() < 8 || sock.read_exact(&mut buf).is_err() {
-            return;
-        }
-        let key = i16::from_be_bytes([buf[0], buf[1]]);
-        let version = i16::from_be_bytes([buf[2], buf[3]]);
-        let correlation_id = i32::from_be_bytes(buf[4..8].try_into().unwrap());
-        let frame = Frame {
-            version,
-            correlation_id,
-            body: Bytes::from(buf),
-        };
-        match respond(&frame, key, node, state) {
-            Ok(out) => {
-                if sock.write_all(&out).is_err() {
-                    return;
-                }
-            }
-            Err(problem) => {
-                state.lock().unwrap().model.problem(problem);
-                return;
-            }
-        }
-    }
-}
-
-/// A request as read: its version, correlation id, and all its bytes (header included).
-struct Frame {
-    version: i16,
-    correlation_id: i32,
-    body: Bytes,
-}
-
-impl Frame {
-    /// Decode the request (after its header).
-    fn decode<R: Request + Decodable>(&self) -> Result<R, String> {
-        let mut body = self.body.clone();
-        RequestHeader::decode(&mut body, R::header_version(self.version))
-            .and_then(|_| R::decode(&mut body, self.version))
-            .map_err(|e| format!("{}: {e}", std::any::type_name::<R>()))
-    }
-
-    /// The response frame for `body`.
-    fn encode<R: Request>(&self, body: &R::Response) -> Vec<u8> {
-        let mut buf = BytesMut::new();
-        let mut header = ResponseHeader::default();
-        header.correlation_id = self.correlation_id;
-        header
-            .encode(&mut buf, R::Response::header_version(self.version))
-            .unwrap();
-        body.encode(&mut buf, self.version).unwrap();
-        let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-        out.extend_from_slice(&buf);
-        out
-    }
-}
-
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_owned())
 }
 
 /// The response to the request in `frame` (API `key`) received by `node`.
-fn respond(frame: &Frame, key: i16, node: i32, state: &Mutex<State>) -> Result<Vec<u8>, String> {
+fn respond(frame: &Request, key: i16, node: i32, state: &Mutex<State>) -> Result<Vec<u8>, String> {
     let v = frame.version;
     let req = match key {
         18 => return Ok(api_versions(frame, state)),
@@ -957,7 +836,7 @@ fn respond(frame: &Frame, key: i16, node: i32, state: &Mutex<State>) -> Result<V
                 resp.host = s("127.0.0.1");
                 resp.port = port;
             }
-            frame.encode::<FindCoordinatorRequest>(&resp)
+            frame.response::<FindCoordinatorRequest>(&resp)
         }
         Req::InitProducerId { .. } => {
             let mut resp = InitProducerIdResponse::default();
@@ -967,7 +846,7 @@ fn respond(frame: &Frame, key: i16, node: i32, state: &Mutex<State>) -> Result<V
             resp.producer_epoch = epoch;
             resp.ongoing_txn_producer_id = ProducerId(-1);
             resp.ongoing_txn_producer_epoch = -1;
-            frame.encode::<InitProducerIdRequest>(&resp)
+            frame.response::<InitProducerIdRequest>(&resp)
         }
         Req::Produce(_) => {
             let mut resp = ProduceResponse::default();
@@ -984,7 +863,7 @@ fn respond(frame: &Frame, key: i16, node: i32, state: &Mutex<State>) -> Result<V
                 t.partition_responses.push(p);
             }
             resp.responses.push(t);
-            frame.encode::<ProduceRequest>(&resp)
+            frame.response::<ProduceRequest>(&resp)
         }
         Req::AddPartitions { .. } => {
             let mut resp = AddPartitionsToTxnResponse::default();
@@ -997,12 +876,12 @@ fn respond(frame: &Frame, key: i16, node: i32, state: &Mutex<State>) -> Result<V
                 t.results_by_partition.push(p);
             }
             resp.results_by_topic_v3_and_below.push(t);
-            frame.encode::<AddPartitionsToTxnRequest>(&resp)
+            frame.response::<AddPartitionsToTxnRequest>(&resp)
         }
         Req::AddOffsets { .. } => {
             let mut resp = AddOffsetsToTxnResponse::default();
             resp.error_code = answer.code;
-            frame.encode::<AddOffsetsToTxnRequest>(&resp)
+            frame.response::<AddOffsetsToTxnRequest>(&resp)
         }
         Req::TxnOffsetCommit { .. } => {
             let mut resp = TxnOffsetCommitResponse::default();
@@ -1015,7 +894,7 @@ fn respond(frame: &Frame, key: i16, node: i32, state: &Mutex<State>) -> Result<V
                 t.partitions.push(p);
             }
             resp.topics.push(t);
-            frame.encode::<TxnOffsetCommitRequest>(&resp)
+            frame.response::<TxnOffsetCommitRequest>(&resp)
         }
         Req::EndTxn { .. } => {
             let mut resp = EndTxnResponse::default();
@@ -1023,14 +902,14 @@ fn respond(frame: &Frame, key: i16, node: i32, state: &Mutex<State>) -> Result<V
             resp.error_code = answer.code;
             resp.producer_id = ProducerId(id);
             resp.producer_epoch = epoch;
-            frame.encode::<EndTxnRequest>(&resp)
+            frame.response::<EndTxnRequest>(&resp)
         }
     })
 }
 
 /// Kafka 4.4.0's ranges, and its finalized features with `transaction.version` at the
 /// fake's level (ApiVersions v3+ carries them in tagged fields).
-fn api_versions(frame: &Frame, state: &Mutex<State>) -> Vec<u8> {
+fn api_versions(frame: &Request, state: &Mutex<State>) -> Vec<u8> {
     let mut resp = ApiVersionsResponse::default();
     for &(key, min, max) in KAFKA_4_4 {
         let mut v = ApiVersion::default();
@@ -1051,11 +930,11 @@ fn api_versions(frame: &Frame, state: &Mutex<State>) -> Vec<u8> {
         f.max_version_level = level;
         resp.finalized_features.push(f);
     }
-    frame.encode::<ApiVersionsRequest>(&resp)
+    frame.response::<ApiVersionsRequest>(&resp)
 }
 
 /// Both nodes, and topic `t` (led by node 0) if asked for.
-fn metadata(frame: &Frame, state: &Mutex<State>) -> Result<Vec<u8>, String> {
+fn metadata(frame: &Request, state: &Mutex<State>) -> Result<Vec<u8>, String> {
     let req: MetadataRequest = frame.decode()?;
     let (ports, partitions) = {
         let st = state.lock().unwrap();
@@ -1098,11 +977,11 @@ fn metadata(frame: &Frame, state: &Mutex<State>) -> Result<Vec<u8>, String> {
         }
         resp.topics.push(t);
     }
-    Ok(frame.encode::<MetadataRequest>(&resp))
+    Ok(frame.response::<MetadataRequest>(&resp))
 }
 
 /// The batches of a Produce request (one v2 batch per partition of `t`), checked.
-fn produce_batches(frame: &Frame) -> Result<Vec<SeenBatch>, String> {
+fn produce_batches(frame: &Request) -> Result<Vec<SeenBatch>, String> {
     let req: ProduceRequest = frame.decode()?;
     if req.transactional_id.as_deref().map(|t| t.as_str()) != Some(TXN_ID) {
         return Err(format!(
@@ -1128,13 +1007,14 @@ fn produce_batches(frame: &Frame) -> Result<Vec<SeenBatch>, String> {
             if data.len() < 61 {
                 return Err(format!("a {}-byte batch", data.len()));
             }
-            let mut records = Vec::new();
-            let info = decode_batches(&data, 0, 1 << 30, &mut records)?;
+            let sets =
+                RecordBatchDecoder::decode_all(&mut data.clone()).map_err(|e| e.to_string())?;
+            let records: Vec<_> = sets.iter().flat_map(|s| &s.records).collect();
             let count = i32::from_be_bytes(data[57..61].try_into().unwrap());
-            if info.batches != 1 || count as usize != records.len() {
+            if sets.len() != 1 || count as usize != records.len() {
                 return Err(format!(
                     "{} batches, {} records for a count of {count}",
-                    info.batches,
+                    sets.len(),
                     records.len()
                 ));
             }

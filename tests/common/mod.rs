@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use kpipe::client::{ClientConfig, Cluster, NewTopic};
 
+pub mod fake;
 pub mod java;
 pub mod nodes;
 pub mod proxy;

@@ -6,13 +6,12 @@
 //! (FindCoordinator answers are left alone).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{FetchResponse, MetadataResponse, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
@@ -69,17 +68,12 @@ impl Drop for Proxy {
     }
 }
 
-fn read_frame(from: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    from.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
-    from.read_exact(&mut body).ok()?;
-    Some(body)
+fn read_frame(from: &mut TcpStream) -> Option<Bytes> {
+    super::fake::read_frame(from).ok().flatten()
 }
 
 fn write_frame(to: &mut TcpStream, body: &[u8]) -> bool {
-    let len = (body.len() as i32).to_be_bytes();
-    to.write_all(&len).and_then(|()| to.write_all(body)).is_ok()
+    super::fake::write_frame(to, body).is_ok()
 }
 
 /// Client to broker: note each request's API and version by correlation id.
