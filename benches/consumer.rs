@@ -147,7 +147,7 @@ fn consume_all(topic: &str, api: Api, threads: usize, round: u64) -> Duration {
             })
             .expect("broker up? run ./scripts/kafka up");
             let elapsed = tally.wait();
-            pool.close(Duration::from_secs(30));
+            pool.close(Duration::from_secs(30)).expect("close");
             elapsed
         }
         (Api::Pull, 1) => {

@@ -211,7 +211,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         thread::sleep(Duration::from_millis(50));
     };
     // 4. Close the consumers: finish, commit, leave the group.
-    let pool_summary = pool.close(args.drain_timeout);
+    let pool_summary = pool.close(args.drain_timeout)?;
 
     // 5. Report.
     let books = books.lock().unwrap();

@@ -311,7 +311,7 @@ fn consume_pool(a: &Args, client: ClientConfig) -> (f64, u64, Option<bool>) {
         std::thread::sleep(Duration::from_millis(1));
     }
     let secs = start.elapsed().as_secs_f64();
-    pool.close(Duration::from_secs(30));
+    pool.close(Duration::from_secs(30)).expect("close");
     (secs, count.load(Ordering::Relaxed), None)
 }
 
@@ -451,7 +451,7 @@ fn latency(a: &Args, client: ClientConfig) {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    pool.close(Duration::from_secs(30));
+    pool.close(Duration::from_secs(30)).expect("close");
 
     let seen = seen.lock().unwrap();
     // When the consumer got going: a first record after the warm-up means start-up backlog

@@ -398,7 +398,7 @@ fn one_broker_down_from_the_start_is_worked_around() {
     common::await_condition(Duration::from_secs(90), "every record consumed", || {
         seen.lock().unwrap().len() == 3_000
     });
-    pool.close(Duration::from_secs(30));
+    pool.close(Duration::from_secs(30)).expect("close");
     kafka(&["start", "1"]);
     wait_in_sync(&topic);
     let c = verify(&topic, &all);
@@ -647,7 +647,7 @@ fn coordinator_killed_mid_consume(protocol: GroupProtocol) {
     });
     let stats = pool.stats();
     let moved_to = kafka(&["coordinator", &group]);
-    pool.close(Duration::from_secs(30));
+    pool.close(Duration::from_secs(30)).expect("close");
     kafka(&["start", &coordinator]);
     let copies: u64 = handled.lock().unwrap().values().map(|&c| c as u64).sum();
     let lost = n - handled.lock().unwrap().len() as u64;
@@ -962,7 +962,7 @@ fn closes_return_in_time_while_a_broker_is_paused() {
     let summary = producer.close(Duration::from_secs(2)).unwrap();
     let producer_took = started.elapsed();
     let started = Instant::now();
-    let pool_summary = pool.close(Duration::from_secs(2));
+    let pool_summary = pool.close(Duration::from_secs(2)).expect("close");
     let pool_took = started.elapsed();
     kafka(&["resume", &victim.to_string()]);
     println!("producer close took {producer_took:?}: {summary:?}; pool close took {pool_took:?}: {pool_summary:?}");
@@ -1018,7 +1018,7 @@ fn a_dead_leader_is_retried_with_a_growing_backoff() {
         "a record read after the outage",
         || seen.load(Ordering::Relaxed) >= 1,
     );
-    pool.close(Duration::from_secs(10));
+    pool.close(Duration::from_secs(10)).expect("close");
     println!("fetch retries during 8 s with the leader down: {during}");
     // 100 ms doubling to 1 s: about a dozen; a fixed 50 ms would be some 160.
     assert!(during >= 1, "the outage was seen");

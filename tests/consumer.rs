@@ -54,7 +54,7 @@ fn six_partitions_three_threads_two_each_and_everything_handled() {
         },
     );
     assert!(pool.stats().records_per_sec > 0.0);
-    let summary = pool.close(Duration::from_secs(30));
+    let summary = pool.close(Duration::from_secs(30)).expect("close");
     let got: HashSet<String> = values(&seen).into_iter().collect();
     assert_eq!(got.len(), 6_000);
     assert_eq!(summary.unfinished_members, 0);
@@ -106,8 +106,8 @@ fn a_second_pool_joins_while_records_flow_and_nothing_is_lost_or_repeated() {
     });
     assert!(b.stats().handled > 0, "pool B took over some partitions");
     let total = values(&seen_a).len() + values(&seen_b).len();
-    a.close(Duration::from_secs(30));
-    b.close(Duration::from_secs(30));
+    a.close(Duration::from_secs(30)).expect("close");
+    b.close(Duration::from_secs(30)).expect("close");
     assert_eq!(
         total, 8_000,
         "no duplicates: offsets are committed before partitions move"
@@ -141,7 +141,7 @@ fn a_member_that_vanishes_without_leaving_loses_its_partitions_after_the_session
                     .is_some_and(|p| p.len() == 2)
         },
     );
-    doomed.close(Duration::from_secs(30)); // no LeaveGroup: like a crash
+    doomed.close(Duration::from_secs(30)).expect("close"); // no LeaveGroup: like a crash
     common::produce(&topic, "b", 400);
     common::await_condition(
         Duration::from_secs(60),
@@ -158,7 +158,7 @@ fn a_member_that_vanishes_without_leaving_loses_its_partitions_after_the_session
         let got: HashSet<String> = values(&seen).into_iter().collect();
         (0..400).all(|i| got.contains(&format!("a{i}")) && got.contains(&format!("b{i}")))
     });
-    survivor.close(Duration::from_secs(30));
+    survivor.close(Duration::from_secs(30)).expect("close");
 }
 
 #[test]
@@ -172,7 +172,7 @@ fn a_restarted_pool_resumes_from_committed_offsets() {
     common::await_condition(Duration::from_secs(60), "900 handled", || {
         pool.stats().handled >= 900
     });
-    let first = pool.close(Duration::from_secs(30));
+    let first = pool.close(Duration::from_secs(30)).expect("close");
     assert_eq!(first.committed.values().sum::<i64>(), 900, "{first:?}");
 
     common::produce(&topic, "second", 300);
@@ -181,7 +181,7 @@ fn a_restarted_pool_resumes_from_committed_offsets() {
     common::await_condition(Duration::from_secs(60), "300 more handled", || {
         pool.stats().handled >= 300
     });
-    let summary = pool.close(Duration::from_secs(30));
+    let summary = pool.close(Duration::from_secs(30)).expect("close");
     let got = values(&seen2);
     assert_eq!(
         got.len(),
@@ -236,7 +236,7 @@ fn retry_policy_handles_the_record_once_it_succeeds() {
     });
     let stats = pool.stats();
     assert_eq!((stats.handler_errors, stats.skipped), (3, 0));
-    let summary = pool.close(Duration::from_secs(30));
+    let summary = pool.close(Duration::from_secs(30)).expect("close");
     assert_eq!(*failures.lock().unwrap(), 3);
     let got = values(&seen);
     assert_eq!(got.len(), 100);
@@ -257,7 +257,7 @@ fn skip_policy_counts_and_commits_past_the_failure() {
     common::await_condition(Duration::from_secs(10), "the skip counted", || {
         pool.stats().skipped == 1
     });
-    let summary = pool.close(Duration::from_secs(30));
+    let summary = pool.close(Duration::from_secs(30)).expect("close");
     assert_eq!(values(&seen).len(), 99);
     assert_eq!((summary.handled, summary.skipped), (99, 1));
     assert_eq!(summary.committed[&(topic.clone(), 0)], 100);
@@ -272,7 +272,7 @@ fn stop_policy_stops_the_pool_without_committing_past_the_failure() {
     common::await_condition(Duration::from_secs(60), "the pool to stop itself", || {
         pool.is_finished()
     });
-    let summary = pool.close(Duration::from_secs(30));
+    let summary = pool.close(Duration::from_secs(30)).expect("close");
     assert_eq!(values(&seen).len(), 50);
     assert_eq!(
         summary.committed[&(topic.clone(), 0)],
@@ -315,7 +315,7 @@ fn a_handler_panic_is_a_handler_error_under_the_pool_policy() {
         "the panic is counted and skipped by the policy"
     );
     assert!(!pool.is_finished(), "the pool goes on");
-    let summary = pool.close(Duration::from_secs(30));
+    let summary = pool.close(Duration::from_secs(30)).expect("close");
     assert_eq!(values(&seen).len(), 99);
     assert_eq!(summary.committed[&(topic.clone(), 0)], 100);
 }
@@ -372,8 +372,8 @@ fn a_revoke_during_a_handler_retry_commits_the_records_handled_before_it() {
         unique.len(),
         "records handled before the retry were handled again by the next owner: {handled:?}"
     );
-    a.close(Duration::from_secs(30));
-    b.close(Duration::from_secs(30));
+    a.close(Duration::from_secs(30)).expect("close");
+    b.close(Duration::from_secs(30)).expect("close");
 }
 
 #[test]
@@ -396,7 +396,7 @@ fn more_threads_than_partitions_leaves_the_extras_idle() {
     );
     let stats = pool.stats();
     assert_eq!(stats.commit_failures, 0, "{stats:?}");
-    let summary = pool.close(Duration::from_secs(30));
+    let summary = pool.close(Duration::from_secs(30)).expect("close");
     assert_eq!(summary.stopped_because, None);
     let handlers: HashSet<usize> = seen.lock().unwrap().iter().map(|s| s.0).collect();
     assert!(handlers.len() <= 4);
@@ -448,7 +448,7 @@ fn a_handler_slower_than_max_poll_interval_rejoins_once_and_does_not_loop() {
         assert_eq!(pool.stats().rebalances, rebalances, "no rejoin loop");
         thread::sleep(Duration::from_millis(100));
     }
-    pool.close(Duration::from_secs(30));
+    pool.close(Duration::from_secs(30)).expect("close");
     let per_offset: BTreeMap<i64, usize> =
         seen.lock()
             .unwrap()
@@ -498,7 +498,7 @@ fn a_pool_dropped_without_close_commits_and_leaves_as_close_would() {
     common::await_condition(Duration::from_secs(60), "the new records handled", || {
         values(&again).len() >= 100
     });
-    let summary = pool.close(Duration::from_secs(30));
+    let summary = pool.close(Duration::from_secs(30)).expect("close");
     let got = values(&again);
     assert_eq!(got.len(), 100, "nothing handled again: the drop committed");
     assert!(got.iter().all(|v| v.starts_with('b')), "{got:?}");

@@ -86,7 +86,7 @@ fn a_fetch_of_compressible_data_is_expanded_one_batch_at_a_time() {
         count.load(Ordering::Relaxed) >= RECORDS
     });
     let peak = PEAK.load(Ordering::Relaxed) - baseline;
-    pool.close(Duration::from_secs(30));
+    pool.close(Duration::from_secs(30)).expect("close");
     assert_eq!(count.load(Ordering::Relaxed), RECORDS);
 
     let expanded = RECORDS as usize * VALUE;

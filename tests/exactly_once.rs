@@ -32,7 +32,7 @@ fn a_copy_stage_writes_each_record_once() {
         None,
     );
     await_output(&output, N);
-    let summary = pool.close(END);
+    let summary = pool.close(END).expect("close");
     assert!(summary.stopped_because.is_none(), "{summary:?}");
     assert!(summary.transactions_committed > 0, "{summary:?}");
     check_once(&input, &output, N);
@@ -63,7 +63,7 @@ fn a_handler_error_aborts_and_the_records_come_again() {
         Some(failed.clone()),
     );
     await_output(&output, N);
-    let summary = pool.close(END);
+    let summary = pool.close(END).expect("close");
     assert!(failed.load(Ordering::SeqCst), "the handler failed once");
     assert!(summary.transactions_aborted >= 1, "{summary:?}");
     check_once(&input, &output, N);
@@ -101,7 +101,10 @@ fn a_rebalance_mid_run_keeps_each_record_once() {
     );
     writer.join().unwrap();
     await_output(&output, N);
-    let (a, b) = (first.close(END), second.close(END));
+    let (a, b) = (
+        first.close(END).expect("close"),
+        second.close(END).expect("close"),
+    );
     assert!(a.stopped_because.is_none() && b.stopped_because.is_none());
     check_once(&input, &output, N);
 }
@@ -122,7 +125,7 @@ fn a_new_instance_with_the_same_ids_fences_the_old_one() {
         old.is_finished()
     });
     await_output(&output, N);
-    let old_summary = old.close(END);
+    let old_summary = old.close(END).expect("close");
     assert_eq!(old_summary.fenced_members, 1, "{old_summary:?}");
     assert!(
         old_summary
@@ -131,7 +134,7 @@ fn a_new_instance_with_the_same_ids_fences_the_old_one() {
             .is_some_and(|w| w.contains("fenced")),
         "{old_summary:?}"
     );
-    let new_summary = new.close(END);
+    let new_summary = new.close(END).expect("close");
     assert!(new_summary.stopped_because.is_none(), "{new_summary:?}");
     check_once(&input, &output, N);
 }

@@ -179,7 +179,7 @@ fn a_fetch_refused_for_authorization_comes_out_of_poll_and_stops_a_pool() {
     common::await_condition(Duration::from_secs(30), "the pool to stop", || {
         pool.is_finished()
     });
-    let summary = pool.close(Duration::from_secs(30));
+    let summary = pool.close(Duration::from_secs(30)).expect("close");
     let why = summary.stopped_because.unwrap_or_default();
     assert!(
         why.contains("TOPIC_AUTHORIZATION_FAILED") || why.to_lowercase().contains("authoriz"),

@@ -131,8 +131,8 @@ fn scale_one_three_one(protocol: Protocol) {
 
     // 3 → 1
     let down = Instant::now();
-    let b_summary = b.close(Duration::from_secs(30));
-    let c_summary = c.close(Duration::from_secs(30));
+    let b_summary = b.close(Duration::from_secs(30)).expect("close");
+    let c_summary = c.close(Duration::from_secs(30)).expect("close");
     common::await_condition(Duration::from_secs(60), "A owning all six again", || {
         partitions_of(&a).len() == 6
     });
@@ -148,7 +148,7 @@ fn scale_one_three_one(protocol: Protocol) {
             >= n
     });
     let a_stats = a.stats();
-    let a_summary = a.close(Duration::from_secs(30));
+    let a_summary = a.close(Duration::from_secs(30)).expect("close");
 
     let log = log.lock().unwrap().clone();
     let mut copies: HashMap<(i32, i64), usize> = HashMap::new();
@@ -259,7 +259,7 @@ fn static_member_restart(protocol: Protocol) {
     let a_parts = partitions_of(&a);
     let b_status = b.stats().members[&0].clone();
     let b_rebalances = b.stats().rebalances;
-    a.close(Duration::from_secs(30));
+    a.close(Duration::from_secs(30)).expect("close");
     common::produce(&topic, "b", 2_000);
     let a = start("host-a", 2);
     common::await_condition(
@@ -277,8 +277,8 @@ fn static_member_restart(protocol: Protocol) {
             >= 4_000
     });
     let b_after = b.stats();
-    a.close(Duration::from_secs(30));
-    b.close(Duration::from_secs(30));
+    a.close(Duration::from_secs(30)).expect("close");
+    b.close(Duration::from_secs(30)).expect("close");
     println!(
         "{protocol:?} static restart: B {b_status:?} before, {:?} after; B rebalances {b_rebalances} → {}",
         b_after.members[&0], b_after.rebalances
@@ -354,8 +354,8 @@ fn slow_handler(protocol: Protocol) {
         || !other_log.lock().unwrap().is_empty(),
     );
     let after = (slow.stats(), other.stats());
-    slow.close(Duration::from_secs(30));
-    other.close(Duration::from_secs(30));
+    slow.close(Duration::from_secs(30)).expect("close");
+    other.close(Duration::from_secs(30)).expect("close");
     println!(
         "{protocol:?}: one handler call of {slept_for:?} (session timeout {session:?}); rebalances {} → {}, {} → {}; slow member {:?}",
         before.0.rebalances, after.0.rebalances, before.1.rebalances, after.1.rebalances, after.0.members[&0]

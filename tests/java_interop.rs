@@ -497,7 +497,8 @@ fn share_a_group(protocol: Protocol, first: First) {
     java.kill();
     let summary = Arc::into_inner(pool)
         .expect("the sampler let go of the pool")
-        .close(Duration::from_secs(30));
+        .close(Duration::from_secs(30))
+        .expect("close");
     assert_eq!(summary.stopped_because, None, "{summary:?}");
 
     let mut ours_once = HashSet::new();

@@ -103,7 +103,7 @@ fn the_classic_protocol_works_on_kafka_3_9() {
             let a = pool.stats().assignments;
             a.len() == 2 && a.values().all(|ps| ps.len() == 2)
         });
-        let summary = pool.close(Duration::from_secs(30));
+        let summary = pool.close(Duration::from_secs(30)).expect("close");
         assert_eq!(
             summary.committed.values().sum::<i64>(),
             2_000,

@@ -90,7 +90,7 @@ fn a_throttled_producer_and_consumer_hold_off_and_deliver_everything() {
         handled.load(Ordering::Relaxed) >= n
     });
     let stats = pool.stats();
-    pool.close(Duration::from_secs(30));
+    pool.close(Duration::from_secs(30)).expect("close");
     set_quota(&client_id, None);
     assert_eq!(handled.load(Ordering::Relaxed), n);
     assert_eq!(

@@ -113,7 +113,7 @@ fn interleaved(brokers: &str) {
     common::await_condition(Duration::from_secs(60), "the pool reading 468", || {
         got.lock().unwrap().len() >= 468
     });
-    let summary = pool.close(Duration::from_secs(30));
+    let summary = pool.close(Duration::from_secs(30)).expect("close");
     assert!(summary.stopped_because.is_none(), "{summary:?}");
     for o in &ends {
         // Past each partition's last marker: the pool's handler finished everything before.

@@ -419,7 +419,7 @@ fn a_40s_run_over_10s_sessions_loses_nothing() {
         seen.lock().unwrap().len() as u64 == sent
     });
     let stats = pool.stats();
-    pool.close(Duration::from_secs(30));
+    pool.close(Duration::from_secs(30)).expect("close");
     assert_eq!(stats.rebalances, 1, "no member lost its session: {stats:?}");
     assert_eq!(stats.commit_failures, 0, "{stats:?}");
     println!(

@@ -223,7 +223,7 @@ impl Stalled {
             1,
             Duration::from_secs(30),
         );
-        let summary = self.pool.close(Duration::from_secs(20));
+        let summary = self.pool.close(Duration::from_secs(20)).expect("close");
         let all = deliveries.all();
         let again = share::check_deliveries(test, &all);
         let mut first: BTreeMap<(i32, i64), &Delivery> = BTreeMap::new();
@@ -585,7 +585,7 @@ fn a_killed_share_group_coordinator_is_found_again_and_nothing_is_lost() {
     );
     let offsets = share::await_all_acknowledged(&mut cluster, &group, 3, Duration::from_secs(60));
     let stats = pool.stats();
-    let summary = pool.close(Duration::from_secs(30));
+    let summary = pool.close(Duration::from_secs(30)).expect("close");
     kafka(&["start", &coordinator]);
     kafka(&["wait-in-sync", &topic, "120"]);
 

@@ -80,7 +80,7 @@ fn eight_pool_workers_on_two_partitions_all_handle_records() {
     common::await_condition(Duration::from_secs(60), "2000 handled", || {
         pool.stats().handled >= 2000
     });
-    let summary = pool.close(Duration::from_secs(20));
+    let summary = pool.close(Duration::from_secs(20)).expect("close");
     let counts = by_worker.lock().unwrap().clone();
     eprintln!("per worker {counts:?} {summary:?}");
     assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
@@ -190,7 +190,7 @@ fn a_record_that_always_fails_is_archived_after_the_delivery_limit_and_the_rest_
             s.handled == 99 && s.handler_errors == 5
         },
     );
-    let summary = pool.close(Duration::from_secs(20));
+    let summary = pool.close(Duration::from_secs(20)).expect("close");
     assert_eq!(summary.handled, 99);
     let deliveries = poison_deliveries.lock().unwrap().clone();
     assert_eq!(
@@ -237,7 +237,7 @@ fn slow_pool(
     common::await_condition(Duration::from_secs(60), "every record accepted", || {
         pool.stats().acknowledged >= records as u64
     });
-    pool.close(Duration::from_secs(20))
+    pool.close(Duration::from_secs(20)).expect("close")
 }
 
 #[test]

@@ -147,7 +147,7 @@ fn together(test: &str, java_leaves_after: Option<usize>) {
     if java.is_some() {
         stop_java(&mut java, &mut failures);
     }
-    let summary = pool.close(Duration::from_secs(20));
+    let summary = pool.close(Duration::from_secs(20)).expect("close");
 
     let all = deliveries.all();
     let by = |who: &str| all.iter().filter(|d| d.member.starts_with(who)).count();

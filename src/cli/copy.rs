@@ -30,8 +30,8 @@ use serde::Serialize;
 
 use kpipe::client::{self, Cluster, NewTopic, TopicPartition};
 use kpipe::consumer::{
-    ConsumedRecord, Consumer, ConsumerConfig, ConsumerPool, ExactlyOnce, OffsetReset, Output,
-    RebalanceListener,
+    ConsumedRecord, Consumer, ConsumerConfig, ConsumerPool, ConsumerSummary, ExactlyOnce,
+    OffsetReset, Output, RebalanceListener,
 };
 use kpipe::producer::{OnDelivery, Producer, ProducerRecord, SendError};
 use kpipe::shutdown::Shutdown;
@@ -419,7 +419,12 @@ impl Copier {
         report.lag = self.snapshot().2;
         match self {
             Copier::ExactlyOnce(pool) => {
-                let s = pool.close(o.drain_timeout);
+                let s = pool
+                    .close(o.drain_timeout)
+                    .unwrap_or_else(|e| ConsumerSummary {
+                        stopped_because: Some(e.to_string()),
+                        ..Default::default()
+                    });
                 report.transactions_committed = s.transactions_committed;
                 report.transactions_aborted = s.transactions_aborted;
                 report.fenced_members = s.fenced_members;

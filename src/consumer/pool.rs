@@ -94,7 +94,7 @@ pub struct ConsumerSummary {
 /// while !shutdown.wait(Duration::from_secs(1)) {
 ///     eprintln!("lag {}", pool.stats().lag());
 /// }
-/// let summary = pool.close(Duration::from_secs(30)); // finish, commit, leave
+/// let summary = pool.close(Duration::from_secs(30))?; // finish, commit, leave
 /// println!("handled {}", summary.handled);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

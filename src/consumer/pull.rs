@@ -351,7 +351,10 @@ impl Consumer {
     /// What the last poll handed out is processed (the caller moved on).
     fn finish_handed(&mut self) {
         self.engine.books.finish_handed();
-        self.engine.shared.handled.add(std::mem::take(&mut self.handed));
+        self.engine
+            .shared
+            .handled
+            .add(std::mem::take(&mut self.handed));
     }
 
     fn check_assigned(&self, partitions: &[TopicPartition]) -> Result<(), Error> {

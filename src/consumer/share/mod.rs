@@ -200,7 +200,8 @@ impl ShareConsumer {
     /// out.
     pub fn close(mut self, timeout: Duration) -> Result<ConsumerSummary, Error> {
         self.finish_handed();
-        self.engine.close(AckKind::Accept, Instant::now() + timeout)?;
+        self.engine
+            .close(AckKind::Accept, Instant::now() + timeout)?;
         Ok(summary(&self.shared, 0))
     }
 
