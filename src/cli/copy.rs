@@ -38,21 +38,21 @@ use kpipe::shutdown::Shutdown;
 
 use super::report;
 use super::run::{consumer_config, new_producer, pool_error, producer_config};
-use super::{Mode, Opts, UsageError};
+use super::{CopyArgs, UsageError};
 
 /// How often an at-least-once member commits (after its copies were delivered).
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `kpipe copy`: validate, run, report; returns the exit code.
-pub fn main(o: &Opts) -> u8 {
-    let report = match super::validate(Mode::Copy, o).and_then(|()| run(o)) {
+pub fn main(o: &CopyArgs) -> u8 {
+    let report = match o.validate().and_then(|()| run(o)) {
         Ok(r) => r,
         Err(UsageError(msg)) => {
             eprintln!("kpipe: {msg}");
             return 2;
         }
     };
-    if let Some(path) = &o.summary_json {
+    if let Some(path) = &o.control.summary_json {
         if let Err(e) = report::write_json(path, &report) {
             eprintln!("kpipe: cannot write {}: {e}", path.display());
             return 1;
@@ -266,8 +266,8 @@ impl Pace {
 }
 
 /// Run the copy with the (validated) flags.
-fn run(o: &Opts) -> Result<CopyReport, UsageError> {
-    let client = super::client_config(o)?;
+fn run(o: &CopyArgs) -> Result<CopyReport, UsageError> {
+    let client = super::client_config(&o.connection)?;
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.install_signal_handler() {
         log::warn!("cannot catch Ctrl-C/SIGTERM: {e}");
@@ -279,12 +279,12 @@ fn run(o: &Opts) -> Result<CopyReport, UsageError> {
         topic: &output,
         keep_partition,
     };
-    let mut config = consumer_config(o, &client, &input)?;
+    let mut config = consumer_config(&o.connection, &o.group, &client, &input)?;
     // A new group copies the input from its beginning.
     config.offset_reset = OffsetReset::Earliest;
     let started = Instant::now();
     let tally = Arc::new(Tally::default());
-    let copier = match &o.transactional_id {
+    let copier = match &o.transactions.transactional_id {
         Some(id) => Copier::ExactlyOnce(start_exactly_once(
             o, config, &client, id, dest, &tally, &shutdown,
         )?),
@@ -298,13 +298,13 @@ fn run(o: &Opts) -> Result<CopyReport, UsageError> {
         mode: "copy".into(),
         input_topic: input,
         output_topic: output,
-        group: o.group_name().to_owned(),
-        transactional_id: o.transactional_id.clone(),
-        guarantee: match o.transactional_id {
+        group: o.group.name().to_owned(),
+        transactional_id: o.transactions.transactional_id.clone(),
+        guarantee: match o.transactions.transactional_id {
             Some(_) => "exactly_once".into(),
             None => "at_least_once".into(),
         },
-        consumers: o.consumers,
+        consumers: o.group.consumers,
         stopped_by,
         ..Default::default()
     };
@@ -320,7 +320,7 @@ fn run(o: &Opts) -> Result<CopyReport, UsageError> {
 /// replication factor) when missing, unless --no-create-topic. Whether both have as many
 /// partitions (copies then keep their partition number).
 fn prepare_topics(
-    o: &Opts,
+    o: &CopyArgs,
     client: &client::ClientConfig,
     input: &str,
     output: &str,
@@ -415,11 +415,11 @@ impl Copier {
     /// Stop (the shutdown flag is set): the last transaction commits, or the last copies
     /// are delivered and their offsets committed; the members leave; all within
     /// --drain-timeout.
-    fn finish(self, o: &Opts, report: &mut CopyReport) {
+    fn finish(self, o: &CopyArgs, report: &mut CopyReport) {
         report.lag = self.snapshot().2;
         match self {
             Copier::ExactlyOnce(pool) => {
-                let s = pool.close(o.drain_timeout);
+                let s = pool.close(o.control.drain_timeout);
                 report.transactions_committed = s.transactions_committed;
                 report.transactions_aborted = s.transactions_aborted;
                 report.fenced_members = s.fenced_members;
@@ -427,7 +427,7 @@ impl Copier {
                 if s.unfinished_members > 0 {
                     report.stopped_because.get_or_insert(format!(
                         "{} member(s) had not finished within --drain-timeout {:?}",
-                        s.unfinished_members, o.drain_timeout
+                        s.unfinished_members, o.control.drain_timeout
                     ));
                 }
             }
@@ -438,7 +438,7 @@ impl Copier {
 
 /// Exactly once: the library's exactly-once pool, member i writing as `{id}-{i}`.
 fn start_exactly_once(
-    o: &Opts,
+    o: &CopyArgs,
     config: ConsumerConfig,
     client: &client::ClientConfig,
     id: &str,
@@ -447,9 +447,12 @@ fn start_exactly_once(
     shutdown: &Shutdown,
 ) -> Result<ConsumerPool, UsageError> {
     let (output, keep) = (dest.topic, dest.keep_partition);
-    let (opts, client, topic) = (o.clone(), client.clone(), output.to_owned());
-    let eos = ExactlyOnce::new(id, move || producer_config(&opts, client.clone(), &topic))
-        .transaction_interval(o.transaction_interval);
+    let (producing, transactions) = (o.producing.clone(), o.transactions.clone());
+    let (drain, client, topic) = (o.control.drain_timeout, client.clone(), output.to_owned());
+    let eos = ExactlyOnce::new(id, move || {
+        producer_config(&producing, &transactions, drain, client.clone(), &topic)
+    })
+    .transaction_interval(o.transactions.transaction_interval);
     ConsumerPool::start_exactly_once(config, eos, |_| {
         let tally = tally.clone();
         let mut pace = Pace::new(o.rate, shutdown.clone());
@@ -550,7 +553,7 @@ struct AtLeastOnce {
 
 impl AtLeastOnce {
     fn start(
-        o: &Opts,
+        o: &CopyArgs,
         config: ConsumerConfig,
         client: client::ClientConfig,
         dest: Destination<'_>,
@@ -558,11 +561,10 @@ impl AtLeastOnce {
         shutdown: &Shutdown,
     ) -> Result<Self, UsageError> {
         let (output, keep) = (dest.topic, dest.keep_partition);
-        let mut pc = producer_config(o, client, output);
-        let shared = Arc::new(Shared::new(
-            o.consumers,
-            pc.delivery_timeout + o.drain_timeout,
-        ));
+        let drain = o.control.drain_timeout;
+        let mut pc = producer_config(&o.producing, &o.transactions, drain, client, output);
+        let consumers_n = o.group.consumers;
+        let shared = Arc::new(Shared::new(consumers_n, pc.delivery_timeout + drain));
         let s = shared.clone();
         // Each copy is tagged with its member's index.
         pc.on_delivery = Some(OnDelivery::new(move |member, outcome| {
@@ -575,8 +577,8 @@ impl AtLeastOnce {
         }));
         let producer = new_producer(pc)?;
         // Every consumer joins here, so that a refused start is bad input (exit 2).
-        let mut consumers = Vec::with_capacity(o.consumers);
-        for i in 0..o.consumers {
+        let mut consumers = Vec::with_capacity(consumers_n);
+        for i in 0..consumers_n {
             let mut c = config.clone();
             c.auto_commit = false;
             c.group_instance_id = config
@@ -595,7 +597,7 @@ impl AtLeastOnce {
                 }
             }
         }
-        let mut members = Vec::with_capacity(o.consumers);
+        let mut members = Vec::with_capacity(consumers_n);
         for (i, consumer) in consumers.into_iter().enumerate() {
             let m = Member {
                 idx: i,
@@ -605,7 +607,7 @@ impl AtLeastOnce {
                 tally: tally.clone(),
                 pace: Pace::new(o.rate, shutdown.clone()),
                 shutdown: shutdown.clone(),
-                drain: o.drain_timeout,
+                drain,
                 keep,
             };
             let spawned = thread::Builder::new()
@@ -627,8 +629,8 @@ impl AtLeastOnce {
     }
 
     /// The members deliver, commit and leave; then the producer closes.
-    fn finish(self, o: &Opts, report: &mut CopyReport) {
-        let deadline = Instant::now() + o.drain_timeout;
+    fn finish(self, o: &CopyArgs, report: &mut CopyReport) {
+        let deadline = Instant::now() + o.control.drain_timeout;
         let mut unfinished = 0;
         for h in self.members {
             while !h.is_finished() && Instant::now() < deadline {
@@ -646,7 +648,7 @@ impl AtLeastOnce {
         if unfinished > 0 {
             lock(&self.shared.stopped_because).get_or_insert(format!(
                 "{unfinished} member(s) had not finished within --drain-timeout {:?}",
-                o.drain_timeout
+                o.control.drain_timeout
             ));
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -783,12 +785,13 @@ impl Member {
 
 /// Show stats once a second until something stops the copy; returns what stopped it.
 fn watch(
-    o: &Opts,
+    o: &CopyArgs,
     shutdown: &Shutdown,
     started: Instant,
     tally: &Tally,
     copier: &Copier,
 ) -> String {
+    let o = &o.control;
     let mut out = report::Output::new(o.stats_json.as_deref());
     let mut last = (Instant::now(), 0u64);
     let mut next_tick = Instant::now() + Duration::from_secs(1);
