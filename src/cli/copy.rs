@@ -30,12 +30,14 @@ use serde::Serialize;
 
 use kpipe::client::{self, Cluster, NewTopic, TopicPartition};
 use kpipe::consumer::{
-    ConsumedRecord, Consumer, ConsumerConfig, ConsumerPool, ExactlyOnce, OffsetReset, Output,
-    RebalanceListener,
+    ConsumedRecord, Consumer, ConsumerConfig, ConsumerPool, ConsumerStats, ExactlyOnce,
+    OffsetReset, Output, RebalanceListener,
 };
+use kpipe::metrics::Prometheus;
 use kpipe::producer::{OnDelivery, Producer, ProducerRecord, SendError};
 use kpipe::shutdown::Shutdown;
 
+use super::metrics::Endpoint;
 use super::report;
 use super::run::{consumer_config, new_producer, pool_error, producer_config};
 use super::{CopyArgs, UsageError};
@@ -268,6 +270,13 @@ impl Pace {
 /// Run the copy with the (validated) flags.
 fn run(o: &CopyArgs) -> Result<CopyReport, UsageError> {
     let client = super::client_config(&o.connection)?;
+    // --metrics-addr: listening before anything runs, so that a taken port is bad input.
+    let metrics = o
+        .control
+        .metrics_addr
+        .as_deref()
+        .map(Endpoint::start)
+        .transpose()?;
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.install_signal_handler() {
         log::warn!("cannot catch Ctrl-C/SIGTERM: {e}");
@@ -292,7 +301,10 @@ fn run(o: &CopyArgs) -> Result<CopyReport, UsageError> {
             o, config, client, dest, &tally, &shutdown,
         )?),
     };
-    let stopped_by = watch(o, &shutdown, started, &tally, &copier);
+    if let Some(m) = &metrics {
+        m.publish(copier.exposition());
+    }
+    let stopped_by = watch(o, &shutdown, started, &tally, &copier, metrics.as_ref());
     shutdown.trigger();
     let mut report = CopyReport {
         mode: "copy".into(),
@@ -308,7 +320,7 @@ fn run(o: &CopyArgs) -> Result<CopyReport, UsageError> {
         stopped_by,
         ..Default::default()
     };
-    copier.finish(o, &mut report);
+    copier.finish(o, &mut report, metrics.as_ref());
     report.copied = tally.get();
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report.records_per_sec = report.copied as f64 / report.elapsed_secs.max(1e-9);
@@ -404,6 +416,15 @@ impl Copier {
         }
     }
 
+    /// The metrics text: the exactly-once pool's stats (its members' producers are its
+    /// own), or the shared producer's and each at-least-once member's, labelled `member`.
+    fn exposition(&self) -> String {
+        match self {
+            Copier::ExactlyOnce(pool) => Prometheus::new().consumer(&pool.stats()).render(),
+            Copier::AtLeastOnce(a) => a.exposition(),
+        }
+    }
+
     /// Whether the consumers stopped on their own.
     fn is_finished(&self) -> bool {
         match self {
@@ -415,10 +436,15 @@ impl Copier {
     /// Stop (the shutdown flag is set): the last transaction commits, or the last copies
     /// are delivered and their offsets committed; the members leave; all within
     /// --drain-timeout.
-    fn finish(self, o: &CopyArgs, report: &mut CopyReport) {
+    /// The last metrics are published to `metrics`: the pool's stats before it closes, the
+    /// producer's after.
+    fn finish(self, o: &CopyArgs, report: &mut CopyReport, metrics: Option<&Endpoint>) {
         report.lag = self.snapshot().2;
         match self {
             Copier::ExactlyOnce(pool) => {
+                if let Some(m) = metrics {
+                    m.publish(Prometheus::new().consumer(&pool.stats()).render());
+                }
                 let s = pool.close(o.control.drain_timeout);
                 report.transactions_committed = s.transactions_committed;
                 report.transactions_aborted = s.transactions_aborted;
@@ -431,7 +457,14 @@ impl Copier {
                     ));
                 }
             }
-            Copier::AtLeastOnce(a) => a.finish(o, report),
+            Copier::AtLeastOnce(a) => {
+                let producer = a.producer.clone();
+                let shared = a.shared.clone();
+                a.finish(o, report);
+                if let Some(m) = metrics {
+                    m.publish(exposition(&producer, &shared));
+                }
+            }
         }
     }
 }
@@ -483,6 +516,8 @@ struct Shared {
     lag: Vec<AtomicU64>,
     rebalances: Vec<AtomicU64>,
     partitions: Vec<AtomicU64>,
+    /// Each member's consumer stats, as of the same second (for --metrics-addr).
+    stats: Vec<Mutex<Option<ConsumerStats>>>,
     commit_failures: AtomicU64,
     /// Members that must not commit any more (a copy was not sent or not delivered).
     poisoned: Vec<std::sync::atomic::AtomicBool>,
@@ -503,6 +538,7 @@ impl Shared {
             lag: zeros(),
             rebalances: zeros(),
             partitions: zeros(),
+            stats: (0..members).map(|_| Mutex::new(None)).collect(),
             commit_failures: AtomicU64::new(0),
             poisoned: (0..members)
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
@@ -551,7 +587,27 @@ struct AtLeastOnce {
     shared: Arc<Shared>,
 }
 
+/// The metrics text of at least once: the shared producer, and each member's consumer
+/// (labelled `member`) as of its last second.
+fn exposition(producer: &Producer, shared: &Shared) -> String {
+    let ps = producer.stats();
+    let members: Vec<Option<ConsumerStats>> =
+        shared.stats.iter().map(|s| lock(s).clone()).collect();
+    let labels: Vec<String> = (0..members.len()).map(|i| i.to_string()).collect();
+    let mut p = Prometheus::new().producer(&ps);
+    for (cs, i) in members.iter().zip(&labels) {
+        if let Some(cs) = cs {
+            p = p.label("member", i).consumer(cs);
+        }
+    }
+    p.render()
+}
+
 impl AtLeastOnce {
+    fn exposition(&self) -> String {
+        exposition(&self.producer, &self.shared)
+    }
+
     fn start(
         o: &CopyArgs,
         config: ConsumerConfig,
@@ -749,6 +805,7 @@ impl Member {
                 s.lag[i].store(st.lag().max(0) as u64, Ordering::Relaxed);
                 s.rebalances[i].store(st.rebalances, Ordering::Relaxed);
                 s.partitions[i].store(st.partitions.len() as u64, Ordering::Relaxed);
+                *lock(&s.stats[i]) = Some(st);
                 last_stats = Instant::now();
             }
         }
@@ -790,6 +847,7 @@ fn watch(
     started: Instant,
     tally: &Tally,
     copier: &Copier,
+    metrics: Option<&Endpoint>,
 ) -> String {
     let o = &o.control;
     let mut out = report::Output::new(o.stats_json.as_deref());
@@ -815,6 +873,9 @@ fn watch(
         if Instant::now() >= next_tick {
             next_tick += Duration::from_secs(1);
             let (committed, aborted, lag, rebalances, partitions, errors) = copier.snapshot();
+            if let Some(m) = metrics {
+                m.publish(copier.exposition());
+            }
             let copied = tally.get();
             let dt = last.0.elapsed().as_secs_f64().max(1e-3);
             out.show(&CopySnapshot {

@@ -10,7 +10,8 @@
 //! wire; [`ledger`] the loss / duplicate / gap accounting; [`txn`] the transactions of
 //! `--transactional-id` (the gate the generators send through, the committer, the books);
 //! [`report`] what is printed; [`copy`] `kpipe copy`, topic to topic, at least once or
-//! exactly once; [`describe`] `kpipe describe --share-group`, a share group's offsets.
+//! exactly once; [`describe`] `kpipe describe --share-group`, a share group's offsets;
+//! [`metrics`] the `/metrics` endpoint of `--metrics-addr`.
 //!
 //! The flags come in groups ([`Connection`], [`Topic`], [`Creation`], [`Group`],
 //! [`Reading`], [`Producing`], [`Transactional`], [`Generating`], [`Warmup`], [`Control`]),
@@ -25,6 +26,7 @@ mod copy;
 mod describe;
 mod event;
 mod ledger;
+mod metrics;
 mod report;
 mod run;
 mod txn;
@@ -43,7 +45,8 @@ const EXIT_CODES: &str = "Exit codes:
   1  a failure after the start: events failed or missing, a transaction aborted or unable
      to go on (fenced), a file that cannot be written
   2  bad input, found before anything ran: a flag or --config, a broker unreachable at the
-     start, a missing topic that kpipe may not create, a share group that does not exist";
+     start, a missing topic that kpipe may not create, a share group that does not exist,
+     a --metrics-addr that cannot be bound";
 
 /// The largest --payload-bytes: an event must fit the producer's 1 MiB request limit.
 const MAX_PAYLOAD_BYTES: usize = 1_000_000;
@@ -435,6 +438,10 @@ pub struct Control {
     /// Write the final summary as one JSON object to this file.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
+    /// Serve the producer and consumer statistics at http://ADDR/metrics in the Prometheus
+    /// text format while the run lasts, e.g. 127.0.0.1:9464 (see README, "Metrics").
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 /// `--share-auto-offset-reset`.

@@ -9,12 +9,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 
 use kpipe::client::{self, Cluster, NewTopic};
-use kpipe::consumer::{self, ConsumerConfig, ConsumerPool, OffsetReset, OnHandlerError};
-use kpipe::producer::{self, OnDelivery, Producer, ProducerConfig, ProducerRecord, SendError};
+use kpipe::consumer::{
+    self, ConsumerConfig, ConsumerPool, ConsumerStats, OffsetReset, OnHandlerError,
+};
+use kpipe::metrics::Prometheus;
+use kpipe::producer::{
+    self, OnDelivery, Producer, ProducerConfig, ProducerRecord, ProducerStats, SendError,
+};
 use kpipe::shutdown::Shutdown;
 
 use super::event::{self, Event};
 use super::ledger::{Check, Ledger};
+use super::metrics::Endpoint;
 use super::report::{self, Latency, Output, Report, Snapshot};
 use super::txn::{Book, Committer, Devices, Gate, Transactions};
 use super::{
@@ -163,6 +169,8 @@ pub fn run(mode: Mode, job: &Job) -> Result<Report, UsageError> {
     let o = &job.control;
     // Set-up: configs, the signal handler, the topic.
     let client = super::client_config(&job.connection)?;
+    // --metrics-addr: listening before anything runs, so that a taken port is bad input.
+    let metrics = o.metrics_addr.as_deref().map(Endpoint::start).transpose()?;
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.install_signal_handler() {
         log::warn!("cannot catch Ctrl-C/SIGTERM: {e}");
@@ -236,6 +244,12 @@ pub fn run(mode: Mode, job: &Job) -> Result<Report, UsageError> {
         )?),
         _ => None,
     };
+    if let Some(m) = &metrics {
+        m.publish(exposition(
+            producer.as_ref().map(Producer::stats).as_ref(),
+            pool.as_ref().map(ConsumerPool::stats).as_ref(),
+        ));
+    }
     let generators = match (&producer, &job.sending) {
         (Some(p), Some(s)) => {
             let gate = txn.as_ref().map(|t| t.gate.clone());
@@ -263,6 +277,7 @@ pub fn run(mode: Mode, job: &Job) -> Result<Report, UsageError> {
         pool.as_ref(),
         &generators,
         ShareLag::new(job.share_group(), &client_for_lag),
+        metrics.as_ref(),
     );
     shutdown.trigger();
     generators.join();
@@ -276,6 +291,9 @@ pub fn run(mode: Mode, job: &Job) -> Result<Report, UsageError> {
         stopped_by,
         ..Default::default()
     };
+    // For the last metrics: the producer's stats after its close.
+    let last_producer = producer.clone();
+    let mut last_pool = None;
     if let Some(p) = producer {
         drain_producer(
             p,
@@ -295,7 +313,9 @@ pub fn run(mode: Mode, job: &Job) -> Result<Report, UsageError> {
                 thread::sleep(Duration::from_millis(20));
             }
         }
-        let summary_lag = pool.stats().lag();
+        let last = pool.stats();
+        let summary_lag = last.lag();
+        last_pool = Some(last);
         let summary = pool.close(o.drain_timeout);
         report.lag = match ShareLag::new(job.share_group(), &client_for_lag) {
             Some(mut share) => share.get(),
@@ -307,8 +327,24 @@ pub fn run(mode: Mode, job: &Job) -> Result<Report, UsageError> {
         report.rejected = summary.rejected;
         report.redelivered = summary.redelivered;
     }
+    if let Some(m) = &metrics {
+        let last = last_producer.as_ref().map(Producer::stats);
+        m.publish(exposition(last.as_ref(), last_pool.as_ref()));
+    }
     finish(&mut report, mode, &ledger, started);
     Ok(report)
+}
+
+/// The metrics text of the producer and the pool, those the run has.
+pub(super) fn exposition(producer: Option<&ProducerStats>, pool: Option<&ConsumerStats>) -> String {
+    let mut p = Prometheus::new();
+    if let Some(s) = producer {
+        p = p.producer(s);
+    }
+    if let Some(s) = pool {
+        p = p.consumer(s);
+    }
+    p.render()
 }
 
 /// Make sure the topic exists (creating it as `creation` says, unless told not to; consume
@@ -789,6 +825,7 @@ fn watch(
     pool: Option<&ConsumerPool>,
     generators: &Generators,
     mut share_lag: Option<ShareLag>,
+    metrics: Option<&Endpoint>,
 ) -> String {
     let mut out = Output::new(o.stats_json.as_deref());
     let mut last = (Instant::now(), 0u64, 0u64);
@@ -822,8 +859,12 @@ fn watch(
         }
         if Instant::now() >= next_tick {
             next_tick += Duration::from_secs(1);
-            let ps = producer.map(Producer::stats).unwrap_or_default();
-            let cs = pool.map(ConsumerPool::stats).unwrap_or_default();
+            let ps = producer.map(Producer::stats);
+            let cs = pool.map(ConsumerPool::stats);
+            if let Some(m) = metrics {
+                m.publish(exposition(ps.as_ref(), cs.as_ref()));
+            }
+            let (ps, cs) = (ps.unwrap_or_default(), cs.unwrap_or_default());
             let consumed = ledger.tally().consumed;
             let (t0, acked0, consumed0) = last;
             let dt = t0.elapsed().as_secs_f64().max(1e-3);
