@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kpipe::client::{decode_batches, BatchBuilder, Compression, Header};
+use kpipe::client::{Compression, Header};
+use kpipe::unstable::{decode_batches, BatchBuilder};
 
 mod common;
 

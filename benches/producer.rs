@@ -12,8 +12,9 @@ mod common;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kpipe::client::{Acks, BatchBuilder, ClientConfig, Cluster, Compression, NewTopic};
+use kpipe::client::{Acks, ClientConfig, Cluster, Compression, NewTopic};
 use kpipe::producer::java_partition;
+use kpipe::unstable::BatchBuilder;
 use kpipe::{Producer, ProducerConfig, ProducerRecord};
 
 fn brokers() -> String {

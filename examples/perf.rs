@@ -175,7 +175,7 @@ fn client_config(a: &Args) -> ClientConfig {
 }
 
 fn create(a: &Args, client: ClientConfig) {
-    use kpipe::client::{is_already_exists, Cluster, NewTopic};
+    use kpipe::client::{Cluster, NewTopic};
     let fail = |e: kpipe::client::Error| -> ! {
         eprintln!("perf: {e}");
         std::process::exit(1)
@@ -193,7 +193,7 @@ fn create(a: &Args, client: ClientConfig) {
     }
     match cluster.create_topic(&t, Duration::from_secs(60)) {
         Ok(()) => {}
-        Err(e) if is_already_exists(&e) => {
+        Err(e) if e.is_already_exists() => {
             cluster
                 .delete_topic(&a.topic, Duration::from_secs(60))
                 .unwrap_or_else(|e| fail(e));

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::java::{console_share_consumer, run_class};
-use kpipe::client::{is_already_exists, Error, KafkaCode, NewTopic, OffsetSpec, ShareGroupOffset};
+use kpipe::client::{Error, KafkaCode, NewTopic, OffsetSpec, ShareGroupOffset};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -33,7 +33,7 @@ fn create_grow_and_delete_a_topic() {
     let again = cluster
         .create_topic(&NewTopic::new(&name, 2, 1), T)
         .unwrap_err();
-    assert!(is_already_exists(&again), "{again}");
+    assert!(again.is_already_exists(), "{again}");
     assert!(again.to_string().contains(&name), "{again}");
 
     cluster.create_partitions(&name, 5, T).unwrap();

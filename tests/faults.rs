@@ -13,7 +13,8 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, MetadataRequest, ProduceRequest, ResponseHeader,
 };
 use kafka_protocol::protocol::Encodable;
-use kpipe::client::{ClientConfig, Cluster, Connection, ConnectionConfig, Error, Phase};
+use kpipe::client::{ClientConfig, Cluster, ConnectionConfig, Error, Phase};
+use kpipe::unstable::Connector;
 
 fn quick() -> ConnectionConfig {
     ConnectionConfig {
@@ -122,7 +123,7 @@ fn broker_with(
 
 fn metadata_error(then: impl FnOnce(i32) -> Reply + Send + 'static) -> Error {
     let (addr, server) = broker_then(then);
-    let mut conn = Connection::connect(&addr, &quick()).unwrap();
+    let mut conn = Connector::plaintext(&quick()).connect(&addr).unwrap();
     let err = conn.request(&MetadataRequest::default()).unwrap_err();
     assert!(
         !conn.is_open(),
@@ -179,7 +180,7 @@ fn every_bootstrap_address_is_tried_and_listed() {
 fn a_listener_that_never_answers_times_out() {
     let (addr, server) = fake_broker(|_, _| Reply::Stall(Vec::new()));
     let started = Instant::now();
-    let err = Connection::connect(&addr, &quick()).unwrap_err();
+    let err = Connector::plaintext(&quick()).connect(&addr).unwrap_err();
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_secs(5),
@@ -233,7 +234,7 @@ fn no_common_version_is_unsupported_version_naming_the_api() {
         )),
         _ => Reply::Close,
     });
-    let conn = Connection::connect(&addr, &quick()).unwrap();
+    let conn = Connector::plaintext(&quick()).connect(&addr).unwrap();
     let err = conn.version::<ProduceRequest>().unwrap_err();
     let text = err.to_string();
     assert!(
@@ -266,7 +267,7 @@ fn api_versions_fallback_and_its_failure() {
         )),
         _ => Reply::Close,
     });
-    let conn = Connection::connect(&addr, &quick()).unwrap();
+    let conn = Connector::plaintext(&quick()).connect(&addr).unwrap();
     assert_eq!(conn.version::<MetadataRequest>().unwrap(), 9);
     drop(conn);
     server.join().unwrap();
@@ -279,7 +280,7 @@ fn api_versions_fallback_and_its_failure() {
         )),
         _ => Reply::Close,
     });
-    let err = Connection::connect(&addr, &quick()).unwrap_err();
+    let err = Connector::plaintext(&quick()).connect(&addr).unwrap_err();
     assert!(
         matches!(
             err,
@@ -543,7 +544,7 @@ fn tls_readiness_sees_responses_already_decrypted() {
     });
     let mut c = secured(&addr, SecurityProtocol::Ssl);
     c.security.tls.ca = Some(Pem::Inline(ca.into()));
-    let connector = kpipe::client::Connector::new(&c).unwrap();
+    let connector = kpipe::unstable::Connector::new(&c).unwrap();
     let mut conn = connector.connect(&addr).unwrap();
     let pending = conn.send(&MetadataRequest::default()).unwrap();
     // The socket holds nothing more, yet the response is there: readiness must say so

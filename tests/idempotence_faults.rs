@@ -35,8 +35,9 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kpipe::client::{decode_batches, KafkaCode};
+use kpipe::client::KafkaCode;
 use kpipe::producer::{Delivery, DeliveryError, ProducerIdentity, SendError};
+use kpipe::unstable::decode_batches;
 use kpipe::{Producer, ProducerConfig, ProducerRecord};
 
 const MESSAGE_TOO_LARGE: i16 = 10;

@@ -684,7 +684,7 @@ fn held_in(stats: &ConsumerStats) -> BTreeSet<i32> {
 /// run from 0 without a gap.
 #[test]
 fn the_java_console_consumer_reads_back_idempotent_batches_byte_exact() {
-    use kpipe::client::{FetchParams, FetchTarget};
+    use kpipe::unstable::{FetchParams, FetchTarget};
     use kpipe::{Producer, ProducerRecord};
 
     let _serial = common::serial(&SERIAL);

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kpipe::client::{Assignor, ClientConfig, Cluster, NewTopic};
+use kpipe::client::{ClientConfig, Cluster, NewTopic};
+use kpipe::consumer::Assignor;
 use kpipe::consumer::{ConsumerPool, Error, GroupProtocol};
 use kpipe::{ConsumedRecord, Consumer, ConsumerConfig, Producer, ProducerRecord};
 

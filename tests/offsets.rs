@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kpipe::client::{encode_batch, Acks, Compression, OffsetSpec, Record};
+use kpipe::client::{Acks, Compression, OffsetSpec};
+use kpipe::unstable::{encode_batch, Record};
 
 #[test]
 fn earliest_latest_and_by_time() {
@@ -80,7 +81,7 @@ fn earliest_latest_and_by_time() {
 /// taken from the fetch's, and the fetch must still be read in turn.
 #[test]
 fn list_offsets_while_a_fetch_is_in_flight_to_the_same_broker() {
-    use kpipe::client::{FetchParams, FetchTarget};
+    use kpipe::unstable::{FetchParams, FetchTarget};
     let mut cluster = common::cluster();
     let topic = common::new_topic(&mut cluster, "offsets-busy", 1);
     // One record, acknowledged: the partition has a settled leader.

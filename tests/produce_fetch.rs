@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kpipe::client::{
-    Acks, BatchBuilder, Compression, FetchParams, FetchTarget, FetchedRecord, Header, Record,
-};
+use kpipe::client::{Acks, Compression, Header};
+use kpipe::unstable::{BatchBuilder, FetchParams, FetchTarget, FetchedRecord, Record};
 
 const PARTITIONS: i32 = 3;
 const RECORDS: usize = 10_000;
@@ -171,7 +170,7 @@ fn unknown_topic_and_partition_are_clear_errors() {
     assert!(err.to_string().contains("does not exist"), "{err}");
 
     let topic = common::new_topic(&mut cluster, "onepart", 1);
-    let batch = kpipe::client::encode_batch(&[record(1)], Compression::None).unwrap();
+    let batch = kpipe::unstable::encode_batch(&[record(1)], Compression::None).unwrap();
     let err = cluster
         .produce(&topic, 7, batch, Acks::All, Duration::from_secs(5))
         .unwrap_err();
@@ -197,7 +196,7 @@ fn oversized_batch_is_rejected_by_the_broker_as_not_retriable() {
         value: Some(Bytes::from(vec![7u8; 50_000])),
         ..Default::default()
     };
-    let batch = kpipe::client::encode_batch(&[big], Compression::None).unwrap();
+    let batch = kpipe::unstable::encode_batch(&[big], Compression::None).unwrap();
     let err = cluster
         .produce(&topic, 0, batch, Acks::Leader, Duration::from_secs(5))
         .unwrap_err();
@@ -208,7 +207,7 @@ fn oversized_batch_is_rejected_by_the_broker_as_not_retriable() {
     );
     assert!(!err.is_retriable());
     // The connection stays usable for the next, valid batch.
-    let ok = kpipe::client::encode_batch(&[record(2)], Compression::None).unwrap();
+    let ok = kpipe::unstable::encode_batch(&[record(2)], Compression::None).unwrap();
     let ack = cluster
         .produce(&topic, 0, ok, Acks::Leader, Duration::from_secs(5))
         .unwrap();

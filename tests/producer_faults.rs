@@ -149,7 +149,7 @@ fn serve(mut sock: TcpStream, port: u16, dead: &AtomicBool, offsets: &AtomicI64)
                     let mut tr = TopicProduceResponse::default();
                     tr.name = t.name.clone();
                     for p in &t.partition_data {
-                        let n = kpipe::client::decode_batches(
+                        let n = kpipe::unstable::decode_batches(
                             p.records.as_ref().unwrap(),
                             0,
                             1 << 30,

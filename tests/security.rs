@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kpipe::client::{
-    ClientConfig, Cluster, Connector, Error, NewTopic, Pem, Sasl, SecurityProtocol, UnsecuredToken,
+    ClientConfig, Cluster, Error, NewTopic, Pem, Sasl, SecurityProtocol, UnsecuredToken,
 };
+use kpipe::unstable::Connector;
 use kpipe::{ConsumedRecord, ConsumerPool, Producer, ProducerRecord};
 
 /// The folder `scripts/kafka up --secure` writes certificates and properties files to.

@@ -56,8 +56,9 @@ use kafka_protocol::messages::share_fetch_response::{
 use kafka_protocol::messages::share_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kpipe::client::{encode_batch, Compression, KafkaCode, Record};
+use kpipe::client::{Compression, KafkaCode};
 use kpipe::consumer::{AckOutcome, Acknowledge, GroupProtocol, ShareConsumer};
+use kpipe::unstable::{encode_batch, Record};
 use kpipe::{ConsumedRecord, ConsumerConfig};
 use uuid::Uuid;
 
@@ -1144,7 +1145,7 @@ fn delivery(p: i32, offsets: &[i64], (first, last): (i64, i64)) -> Delivery {
 /// The offsets of the records in `batches`.
 fn offsets_in(batches: &Bytes) -> Vec<i64> {
     let mut records = Vec::new();
-    kpipe::client::decode_batches(batches, 0, 1 << 20, &mut records).unwrap();
+    kpipe::unstable::decode_batches(batches, 0, 1 << 20, &mut records).unwrap();
     records.iter().map(|r| r.offset).collect()
 }
 

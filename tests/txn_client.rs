@@ -21,9 +21,12 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kpipe::client::{
-    BatchBuilder, ClientConfig, Cluster, Compression, Error, FetchParams, FetchTarget, GroupMember,
-    IsolationLevel, KafkaCode, NewTopic, OffsetSpec, ProducerStamp, Result, TopicPartition,
-    TransactionVersion, TxnApi, TxnErrorClass, TxnProducer,
+    ClientConfig, Cluster, Compression, Error, GroupMember, IsolationLevel, KafkaCode, NewTopic,
+    OffsetSpec, Result, TopicPartition,
+};
+use kpipe::unstable::{
+    BatchBuilder, FetchParams, FetchTarget, ProducerStamp, TransactionVersion, TxnApi,
+    TxnErrorClass, TxnProducer,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);

@@ -47,11 +47,12 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kpipe::client::{decode_batches, GroupMetadata, KafkaCode, TopicPartition, TransactionVersion};
+use kpipe::client::{GroupMetadata, KafkaCode, TopicPartition};
 use kpipe::producer::{
     java_partition, Delivery, DeliveryError, DeliveryReceipt, ProducerIdentity, SendError,
     TransactionError,
 };
+use kpipe::unstable::{decode_batches, TransactionVersion};
 use kpipe::{Producer, ProducerConfig, ProducerRecord};
 use uuid::Uuid;
 

@@ -100,7 +100,7 @@ pub struct ListedOffset {
 /// A question for a partition's leader about its log's history (KIP-320): where does
 /// `leader_epoch` end?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EpochQuery {
+pub(crate) struct EpochQuery {
     /// The partition.
     pub partition: i32,
     /// The leader epoch the asker knows the partition's leader by (from metadata): a
@@ -113,7 +113,7 @@ pub struct EpochQuery {
 
 /// A leader's answer to an [`EpochQuery`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EpochEnd {
+pub(crate) struct EpochEnd {
     /// The largest epoch of the leader's log at or below the one asked (an epoch the
     /// leader never had is answered with the one before it), or `None` when its log holds
     /// nothing that old.
@@ -142,7 +142,7 @@ impl Cluster {
                 let timeout = self.config().connection.request_timeout;
                 match self.create_topic(t, timeout) {
                     Ok(()) => Ok(()),
-                    Err(e) if is_already_exists(&e) => self.topic(name).map(|_| ()),
+                    Err(e) if e.is_already_exists() => self.topic(name).map(|_| ()),
                     Err(e) => Err(e),
                 }
             }
@@ -961,11 +961,6 @@ fn share_groups_unsupported(
             .unwrap_or_else(|| "a release without share groups".to_owned()),
         api,
     }
-}
-
-/// Whether `err` says the topic already exists.
-pub fn is_already_exists(err: &Error) -> bool {
-    err.kafka_code() == Some(KafkaCode::TopicAlreadyExists)
 }
 
 #[cfg(test)]

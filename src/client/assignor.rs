@@ -15,7 +15,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 mod sticky;
 
 /// Partitions by topic.
-pub type Assignment = BTreeMap<String, Vec<i32>>;
+pub(crate) type Assignment = BTreeMap<String, Vec<i32>>;
 
 /// A member's subscription as carried in JoinGroup metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +192,7 @@ const SUBSCRIPTION_VERSION: i16 = 3;
 /// partitions sorted, no rack. For cooperative-sticky the user data also carries the
 /// generation as a 4-byte big-endian int, as Java's `CooperativeStickyAssignor` writes it
 /// for leaders that read subscriptions older than v2.
-pub fn encode_subscription(sub: &Subscription, assignor: Assignor) -> Bytes {
+pub(crate) fn encode_subscription(sub: &Subscription, assignor: Assignor) -> Bytes {
     let mut topics = sub.topics.clone();
     topics.sort_unstable();
     topics.dedup();
@@ -227,7 +227,7 @@ pub fn encode_subscription(sub: &Subscription, assignor: Assignor) -> Bytes {
 /// Decode a member's subscription, any version (a version above 3 is read as 3, as the
 /// Java client does). The generation is the v2+ field when it is set (>= 0), else the one
 /// in a 4-byte user data (cooperative-sticky members up to v1), else -1.
-pub fn decode_subscription(metadata: &Bytes) -> Result<Subscription, String> {
+pub(crate) fn decode_subscription(metadata: &Bytes) -> Result<Subscription, String> {
     let (version, mut body) = split_version(metadata)?;
     let wire = ConsumerProtocolSubscription::decode(&mut body, version.min(3))
         .map_err(|e| format!("bad subscription: {e}"))?;
@@ -260,7 +260,7 @@ pub fn decode_subscription(metadata: &Bytes) -> Result<Subscription, String> {
 }
 
 /// Encode an assignment for SyncGroup, with its leading version.
-pub fn encode_assignment(assignment: &Assignment) -> Bytes {
+pub(crate) fn encode_assignment(assignment: &Assignment) -> Bytes {
     const VERSION: i16 = 1;
     let mut a = ConsumerProtocolAssignment::default();
     a.assigned_partitions = assignment
@@ -280,7 +280,7 @@ pub fn encode_assignment(assignment: &Assignment) -> Bytes {
 }
 
 /// Decode the assignment SyncGroup returned (empty bytes: nothing assigned).
-pub fn decode_assignment(bytes: &Bytes) -> Result<Assignment, String> {
+pub(crate) fn decode_assignment(bytes: &Bytes) -> Result<Assignment, String> {
     if bytes.is_empty() {
         return Ok(Assignment::new());
     }

@@ -49,7 +49,7 @@ impl Default for Backoff {
 /// Run `op` on `state` until it succeeds, fails with a non-retriable error, or `deadline`
 /// passes. `on_error` sees every retriable error first (to mark metadata stale, say). The
 /// state is threaded through both closures so that they may share mutable access to it.
-pub fn retry<S, T>(
+pub(crate) fn retry<S, T>(
     state: &mut S,
     deadline: Instant,
     backoff: &mut Backoff,

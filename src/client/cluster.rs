@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::backoff::retry;
 use super::config::ClientConfig;
+use super::connect::Connector;
 use super::connection::Connection;
 use super::error::{Error, KafkaCode, Location, Result};
 use super::recovery::{Recovery, Why};
-use super::transport::Connector;
 use super::versions::BrokerVersions;
 
 /// A broker as the metadata describes it.
@@ -121,7 +121,7 @@ impl Cluster {
 
     /// [`connect`](Self::connect) with a connector already made from `config` (its TLS
     /// files read once, shared by the threads of one producer or pool).
-    pub fn connect_with(config: ClientConfig, connector: Connector) -> Result<Self> {
+    pub(crate) fn connect_with(config: ClientConfig, connector: Connector) -> Result<Self> {
         let mut failures = Vec::new();
         let mut bootstrap = None;
         for addr in &config.bootstrap {
@@ -176,14 +176,14 @@ impl Cluster {
 
     /// How this cluster opens connections (for opening more of them elsewhere, e.g. on
     /// another thread).
-    pub fn connector(&self) -> &Connector {
+    pub(crate) fn connector(&self) -> &Connector {
         &self.connector
     }
 
     /// The address and advertised versions and features of a broker this cluster talks to
     /// (an open connection if there is one, else a new one): for what is the same on every
     /// broker of a cluster, such as its finalized features.
-    pub fn some_broker_versions(&mut self) -> Result<(String, BrokerVersions)> {
+    pub(crate) fn some_broker_versions(&mut self) -> Result<(String, BrokerVersions)> {
         let open = self
             .bootstrap
             .iter()
@@ -211,7 +211,7 @@ impl Cluster {
     }
 
     /// Remember a broker learnt outside metadata (a group coordinator, say).
-    pub fn add_broker(&mut self, info: BrokerInfo) {
+    pub(crate) fn add_broker(&mut self, info: BrokerInfo) {
         if self
             .brokers
             .get(&info.id)
@@ -260,7 +260,7 @@ impl Cluster {
 
     /// React to an error from a request: stale metadata is dropped, and a broken
     /// connection was already closed by the connection itself.
-    pub fn note_error(&mut self, err: &Error, topic: Option<&str>) {
+    pub(crate) fn note_error(&mut self, err: &Error, topic: Option<&str>) {
         if err.invalidates_metadata() {
             self.invalidate(topic);
         }
@@ -440,7 +440,7 @@ impl Cluster {
 
     /// A second connection to broker `id`, apart from the one data requests use: for the
     /// group coordinator, whose requests must not wait behind pipelined fetches.
-    pub fn dedicated(&mut self, id: i32) -> Result<&mut Connection> {
+    pub(crate) fn dedicated(&mut self, id: i32) -> Result<&mut Connection> {
         if self.dedicated.get(&id).is_some_and(|c| !c.is_open()) {
             self.dedicated.remove(&id);
         }
@@ -453,7 +453,7 @@ impl Cluster {
 
     /// The open connection to broker `id`, if there is one. Unlike [`broker`](Self::broker)
     /// this never connects, so responses owed on a connection are never awaited on another.
-    pub fn existing(&mut self, id: i32) -> Option<&mut Connection> {
+    pub(crate) fn existing(&mut self, id: i32) -> Option<&mut Connection> {
         self.connections.get_mut(&id).filter(|c| c.is_open())
     }
 
@@ -491,7 +491,10 @@ impl Cluster {
 
     /// Send `req` to any broker that answers (an open connection first, then known brokers,
     /// then the bootstrap list) and return the broker's address with the response.
-    pub fn request_any<R: Request + Clone>(&mut self, req: &R) -> Result<(String, R::Response)> {
+    pub(crate) fn request_any<R: Request + Clone>(
+        &mut self,
+        req: &R,
+    ) -> Result<(String, R::Response)> {
         self.request_any_with(|_| req.clone())
     }
 
@@ -501,7 +504,7 @@ impl Cluster {
     /// When every known broker fails, when none has answered for the rebootstrap trigger,
     /// or after REBOOTSTRAP_REQUIRED, the bootstrap servers are resolved and asked again
     /// (with [`MetadataRecovery::Rebootstrap`](super::MetadataRecovery), the default).
-    pub fn request_any_with<R: Request>(
+    pub(crate) fn request_any_with<R: Request>(
         &mut self,
         build: impl Fn(i16) -> R,
     ) -> Result<(String, R::Response)> {
@@ -669,15 +672,10 @@ impl Cluster {
         })
     }
 
-    /// Send `req` to broker `id` and wait for the response.
-    pub fn request_broker<R: Request>(&mut self, id: i32, req: &R) -> Result<R::Response> {
-        self.broker(id)?.request(req)
-    }
-
     /// Run `op` again while it fails with a retriable error, for at most the request timeout:
     /// stale metadata is dropped between tries, with exponential backoff. Leadership settles
     /// a moment after a topic is created or a broker moves, and this absorbs that.
-    pub fn retrying<T>(
+    pub(crate) fn retrying<T>(
         &mut self,
         topic: Option<&str>,
         op: impl FnMut(&mut Cluster) -> Result<T>,
@@ -691,11 +689,6 @@ impl Cluster {
             |c, e| c.note_error(e, topic),
             op,
         )
-    }
-
-    /// The controller id reported by the last metadata response.
-    pub fn controller(&self) -> i32 {
-        self.controller
     }
 }
 

@@ -1,7 +1,16 @@
 //! The record batch codecs Kafka knows, in the byte formats the Java client writes.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
+#[cfg(any(feature = "gzip", feature = "zstd"))]
+use std::io::Read;
+#[cfg(any(
+    feature = "gzip",
+    feature = "snappy",
+    feature = "lz4",
+    feature = "zstd"
+))]
+use std::io::Write;
 use std::str::FromStr;
 
 /// How a record batch's records are compressed.
@@ -53,6 +62,28 @@ impl Compression {
         })
     }
 
+    /// Whether this build can write and read the codec: each but `None` is a cargo feature
+    /// of kpipe's (`gzip`, `snappy`, `lz4`, `zstd`, all on by default).
+    pub fn is_available(self) -> bool {
+        match self {
+            Compression::None => true,
+            Compression::Gzip => cfg!(feature = "gzip"),
+            Compression::Snappy => cfg!(feature = "snappy"),
+            Compression::Lz4 => cfg!(feature = "lz4"),
+            Compression::Zstd => cfg!(feature = "zstd"),
+        }
+    }
+
+    /// Why the codec cannot be used, if this build lacks it: names the cargo feature to
+    /// turn on.
+    pub(crate) fn unavailable(self) -> Option<String> {
+        (!self.is_available()).then(|| {
+            format!(
+                "{self} compression is not built in: enable kpipe's `{self}` cargo feature (on by default; `default-features = false` turns it off)"
+            )
+        })
+    }
+
     /// The name used in flags and configs (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
     pub fn name(self) -> &'static str {
         match self {
@@ -83,18 +114,32 @@ impl FromStr for Compression {
     }
 }
 
+#[cfg(feature = "snappy")]
 const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+#[cfg(feature = "snappy")]
 const XERIAL_BLOCK: usize = 32 * 1024;
 
+fn unavailable(codec: Compression) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        codec.unavailable().unwrap_or_default(),
+    )
+}
+
 /// Append `input` compressed with `codec` to `out`.
-pub fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+pub(crate) fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    if !codec.is_available() {
+        return Err(unavailable(codec));
+    }
     match codec {
         Compression::None => out.extend_from_slice(input),
+        #[cfg(feature = "gzip")]
         Compression::Gzip => {
             let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
             enc.write_all(input)?;
             enc.finish()?;
         }
+        #[cfg(feature = "snappy")]
         Compression::Snappy => {
             // xerial framing: magic, version 1, compatible version 1, then [len u32][block]...
             out.extend_from_slice(XERIAL_MAGIC);
@@ -112,6 +157,7 @@ pub fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> io::Resu
                 out[at..at + 4].copy_from_slice(&(n as u32).to_be_bytes());
             }
         }
+        #[cfg(feature = "lz4")]
         Compression::Lz4 => {
             // 64 KiB independent blocks, as the Java client writes: lz4_flex's automatic
             // block size picks up to 4 MiB for a large batch, and every reader then needs a
@@ -123,33 +169,46 @@ pub fn compress(codec: Compression, input: &[u8], out: &mut Vec<u8>) -> io::Resu
             enc.write_all(input)?;
             enc.finish().map_err(io::Error::other)?;
         }
+        #[cfg(feature = "zstd")]
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
             enc.write_all(input)?;
             enc.finish()?;
         }
+        #[allow(unreachable_patterns)] // every codec built in
+        _ => return Err(unavailable(codec)),
     }
     Ok(())
 }
 
 /// Decompress `input` (one batch's records section), refusing to produce more than `limit`
 /// bytes so that a small hostile batch cannot expand without bound.
-pub fn decompress(codec: Compression, input: &[u8], limit: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn decompress(codec: Compression, input: &[u8], limit: usize) -> io::Result<Vec<u8>> {
+    if !codec.is_available() {
+        return Err(unavailable(codec));
+    }
     let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(limit));
     match codec {
         Compression::None => out.extend_from_slice(input),
+        #[cfg(feature = "gzip")]
         Compression::Gzip => {
             read_bounded(flate2::read::MultiGzDecoder::new(input), limit, &mut out)?
         }
+        #[cfg(feature = "snappy")]
         Compression::Snappy => decompress_snappy(input, limit, &mut out)?,
+        #[cfg(feature = "lz4")]
         Compression::Lz4 => decompress_lz4_frame(input, limit, &mut out)?,
+        #[cfg(feature = "zstd")]
         Compression::Zstd => {
             read_bounded(zstd::stream::read::Decoder::new(input)?, limit, &mut out)?
         }
+        #[allow(unreachable_patterns)] // every codec built in
+        _ => return Err(unavailable(codec)),
     }
     Ok(out)
 }
 
+#[cfg(any(feature = "gzip", feature = "zstd"))]
 fn read_bounded<R: Read>(reader: R, limit: usize, out: &mut Vec<u8>) -> io::Result<()> {
     let read = reader.take(limit as u64 + 1).read_to_end(out)?;
     if read > limit {
@@ -158,6 +217,12 @@ fn read_bounded<R: Read>(reader: R, limit: usize, out: &mut Vec<u8>) -> io::Resu
     Ok(())
 }
 
+#[cfg(any(
+    feature = "gzip",
+    feature = "zstd",
+    feature = "snappy",
+    feature = "lz4"
+))]
 fn too_large(limit: usize) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -165,6 +230,7 @@ fn too_large(limit: usize) -> io::Error {
     )
 }
 
+#[cfg(feature = "snappy")]
 fn decompress_snappy(input: &[u8], limit: usize, out: &mut Vec<u8>) -> io::Result<()> {
     let mut dec = snap::raw::Decoder::new();
     let mut raw_block = |block: &[u8], out: &mut Vec<u8>| -> io::Result<()> {
@@ -204,6 +270,7 @@ fn decompress_snappy(input: &[u8], limit: usize, out: &mut Vec<u8>) -> io::Resul
 /// Decode an LZ4 frame block by block straight into `out` (no per-frame scratch buffers:
 /// the streaming decoder allocated a buffer of the frame's block size per batch, up to
 /// 4 MiB, which dominated fetches of compressed data).
+#[cfg(feature = "lz4")]
 fn decompress_lz4_frame(input: &[u8], limit: usize, out: &mut Vec<u8>) -> io::Result<()> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("lz4 frame: {what}"));
     if input.len() < 7 || input[..4] != [0x04, 0x22, 0x4d, 0x18] {
@@ -271,6 +338,7 @@ fn decompress_lz4_frame(input: &[u8], limit: usize, out: &mut Vec<u8>) -> io::Re
     }
 }
 
+#[cfg(any(feature = "snappy", feature = "lz4"))]
 fn truncated(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, format!("truncated {what}"))
 }
@@ -284,7 +352,7 @@ mod tests {
         let input: Vec<u8> = (0..200_000u32)
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
-        for codec in Compression::ALL {
+        for codec in available() {
             let mut packed = Vec::new();
             compress(codec, &input, &mut packed).unwrap();
             if codec != Compression::None {
@@ -301,7 +369,7 @@ mod tests {
     #[test]
     fn decompression_is_bounded() {
         let input = vec![0u8; 1 << 20];
-        for codec in Compression::ALL {
+        for codec in available() {
             let mut packed = Vec::new();
             compress(codec, &input, &mut packed).unwrap();
             let err = decompress(codec, &packed, 1000);
@@ -317,7 +385,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for codec in Compression::ALL.into_iter().skip(1) {
+        for codec in available().skip(1) {
             assert!(decompress(
                 codec,
                 b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01\xff\xff\xff\xff",
@@ -331,6 +399,24 @@ mod tests {
         }
     }
 
+    fn available() -> impl Iterator<Item = Compression> {
+        Compression::ALL.into_iter().filter(|c| c.is_available())
+    }
+
+    #[test]
+    fn a_codec_left_out_is_an_error_naming_its_feature() {
+        for codec in Compression::ALL.into_iter().filter(|c| !c.is_available()) {
+            let err = compress(codec, b"x", &mut Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{codec}` cargo feature")), "{err}");
+            let err = decompress(codec, b"x", 100).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{codec}` cargo feature")), "{err}");
+        }
+        assert!(Compression::None.unavailable().is_none());
+    }
+
+    #[cfg(feature = "lz4")]
     #[test]
     fn lz4_frames_of_every_shape_decode() {
         use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};

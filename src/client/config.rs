@@ -180,7 +180,7 @@ impl ClientConfig {
 }
 
 /// Check that `addr` looks like `host:port` with a valid port.
-pub fn validate_addr(addr: &str) -> Result<()> {
+pub(super) fn validate_addr(addr: &str) -> Result<()> {
     let bad = |why: &str| Error::Config {
         field: "bootstrap",
         reason: format!("{addr:?} is not host:port ({why}); e.g. localhost:9092"),

@@ -10,77 +10,18 @@
 //! connection that failed mid-request is closed and refuses further use.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
-    SaslAuthenticateRequest, SaslHandshakeRequest,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 use super::config::ConnectionConfig;
-use super::error::{Error, KafkaCode, Phase, Result};
-use super::sasl::{SaslSession, Step};
+use super::error::{Error, Phase, Result};
 use super::security::Sasl;
-use super::transport::{is_tls_failure, Connector, Stream};
+use super::transport::{is_tls_failure, Stream, Transport};
 use super::versions::{api_name, client_range, BrokerVersions};
-
-/// A byte stream a [`Connection`] can run over, with settable timeouts.
-///
-/// Implemented for [`TcpStream`]; a TLS or SASL wrapper implements it by delegating the
-/// timeouts to the socket underneath.
-pub trait Transport: Read + Write + Send {
-    /// Bound the next reads (`None` blocks forever; kpipe never passes `None`).
-    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
-    /// Bound the next writes.
-    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
-    /// Wait at most `timeout` (zero: do not wait) until a read would not block, without
-    /// consuming anything. `Ok(true)` also when the peer closed or the stream failed, so
-    /// that the next read reports it.
-    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool>;
-    /// Whether the bytes travel inside TLS (for error hints). Default `false`.
-    fn is_tls(&self) -> bool {
-        false
-    }
-}
-
-impl Transport for TcpStream {
-    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, timeout)
-    }
-    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_write_timeout(self, timeout)
-    }
-    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
-        let mut probe = [0u8; 1];
-        let peeked = if timeout.is_zero() {
-            // SO_RCVTIMEO rounds up to a scheduler tick: poll without blocking instead.
-            self.set_nonblocking(true)?;
-            let r = self.peek(&mut probe);
-            self.set_nonblocking(false)?;
-            r
-        } else {
-            TcpStream::set_read_timeout(self, Some(timeout))?;
-            self.peek(&mut probe)
-        };
-        match peeked {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-            Err(_) => Ok(true),
-        }
-    }
-}
 
 /// A request that was sent and whose response has not been read yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,12 +35,8 @@ pub struct Pending {
     deadline: Instant,
 }
 
-impl Pending {
-    /// The version the request was encoded with.
-    pub fn version(&self) -> i16 {
-        self.version
-    }
-}
+/// The SASL step, run again when the broker's session is due to end (KIP-368).
+pub(crate) type Reauthenticate<S> = fn(&mut Connection<S>, Sasl) -> Result<()>;
 
 /// One connection to one broker. Not thread-safe by design: one thread owns it.
 pub struct Connection<S: Transport = Stream> {
@@ -113,8 +50,9 @@ pub struct Connection<S: Transport = Stream> {
     /// re-authentication can run with nothing in flight), oldest first.
     read_ahead: VecDeque<Vec<u8>>,
     write_buf: BytesMut,
-    /// The SASL credentials this connection authenticated with, for re-authentication.
-    sasl: Option<Sasl>,
+    /// The SASL credentials this connection authenticated with, and the step that runs the
+    /// exchange again (re-authentication).
+    sasl: Option<(Sasl, Reauthenticate<S>)>,
     /// When to re-authenticate (KIP-368), if the broker limits the session's lifetime.
     reauth_at: Option<Instant>,
     /// No request past the handshake has been answered yet (for error hints).
@@ -133,19 +71,10 @@ impl<S: Transport> std::fmt::Debug for Connection<S> {
     }
 }
 
-impl Connection<Stream> {
-    /// Open a plain TCP connection to `addr` (`host:port`) within the connect timeout, then
-    /// negotiate API versions. For TLS or SASL, use a [`Connector`] built from a
-    /// [`ClientConfig`](super::ClientConfig).
-    pub fn connect(addr: &str, config: &ConnectionConfig) -> Result<Self> {
-        Connector::plaintext(config).connect(addr)
-    }
-}
-
 impl<S: Transport> Connection<S> {
-    /// Wrap an open stream and negotiate API versions over it (ApiVersions, with the
-    /// UNSUPPORTED_VERSION fallback of brokers that do not know our ApiVersions version).
-    pub fn handshake(mut stream: S, broker: &str, config: ConnectionConfig) -> Result<Self> {
+    /// Wrap an open stream; the steps of [`connect`](super::connect) negotiate versions and
+    /// authenticate over it before anything else is sent.
+    pub(crate) fn new(mut stream: S, broker: &str, config: ConnectionConfig) -> Result<Self> {
         stream
             .set_write_timeout(Some(config.request_timeout))
             .map_err(|source| Error::Io {
@@ -153,7 +82,7 @@ impl<S: Transport> Connection<S> {
                 api: "ApiVersions",
                 source,
             })?;
-        let mut conn = Connection {
+        let conn = Connection {
             stream: Some(stream),
             broker: broker.to_owned(),
             config,
@@ -167,133 +96,24 @@ impl<S: Transport> Connection<S> {
             fresh: true,
             throttled_until: None,
         };
-        conn.negotiate().map_err(|e| conn.hint_security(e))?;
         Ok(conn)
     }
 
-    fn negotiate(&mut self) -> Result<()> {
-        let mut req = ApiVersionsRequest::default();
-        req.client_software_name = StrBytes::from_static_str("kpipe");
-        req.client_software_version = StrBytes::from_static_str(env!("CARGO_PKG_VERSION"));
-        let mut version = ApiVersionsRequest::VERSIONS.max;
-        for _ in 0..2 {
-            let pending = self.send_versioned(&req, version, true)?;
-            let mut body = self.receive_body(pending, 0)?;
-            // A broker that does not know our version answers error 35 encoded as v0,
-            // listing its own ApiVersions range: retry inside it.
-            let code = if body.len() >= 2 {
-                (&body[..2]).get_i16()
-            } else {
-                0
-            };
-            let decode_version = if code == 35 { 0 } else { version };
-            let resp: ApiVersionsResponse =
-                self.decode(&mut body, decode_version, "ApiVersions")?;
-            if resp.error_code == 35 {
-                let theirs = BrokerVersions::from_response(&resp).range(ApiKey::ApiVersions as i16);
-                match theirs {
-                    Some(r) if r.max < version && r.max >= 0 => {
-                        version = r.max.min(ApiVersionsRequest::VERSIONS.max);
-                        continue;
-                    }
-                    _ => {
-                        return Err(self.poison(Error::UnsupportedVersion {
-                            broker: self.broker.clone(),
-                            api: "ApiVersions",
-                            ours: ApiVersionsRequest::VERSIONS.to_string(),
-                            theirs: theirs.map_or_else(|| "none".into(), |r| r.to_string()),
-                        }))
-                    }
-                }
-            }
-            Error::check(
-                resp.error_code,
-                || super::error::Location {
-                    broker: self.broker.clone(),
-                    api: "ApiVersions",
-                    ..Default::default()
-                },
-                None,
-            )?;
-            self.versions = BrokerVersions::from_response(&resp);
-            return Ok(());
-        }
-        Err(self.poison(Error::Protocol {
-            broker: self.broker.clone(),
-            detail: "ApiVersions kept answering UNSUPPORTED_VERSION".into(),
-        }))
+    /// Take the API version ranges the broker advertised (the ApiVersions step).
+    pub(crate) fn set_versions(&mut self, versions: BrokerVersions) {
+        self.versions = versions;
     }
 
-    /// Authenticate with SASL: SaslHandshake names the mechanism, then SaslAuthenticate
-    /// requests carry the mechanism's messages until it is done. When the broker limits
-    /// the session (KIP-368, `connections.max.reauth.ms`), the connection re-authenticates
-    /// on its own before the session ends (see [`send`](Self::send)).
-    pub fn authenticate(&mut self, sasl: Sasl) -> Result<()> {
-        let mechanism = sasl.mechanism();
-        // The broker closes the connection after a failed authentication: so do we.
-        let refused = |conn: &mut Self, message: String| {
-            let err = Error::Auth {
-                broker: conn.broker.clone(),
-                mechanism: mechanism.name(),
-                user: sasl.username().map(str::to_owned),
-                message,
-            };
-            conn.poison(err)
-        };
-        self.reauth_at = None;
-        let started = Instant::now();
-        let mut hs = SaslHandshakeRequest::default();
-        hs.mechanism = StrBytes::from_static_str(mechanism.name());
-        let resp = self.request(&hs)?;
-        if resp.error_code != 0 {
-            let enabled: Vec<&str> = resp.mechanisms.iter().map(|m| m.as_str()).collect();
-            let message = match KafkaCode::try_from_code(resp.error_code) {
-                Some(KafkaCode::UnsupportedSaslMechanism) => format!(
-                    "the broker does not offer {mechanism} on this listener (it offers: {}); set sasl.mechanism to one of those",
-                    if enabled.is_empty() { "none".to_owned() } else { enabled.join(", ") }
-                ),
-                Some(KafkaCode::IllegalSaslState) => "the broker does not expect SASL here; is this a listener without SASL? then use security.protocol=PLAINTEXT or SSL".to_owned(),
-                Some(code) => format!("SaslHandshake failed: {code}"),
-                None => format!("SaslHandshake failed with error {}", resp.error_code),
-            };
-            return Err(refused(self, message));
-        }
-        let (mut session, mut out) = match SaslSession::start(&sasl) {
-            Ok(v) => v,
-            Err(message) => return Err(refused(self, message)),
-        };
-        loop {
-            let mut req = SaslAuthenticateRequest::default();
-            req.auth_bytes = Bytes::from(std::mem::take(&mut out));
-            let resp = self.request(&req)?;
-            if resp.error_code != 0 {
-                let said = resp
-                    .error_message
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .filter(|m| !m.is_empty());
-                let message = match (session.failure(), said) {
-                    (Some(why), _) => why.to_owned(),
-                    (None, Some(m)) => m,
-                    (None, None) => KafkaCode::try_from_code(resp.error_code)
-                        .map_or_else(|| format!("error {}", resp.error_code), |c| c.to_string()),
-                };
-                return Err(refused(self, message));
-            }
-            match session.next(&resp.auth_bytes) {
-                Ok(Step::Send(bytes)) => out = bytes,
-                Ok(Step::Done) => {
-                    if resp.session_lifetime_ms > 0 {
-                        self.reauth_at = Some(reauth_time(started, resp.session_lifetime_ms));
-                    }
-                    break;
-                }
-                Err(message) => return Err(refused(self, message)),
-            }
-        }
-        log::debug!("authenticated to {} with {mechanism}", self.broker);
-        self.sasl = Some(sasl);
-        Ok(())
+    /// Note a completed SASL exchange (the SASL step): the connection runs `again` with the
+    /// same credentials before sending anything after `reauth_at` (KIP-368).
+    pub(crate) fn set_authenticated(
+        &mut self,
+        sasl: Sasl,
+        reauth_at: Option<Instant>,
+        again: Reauthenticate<S>,
+    ) {
+        self.sasl = Some((sasl, again));
+        self.reauth_at = reauth_at;
     }
 
     /// Re-authenticate if the session is due to end (KIP-368): responses still owed are
@@ -302,12 +122,13 @@ impl<S: Transport> Connection<S> {
         if self.reauth_at.is_none_or(|at| Instant::now() < at) {
             return Ok(());
         }
-        let Some(sasl) = self.sasl.clone() else {
+        let Some((sasl, again)) = self.sasl.clone() else {
             return Ok(());
         };
         self.read_ahead_all()?;
         log::debug!("re-authenticating to {} (KIP-368)", self.broker);
-        self.authenticate(sasl)
+        self.reauth_at = None;
+        again(self, sasl)
     }
 
     /// Read every owed response frame into `read_ahead`, each within its own deadline.
@@ -355,7 +176,7 @@ impl<S: Transport> Connection<S> {
     /// Add the likely cause to a failure of the very first exchange: a plaintext client at
     /// a TLS listener reads a TLS record (0x15 0x03 ..) where a frame size should be, or
     /// sees the connection closed.
-    fn hint_security(&self, err: Error) -> Error {
+    pub(crate) fn hint_security(&self, err: Error) -> Error {
         let is_tls = self.stream.as_ref().is_some_and(|s| s.is_tls());
         match err {
             Error::FrameTooLarge { broker, actual, .. }
@@ -577,7 +398,12 @@ impl<S: Transport> Connection<S> {
         self.decode(&mut body, pending.version, api_name(api_key::<R>()))
     }
 
-    fn decode<T: Decodable>(&mut self, body: &mut Bytes, version: i16, api: &str) -> Result<T> {
+    pub(crate) fn decode<T: Decodable>(
+        &mut self,
+        body: &mut Bytes,
+        version: i16,
+        api: &str,
+    ) -> Result<T> {
         match decode_exact::<T>(body, version) {
             Ok(v) => Ok(v),
             Err(detail) => {
@@ -591,7 +417,7 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Read one response frame for `pending` and return its body (after the header).
-    fn receive_body(&mut self, pending: Pending, header_version: i16) -> Result<Bytes> {
+    pub(crate) fn receive_body(&mut self, pending: Pending, header_version: i16) -> Result<Bytes> {
         let api = ApiKey::try_from(pending.api_key).map_or("request", api_name);
         if self.stream.is_none() {
             return Err(Error::Closed {
@@ -689,7 +515,7 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Close the connection after a failure; it is never reused.
-    fn poison(&mut self, err: Error) -> Error {
+    pub(crate) fn poison(&mut self, err: Error) -> Error {
         if self.stream.take().is_some() {
             log::debug!("closing connection to {}: {err}", self.broker);
         }
@@ -702,7 +528,7 @@ impl<S: Transport> Connection<S> {
 /// When to re-authenticate a session of `lifetime_ms` that started at `started`: after 85 to
 /// 95% of it, spread so that connections opened together do not all renew at once (the
 /// Java client does the same).
-fn reauth_time(started: Instant, lifetime_ms: i64) -> Instant {
+pub(crate) fn reauth_time(started: Instant, lifetime_ms: i64) -> Instant {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -723,6 +549,7 @@ fn io_error(
     after: Duration,
 ) -> Error {
     if is_tls_failure(&source) {
+        #[cfg(feature = "tls")]
         return super::transport::tls_error(broker, broker, &source);
     }
     match source.kind() {
@@ -741,7 +568,7 @@ fn io_error(
 }
 
 /// Encode `[size][request header][body]` into `buf`.
-pub fn encode_request<R: Request>(
+pub(crate) fn encode_request<R: Request>(
     buf: &mut BytesMut,
     req: &R,
     version: i16,
@@ -766,7 +593,7 @@ pub fn encode_request<R: Request>(
 }
 
 /// Decode a whole body, rejecting trailing bytes.
-pub fn decode_exact<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, String> {
+pub(crate) fn decode_exact<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, String> {
     let value = T::decode(body, version).map_err(|e| e.to_string())?;
     if body.has_remaining() {
         return Err(format!(
@@ -779,7 +606,7 @@ pub fn decode_exact<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, S
 
 /// Why a frame could not be read.
 #[derive(Debug)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// The stream failed, timed out or ended early.
     Io(io::Error),
     /// The announced size is negative or over the limit (the size is given).
@@ -787,7 +614,7 @@ pub enum FrameError {
 }
 
 /// Read one `[size i32][payload]` frame, every read bounded by `deadline`.
-pub fn read_frame<S: Transport + ?Sized>(
+pub(crate) fn read_frame<S: Transport + ?Sized>(
     stream: &mut S,
     deadline: Instant,
     limit: usize,
@@ -860,8 +687,10 @@ fn read_exact_by<S: Transport + ?Sized>(
 pub(crate) mod tests {
     use super::*;
     use kafka_protocol::messages::api_versions_response::ApiVersion;
-    use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ResponseHeader};
-    use std::io::Cursor;
+    use kafka_protocol::messages::{
+        ApiVersionsResponse, MetadataRequest, MetadataResponse, ResponseHeader,
+    };
+    use std::io::{Cursor, Read, Write};
 
     /// An in-memory transport: reads come from `input`, writes go to `output`.
     pub(crate) struct Memory {
@@ -929,7 +758,9 @@ pub(crate) mod tests {
             input: Cursor::new(input),
             output: Vec::new(),
         };
-        Connection::handshake(mem, "mem:1", ConnectionConfig::default())
+        let mut conn = Connection::new(mem, "mem:1", ConnectionConfig::default())?;
+        crate::client::connect::negotiate(&mut conn)?;
+        Ok(conn)
     }
 
     #[test]
@@ -980,7 +811,8 @@ pub(crate) mod tests {
             input: Cursor::new(input),
             output: Vec::new(),
         };
-        let conn = Connection::handshake(mem, "mem:1", ConnectionConfig::default()).unwrap();
+        let mut conn = Connection::new(mem, "mem:1", ConnectionConfig::default()).unwrap();
+        crate::client::connect::negotiate(&mut conn).unwrap();
         assert_eq!(conn.version::<MetadataRequest>().unwrap(), 9);
     }
 

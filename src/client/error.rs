@@ -321,6 +321,26 @@ impl Error {
         }
     }
 
+    /// Whether this is the broker's TOPIC_ALREADY_EXISTS (a create that lost a race, or ran
+    /// twice), which a caller that only needs the topic to exist may ignore.
+    ///
+    /// ```no_run
+    /// # fn main() -> kpipe::client::Result<()> {
+    /// use std::time::Duration;
+    /// use kpipe::client::{ClientConfig, Cluster, NewTopic};
+    ///
+    /// let mut cluster = Cluster::connect(ClientConfig::new(["localhost:9092"]))?;
+    /// match cluster.create_topic(&NewTopic::new("events", 6, 1), Duration::from_secs(30)) {
+    ///     Err(e) if e.is_already_exists() => {} // made before: fine
+    ///     other => other?,
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_already_exists(&self) -> bool {
+        self.kafka_code() == Some(KafkaCode::TopicAlreadyExists)
+    }
+
     /// Turn a Kafka error code into `Ok(())` or an [`Error::Broker`] located at `at`.
     pub fn check(code: i16, at: impl FnOnce() -> Location, message: Option<&str>) -> Result<()> {
         match KafkaCode::try_from_code(code) {

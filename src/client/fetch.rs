@@ -155,7 +155,7 @@ pub struct FetchedPartition {
 }
 
 /// Build a Fetch request for `targets` (all led by the same broker).
-pub fn fetch_request(params: &FetchParams, targets: &[FetchTarget]) -> FetchRequest {
+pub(crate) fn fetch_request(params: &FetchParams, targets: &[FetchTarget]) -> FetchRequest {
     let mut req = FetchRequest::default();
     req.replica_id = (-1).into();
     req.replica_state.replica_id = (-1).into();
@@ -196,7 +196,7 @@ pub fn fetch_request(params: &FetchParams, targets: &[FetchTarget]) -> FetchRequ
 }
 
 /// Turn a Fetch response into one result per partition, decoding the records.
-pub fn fetch_results(
+pub(crate) fn fetch_results(
     resp: &FetchResponse,
     targets: &[FetchTarget],
     params: &FetchParams,
@@ -360,7 +360,7 @@ impl Cluster {
     /// Wait until every response of `inflight` has begun to arrive (or its connection
     /// failed), or `deadline` passes; true when [`receive_fetch`](Self::receive_fetch) will
     /// not wait long. Lets a caller bound its wait below the fetch's own `max_wait`.
-    pub fn fetch_ready(&mut self, inflight: &FetchInFlight, deadline: Instant) -> bool {
+    pub(crate) fn fetch_ready(&mut self, inflight: &FetchInFlight, deadline: Instant) -> bool {
         for (leader, _, _) in &inflight.sent {
             let Some(conn) = self.existing(*leader) else {
                 continue; // closed: receiving reports it at once

@@ -163,7 +163,7 @@ impl Cluster {
 
 /// JoinGroup parameters.
 #[derive(Debug, Clone)]
-pub struct JoinParams<'a> {
+pub(crate) struct JoinParams<'a> {
     /// The group.
     pub group: &'a str,
     /// Our member id; empty on the first join.
@@ -182,7 +182,7 @@ pub struct JoinParams<'a> {
 
 /// What one JoinGroup round gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Joined {
+pub(crate) struct Joined {
     /// The group generation.
     pub generation: i32,
     /// Our member id.
@@ -200,14 +200,14 @@ pub struct Joined {
 
 impl Joined {
     /// Whether this member leads the group and must compute the assignment.
-    pub fn leads(&self) -> bool {
+    pub(crate) fn leads(&self) -> bool {
         self.leader == self.member_id && !self.skip_assignment
     }
 }
 
 /// The answer to one JoinGroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JoinAnswer {
+pub(crate) enum JoinAnswer {
     /// In the group, with this generation.
     Joined(Joined),
     /// The coordinator wants the member to join again with this id (JoinGroup v4+,
@@ -216,7 +216,7 @@ pub enum JoinAnswer {
 }
 
 /// Build a JoinGroup request.
-pub fn join_request(p: &JoinParams<'_>, version: i16) -> JoinGroupRequest {
+pub(crate) fn join_request(p: &JoinParams<'_>, version: i16) -> JoinGroupRequest {
     let mut req = JoinGroupRequest::default();
     req.group_id = group_id(p.group);
     req.session_timeout_ms = ms(p.session_timeout);
@@ -239,7 +239,7 @@ pub fn join_request(p: &JoinParams<'_>, version: i16) -> JoinGroupRequest {
 }
 
 /// Read a JoinGroup response.
-pub fn read_join(resp: &JoinGroupResponse, broker: &str) -> Result<JoinAnswer> {
+pub(crate) fn read_join(resp: &JoinGroupResponse, broker: &str) -> Result<JoinAnswer> {
     if resp.error_code == KafkaCode::MemberIdRequired.code() && !resp.member_id.is_empty() {
         return Ok(JoinAnswer::MemberIdRequired(resp.member_id.to_string()));
     }
@@ -263,7 +263,7 @@ pub fn read_join(resp: &JoinGroupResponse, broker: &str) -> Result<JoinAnswer> {
 }
 
 /// Build a SyncGroup request: our part of it (the leader sends every member's assignment).
-pub fn sync_request(
+pub(crate) fn sync_request(
     group: &str,
     joined: &Joined,
     instance_id: Option<&str>,
@@ -292,13 +292,17 @@ pub fn sync_request(
 }
 
 /// Read a SyncGroup response: the raw assignment the coordinator gives us.
-pub fn read_sync(resp: &SyncGroupResponse, broker: &str) -> Result<Bytes> {
+pub(crate) fn read_sync(resp: &SyncGroupResponse, broker: &str) -> Result<Bytes> {
     Error::check(resp.error_code, at(broker, "SyncGroup"), None)?;
     Ok(resp.assignment.clone())
 }
 
 /// Build a Heartbeat request.
-pub fn heartbeat_request(group: &str, member: &GroupMember, version: i16) -> HeartbeatRequest {
+pub(crate) fn heartbeat_request(
+    group: &str,
+    member: &GroupMember,
+    version: i16,
+) -> HeartbeatRequest {
     let mut req = HeartbeatRequest::default();
     req.group_id = group_id(group);
     req.generation_id = member.generation;
@@ -313,13 +317,13 @@ pub fn heartbeat_request(group: &str, member: &GroupMember, version: i16) -> Hea
 
 /// Read a Heartbeat response. REBALANCE_IN_PROGRESS and friends come back as
 /// [`Error::Broker`].
-pub fn read_heartbeat(resp: &HeartbeatResponse, broker: &str) -> Result<()> {
+pub(crate) fn read_heartbeat(resp: &HeartbeatResponse, broker: &str) -> Result<()> {
     Error::check(resp.error_code, at(broker, "Heartbeat"), None)
 }
 
 /// Build a LeaveGroup request, so the member's partitions move at once rather than after
 /// the session timeout.
-pub fn leave_request(
+pub(crate) fn leave_request(
     group: &str,
     member_id: &str,
     instance_id: Option<&str>,
@@ -342,7 +346,7 @@ pub fn leave_request(
 }
 
 /// Read a LeaveGroup response.
-pub fn read_leave(resp: &LeaveGroupResponse, broker: &str) -> Result<()> {
+pub(crate) fn read_leave(resp: &LeaveGroupResponse, broker: &str) -> Result<()> {
     Error::check(resp.error_code, at(broker, "LeaveGroup"), None)?;
     for m in &resp.members {
         Error::check(m.error_code, at(broker, "LeaveGroup"), None)?;
@@ -377,7 +381,7 @@ impl CommittedOffset {
 
 /// Build an OffsetFetch request for the group's committed offsets of `partitions`, asked as
 /// `member` where the version carries it (v9+; consumer-protocol groups check it).
-pub fn offset_fetch_request(
+pub(crate) fn offset_fetch_request(
     group: &str,
     partitions: &[TopicPartition],
     member: Option<&GroupMember>,
@@ -430,7 +434,7 @@ pub fn offset_fetch_request(
 }
 
 /// Read an OffsetFetch response: the committed offsets; partitions without one are absent.
-pub fn read_offset_fetch(
+pub(crate) fn read_offset_fetch(
     resp: &OffsetFetchResponse,
     broker: &str,
 ) -> Result<BTreeMap<TopicPartition, CommittedOffset>> {
@@ -479,7 +483,7 @@ pub fn read_offset_fetch(
 
 /// Build an OffsetCommit request for `offsets` (the next offset to read, per partition) as
 /// `member`.
-pub fn offset_commit_request(
+pub(crate) fn offset_commit_request(
     group: &str,
     member: &GroupMember,
     offsets: &BTreeMap<TopicPartition, CommittedOffset>,
@@ -518,7 +522,7 @@ pub fn offset_commit_request(
 
 /// Read an OffsetCommit response: one result per partition; a refused commit is an error
 /// there.
-pub fn read_offset_commit(
+pub(crate) fn read_offset_commit(
     resp: &OffsetCommitResponse,
     broker: &str,
 ) -> Vec<(TopicPartition, Result<()>)> {
@@ -549,7 +553,7 @@ pub fn read_offset_commit(
 /// One ConsumerGroupHeartbeat. `None` fields are left out ("unchanged since the last
 /// heartbeat"); a joining member (epoch 0) and one that had an error send them all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConsumerHeartbeat {
+pub(crate) struct ConsumerHeartbeat {
     /// Our member id (a UUID we made, kept for the life of the member).
     pub member_id: String,
     /// 0 joins, -1 leaves, -2 leaves as a static member that will come back.
@@ -569,7 +573,7 @@ pub struct ConsumerHeartbeat {
 /// What the coordinator answered to a ConsumerGroupHeartbeat (or, the same fields, a
 /// ShareGroupHeartbeat).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConsumerHeartbeatAnswer {
+pub(crate) struct ConsumerHeartbeatAnswer {
     /// Our member id, if the coordinator sent it.
     pub member_id: Option<String>,
     /// Our member epoch now.
@@ -581,7 +585,7 @@ pub struct ConsumerHeartbeatAnswer {
 }
 
 /// Build a ConsumerGroupHeartbeat request.
-pub fn consumer_heartbeat_request(
+pub(crate) fn consumer_heartbeat_request(
     group: &str,
     hb: &ConsumerHeartbeat,
 ) -> ConsumerGroupHeartbeatRequest {
@@ -629,7 +633,7 @@ pub(super) fn assignment_by_id<'a>(
 }
 
 /// Read a ConsumerGroupHeartbeat response.
-pub fn read_consumer_heartbeat(
+pub(crate) fn read_consumer_heartbeat(
     resp: &ConsumerGroupHeartbeatResponse,
     broker: &str,
 ) -> Result<ConsumerHeartbeatAnswer> {

@@ -1,46 +1,48 @@
-//! The synchronous Kafka client core: blocking connections, metadata, admin, produce and
-//! fetch primitives, and the record batch codec. No threads are started here; the producer
-//! and consumer layers own the threads and call into this one.
+//! The synchronous Kafka client core: what an application needs beside the producer and the
+//! consumers: the client settings ([`ClientConfig`], [`SecurityConfig`]), the admin handle
+//! ([`Cluster`]: topics, offsets, groups), the errors, and the vocabulary the configs share
+//! ([`Compression`], [`Acks`], [`IsolationLevel`], [`Header`]). No threads are started here;
+//! the producer and consumer layers own the threads and call into this one.
+//!
+//! The layers under it (connections, the wire codecs, raw produce and fetch) are the crate's
+//! own; the few that tests, benchmarks and tools reach for are in [`crate::unstable`],
+//! outside the stability promise.
 
 mod admin;
-mod assignor;
-mod backoff;
+pub(crate) mod assignor;
+pub(crate) mod backoff;
 mod cluster;
-mod compression;
+pub(crate) mod compression;
 mod config;
-mod connection;
+pub(crate) mod connect;
+pub(crate) mod connection;
 mod error;
-mod fetch;
-mod group;
-mod produce;
+pub(crate) mod fetch;
+pub(crate) mod group;
+pub(crate) mod produce;
 pub(crate) mod properties;
-mod records;
+pub(crate) mod records;
 mod recovery;
-mod sasl;
 mod security;
-mod share;
-mod transport;
-mod txn;
-mod versions;
+pub(crate) mod share;
+pub(crate) mod transport;
+pub(crate) mod txn;
+pub(crate) mod versions;
 
-pub use admin::{is_already_exists, ListedOffset, NewTopic, OffsetSpec, ShareGroupOffset};
 pub(crate) use admin::{EpochEnd, EpochQuery};
-pub use assignor::{
+pub use admin::{ListedOffset, NewTopic, OffsetSpec, ShareGroupOffset};
+pub(crate) use assignor::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
     Assignor, Subscription,
 };
-pub use backoff::{retry, Backoff};
+pub(crate) use backoff::Backoff;
 pub use cluster::{BrokerInfo, Cluster, PartitionInfo, TopicInfo};
 pub use compression::Compression;
-pub use config::{validate_addr, ClientConfig, ConnectionConfig, MetadataRecovery};
-pub use connection::{
-    decode_exact, encode_request, read_frame, Connection, FrameError, Pending, Transport,
-};
+pub use config::{ClientConfig, ConnectionConfig, MetadataRecovery};
+pub(crate) use connection::{Connection, Pending};
 pub use error::{Error, KafkaCode, Location, Phase, Result};
-pub use fetch::{
-    fetch_request, fetch_results, FetchInFlight, FetchParams, FetchTarget, FetchedPartition,
-    IsolationLevel,
-};
+pub use fetch::IsolationLevel;
+pub(crate) use fetch::{FetchInFlight, FetchParams, FetchTarget};
 pub(crate) use group::{
     consumer_heartbeat_request, heartbeat_request, join_request, leave_request,
     offset_commit_request, offset_fetch_request, read_consumer_heartbeat, read_heartbeat,
@@ -48,14 +50,12 @@ pub(crate) use group::{
     ConsumerHeartbeat, ConsumerHeartbeatAnswer, JoinAnswer, JoinParams, Joined,
 };
 pub use group::{CommittedOffset, GroupMember, GroupMetadata, TopicPartition};
-pub(crate) use produce::transactional_produce_request;
-pub use produce::{
-    produce_request, produce_results, Acks, PartitionBatch, PartitionResult, ProduceAck,
+pub use produce::Acks;
+pub(crate) use produce::{
+    produce_request, produce_results, transactional_produce_request, PartitionBatch, ProduceAck,
 };
-pub use records::{
-    decode_batches, encode_batch, restamp, AbortedTxn, BatchBuilder, BatchHeader, Batches,
-    DecodeInfo, FetchedRecord, Header, ProducerStamp, Record,
-};
+pub use records::Header;
+pub(crate) use records::{restamp, BatchBuilder, Batches, FetchedRecord, ProducerStamp};
 pub use security::{
     Pem, Sasl, SaslMechanism, Secret, SecurityConfig, SecurityProtocol, TlsConfig, TlsVerify,
     TokenFile, TokenProvider, UnsecuredToken,
@@ -65,6 +65,5 @@ pub(crate) use share::{
     share_acknowledge_request, share_fetch_request, share_heartbeat_request, AckKind, AckRanges,
     IdPartition, ShareAnswer, ShareFetchSpec, ShareHeartbeat, ShareHeartbeatAnswer,
 };
-pub use transport::{Connector, Stream, TlsStream};
-pub use txn::{TransactionVersion, TxnApi, TxnErrorClass, TxnProducer};
-pub use versions::{api_name, client_range, floor, release_of_metadata_version, BrokerVersions};
+pub(crate) use txn::{TransactionVersion, TxnApi, TxnErrorClass, TxnProducer};
+pub(crate) use versions::{floor, BrokerVersions};

@@ -93,7 +93,7 @@ pub struct PartitionResult<T> {
 }
 
 /// Build a Produce request carrying `batches`.
-pub fn produce_request(
+pub(crate) fn produce_request(
     acks: Acks,
     timeout: Duration,
     batches: &[PartitionBatch],
@@ -146,7 +146,7 @@ pub(crate) fn transactional_produce_request(
 
 /// Turn a Produce response into one result per partition. Topics are matched by name, or by
 /// id (v13+ responses carry only the id) against the batches that were sent.
-pub fn produce_results(
+pub(crate) fn produce_results(
     resp: &ProduceResponse,
     sent: &[PartitionBatch],
     broker: &str,
@@ -200,7 +200,7 @@ pub fn produce_results(
 impl Cluster {
     /// Ask a broker for a producer id and epoch (KIP-98), which an idempotent producer
     /// stamps on every batch. Retriable errors are retried for up to the request timeout.
-    pub fn init_producer_id(&mut self) -> Result<(i64, i16)> {
+    pub(crate) fn init_producer_id(&mut self) -> Result<(i64, i16)> {
         self.retrying(None, Cluster::init_producer_id_once)
     }
 

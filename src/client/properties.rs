@@ -535,6 +535,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(feature = "tls"), ignore = "needs the tls feature")]
     fn a_quick_start_file_maps_onto_the_config() {
         let text = format!(
             "bootstrap.servers=b1:9093,b2:9093\nsecurity.protocol=SASL_SSL\n\

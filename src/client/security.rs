@@ -138,6 +138,7 @@ impl Pem {
     }
 
     /// The PEM bytes.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) fn read(&self, field: &'static str) -> Result<Vec<u8>> {
         match self {
             Pem::File(p) => std::fs::read(p).map_err(|e| Error::Config {
@@ -475,7 +476,19 @@ impl SecurityConfig {
                 format!("SASL credentials are set but security.protocol is {p}; use SASL_SSL or SASL_PLAINTEXT to authenticate with them"),
             );
         }
+        if p.uses_tls() && !cfg!(feature = "tls") {
+            return bad(
+                "security.protocol",
+                format!("security.protocol {p} needs TLS, which is not built in: enable kpipe's `tls` cargo feature (on by default; `default-features = false` turns it off)"),
+            );
+        }
         if let Some(sasl) = &self.sasl {
+            if matches!(sasl, Sasl::Scram { .. }) && !cfg!(feature = "tls") {
+                return bad(
+                    "sasl",
+                    format!("{} is not built in: enable kpipe's `tls` cargo feature (SCRAM takes its HMAC, SHA-2 and PBKDF2 from the same ring that TLS uses)", sasl.mechanism()),
+                );
+            }
             if let Sasl::Plain { username, .. } | Sasl::Scram { username, .. } = sasl {
                 if username.is_empty() {
                     return bad("sasl", format!("{} needs a user name", sasl.mechanism()));
@@ -549,6 +562,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(feature = "tls"), ignore = "needs the tls feature")]
     fn validate_names_what_is_missing() {
         let c = SecurityConfig {
             protocol: SecurityProtocol::SaslSsl,

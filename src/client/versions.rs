@@ -9,7 +9,7 @@ use kafka_protocol::protocol::VersionRange;
 /// Kafka 4.0 removed old versions (KIP-896) yet 4.0.0 still advertises Produce v0-2 and
 /// rejects them; 4.0.0 also rejected JoinGroup v0-1. Every floor here is also supported by
 /// Kafka 3.x, so one table serves both.
-pub fn floor(key: ApiKey) -> i16 {
+pub(crate) fn floor(key: ApiKey) -> i16 {
     match key {
         ApiKey::Produce => 3,
         ApiKey::Fetch => 4,
@@ -39,7 +39,7 @@ pub fn floor(key: ApiKey) -> i16 {
 }
 
 /// A short human name for an API key, e.g. `"Produce"`.
-pub fn api_name(key: ApiKey) -> &'static str {
+pub(crate) fn api_name(key: ApiKey) -> &'static str {
     // ApiKey's Debug output is the variant name; keep a static copy for error messages.
     match key {
         ApiKey::Produce => "Produce",
@@ -80,7 +80,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
 }
 
 /// The range kpipe can send for an API: the crate's encodable range, raised to the floor.
-pub fn client_range(key: ApiKey, encodable: VersionRange) -> VersionRange {
+pub(crate) fn client_range(key: ApiKey, encodable: VersionRange) -> VersionRange {
     VersionRange {
         min: encodable.min.max(floor(key)),
         max: encodable.max,
@@ -160,7 +160,7 @@ impl BrokerVersions {
 /// `MetadataVersion`: 3.9-IV0 is 21, 4.0-IV0..IV3 are 22-25, 4.4-IV2 is 33), as
 /// `"Kafka 3.9 (metadata.version 21)"`. The level says what the cluster runs at, which
 /// after an upgrade may be older than the brokers' binaries.
-pub fn release_of_metadata_version(level: i16) -> String {
+pub(crate) fn release_of_metadata_version(level: i16) -> String {
     // The first level of each release, in order (from Kafka 4.4's MetadataVersion).
     const RELEASES: &[(i16, &str)] = &[
         (1, "3.0"),

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::{Connector, TopicPartition};
+use crate::client::connect::Connector;
+use crate::client::TopicPartition;
 use crate::producer::{Producer, ProducerConfig, ProducerRecord, SendError, TransactionError};
 
 use super::engine::Engine;

@@ -37,7 +37,8 @@ use crate::shutdown::Shutdown;
 use crate::stats::Counter;
 use crate::sync::Locked;
 
-pub use crate::client::{Assignor, IsolationLevel};
+pub use crate::client::assignor::Assignor;
+pub use crate::client::IsolationLevel;
 pub use config::{
     ConsumerConfig, GroupProtocol, OffsetReset, OnHandlerError, OnShareError, ServerAssignor,
     ShareAcquireMode,

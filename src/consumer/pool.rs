@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::client::{Backoff, Cluster, Connector, TopicPartition};
+use crate::client::connect::Connector;
+use crate::client::{Backoff, Cluster, TopicPartition};
 use crate::sync::Locked;
 
 use super::engine::{self, connect_checked, Engine};

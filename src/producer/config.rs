@@ -148,6 +148,9 @@ impl ProducerConfig {
         if self.queue_capacity == 0 {
             return bad("queue_capacity", "must be at least 1 record".into());
         }
+        if let Some(reason) = self.compression.unavailable() {
+            return bad("compression", reason);
+        }
         if self.buffer_bytes < self.batch_bytes {
             return bad(
                 "buffer_bytes",

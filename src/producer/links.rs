@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::client::{self, BrokerInfo, Cluster, Connection, Connector, KafkaCode, TopicInfo};
+use crate::client::connect::Connector;
+use crate::client::{self, BrokerInfo, Cluster, Connection, KafkaCode, TopicInfo};
 
 use super::config::TopicDefaults;
 use super::{ensure_topic, Msg};

@@ -77,8 +77,9 @@ pub fn await_condition(limit: Duration, what: &str, mut cond: impl FnMut() -> bo
 }
 
 /// Every record of every partition of `topic`, read from offset 0 to the end as it is now.
-pub fn fetch_all(cluster: &mut Cluster, topic: &str) -> Vec<(i32, kpipe::client::FetchedRecord)> {
-    use kpipe::client::{FetchParams, FetchTarget, OffsetSpec};
+pub fn fetch_all(cluster: &mut Cluster, topic: &str) -> Vec<(i32, kpipe::unstable::FetchedRecord)> {
+    use kpipe::client::OffsetSpec;
+    use kpipe::unstable::{FetchParams, FetchTarget};
     let info = cluster.topic(topic).unwrap().clone();
     let parts: Vec<i32> = info.partitions.iter().map(|p| p.id).collect();
     let end = cluster

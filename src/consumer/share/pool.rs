@@ -12,7 +12,8 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::{AckKind, Cluster, Connector};
+use crate::client::connect::Connector;
+use crate::client::{AckKind, Cluster};
 use crate::sync::Locked;
 
 use super::super::engine::connect_checked;

@@ -1,9 +1,5 @@
-//! The SASL mechanisms' messages, apart from I/O: PLAIN, SCRAM-SHA-256/512 (RFC 5802 and
-//! 7677, the server's signature verified) and OAUTHBEARER (RFC 7628).
-//!
-//! A [`SaslSession`] produces the client's first message, then answers each server
-//! challenge until it is [`Done`](Step::Done). The connection carries the bytes in
-//! SaslAuthenticate requests.
+//! SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802 and 7677, the server's signature verified),
+//! with the `tls` feature: HMAC, SHA-2, PBKDF2 and the nonce come from ring.
 
 use std::num::NonZeroU32;
 
@@ -11,105 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use ring::{digest, hmac, pbkdf2, rand::SecureRandom};
 
-use super::security::{Sasl, SaslMechanism, Secret};
-
-/// What the client does after reading a server message.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// Send these bytes in the next SaslAuthenticate.
-    Send(Vec<u8>),
-    /// Authentication is complete.
-    Done,
-}
-
-/// One authentication exchange in progress.
-pub(crate) enum SaslSession {
-    /// PLAIN: one message, then done.
-    Plain { sent: bool },
-    /// SCRAM: client-first, client-final, then the server signature check.
-    Scram(Box<Scram>),
-    /// OAUTHBEARER: the token, then done, or an error challenge to acknowledge.
-    OAuth { failed: Option<String> },
-}
-
-impl SaslSession {
-    /// Start authenticating with `sasl`; returns the session and the first message.
-    pub(crate) fn start(sasl: &Sasl) -> Result<(SaslSession, Vec<u8>), String> {
-        match sasl {
-            Sasl::Plain { username, password } => {
-                // authzid (empty) NUL authcid NUL password
-                let mut msg = Vec::with_capacity(username.len() + password.expose().len() + 2);
-                msg.push(0);
-                msg.extend_from_slice(username.as_bytes());
-                msg.push(0);
-                msg.extend_from_slice(password.expose().as_bytes());
-                Ok((SaslSession::Plain { sent: true }, msg))
-            }
-            Sasl::Scram {
-                mechanism,
-                username,
-                password,
-            } => {
-                let mut raw = [0u8; 24];
-                ring::rand::SystemRandom::new()
-                    .fill(&mut raw)
-                    .map_err(|_| "the system random source failed".to_owned())?;
-                let nonce = B64.encode(raw);
-                let scram = Scram::new(*mechanism, username, password.clone(), nonce)?;
-                let first = scram.client_first();
-                Ok((SaslSession::Scram(Box::new(scram)), first))
-            }
-            Sasl::OAuthBearer { provider } => {
-                let token = provider
-                    .token()
-                    .map_err(|e| format!("the OAUTHBEARER token provider failed: {e}"))?;
-                Ok((SaslSession::OAuth { failed: None }, oauth_first(&token)))
-            }
-        }
-    }
-
-    /// Answer the server's message (the `auth_bytes` of a successful SaslAuthenticate).
-    pub(crate) fn next(&mut self, server: &[u8]) -> Result<Step, String> {
-        match self {
-            SaslSession::Plain { sent } => {
-                debug_assert!(*sent);
-                Ok(Step::Done)
-            }
-            SaslSession::Scram(s) => s.next(server),
-            SaslSession::OAuth { failed } => {
-                if let Some(why) = failed.take() {
-                    return Err(why);
-                }
-                if server.is_empty() {
-                    return Ok(Step::Done);
-                }
-                // RFC 7628 §3.2.2: an error challenge (JSON) is acknowledged with %x01, and
-                // the server then fails the exchange; remember why.
-                *failed = Some(format!(
-                    "the broker rejected the token: {}",
-                    String::from_utf8_lossy(server)
-                ));
-                Ok(Step::Send(vec![0x01]))
-            }
-        }
-    }
-
-    /// Why an OAUTHBEARER exchange failed, if the server said so in a challenge.
-    pub(crate) fn failure(&self) -> Option<&str> {
-        match self {
-            SaslSession::OAuth { failed } => failed.as_deref(),
-            _ => None,
-        }
-    }
-}
-
-fn oauth_first(token: &Secret) -> Vec<u8> {
-    // gs2-header "n,," then kvpairs separated by %x01, ended by %x01%x01.
-    let mut msg = b"n,,\x01auth=Bearer ".to_vec();
-    msg.extend_from_slice(token.expose().as_bytes());
-    msg.extend_from_slice(b"\x01\x01");
-    msg
-}
+use crate::client::security::{SaslMechanism, Secret};
 
 /// The SCRAM hash functions.
 #[derive(Clone, Copy)]
@@ -136,6 +34,19 @@ pub(crate) struct Scram {
 }
 
 impl Scram {
+    /// Start an exchange with a fresh random nonce.
+    pub(super) fn start(
+        mechanism: SaslMechanism,
+        username: &str,
+        password: Secret,
+    ) -> Result<Scram, String> {
+        let mut raw = [0u8; 24];
+        ring::rand::SystemRandom::new()
+            .fill(&mut raw)
+            .map_err(|_| "the system random source failed".to_owned())?;
+        Scram::new(mechanism, username, password, B64.encode(raw))
+    }
+
     fn new(
         mechanism: SaslMechanism,
         username: &str,
@@ -167,18 +78,18 @@ impl Scram {
         })
     }
 
-    fn client_first(&self) -> Vec<u8> {
+    pub(super) fn client_first(&self) -> Vec<u8> {
         format!("n,,{}", self.client_first_bare).into_bytes()
     }
 
-    fn next(&mut self, server: &[u8]) -> Result<Step, String> {
+    /// Answer the server's message: `Some` bytes to send (client-final), or `None` when the
+    /// server's signature checked out and the exchange is done.
+    pub(super) fn next(&mut self, server: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let text = std::str::from_utf8(server)
             .map_err(|_| format!("{}: the server's message is not UTF-8", self.mechanism))?;
         match self.expected_server_signature.take() {
-            None => self.client_final(text).map(Step::Send),
-            Some(expected) => self
-                .verify_server_final(text, &expected)
-                .map(|()| Step::Done),
+            None => self.client_final(text).map(Some),
+            Some(expected) => self.verify_server_final(text, &expected).map(|()| None),
         }
     }
 
@@ -295,7 +206,7 @@ mod tests {
         assert_eq!(s.client_first(), b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
         let server_first =
             b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-        let Step::Send(client_final) = s.next(server_first).unwrap() else {
+        let Some(client_final) = s.next(server_first).unwrap() else {
             panic!("expected client-final")
         };
         assert_eq!(
@@ -305,7 +216,7 @@ mod tests {
         assert_eq!(
             s.next(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
                 .unwrap(),
-            Step::Done
+            None
         );
     }
 
@@ -356,7 +267,7 @@ mod tests {
         assert_eq!(s.client_first(), b"n,,n=a=2Cb=3Dc,r=clientnonce");
         let salt = b"0123456789abcdef";
         let server_first = format!("r=clientnonceSERVER,s={},i=4096", B64.encode(salt));
-        let Step::Send(cf) = s.next(server_first.as_bytes()).unwrap() else {
+        let Some(cf) = s.next(server_first.as_bytes()).unwrap() else {
             panic!()
         };
         let cf = String::from_utf8(cf).unwrap();
@@ -394,29 +305,6 @@ mod tests {
             auth.as_bytes(),
         );
         let last = format!("v={}", B64.encode(server_sig.as_ref()));
-        assert_eq!(s.next(last.as_bytes()).unwrap(), Step::Done);
-    }
-
-    #[test]
-    fn plain_and_oauthbearer_messages() {
-        let (mut p, first) = SaslSession::start(&Sasl::plain("alice", "pw")).unwrap();
-        assert_eq!(first, b"\0alice\0pw");
-        assert_eq!(p.next(b"").unwrap(), Step::Done);
-
-        let sasl = Sasl::oauthbearer(|| Ok(Secret::new("tok.en.")));
-        let (mut o, first) = SaslSession::start(&sasl).unwrap();
-        assert_eq!(first, b"n,,\x01auth=Bearer tok.en.\x01\x01");
-        assert_eq!(o.next(b"").unwrap(), Step::Done);
-        // An error challenge is acknowledged, and its text kept for the error.
-        let (mut o, _) = SaslSession::start(&sasl).unwrap();
-        assert_eq!(
-            o.next(br#"{"status":"invalid_token"}"#).unwrap(),
-            Step::Send(vec![1])
-        );
-        assert!(o.failure().unwrap().contains("invalid_token"));
-
-        let failing = Sasl::oauthbearer(|| Err("no token today".to_owned()));
-        let err = SaslSession::start(&failing).err().unwrap();
-        assert!(err.contains("no token today"), "{err}");
+        assert_eq!(s.next(last.as_bytes()).unwrap(), None);
     }
 }

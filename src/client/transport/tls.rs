@@ -1,21 +1,8 @@
-//! The one way a socket becomes a Kafka connection: TCP, then TLS if configured, then
-//! ApiVersions, then SASL if configured.
-//!
-//! ```text
-//!   Connector::connect(addr)
-//!     TCP connect ─────────── within connect_timeout        Stream::Tcp
-//!     TLS handshake ───────── within connect_timeout        Stream::Tls (rustls, ring)
-//!     ApiVersions ─────────── within request_timeout        Connection
-//!     SaslHandshake + SaslAuthenticate rounds, each within request_timeout
-//! ```
-//!
-//! ApiVersions comes before SASL (as in the Java client: brokers answer it unauthenticated),
-//! so the SASL requests go out at negotiated versions. Every [`Cluster`](super::Cluster)
-//! connection, whether to bootstrap, a partition leader or a group coordinator, goes
-//! through [`Connector::connect`].
+//! The second step, with the `tls` feature: a TLS session over the TCP socket (rustls on
+//! ring), its certificates loaded once per client and shared by every connection.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,76 +13,67 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{AlertDescription, CertificateError, ClientConnection, DigitallySignedStruct};
 
-use super::config::{ClientConfig, ConnectionConfig};
-use super::connection::{Connection, Transport};
-use super::error::{Error, Phase, Result};
-use super::security::{Sasl, SecurityProtocol, TlsConfig, TlsVerify};
+use super::tcp;
+use crate::client::error::{Error, Phase, Result};
+use crate::client::security::{Pem, TlsConfig, TlsVerify};
 
-/// A connection's byte stream: plain TCP, or TLS over TCP.
-pub enum Stream {
-    /// Plain TCP.
-    Tcp(TcpStream),
-    /// TLS over TCP.
-    Tls(Box<TlsStream>),
+/// The TLS settings of a client, loaded: the rustls config (trusted roots, verifier, client
+/// certificate), shared by every connection.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    verify: TlsVerify,
+    server_name: Option<String>,
+    client_auth: bool,
+}
+
+impl Tls {
+    /// Load `tls`: reads the CA and client certificate files now, so that a missing or
+    /// malformed file is reported before any connection is tried.
+    pub(crate) fn new(tls: &TlsConfig) -> Result<Self> {
+        Ok(Tls {
+            config: Arc::new(tls_client_config(tls)?),
+            verify: tls.verify,
+            server_name: tls.server_name.clone(),
+            client_auth: tls.client_cert.is_some(),
+        })
+    }
+
+    /// Run the TLS handshake over `sock` (connected to `addr`) within `timeout`.
+    pub(crate) fn handshake(
+        &self,
+        sock: TcpStream,
+        addr: &str,
+        host: &str,
+        timeout: Duration,
+    ) -> Result<TlsStream> {
+        match self.verify {
+            TlsVerify::Full => {}
+            TlsVerify::NoHostname => log::warn!(
+                "TLS to {addr}: the broker's host name is not checked (ssl.endpoint.identification.algorithm is empty)"
+            ),
+            TlsVerify::Insecure => log::warn!(
+                "TLS to {addr}: certificate verification is OFF; anyone on the path can read and change this traffic"
+            ),
+        }
+        let host = self.server_name.as_deref().unwrap_or(host);
+        tls_handshake(
+            sock,
+            self.config.clone(),
+            host,
+            addr,
+            timeout,
+            self.client_auth,
+        )
+    }
 }
 
 /// A client TLS session over a TCP socket, driven with blocking reads and writes.
-pub struct TlsStream {
+pub(crate) struct TlsStream {
     tls: ClientConnection,
     sock: BufferedSocket,
     /// Whether a client certificate was configured (to explain the broker's refusal).
     client_auth: bool,
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Tls(t) => t.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Tls(t) => t.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.flush(),
-            Stream::Tls(t) => t.flush(),
-        }
-    }
-}
-
-impl Transport for Stream {
-    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(timeout),
-            Stream::Tls(t) => {
-                t.sock.read_timeout = timeout;
-                Ok(())
-            }
-        }
-    }
-    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(timeout),
-            Stream::Tls(t) => t.sock.sock.set_write_timeout(timeout),
-        }
-    }
-    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
-        match self {
-            Stream::Tcp(s) => Transport::wait_readable(s, timeout),
-            Stream::Tls(t) => t.wait_readable(timeout),
-        }
-    }
-    fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
-    }
 }
 
 impl Read for TlsStream {
@@ -134,6 +112,16 @@ impl Write for TlsStream {
 }
 
 impl TlsStream {
+    /// Bound the next socket reads (applied when a read reaches the socket).
+    pub(super) fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.sock.read_timeout = timeout;
+    }
+
+    /// Bound the next socket writes.
+    pub(super) fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock.sock.set_write_timeout(timeout)
+    }
+
     fn write_pending(&mut self) -> io::Result<()> {
         while self.tls.wants_write() {
             self.tls.write_tls(&mut self.sock)?;
@@ -163,7 +151,7 @@ impl TlsStream {
     /// Readiness from the TLS session, not the socket: decrypted bytes may already be
     /// buffered with nothing left on the socket, and socket bytes may be records (session
     /// tickets) that carry no response.
-    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
+    pub(super) fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
         let deadline = Instant::now() + timeout;
         loop {
             let state = match self.process() {
@@ -178,7 +166,7 @@ impl TlsStream {
             // record waits for its rest, within the bound.
             if !self.sock.has_buffered() {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if !Transport::wait_readable(&mut self.sock.sock, left)? {
+                if !tcp::wait_readable(&mut self.sock.sock, left)? {
                     return Ok(false);
                 }
             }
@@ -265,186 +253,6 @@ impl Write for BufferedSocket {
     fn flush(&mut self) -> io::Result<()> {
         self.sock.flush()
     }
-}
-
-/// Builds connections as the config says: the TLS settings are loaded once (CA and client
-/// certificate files read, the rustls config made), then shared by every connection.
-#[derive(Clone)]
-pub struct Connector {
-    connection: ConnectionConfig,
-    protocol: SecurityProtocol,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    tls_verify: TlsVerify,
-    server_name: Option<String>,
-    client_auth: bool,
-    sasl: Option<Sasl>,
-}
-
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("protocol", &self.protocol)
-            .field("tls_verify", &self.tls_verify)
-            .field("sasl", &self.sasl.as_ref().map(Sasl::mechanism))
-            .finish()
-    }
-}
-
-impl Connector {
-    /// Prepare connections for `config` (validated): reads the TLS files now, so a missing or
-    /// malformed file is reported before any connection is tried.
-    pub fn new(config: &ClientConfig) -> Result<Self> {
-        let security = &config.security;
-        security.validate()?;
-        let tls = if security.protocol.uses_tls() {
-            Some(Arc::new(tls_client_config(&security.tls)?))
-        } else {
-            None
-        };
-        Ok(Connector {
-            connection: config.connection.clone(),
-            protocol: security.protocol,
-            tls,
-            tls_verify: security.tls.verify,
-            server_name: security.tls.server_name.clone(),
-            client_auth: security.tls.client_cert.is_some(),
-            sasl: security.sasl.clone(),
-        })
-    }
-
-    /// A connector for plain TCP, no authentication.
-    pub fn plaintext(connection: &ConnectionConfig) -> Self {
-        Connector {
-            connection: connection.clone(),
-            protocol: SecurityProtocol::Plaintext,
-            tls: None,
-            tls_verify: TlsVerify::Full,
-            server_name: None,
-            client_auth: false,
-            sasl: None,
-        }
-    }
-
-    /// The per-connection settings.
-    pub fn connection_config(&self) -> &ConnectionConfig {
-        &self.connection
-    }
-
-    /// Open a connection to `addr` (`host:port`): TCP, TLS, ApiVersions, SASL.
-    pub fn connect(&self, addr: &str) -> Result<Connection> {
-        let timeout = self.connection.connect_timeout;
-        let sock = tcp_connect(addr, timeout)?;
-        let stream = match &self.tls {
-            None => Stream::Tcp(sock),
-            Some(tls) => {
-                match self.tls_verify {
-                    TlsVerify::Full => {}
-                    TlsVerify::NoHostname => log::warn!(
-                        "TLS to {addr}: the broker's host name is not checked (ssl.endpoint.identification.algorithm is empty)"
-                    ),
-                    TlsVerify::Insecure => log::warn!(
-                        "TLS to {addr}: certificate verification is OFF; anyone on the path can read and change this traffic"
-                    ),
-                }
-                let host = self
-                    .server_name
-                    .clone()
-                    .unwrap_or_else(|| host_of(addr).to_owned());
-                Stream::Tls(Box::new(tls_handshake(
-                    sock,
-                    tls.clone(),
-                    &host,
-                    addr,
-                    timeout,
-                    self.client_auth,
-                )?))
-            }
-        };
-        let mut conn = Connection::handshake(stream, addr, self.connection.clone())?;
-        if let Some(sasl) = &self.sasl {
-            conn.authenticate(sasl.clone())?;
-        }
-        Ok(conn)
-    }
-}
-
-/// The host part of `host:port` (brackets of an IPv6 literal removed).
-fn host_of(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
-enum Resolve {
-    Failed(io::Error),
-    TimedOut,
-}
-
-/// The addresses `addr` names, within `timeout`. An IP address needs no lookup; a name is
-/// looked up on a thread of its own, as getaddrinfo has no timeout: one that hangs (a DNS
-/// server that does not answer) is left to finish on its own, and the connect fails in time.
-fn resolve(addr: &str, timeout: Duration) -> std::result::Result<Vec<SocketAddr>, Resolve> {
-    if let Ok(sock) = addr.parse::<SocketAddr>() {
-        return Ok(vec![sock]);
-    }
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let name = addr.to_owned();
-    std::thread::Builder::new()
-        .name("kpipe-resolve".into())
-        .spawn(move || {
-            let _ = tx.send(name.to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
-        })
-        .map_err(Resolve::Failed)?;
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(addrs)) => Ok(addrs),
-        Ok(Err(e)) => Err(Resolve::Failed(e)),
-        Err(_) => Err(Resolve::TimedOut),
-    }
-}
-
-pub(crate) fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
-    let connect_err = |source| Error::Connect {
-        addr: addr.to_owned(),
-        source,
-    };
-    let deadline = Instant::now() + timeout;
-    let addrs = resolve(addr, timeout).map_err(|e| match e {
-        Resolve::Failed(source) => connect_err(source),
-        Resolve::TimedOut => Error::Timeout {
-            phase: Phase::Resolve,
-            broker: addr.to_owned(),
-            api: None,
-            after: timeout,
-        },
-    })?;
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
-    // Try every address the name resolves to (localhost may be ::1 first), all within one
-    // connect timeout.
-    for sock in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match TcpStream::connect_timeout(&sock, left) {
-            Ok(stream) => {
-                stream.set_nodelay(true).map_err(connect_err)?;
-                return Ok(stream);
-            }
-            Err(e) => last = e,
-        }
-    }
-    if matches!(
-        last.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    ) || Instant::now() >= deadline
-    {
-        return Err(Error::Timeout {
-            phase: Phase::Connect,
-            broker: addr.to_owned(),
-            api: None,
-            after: timeout,
-        });
-    }
-    Err(connect_err(last))
 }
 
 fn tls_handshake(
@@ -651,10 +459,7 @@ fn root_store(tls: &TlsConfig) -> Result<rustls::RootCertStore> {
     Ok(roots)
 }
 
-fn read_certs(
-    pem: &super::security::Pem,
-    field: &'static str,
-) -> Result<Vec<CertificateDer<'static>>> {
+fn read_certs(pem: &Pem, field: &'static str) -> Result<Vec<CertificateDer<'static>>> {
     let bytes = pem.read(field)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<std::result::Result<_, _>>()
@@ -674,7 +479,7 @@ fn read_certs(
     Ok(certs)
 }
 
-fn read_key(pem: &super::security::Pem) -> Result<PrivateKeyDer<'static>> {
+fn read_key(pem: &Pem) -> Result<PrivateKeyDer<'static>> {
     let field = "tls.client_key";
     let bytes = pem.read(field)?;
     if bytes
@@ -759,59 +564,36 @@ impl ServerCertVerifier for Relaxed {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_resolve_within_a_bound_and_addresses_need_no_lookup() {
-        let direct = resolve("127.0.0.1:9092", Duration::ZERO).ok().unwrap();
-        assert_eq!(direct, ["127.0.0.1:9092".parse().unwrap()]);
-        let named = resolve("localhost:9092", Duration::from_secs(5))
-            .ok()
-            .unwrap();
-        assert!(named.iter().all(|a| a.ip().is_loopback()), "{named:?}");
-        assert!(matches!(
-            resolve("no-port-here", Duration::from_secs(5)),
-            Err(Resolve::Failed(_))
-        ));
-    }
-
-    #[test]
-    fn hosts_come_from_addresses() {
-        assert_eq!(host_of("localhost:9093"), "localhost");
-        assert_eq!(host_of("127.0.0.1:9093"), "127.0.0.1");
-        assert_eq!(host_of("[::1]:9093"), "::1");
-    }
+    use crate::client::security::Pem;
 
     #[test]
     fn tls_files_are_checked_before_connecting() {
-        let mut c = ClientConfig::new(["127.0.0.1:1"]);
-        c.security.protocol = SecurityProtocol::Ssl;
-        c.security.tls.ca = Some(super::super::security::Pem::File(
-            "/nonexistent/ca.pem".into(),
-        ));
-        let err = Connector::new(&c).unwrap_err().to_string();
+        let mut c = TlsConfig {
+            ca: Some(Pem::File("/nonexistent/ca.pem".into())),
+            ..TlsConfig::default()
+        };
+        let err = Tls::new(&c).err().unwrap().to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
-        c.security.tls.ca = Some(super::super::security::Pem::Inline(
-            "not a certificate".into(),
-        ));
-        let err = Connector::new(&c).unwrap_err().to_string();
+        c.ca = Some(Pem::Inline("not a certificate".into()));
+        let err = Tls::new(&c).err().unwrap().to_string();
         assert!(err.contains("no certificate"), "{err}");
         // Insecure needs no roots, so these reach the client certificate and key.
-        c.security.tls.ca = None;
-        c.security.tls.verify = TlsVerify::Insecure;
-        c.security.tls.client_cert = Some(super::super::security::Pem::Inline("x".into()));
-        c.security.tls.client_key = Some(super::super::security::Pem::Inline(
+        c.ca = None;
+        c.verify = TlsVerify::Insecure;
+        c.client_cert = Some(Pem::Inline("x".into()));
+        c.client_key = Some(Pem::Inline(
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
                 .into(),
         ));
-        let err = Connector::new(&c).unwrap_err().to_string();
+        let err = Tls::new(&c).err().unwrap().to_string();
         assert!(
             err.contains("tls.client_cert") && err.contains("no certificate"),
             "{err}"
         );
-        c.security.tls.client_cert = Some(super::super::security::Pem::Inline(
+        c.client_cert = Some(Pem::Inline(
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
         ));
-        let err = Connector::new(&c).unwrap_err().to_string();
+        let err = Tls::new(&c).err().unwrap().to_string();
         assert!(
             err.contains("encrypted private keys are not supported"),
             "{err}"
