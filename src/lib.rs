@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod consumer;
+pub mod metrics;
 pub mod producer;
 pub mod shutdown;
 pub mod stats;

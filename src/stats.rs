@@ -15,6 +15,8 @@ pub struct Histogram {
     buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     max: AtomicU64,
+    /// The sum of the values, µs (for [`HistogramSnapshot::sum`]).
+    sum: AtomicU64,
 }
 
 impl std::fmt::Debug for Histogram {
@@ -31,6 +33,7 @@ impl Default for Histogram {
             buckets: (0..GROUPS * SUB).map(|_| AtomicU64::new(0)).collect(),
             count: AtomicU64::new(0),
             max: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
         }
     }
 }
@@ -64,13 +67,14 @@ impl Histogram {
         self.buckets[bucket_of(us)].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.max.fetch_max(us, Ordering::Relaxed);
+        self.sum.fetch_add(us, Ordering::Relaxed);
     }
 
     /// Record many durations at once. Neighbouring values that share a bucket (the records
     /// of one batch, say) cost one atomic add between them, not three each.
     pub fn record_all(&self, ds: impl IntoIterator<Item = Duration>) {
         let (mut run_bucket, mut run_len) = (0usize, 0u64);
-        let (mut n, mut max) = (0u64, 0u64);
+        let (mut n, mut max, mut sum) = (0u64, 0u64, 0u64);
         for d in ds {
             let us = d.as_micros().min(u64::MAX as u128) as u64;
             let b = bucket_of(us);
@@ -82,6 +86,7 @@ impl Histogram {
             run_len += 1;
             n += 1;
             max = max.max(us);
+            sum = sum.saturating_add(us);
         }
         if n == 0 {
             return;
@@ -89,6 +94,7 @@ impl Histogram {
         self.buckets[run_bucket].fetch_add(run_len, Ordering::Relaxed);
         self.count.fetch_add(n, Ordering::Relaxed);
         self.max.fetch_max(max, Ordering::Relaxed);
+        self.sum.fetch_add(sum, Ordering::Relaxed);
     }
 
     /// Values recorded so far.
@@ -119,6 +125,25 @@ impl Histogram {
         Duration::from_micros(self.max.load(Ordering::Relaxed))
     }
 
+    /// The counts now, to export (see [`crate::metrics`]). Each bucket is read once, so the
+    /// snapshot is consistent with itself (its count is the sum of its buckets) while
+    /// values are still being recorded; only its sum may be a few values ahead or behind.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let n = b.load(Ordering::Relaxed);
+                (n > 0).then(|| (bucket_high(i), n))
+            })
+            .collect();
+        HistogramSnapshot {
+            buckets,
+            sum_us: self.sum.load(Ordering::Relaxed),
+        }
+    }
+
     /// p50, p99 and p99.9 at once.
     pub fn percentiles(&self) -> Percentiles {
         Percentiles {
@@ -127,6 +152,57 @@ impl Histogram {
             p999: self.quantile(0.999),
             max: Duration::from_micros(self.max.load(Ordering::Relaxed)),
         }
+    }
+}
+
+/// A [`Histogram`]'s counts at one moment, as [`Histogram::snapshot`] takes them: what a
+/// monitoring system's histogram is made of (see [`crate::metrics`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// The non-empty buckets, ascending: (the largest value it holds in µs, its count).
+    buckets: Vec<(u64, u64)>,
+    sum_us: u64,
+}
+
+impl HistogramSnapshot {
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|&(_, n)| n).sum()
+    }
+
+    /// The sum of the values recorded (each to the microsecond below).
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_us)
+    }
+
+    /// Values known to be at most `bound`: those of the buckets that hold nothing above
+    /// it. Buckets are 1/16 of their value wide, so a value up to about 6% under `bound`
+    /// may be counted only at a larger bound (never the other way round); rises with
+    /// `bound`, and reaches [`count`](Self::count) at [`Duration::MAX`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kpipe::stats::Histogram;
+    ///
+    /// let h = Histogram::default();
+    /// h.record(Duration::from_millis(3));
+    /// h.record(Duration::from_millis(40));
+    /// let s = h.snapshot();
+    /// assert_eq!(s.count_at_most(Duration::from_millis(1)), 0);
+    /// assert_eq!(s.count_at_most(Duration::from_millis(10)), 1);
+    /// assert_eq!(s.count_at_most(Duration::MAX), s.count());
+    /// assert_eq!(s.sum(), Duration::from_millis(43));
+    /// ```
+    pub fn count_at_most(&self, bound: Duration) -> u64 {
+        // A value recorded as `us` was under `us + 1` µs: a bucket is wholly at most
+        // `bound` when its largest value plus one is, that is when its largest value is
+        // under it.
+        let bound_us = bound.as_micros();
+        self.buckets
+            .iter()
+            .take_while(|&&(high, _)| u128::from(high) < bound_us)
+            .map(|&(_, n)| n)
+            .sum()
     }
 }
 
@@ -201,6 +277,37 @@ mod tests {
             assert_eq!(all.quantile(q), one.quantile(q), "q {q}");
         }
         assert_eq!(all.percentiles(), one.percentiles());
+    }
+
+    #[test]
+    fn a_snapshot_counts_each_value_once_and_never_below_its_bound() {
+        let h = Histogram::default();
+        let values: Vec<u64> = (0..5000u64).map(|i| i * i % 70_001).collect();
+        for &us in &values {
+            h.record(Duration::from_micros(us));
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count(), values.len() as u64);
+        assert_eq!(s.sum(), Duration::from_micros(values.iter().sum()));
+        let mut last = 0;
+        for bound_us in [
+            0u64, 1, 2, 15, 16, 17, 100, 1000, 1024, 5000, 65_536, 70_000, 80_000,
+        ] {
+            let at_most = s.count_at_most(Duration::from_micros(bound_us));
+            assert!(at_most >= last, "cumulative at {bound_us}");
+            last = at_most;
+            // Never counts a value above the bound; misses at most those within 1/16 under it.
+            let exact = values.iter().filter(|&&v| v < bound_us).count() as u64;
+            let near = values
+                .iter()
+                .filter(|&&v| (v as f64) < bound_us as f64 * (1.0 - 1.0 / 16.0) - 1.0)
+                .count() as u64;
+            assert!(
+                at_most <= exact && at_most >= near,
+                "{bound_us}: {near} <= {at_most} <= {exact}"
+            );
+        }
+        assert_eq!(s.count_at_most(Duration::MAX), s.count());
     }
 
     #[test]

@@ -337,7 +337,7 @@ fn bad_input_exits_2_with_a_message_in_time() {
         ),
         (
             vec!["produce", "--share-group", "s"],
-            "--share-group is for consume",
+            "unexpected argument '--share-group'",
         ),
         (
             vec!["consume", "--share-auto-offset-reset", "earliest"],
@@ -366,7 +366,7 @@ fn bad_input_exits_2_with_a_message_in_time() {
         ),
         (
             vec!["consume", "--transactional-id", "t"],
-            "--transactional-id is for produce, run and copy",
+            "unexpected argument '--transactional-id'",
         ),
         (
             vec!["copy", "--input-topic", "a", "--output-topic", "b"],
@@ -390,7 +390,15 @@ fn bad_input_exits_2_with_a_message_in_time() {
         ),
         (
             vec!["--input-topic", "a", "--output-topic", "b"],
-            "are for copy",
+            "unexpected argument '--input-topic'",
+        ),
+        (
+            vec!["consume", "--acks", "1"],
+            "unexpected argument '--acks'",
+        ),
+        (
+            vec!["--threads", "2", "consume"],
+            "cannot be used with '--threads",
         ),
         (
             vec![
@@ -431,11 +439,115 @@ fn bad_input_exits_2_with_a_message_in_time() {
     }
 }
 
+/// What `kpipe ARGS --help` prints.
+fn help(args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let (out, _) = run_to_end(&all, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(0), "{all:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `help` lists `flag` (as a flag, not a mention in another flag's text).
+fn lists(help: &str, flag: &str) -> bool {
+    help.lines()
+        .any(|l| l.trim_start().starts_with(&format!("{flag} ")))
+}
+
+#[test]
+fn each_subcommand_lists_only_its_own_flags() {
+    let consume = help(&["consume"]);
+    for flag in [
+        "--threads",
+        "--acks",
+        "--linger",
+        "--transactional-id",
+        "--input-topic",
+    ] {
+        assert!(
+            !lists(&consume, flag),
+            "consume --help lists {flag}: {consume}"
+        );
+    }
+    for flag in [
+        "--group",
+        "--consumers",
+        "--share-group",
+        "--topic",
+        "--brokers",
+        "--metrics-addr",
+    ] {
+        assert!(
+            lists(&consume, flag),
+            "consume --help lacks {flag}: {consume}"
+        );
+    }
+    let produce = help(&["produce"]);
+    for flag in [
+        "--group",
+        "--consumers",
+        "--share-group",
+        "--work",
+        "--isolation-level",
+    ] {
+        assert!(
+            !lists(&produce, flag),
+            "produce --help lists {flag}: {produce}"
+        );
+    }
+    for flag in [
+        "--threads",
+        "--acks",
+        "--linger",
+        "--transactional-id",
+        "--metrics-addr",
+    ] {
+        assert!(
+            lists(&produce, flag),
+            "produce --help lacks {flag}: {produce}"
+        );
+    }
+    let copy = help(&["copy"]);
+    for flag in [
+        "--threads",
+        "--devices",
+        "--topic",
+        "--share-group",
+        "--partitions",
+    ] {
+        assert!(!lists(&copy, flag), "copy --help lists {flag}: {copy}");
+    }
+    let describe = help(&["describe"]);
+    for flag in ["--threads", "--group", "--count", "--topic", "--stats-json"] {
+        assert!(
+            !lists(&describe, flag),
+            "describe --help lists {flag}: {describe}"
+        );
+    }
+    assert!(lists(&describe, "--share-group") && lists(&describe, "--summary-json"));
+    // `kpipe` alone is `kpipe run`: the same flags.
+    let (top, run) = (help(&[]), help(&["run"]));
+    for flag in [
+        "--threads",
+        "--group",
+        "--acks",
+        "--share-group",
+        "--metrics-addr",
+    ] {
+        assert!(lists(&top, flag) && lists(&run, flag), "{flag}");
+    }
+    // A producer flag given to consume is bad input, before anything runs.
+    let (out, took) = run_to_end(&["consume", "--linger", "5ms"], Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--linger"));
+    assert!(took < Duration::from_secs(5));
+}
+
 #[test]
 fn help_documents_every_flag_with_its_default() {
-    let (out, _) = run_to_end(&["--help"], Duration::from_secs(10));
-    assert_eq!(out.status.code(), Some(0));
-    let help = String::from_utf8_lossy(&out.stdout);
+    // Every flag is documented by the subcommand that takes it: run's (also `kpipe
+    // --help`), and copy's own.
+    let help = help(&[]) + &help(&["copy"]);
     for flag in [
         "--threads",
         "--rate",
@@ -970,4 +1082,214 @@ fn consume_in_a_new_share_group_starts_at_the_earliest_record_and_spreads_slow_w
         "read from the earliest record: {s}"
     );
     assert!(u(&s, "acknowledged") >= 600, "{s}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics (--metrics-addr)
+// ---------------------------------------------------------------------------------------
+
+/// `GET path` over HTTP/1.0 from `addr`: the status code and the body; `None` when no
+/// answer came (not listening yet, or already gone).
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+/// One scrape of /metrics: each sample (name with its labels) and its value, checked for
+/// what holds of every scrape.
+fn scrape(addr: &str) -> Option<std::collections::BTreeMap<String, f64>> {
+    let (code, body) = http_get(addr, "/metrics")?;
+    assert_eq!(code, 200, "{body}");
+    let mut samples = std::collections::BTreeMap::new();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value = if value == "+Inf" {
+            f64::INFINITY
+        } else {
+            value.parse().unwrap()
+        };
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "{series} twice"
+        );
+    }
+    if let Some(&count) = samples.get("kpipe_producer_delivery_latency_seconds_count") {
+        let buckets: Vec<f64> = samples
+            .iter()
+            .filter(|(k, _)| k.starts_with("kpipe_producer_delivery_latency_seconds_bucket"))
+            .map(|(_, v)| *v)
+            .collect();
+        let inf = samples["kpipe_producer_delivery_latency_seconds_bucket{le=\"+Inf\"}"];
+        assert_eq!(inf, count, "{body}");
+        assert!(buckets.iter().all(|&b| b <= count), "{body}");
+        assert!(
+            samples["kpipe_producer_records_delivered_total"]
+                <= samples["kpipe_producer_records_accepted_total"],
+            "{body}"
+        );
+    }
+    Some(samples)
+}
+
+/// The sum of the samples of `name` (over their labels).
+fn sum_of(samples: &std::collections::BTreeMap<String, f64>, name: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// An address nothing listens on (the port was free a moment ago).
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Scrape `addr` until `done` holds of a scrape (within 60 s), checking `each` of them.
+fn scrape_until(
+    addr: &str,
+    child: &mut Child,
+    mut each: impl FnMut(&std::collections::BTreeMap<String, f64>),
+    done: impl Fn(&std::collections::BTreeMap<String, f64>) -> bool,
+) -> std::collections::BTreeMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    loop {
+        if let Some(s) = scrape(addr) {
+            each(&s);
+            if done(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("the metrics at {addr} never got there; last scrape: {last:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_are_served_at_the_address_and_agree_with_the_summary() {
+    // A taken address is bad input, named.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().to_string();
+    let (out, _) = run_to_end(
+        &["consume", "--metrics-addr", &taken],
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("--metrics-addr {taken}")), "{err}");
+    drop(held);
+
+    // A run: scraped while it goes, the producer's counters only rise, and never above
+    // what the summary counts at the end.
+    let topic = common::unique_topic("cli-metrics");
+    let (addr, summary) = (free_addr(), temp("metrics-run.json"));
+    let mut child = kpipe()
+        .args([
+            "run",
+            "--topic",
+            &topic,
+            "--group",
+            &topic,
+            "--threads",
+            "1",
+        ])
+        .args(["--rate", "500", "--consumers", "1", "--metrics-addr", &addr])
+        .args(["--summary-json", summary.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut delivered = 0.0;
+    let during = scrape_until(
+        &addr,
+        &mut child,
+        |s| {
+            let now = s
+                .get("kpipe_producer_records_delivered_total")
+                .copied()
+                .unwrap_or(0.0);
+            assert!(now >= delivered, "delivered went from {delivered} to {now}");
+            delivered = now;
+        },
+        |s| {
+            s.get("kpipe_producer_records_delivered_total") >= Some(&200.0)
+                && s.get("kpipe_consumer_records_handled_total") >= Some(&100.0)
+        },
+    );
+    assert_eq!(http_get(&addr, "/").map(|r| r.0), Some(404));
+    assert_eq!(http_get(&addr, "/metrics/x").map(|r| r.0), Some(404));
+    assert!(sum_of(&during, "kpipe_consumer_assigned_partitions") >= 1.0);
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    let s = read_json(&summary);
+    let acked = u(&s, "acked");
+    assert!(
+        delivered <= acked as f64,
+        "scraped {delivered}, acked {acked}"
+    );
+    assert!(during["kpipe_consumer_records_handled_total"] <= u(&s, "consumed") as f64);
+    assert_eq!(s["missing"], 0, "{s}");
+
+    // A consume of what the run wrote: once every record is handled nothing moves, and
+    // the scrape agrees with the summary exactly.
+    let (addr, summary) = (free_addr(), temp("metrics-consume.json"));
+    let group = format!("{topic}-again");
+    let mut child = kpipe()
+        .args([
+            "consume",
+            "--topic",
+            &topic,
+            "--group",
+            &group,
+            "--consumers",
+            "1",
+        ])
+        .args([
+            "--metrics-addr",
+            &addr,
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let all = acked as f64;
+    let done = scrape_until(
+        &addr,
+        &mut child,
+        |_| {},
+        |s| {
+            s.get("kpipe_consumer_records_handled_total") == Some(&all)
+                && sum_of(s, "kpipe_consumer_partition_position") == all
+                && sum_of(s, "kpipe_consumer_partition_end_offset") == all
+        },
+    );
+    assert_eq!(
+        sum_of(&done, "kpipe_consumer_partition_lag"),
+        0.0,
+        "{done:?}"
+    );
+    assert!(
+        !done.contains_key("kpipe_producer_records_delivered_total"),
+        "consume has no producer"
+    );
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), 0);
+    let s = read_json(&summary);
+    assert_eq!(u(&s, "consumed"), acked, "{s}");
 }

@@ -30,29 +30,31 @@ use serde::Serialize;
 
 use kpipe::client::{self, Cluster, NewTopic, TopicPartition};
 use kpipe::consumer::{
-    ConsumedRecord, Consumer, ConsumerConfig, ConsumerPool, ConsumerSummary, ExactlyOnce,
-    OffsetReset, Output, RebalanceListener,
+    ConsumedRecord, Consumer, ConsumerConfig, ConsumerPool, ConsumerStats, ConsumerSummary,
+    ExactlyOnce, OffsetReset, Output, RebalanceListener,
 };
+use kpipe::metrics::Prometheus;
 use kpipe::producer::{OnDelivery, Producer, ProducerRecord, SendError};
 use kpipe::shutdown::Shutdown;
 
+use super::metrics::Endpoint;
 use super::report;
 use super::run::{consumer_config, new_producer, pool_error, producer_config};
-use super::{Mode, Opts, UsageError};
+use super::{CopyArgs, UsageError};
 
 /// How often an at-least-once member commits (after its copies were delivered).
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `kpipe copy`: validate, run, report; returns the exit code.
-pub fn main(o: &Opts) -> u8 {
-    let report = match super::validate(Mode::Copy, o).and_then(|()| run(o)) {
+pub fn main(o: &CopyArgs) -> u8 {
+    let report = match o.validate().and_then(|()| run(o)) {
         Ok(r) => r,
         Err(UsageError(msg)) => {
             eprintln!("kpipe: {msg}");
             return 2;
         }
     };
-    if let Some(path) = &o.summary_json {
+    if let Some(path) = &o.control.summary_json {
         if let Err(e) = report::write_json(path, &report) {
             eprintln!("kpipe: cannot write {}: {e}", path.display());
             return 1;
@@ -266,8 +268,15 @@ impl Pace {
 }
 
 /// Run the copy with the (validated) flags.
-fn run(o: &Opts) -> Result<CopyReport, UsageError> {
-    let client = super::client_config(o)?;
+fn run(o: &CopyArgs) -> Result<CopyReport, UsageError> {
+    let client = super::client_config(&o.connection)?;
+    // --metrics-addr: listening before anything runs, so that a taken port is bad input.
+    let metrics = o
+        .control
+        .metrics_addr
+        .as_deref()
+        .map(Endpoint::start)
+        .transpose()?;
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.install_signal_handler() {
         log::warn!("cannot catch Ctrl-C/SIGTERM: {e}");
@@ -279,12 +288,12 @@ fn run(o: &Opts) -> Result<CopyReport, UsageError> {
         topic: &output,
         keep_partition,
     };
-    let mut config = consumer_config(o, &client, &input)?;
+    let mut config = consumer_config(&o.connection, &o.group, &client, &input)?;
     // A new group copies the input from its beginning.
     config.offset_reset = OffsetReset::Earliest;
     let started = Instant::now();
     let tally = Arc::new(Tally::default());
-    let copier = match &o.transactional_id {
+    let copier = match &o.transactions.transactional_id {
         Some(id) => Copier::ExactlyOnce(start_exactly_once(
             o, config, &client, id, dest, &tally, &shutdown,
         )?),
@@ -292,23 +301,26 @@ fn run(o: &Opts) -> Result<CopyReport, UsageError> {
             o, config, client, dest, &tally, &shutdown,
         )?),
     };
-    let stopped_by = watch(o, &shutdown, started, &tally, &copier);
+    if let Some(m) = &metrics {
+        m.publish(copier.exposition());
+    }
+    let stopped_by = watch(o, &shutdown, started, &tally, &copier, metrics.as_ref());
     shutdown.trigger();
     let mut report = CopyReport {
         mode: "copy".into(),
         input_topic: input,
         output_topic: output,
-        group: o.group_name().to_owned(),
-        transactional_id: o.transactional_id.clone(),
-        guarantee: match o.transactional_id {
+        group: o.group.name().to_owned(),
+        transactional_id: o.transactions.transactional_id.clone(),
+        guarantee: match o.transactions.transactional_id {
             Some(_) => "exactly_once".into(),
             None => "at_least_once".into(),
         },
-        consumers: o.consumers,
+        consumers: o.group.consumers,
         stopped_by,
         ..Default::default()
     };
-    copier.finish(o, &mut report);
+    copier.finish(o, &mut report, metrics.as_ref());
     report.copied = tally.get();
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report.records_per_sec = report.copied as f64 / report.elapsed_secs.max(1e-9);
@@ -320,7 +332,7 @@ fn run(o: &Opts) -> Result<CopyReport, UsageError> {
 /// replication factor) when missing, unless --no-create-topic. Whether both have as many
 /// partitions (copies then keep their partition number).
 fn prepare_topics(
-    o: &Opts,
+    o: &CopyArgs,
     client: &client::ClientConfig,
     input: &str,
     output: &str,
@@ -404,6 +416,15 @@ impl Copier {
         }
     }
 
+    /// The metrics text: the exactly-once pool's stats (its members' producers are its
+    /// own), or the shared producer's and each at-least-once member's, labelled `member`.
+    fn exposition(&self) -> String {
+        match self {
+            Copier::ExactlyOnce(pool) => Prometheus::new().consumer(&pool.stats()).render(),
+            Copier::AtLeastOnce(a) => a.exposition(),
+        }
+    }
+
     /// Whether the consumers stopped on their own.
     fn is_finished(&self) -> bool {
         match self {
@@ -415,12 +436,17 @@ impl Copier {
     /// Stop (the shutdown flag is set): the last transaction commits, or the last copies
     /// are delivered and their offsets committed; the members leave; all within
     /// --drain-timeout.
-    fn finish(self, o: &Opts, report: &mut CopyReport) {
+    /// The last metrics are published to `metrics`: the pool's stats before it closes, the
+    /// producer's after.
+    fn finish(self, o: &CopyArgs, report: &mut CopyReport, metrics: Option<&Endpoint>) {
         report.lag = self.snapshot().2;
         match self {
             Copier::ExactlyOnce(pool) => {
+                if let Some(m) = metrics {
+                    m.publish(Prometheus::new().consumer(&pool.stats()).render());
+                }
                 let s = pool
-                    .close(o.drain_timeout)
+                    .close(o.control.drain_timeout)
                     .unwrap_or_else(|e| ConsumerSummary {
                         stopped_because: Some(e.to_string()),
                         ..Default::default()
@@ -432,18 +458,25 @@ impl Copier {
                 if s.unfinished_members > 0 {
                     report.stopped_because.get_or_insert(format!(
                         "{} member(s) had not finished within --drain-timeout {:?}",
-                        s.unfinished_members, o.drain_timeout
+                        s.unfinished_members, o.control.drain_timeout
                     ));
                 }
             }
-            Copier::AtLeastOnce(a) => a.finish(o, report),
+            Copier::AtLeastOnce(a) => {
+                let producer = a.producer.clone();
+                let shared = a.shared.clone();
+                a.finish(o, report);
+                if let Some(m) = metrics {
+                    m.publish(exposition(&producer, &shared));
+                }
+            }
         }
     }
 }
 
 /// Exactly once: the library's exactly-once pool, member i writing as `{id}-{i}`.
 fn start_exactly_once(
-    o: &Opts,
+    o: &CopyArgs,
     config: ConsumerConfig,
     client: &client::ClientConfig,
     id: &str,
@@ -452,9 +485,12 @@ fn start_exactly_once(
     shutdown: &Shutdown,
 ) -> Result<ConsumerPool, UsageError> {
     let (output, keep) = (dest.topic, dest.keep_partition);
-    let (opts, client, topic) = (o.clone(), client.clone(), output.to_owned());
-    let eos = ExactlyOnce::new(id, move || producer_config(&opts, client.clone(), &topic))
-        .transaction_interval(o.transaction_interval);
+    let (producing, transactions) = (o.producing.clone(), o.transactions.clone());
+    let (drain, client, topic) = (o.control.drain_timeout, client.clone(), output.to_owned());
+    let eos = ExactlyOnce::new(id, move || {
+        producer_config(&producing, &transactions, drain, client.clone(), &topic)
+    })
+    .transaction_interval(o.transactions.transaction_interval);
     ConsumerPool::start_exactly_once(config, eos, |_| {
         let tally = tally.clone();
         let mut pace = Pace::new(o.rate, shutdown.clone());
@@ -485,6 +521,8 @@ struct Shared {
     lag: Vec<AtomicU64>,
     rebalances: Vec<AtomicU64>,
     partitions: Vec<AtomicU64>,
+    /// Each member's consumer stats, as of the same second (for --metrics-addr).
+    stats: Vec<Mutex<Option<ConsumerStats>>>,
     commit_failures: AtomicU64,
     /// Members that must not commit any more (a copy was not sent or not delivered).
     poisoned: Vec<std::sync::atomic::AtomicBool>,
@@ -505,6 +543,7 @@ impl Shared {
             lag: zeros(),
             rebalances: zeros(),
             partitions: zeros(),
+            stats: (0..members).map(|_| Mutex::new(None)).collect(),
             commit_failures: AtomicU64::new(0),
             poisoned: (0..members)
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
@@ -553,9 +592,29 @@ struct AtLeastOnce {
     shared: Arc<Shared>,
 }
 
+/// The metrics text of at least once: the shared producer, and each member's consumer
+/// (labelled `member`) as of its last second.
+fn exposition(producer: &Producer, shared: &Shared) -> String {
+    let ps = producer.stats();
+    let members: Vec<Option<ConsumerStats>> =
+        shared.stats.iter().map(|s| lock(s).clone()).collect();
+    let labels: Vec<String> = (0..members.len()).map(|i| i.to_string()).collect();
+    let mut p = Prometheus::new().producer(&ps);
+    for (cs, i) in members.iter().zip(&labels) {
+        if let Some(cs) = cs {
+            p = p.label("member", i).consumer(cs);
+        }
+    }
+    p.render()
+}
+
 impl AtLeastOnce {
+    fn exposition(&self) -> String {
+        exposition(&self.producer, &self.shared)
+    }
+
     fn start(
-        o: &Opts,
+        o: &CopyArgs,
         config: ConsumerConfig,
         client: client::ClientConfig,
         dest: Destination<'_>,
@@ -563,11 +622,10 @@ impl AtLeastOnce {
         shutdown: &Shutdown,
     ) -> Result<Self, UsageError> {
         let (output, keep) = (dest.topic, dest.keep_partition);
-        let mut pc = producer_config(o, client, output);
-        let shared = Arc::new(Shared::new(
-            o.consumers,
-            pc.delivery_timeout + o.drain_timeout,
-        ));
+        let drain = o.control.drain_timeout;
+        let mut pc = producer_config(&o.producing, &o.transactions, drain, client, output);
+        let consumers_n = o.group.consumers;
+        let shared = Arc::new(Shared::new(consumers_n, pc.delivery_timeout + drain));
         let s = shared.clone();
         // Each copy is tagged with its member's index.
         pc.on_delivery = Some(OnDelivery::new(move |member, outcome| {
@@ -580,8 +638,8 @@ impl AtLeastOnce {
         }));
         let producer = new_producer(pc)?;
         // Every consumer joins here, so that a refused start is bad input (exit 2).
-        let mut consumers = Vec::with_capacity(o.consumers);
-        for i in 0..o.consumers {
+        let mut consumers = Vec::with_capacity(consumers_n);
+        for i in 0..consumers_n {
             let mut c = config.clone();
             c.auto_commit = false;
             c.group_instance_id = config
@@ -600,7 +658,7 @@ impl AtLeastOnce {
                 }
             }
         }
-        let mut members = Vec::with_capacity(o.consumers);
+        let mut members = Vec::with_capacity(consumers_n);
         for (i, consumer) in consumers.into_iter().enumerate() {
             let m = Member {
                 idx: i,
@@ -610,7 +668,7 @@ impl AtLeastOnce {
                 tally: tally.clone(),
                 pace: Pace::new(o.rate, shutdown.clone()),
                 shutdown: shutdown.clone(),
-                drain: o.drain_timeout,
+                drain,
                 keep,
             };
             let spawned = thread::Builder::new()
@@ -632,8 +690,8 @@ impl AtLeastOnce {
     }
 
     /// The members deliver, commit and leave; then the producer closes.
-    fn finish(self, o: &Opts, report: &mut CopyReport) {
-        let deadline = Instant::now() + o.drain_timeout;
+    fn finish(self, o: &CopyArgs, report: &mut CopyReport) {
+        let deadline = Instant::now() + o.control.drain_timeout;
         let mut unfinished = 0;
         for h in self.members {
             while !h.is_finished() && Instant::now() < deadline {
@@ -651,7 +709,7 @@ impl AtLeastOnce {
         if unfinished > 0 {
             lock(&self.shared.stopped_because).get_or_insert(format!(
                 "{unfinished} member(s) had not finished within --drain-timeout {:?}",
-                o.drain_timeout
+                o.control.drain_timeout
             ));
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -752,6 +810,7 @@ impl Member {
                 s.lag[i].store(st.lag().max(0) as u64, Ordering::Relaxed);
                 s.rebalances[i].store(st.rebalances, Ordering::Relaxed);
                 s.partitions[i].store(st.partitions.len() as u64, Ordering::Relaxed);
+                *lock(&s.stats[i]) = Some(st);
                 last_stats = Instant::now();
             }
         }
@@ -788,12 +847,14 @@ impl Member {
 
 /// Show stats once a second until something stops the copy; returns what stopped it.
 fn watch(
-    o: &Opts,
+    o: &CopyArgs,
     shutdown: &Shutdown,
     started: Instant,
     tally: &Tally,
     copier: &Copier,
+    metrics: Option<&Endpoint>,
 ) -> String {
+    let o = &o.control;
     let mut out = report::Output::new(o.stats_json.as_deref());
     let mut last = (Instant::now(), 0u64);
     let mut next_tick = Instant::now() + Duration::from_secs(1);
@@ -817,6 +878,9 @@ fn watch(
         if Instant::now() >= next_tick {
             next_tick += Duration::from_secs(1);
             let (committed, aborted, lag, rebalances, partitions, errors) = copier.snapshot();
+            if let Some(m) = metrics {
+                m.publish(copier.exposition());
+            }
             let copied = tally.get();
             let dt = last.0.elapsed().as_secs_f64().max(1e-3);
             out.show(&CopySnapshot {

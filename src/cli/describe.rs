@@ -17,7 +17,7 @@ use serde::Serialize;
 use kpipe::client::{self, Cluster, ShareGroupOffset};
 
 use super::report;
-use super::{Mode, Opts, UsageError};
+use super::{DescribeArgs, UsageError};
 
 /// What `kpipe describe` found (also written by --summary-json).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -62,10 +62,8 @@ impl From<ShareGroupOffset> for PartitionRow {
 }
 
 /// Run `kpipe describe`; returns the exit code.
-pub fn main(o: &Opts) -> u8 {
-    let outcome = super::validate(Mode::Describe, o)
-        .map_err(Failed::Usage)
-        .and_then(|()| run(o));
+pub fn main(o: &DescribeArgs) -> u8 {
+    let outcome = o.validate().map_err(Failed::Usage).and_then(|()| run(o));
     let report = match outcome {
         Ok(r) => r,
         Err(Failed::Usage(UsageError(msg))) => {
@@ -106,10 +104,10 @@ impl From<UsageError> for Failed {
     }
 }
 
-fn run(o: &Opts) -> Result<DescribeReport, Failed> {
+fn run(o: &DescribeArgs) -> Result<DescribeReport, Failed> {
     let started = Instant::now();
     let group = o.share_group.clone().unwrap_or_default();
-    let config = super::client_config(o)?;
+    let config = super::client_config(&o.connection)?;
     let timeout = config.connection.request_timeout;
     let mut cluster = Cluster::connect(config).map_err(UsageError::from)?;
     let offsets = cluster

@@ -10,7 +10,14 @@
 //! wire; [`ledger`] the loss / duplicate / gap accounting; [`txn`] the transactions of
 //! `--transactional-id` (the gate the generators send through, the committer, the books);
 //! [`report`] what is printed; [`copy`] `kpipe copy`, topic to topic, at least once or
-//! exactly once; [`describe`] `kpipe describe --share-group`, a share group's offsets.
+//! exactly once; [`describe`] `kpipe describe --share-group`, a share group's offsets;
+//! [`metrics`] the `/metrics` endpoint of `--metrics-addr`.
+//!
+//! The flags come in groups ([`Connection`], [`Topic`], [`Creation`], [`Group`],
+//! [`Reading`], [`Producing`], [`Transactional`], [`Generating`], [`Warmup`], [`Control`]),
+//! each a `#[derive(Args)]` struct; a subcommand flattens the groups it uses, so that it
+//! takes, and its `--help` lists, only its own flags. `kpipe` with no subcommand is `kpipe
+//! run`: run's flags are flattened at the top as well.
 //!
 //! [`Producer`]: kpipe::Producer
 //! [`Shutdown`]: kpipe::shutdown::Shutdown
@@ -19,6 +26,7 @@ mod copy;
 mod describe;
 mod event;
 mod ledger;
+mod metrics;
 mod report;
 mod run;
 mod txn;
@@ -37,7 +45,8 @@ const EXIT_CODES: &str = "Exit codes:
   1  a failure after the start: events failed or missing, a transaction aborted or unable
      to go on (fenced), a file that cannot be written
   2  bad input, found before anything ran: a flag or --config, a broker unreachable at the
-     start, a missing topic that kpipe may not create, a share group that does not exist";
+     start, a missing topic that kpipe may not create, a share group that does not exist,
+     a --metrics-addr that cannot be bound";
 
 /// The largest --payload-bytes: an event must fit the producer's 1 MiB request limit.
 const MAX_PAYLOAD_BYTES: usize = 1_000_000;
@@ -54,213 +63,385 @@ const DEFAULT_GROUP: &str = "analytics-service-group";
     version,
     about,
     after_help = EXIT_CODES,
-    args_conflicts_with_subcommands = false
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     /// What to run (default: run).
     #[command(subcommand)]
-    pub mode: Option<Mode>,
-    /// Settings shared by every mode.
+    pub command: Option<Command>,
+    /// The flags of `run`, for `kpipe` with no subcommand.
     #[command(flatten)]
-    pub opts: Opts,
+    pub run: RunArgs,
 }
 
-/// The modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
-pub enum Mode {
+/// The subcommands, each with its own flags.
+#[derive(Debug, Subcommand)]
+pub enum Command {
     /// Produce telemetry events and consume them back, checking each (the default).
-    Run,
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
     /// Only produce telemetry events.
-    Produce,
-    /// Only consume, in the consumer group.
-    Consume,
+    #[command(after_help = EXIT_CODES)]
+    Produce(ProduceArgs),
+    /// Only consume, in the consumer group (or the share group --share-group).
+    #[command(after_help = EXIT_CODES)]
+    Consume(ConsumeArgs),
     /// Copy --input-topic to --output-topic in the consumer group --group: at least once,
     /// or exactly once with --transactional-id.
-    Copy,
+    #[command(after_help = EXIT_CODES)]
+    Copy(CopyArgs),
     /// Describe the share group --share-group: its start offset, leader epoch and lag in
     /// each partition, as kafka-share-groups.sh --describe --offsets prints them.
-    Describe,
+    #[command(after_help = EXIT_CODES)]
+    Describe(DescribeArgs),
 }
 
-/// Every flag, with its default.
+/// What a run does, for the code shared by run, produce and consume (and the report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `kpipe run`.
+    Run,
+    /// `kpipe produce`.
+    Produce,
+    /// `kpipe consume`.
+    Consume,
+}
+
+/// `kpipe run`: produce and consume back.
 #[derive(Debug, Clone, Args)]
-pub struct Opts {
+pub struct RunArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(flatten)]
+    pub topic: Topic,
+    #[command(flatten)]
+    pub creation: Creation,
+    #[command(flatten)]
+    pub generating: Generating,
+    #[command(flatten)]
+    pub producing: Producing,
+    #[command(flatten)]
+    pub transactions: Transactional,
+    #[command(flatten)]
+    pub group: Group,
+    #[command(flatten)]
+    pub reading: Reading,
+    #[command(flatten)]
+    pub warmup: Warmup,
+    #[command(flatten)]
+    pub control: Control,
+}
+
+/// `kpipe produce`.
+#[derive(Debug, Clone, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(flatten)]
+    pub topic: Topic,
+    #[command(flatten)]
+    pub creation: Creation,
+    #[command(flatten)]
+    pub generating: Generating,
+    #[command(flatten)]
+    pub producing: Producing,
+    #[command(flatten)]
+    pub transactions: Transactional,
+    #[command(flatten)]
+    pub warmup: Warmup,
+    #[command(flatten)]
+    pub control: Control,
+}
+
+/// `kpipe consume`.
+#[derive(Debug, Clone, Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(flatten)]
+    pub topic: Topic,
+    #[command(flatten)]
+    pub group: Group,
+    #[command(flatten)]
+    pub reading: Reading,
+    #[command(flatten)]
+    pub warmup: Warmup,
+    #[command(flatten)]
+    pub control: Control,
+}
+
+/// `kpipe copy`.
+#[derive(Debug, Clone, Args)]
+pub struct CopyArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The topic to read.
+    #[arg(long, value_name = "TOPIC")]
+    pub input_topic: Option<String>,
+    /// The topic to write (created with the input's partition count and replication
+    /// factor when missing, unless --no-create-topic).
+    #[arg(long, value_name = "TOPIC")]
+    pub output_topic: Option<String>,
+    /// Do not create the output topic when it is missing (a missing topic is then an error).
+    #[arg(long)]
+    pub no_create_topic: bool,
+    /// Records per second per consumer; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    #[command(flatten)]
+    pub group: Group,
+    #[command(flatten)]
+    pub producing: Producing,
+    #[command(flatten)]
+    pub transactions: Transactional,
+    #[command(flatten)]
+    pub control: Control,
+}
+
+/// `kpipe describe`.
+#[derive(Debug, Clone, Args)]
+pub struct DescribeArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The share group to describe (KIP-932, Kafka 4.2+).
+    #[arg(long, value_name = "NAME")]
+    pub share_group: Option<String>,
+    /// Write what was found as one JSON object to this file.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+}
+
+/// Where the brokers are and how to reach them: every subcommand.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection")]
+pub struct Connection {
     /// Bootstrap brokers, host:port, comma-separated [default: bootstrap.servers of
     /// --config, else localhost:9092].
-    #[arg(long, global = true, env = "KPIPE_BROKERS")]
+    #[arg(long, env = "KPIPE_BROKERS")]
     pub brokers: Option<String>,
     /// A Java client properties file (bootstrap.servers, security.protocol, sasl.mechanism,
     /// sasl.jaas.config, ssl.* with PEM stores, client.id), as the Java tools take with
     /// --command-config. Flags given as well override it.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: that of
     /// --config, else PLAINTEXT].
-    #[arg(long, global = true, value_name = "PROTOCOL")]
+    #[arg(long, value_name = "PROTOCOL")]
     pub security_protocol: Option<client::SecurityProtocol>,
     /// SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.
-    #[arg(long, global = true, value_name = "MECHANISM")]
+    #[arg(long, value_name = "MECHANISM")]
     pub sasl_mechanism: Option<client::SaslMechanism>,
     /// SASL user (PLAIN, SCRAM). The password is read from the environment variable
     /// KPIPE_SASL_PASSWORD or from --sasl-password-file, never from a flag (flags show in ps).
-    #[arg(long, global = true, value_name = "USER")]
+    #[arg(long, value_name = "USER")]
     pub sasl_username: Option<String>,
     /// A file holding the SASL password (its first line).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub sasl_password_file: Option<PathBuf>,
     /// OAUTHBEARER: a file holding the token, read again at every (re)authentication. The
     /// token may also come from the environment variable KPIPE_SASL_TOKEN.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub sasl_token_file: Option<PathBuf>,
     /// TLS: the CA certificate(s) to trust, PEM [default: the system's roots].
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
     /// Mutual TLS: the client certificate chain, PEM.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// Mutual TLS: the client certificate's private key, PEM (unencrypted).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// TLS: how the broker's certificate is checked: full (chain and host name),
     /// no-hostname, or off (accept anything; for experiments only) [default: full, or
     /// as --config says].
-    #[arg(long, global = true, value_name = "CHECK")]
+    #[arg(long, value_name = "CHECK")]
     pub tls_verify: Option<TlsVerifyArg>,
+    /// Bound on connecting to the brokers, e.g. 5s.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// The topic of run, produce and consume.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Topic")]
+pub struct Topic {
     /// Topic to produce to and consume from.
-    #[arg(long, global = true, default_value = "telemetry-events")]
+    #[arg(long, default_value = "telemetry-events")]
     pub topic: String,
+}
+
+/// How run and produce create the topic when it is missing.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Topic")]
+pub struct Creation {
     /// Partitions of the topic when kpipe creates it.
-    #[arg(long, global = true, default_value_t = 6)]
+    #[arg(long, default_value_t = 6)]
     pub partitions: i32,
     /// Replication factor of the topic when kpipe creates it.
-    #[arg(long, global = true, default_value_t = 1)]
+    #[arg(long, default_value_t = 1)]
     pub replication: i16,
     /// Do not create the topic when it is missing (a missing topic is then an error).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub no_create_topic: bool,
+}
+
+/// The consumer group and its members: run, consume and copy.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Consumer group")]
+pub struct Group {
     /// Consumer group (copy needs it given) [default: analytics-service-group].
-    #[arg(long, global = true, value_name = "GROUP")]
+    #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
-    /// Share group (KIP-932, Kafka 4.2+): consume and run read in this share group instead
-    /// of the consumer group --group, so the --consumers threads all get records whatever
-    /// the partition count, each record acknowledged on its own; describe reports on it.
-    #[arg(long, global = true, value_name = "NAME")]
+    /// Consumer threads (members of the group).
+    #[arg(long, default_value_t = 2)]
+    pub consumers: usize,
+    /// Classic group protocol: a member that sends no heartbeat for this long is dropped
+    /// from the group and its partitions move (the broker allows 6s to 30m by default).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+    /// Group protocol: classic (JoinGroup/SyncGroup, the default) or consumer (KIP-848,
+    /// Kafka 4.0+: the coordinator assigns, and only moved partitions stop).
+    #[arg(long, value_enum, default_value = "classic")]
+    pub group_protocol: GroupProtocolArg,
+    /// Assignor of the classic protocol: range, roundrobin, or cooperative-sticky (members
+    /// keep what they own through a rebalance).
+    #[arg(long, value_enum, default_value = "range")]
+    pub assignor: AssignorArg,
+    /// Static membership: consumer thread i joins as ID-i, and gets its partitions back
+    /// without a rebalance when restarted within the session timeout.
+    #[arg(long, value_name = "ID")]
+    pub group_instance_id: Option<String>,
+    /// What consumers read of transactions: read_committed (only committed transactions'
+    /// records, up to the last stable offset) or read_uncommitted (everything, aborted
+    /// transactions included) [default: isolation.level of --config, else read_committed].
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub isolation_level: Option<IsolationArg>,
+}
+
+/// What run and consume do with what they read: a share group instead of the consumer
+/// group, and simulated work.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Consumer group")]
+pub struct Reading {
+    /// Share group (KIP-932, Kafka 4.2+): read in this share group instead of the consumer
+    /// group --group, so the --consumers threads all get records whatever the partition
+    /// count, each record acknowledged on its own.
+    #[arg(long, value_name = "NAME")]
     pub share_group: Option<String>,
     /// With --share-group: where the share group starts reading a partition it has no state
     /// for yet, set on the group (its share.auto.offset.reset config): earliest or latest.
     /// A new share group otherwise starts at the latest record (Kafka's default), so it
     /// sees nothing written before it [default: earliest for consume, as consume reads a
     /// consumer group from the earliest record; for run, the group's own setting].
-    #[arg(long, global = true, value_enum, value_name = "WHERE")]
+    #[arg(long, value_enum, value_name = "WHERE")]
     pub share_auto_offset_reset: Option<ResetArg>,
-    /// consume, run: simulated handler time per record, e.g. 2ms (each consumer thread
-    /// sleeps this long on every record), to see how a consumer group and a share group
-    /// spread slow work over --consumers threads.
-    #[arg(long, global = true, default_value = "0s", value_parser = parse_duration)]
+    /// Simulated handler time per record, e.g. 2ms (each consumer thread sleeps this long
+    /// on every record), to see how a consumer group and a share group spread slow work
+    /// over --consumers threads.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub work: Duration,
-    /// copy: the topic to read.
-    #[arg(long, global = true, value_name = "TOPIC")]
-    pub input_topic: Option<String>,
-    /// copy: the topic to write (created with the input's partition count and replication
-    /// factor when missing, unless --no-create-topic).
-    #[arg(long, global = true, value_name = "TOPIC")]
-    pub output_topic: Option<String>,
-    /// Classic group protocol: a member that sends no heartbeat for this long is dropped
-    /// from the group and its partitions move (the broker allows 6s to 30m by default).
-    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
-    pub session_timeout: Duration,
-    /// Group protocol: classic (JoinGroup/SyncGroup, the default) or consumer (KIP-848,
-    /// Kafka 4.0+: the coordinator assigns, and only moved partitions stop).
-    #[arg(long, global = true, value_enum, default_value = "classic")]
-    pub group_protocol: GroupProtocolArg,
-    /// Assignor of the classic protocol: range, roundrobin, or cooperative-sticky (members
-    /// keep what they own through a rebalance).
-    #[arg(long, global = true, value_enum, default_value = "range")]
-    pub assignor: AssignorArg,
-    /// Static membership: consumer thread i joins as ID-i, and gets its partitions back
-    /// without a rebalance when restarted within the session timeout.
-    #[arg(long, global = true, value_name = "ID")]
-    pub group_instance_id: Option<String>,
-    /// What consumers read of transactions: read_committed (only committed transactions'
-    /// records, up to the last stable offset) or read_uncommitted (everything, aborted
-    /// transactions included) [default: isolation.level of --config, else read_committed].
-    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
-    pub isolation_level: Option<IsolationArg>,
-    /// Producer threads.
-    #[arg(long, global = true, default_value_t = 4)]
-    pub threads: usize,
-    /// Consumer threads (members of the group).
-    #[arg(long, global = true, default_value_t = 2)]
-    pub consumers: usize,
+}
+
+/// The producer's settings: run, produce and copy.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Producer")]
+pub struct Producing {
+    /// Acks: 0, 1 or all.
+    #[arg(long, default_value = "all")]
+    pub acks: Acks,
+    /// Compression: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: Compression,
+    /// Idempotent writes (each event written once, in order, whatever the retries): on or
+    /// off. Default: on with --acks all, else off.
+    #[arg(long, value_enum)]
+    pub idempotence: Option<OnOff>,
+    /// How long a batch waits for more events, e.g. 5ms.
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    pub linger: Duration,
+    /// A partition's batch is sent once this many bytes are queued.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub batch_bytes: usize,
+    /// Partition choice for unkeyed records: least-bytes, round-robin, hash (keyed events always hash).
+    #[arg(long, default_value = "least-bytes")]
+    pub balancer: String,
+}
+
+/// Transactions: run, produce and copy.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Producer")]
+pub struct Transactional {
     /// Send the events in transactions under this transactional id (produce, run): one is
     /// committed every --transaction-interval, and `acked` counts the events of committed
     /// transactions. A restart with the same id aborts what the last process left open.
     /// Needs --acks all (a transactional producer is idempotent). copy: copy exactly once,
     /// consumer i writing as ID-i; the id names one copier instance (a restart under it
     /// fences what its predecessor left open; copiers running at once take different ids).
-    #[arg(long, global = true, value_name = "ID")]
+    #[arg(long, value_name = "ID")]
     pub transactional_id: Option<String>,
     /// With --transactional-id: how often the open transaction is committed (and the next
     /// begun), e.g. 100ms. Shorter means less for read_committed consumers to wait for,
     /// longer means fewer commits.
-    #[arg(long, global = true, default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub transaction_interval: Duration,
     /// With --transactional-id: the coordinator aborts a transaction left open this long
     /// (Java's transaction.timeout.ms; the broker caps it at transaction.max.timeout.ms).
-    #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub transaction_timeout: Duration,
-    /// Events per second per producer thread (copy: records per second per consumer);
-    /// 0 = as fast as possible.
-    #[arg(long, global = true, default_value_t = 0)]
+}
+
+/// The event generators: run and produce.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Events")]
+pub struct Generating {
+    /// Producer threads.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Events per second per producer thread; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Distinct devices (record keys).
-    #[arg(long, global = true, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000)]
     pub devices: u32,
     /// Pad each event to at least this many bytes.
-    #[arg(long, global = true, default_value_t = 0)]
+    #[arg(long, default_value_t = 0)]
     pub payload_bytes: usize,
-    /// Acks: 0, 1 or all.
-    #[arg(long, global = true, default_value = "all")]
-    pub acks: Acks,
-    /// Compression: none, gzip, snappy, lz4, zstd.
-    #[arg(long, global = true, default_value = "none")]
-    pub compression: Compression,
-    /// Idempotent writes (each event written once, in order, whatever the retries): on or
-    /// off. Default: on with --acks all, else off.
-    #[arg(long, global = true, value_enum)]
-    pub idempotence: Option<OnOff>,
-    /// How long a batch waits for more events, e.g. 5ms.
-    #[arg(long, global = true, default_value = "5ms", value_parser = parse_duration)]
-    pub linger: Duration,
-    /// A partition's batch is sent once this many bytes are queued.
-    #[arg(long, global = true, default_value_t = 16 * 1024)]
-    pub batch_bytes: usize,
-    /// Partition choice for unkeyed records: least-bytes, round-robin, hash (keyed events always hash).
-    #[arg(long, global = true, default_value = "least-bytes")]
-    pub balancer: String,
+}
+
+/// The latency figures of run, produce and consume.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Events")]
+pub struct Warmup {
+    /// Leave events sent in the first DURATION of the run (start-up, the group join) out of
+    /// the latency figures, e.g. 3s. Every event still counts for loss and duplicates.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+}
+
+/// When a run stops, and what it writes: run, produce, consume and copy.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Run control and output")]
+pub struct Control {
     /// Stop after this long, e.g. 30s; without it (and --count) run until Ctrl-C.
-    #[arg(long, global = true, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Stop after N events produced (run, produce), N records consumed (consume), or at
     /// least N records copied (copy: the poll in hand is finished).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub count: Option<u64>,
     /// Bound on the drain after stopping, e.g. 30s.
-    #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// Leave events sent in the first DURATION of the run (start-up, the group join) out of
-    /// the latency figures, e.g. 3s. Every event still counts for loss and duplicates.
-    #[arg(long, global = true, default_value = "0s", value_parser = parse_duration)]
-    pub warmup: Duration,
-    /// Bound on connecting to the brokers, e.g. 5s.
-    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
     /// Write one JSON stats snapshot per second to this file (JSON lines).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub stats_json: Option<PathBuf>,
     /// Write the final summary as one JSON object to this file.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub summary_json: Option<PathBuf>,
+    /// Serve the producer and consumer statistics at http://ADDR/metrics in the Prometheus
+    /// text format while the run lasts, e.g. 127.0.0.1:9464 (see README, "Metrics").
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 /// `--share-auto-offset-reset`.
@@ -327,27 +508,26 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; write durations like 5ms, 2s or 1m"))
 }
 
-impl Opts {
-    /// The consumer group: --group, else the default of run and consume.
-    pub fn group_name(&self) -> &str {
-        self.group.as_deref().unwrap_or(DEFAULT_GROUP)
-    }
-}
-
 /// A user error: exit code 2, one line naming the problem and the fix.
 #[derive(Debug)]
 pub struct UsageError(pub String);
 
+type Checked = Result<(), UsageError>;
+
+fn bad(m: impl Into<String>) -> Checked {
+    Err(UsageError(m.into()))
+}
+
 /// Run the command; returns the process exit code (see [`EXIT_CODES`]).
 pub fn main(cli: Cli) -> u8 {
-    let mode = cli.mode.unwrap_or(Mode::Run);
-    if mode == Mode::Copy {
-        return copy::main(&cli.opts);
-    }
-    if mode == Mode::Describe {
-        return describe::main(&cli.opts);
-    }
-    let report = match validate(mode, &cli.opts).and_then(|()| run::run(mode, &cli.opts)) {
+    let (mode, job) = match cli.command.unwrap_or(Command::Run(cli.run)) {
+        Command::Copy(a) => return copy::main(&a),
+        Command::Describe(a) => return describe::main(&a),
+        Command::Run(a) => (Mode::Run, run::Job::run(a)),
+        Command::Produce(a) => (Mode::Produce, run::Job::produce(a)),
+        Command::Consume(a) => (Mode::Consume, run::Job::consume(a)),
+    };
+    let report = match job.validate().and_then(|()| run::run(mode, &job)) {
         Ok(report) => report,
         Err(UsageError(msg)) => {
             eprintln!("kpipe: {msg}");
@@ -358,7 +538,7 @@ pub fn main(cli: Cli) -> u8 {
         && report.failed == 0
         && report.transactions_aborted == 0
         && report.transaction_error.is_none();
-    if let Some(path) = &cli.opts.summary_json {
+    if let Some(path) = &job.control.summary_json {
         if let Err(e) = report::write_json(path, &report) {
             eprintln!("kpipe: cannot write {}: {e}", path.display());
             return 1;
@@ -372,124 +552,159 @@ pub fn main(cli: Cli) -> u8 {
     }
 }
 
-/// Refuse flags out of range, naming the flag and what it takes.
-fn validate(mode: Mode, o: &Opts) -> Result<(), UsageError> {
-    let bad = |m: String| Err(UsageError(m));
-    let produces = matches!(mode, Mode::Run | Mode::Produce);
-    if mode != Mode::Copy && (o.input_topic.is_some() || o.output_topic.is_some()) {
-        return bad(
-            "--input-topic and --output-topic are for copy (run, produce and consume take --topic)"
-                .into(),
-        );
+// Each group of flags checks its own values, naming the flag and what it takes.
+
+impl Creation {
+    fn validate(&self) -> Checked {
+        if self.partitions < 1 || self.replication < 1 {
+            return bad("--partitions and --replication must be at least 1");
+        }
+        Ok(())
     }
-    if mode == Mode::Copy {
-        let (Some(input), Some(output)) = (&o.input_topic, &o.output_topic) else {
-            return bad("copy needs --input-topic IN and --output-topic OUT".into());
+}
+
+impl Group {
+    /// The consumer group: --group, else the default of run and consume.
+    pub fn name(&self) -> &str {
+        self.group.as_deref().unwrap_or(DEFAULT_GROUP)
+    }
+
+    fn validate(&self) -> Checked {
+        if self.session_timeout < Duration::from_secs(1) {
+            return bad("--session-timeout must be at least 1s");
+        }
+        if self.consumers == 0 {
+            return bad("--consumers must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl Reading {
+    fn validate(&self, group: &Group) -> Checked {
+        if self.share_group.as_deref() == Some("") {
+            return bad("--share-group must not be empty");
+        }
+        if self.share_group.is_some() && group.group.is_some() {
+            return bad("--group and --share-group name two kinds of group to read in; give one");
+        }
+        if self.share_auto_offset_reset.is_some() && self.share_group.is_none() {
+            return bad("--share-auto-offset-reset sets where a share group starts: it needs --share-group (a consumer group's start is earliest for consume, latest for run)");
+        }
+        Ok(())
+    }
+}
+
+impl Producing {
+    fn validate(&self) -> Checked {
+        if self.batch_bytes == 0 || self.batch_bytes > MAX_BATCH_BYTES {
+            return bad(format!(
+                "--batch-bytes {} is out of range: 1 to {MAX_BATCH_BYTES} (a batch must fit a 1 MiB request)",
+                self.batch_bytes
+            ));
+        }
+        if let Err(e) = self.balancer.parse::<Balancer>() {
+            return bad(format!("--balancer: {e}"));
+        }
+        Ok(())
+    }
+}
+
+impl Transactional {
+    fn validate(&self, producing: &Producing) -> Checked {
+        let Some(id) = &self.transactional_id else {
+            return Ok(());
+        };
+        if id.is_empty() {
+            return bad("--transactional-id must not be empty");
+        }
+        if producing.acks != Acks::All || producing.idempotence == Some(OnOff::Off) {
+            return bad("--transactional-id needs --acks all and idempotence (a transactional producer is idempotent): drop --acks and --idempotence off");
+        }
+        if self.transaction_timeout < Duration::from_secs(1) {
+            return bad("--transaction-timeout must be at least 1s");
+        }
+        if self.transaction_interval.is_zero()
+            || self.transaction_interval >= self.transaction_timeout
+        {
+            return bad(format!(
+                "--transaction-interval must be above 0 and below the transaction timeout, {:?} (--transaction-timeout: the coordinator aborts a transaction open longer)",
+                self.transaction_timeout
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Generating {
+    fn validate(&self) -> Checked {
+        if self.threads == 0 {
+            return bad("--threads must be at least 1 (producer threads)");
+        }
+        if self.devices == 0 || self.devices > run::MAX_DEVICES {
+            return bad(format!("--devices must be 1 to {}", run::MAX_DEVICES));
+        }
+        if (self.devices as usize) < self.threads {
+            return bad(format!(
+                "--devices {} is fewer than --threads {}: each producer thread sends for devices of its own; give at least as many devices as threads",
+                self.devices, self.threads
+            ));
+        }
+        if self.payload_bytes > MAX_PAYLOAD_BYTES {
+            return bad(format!(
+                "--payload-bytes {} is above {MAX_PAYLOAD_BYTES}: an event must fit one 1 MiB produce request",
+                self.payload_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Control {
+    fn validate(&self) -> Checked {
+        if self.count == Some(0) {
+            return bad("--count must be at least 1");
+        }
+        if self.duration == Some(Duration::ZERO) {
+            return bad("--duration must be above 0 (leave it out to run until Ctrl-C)");
+        }
+        Ok(())
+    }
+}
+
+impl CopyArgs {
+    fn validate(&self) -> Checked {
+        let (Some(input), Some(output)) = (&self.input_topic, &self.output_topic) else {
+            return bad("copy needs --input-topic IN and --output-topic OUT");
         };
         if input.is_empty() || output.is_empty() || input == output {
             return bad(format!(
                 "copy needs two different topics: --input-topic {input:?} --output-topic {output:?}"
             ));
         }
-        if o.group.as_deref().is_none_or(str::is_empty) {
-            return bad("copy needs --group GROUP: the copier's consumer group, where its progress is committed".into());
+        if self.group.group.as_deref().is_none_or(str::is_empty) {
+            return bad("copy needs --group GROUP: the copier's consumer group, where its progress is committed");
         }
-        if o.consumers == 0 {
-            return bad("--consumers must be at least 1".into());
-        }
+        self.group.validate()?;
+        self.producing.validate()?;
+        self.transactions.validate(&self.producing)?;
+        self.control.validate()
     }
-    match (&o.share_group, mode) {
-        (None, Mode::Describe) => {
-            return bad("describe needs --share-group NAME: the share group to describe".into())
-        }
-        (Some(g), Mode::Describe) if g.is_empty() => {
-            return bad("--share-group must not be empty".into())
-        }
-        (Some(g), _) if g.is_empty() => return bad("--share-group must not be empty".into()),
-        (Some(_), Mode::Describe | Mode::Consume | Mode::Run) | (None, _) => {}
-        (Some(_), _) => {
-            return bad("--share-group is for consume, run and describe (produce writes no group; copy reads in the consumer group --group)".into())
+}
+
+impl DescribeArgs {
+    fn validate(&self) -> Checked {
+        match self.share_group.as_deref() {
+            None => bad("describe needs --share-group NAME: the share group to describe"),
+            Some("") => bad("--share-group must not be empty"),
+            Some(_) => Ok(()),
         }
     }
-    if o.share_group.is_some() && o.group.is_some() && mode != Mode::Describe {
-        return bad(
-            "--group and --share-group name two kinds of group to read in; give one".into(),
-        );
-    }
-    if o.share_auto_offset_reset.is_some() && o.share_group.is_none() {
-        return bad("--share-auto-offset-reset sets where a share group starts: it needs --share-group (a consumer group's start is earliest for consume, latest for run)".into());
-    }
-    if !o.work.is_zero() && !matches!(mode, Mode::Consume | Mode::Run) {
-        return bad("--work is a consumer's time per record: it is for consume and run".into());
-    }
-    if o.session_timeout < Duration::from_secs(1) {
-        return bad("--session-timeout must be at least 1s".into());
-    }
-    if produces && o.threads == 0 {
-        return bad("--threads must be at least 1 (producer threads)".into());
-    }
-    if matches!(mode, Mode::Run | Mode::Consume) && o.consumers == 0 {
-        return bad("--consumers must be at least 1".into());
-    }
-    if o.devices == 0 || o.devices > run::MAX_DEVICES {
-        return bad(format!("--devices must be 1 to {}", run::MAX_DEVICES));
-    }
-    if produces && (o.devices as usize) < o.threads {
-        return bad(format!(
-            "--devices {} is fewer than --threads {}: each producer thread sends for devices of its own; give at least as many devices as threads",
-            o.devices, o.threads
-        ));
-    }
-    if o.partitions < 1 || o.replication < 1 {
-        return bad("--partitions and --replication must be at least 1".into());
-    }
-    if o.count == Some(0) {
-        return bad("--count must be at least 1".into());
-    }
-    if o.duration == Some(Duration::ZERO) {
-        return bad("--duration must be above 0 (leave it out to run until Ctrl-C)".into());
-    }
-    if o.payload_bytes > MAX_PAYLOAD_BYTES {
-        return bad(format!(
-            "--payload-bytes {} is above {MAX_PAYLOAD_BYTES}: an event must fit one 1 MiB produce request",
-            o.payload_bytes
-        ));
-    }
-    if o.batch_bytes == 0 || o.batch_bytes > MAX_BATCH_BYTES {
-        return bad(format!(
-            "--batch-bytes {} is out of range: 1 to {MAX_BATCH_BYTES} (a batch must fit a 1 MiB request)",
-            o.batch_bytes
-        ));
-    }
-    if let Some(id) = &o.transactional_id {
-        if !produces && mode != Mode::Copy {
-            return bad("--transactional-id is for produce, run and copy (consume reads transactions as --isolation-level says)".into());
-        }
-        if id.is_empty() {
-            return bad("--transactional-id must not be empty".into());
-        }
-        if o.acks != Acks::All || o.idempotence == Some(OnOff::Off) {
-            return bad("--transactional-id needs --acks all and idempotence (a transactional producer is idempotent): drop --acks and --idempotence off".into());
-        }
-        if o.transaction_timeout < Duration::from_secs(1) {
-            return bad("--transaction-timeout must be at least 1s".into());
-        }
-        if o.transaction_interval.is_zero() || o.transaction_interval >= o.transaction_timeout {
-            return bad(format!(
-                "--transaction-interval must be above 0 and below the transaction timeout, {:?} (--transaction-timeout: the coordinator aborts a transaction open longer)",
-                o.transaction_timeout
-            ));
-        }
-    }
-    if let Err(e) = o.balancer.parse::<Balancer>() {
-        return bad(format!("--balancer: {e}"));
-    }
-    Ok(())
 }
 
 /// The client config from --config, then the flags over it, then secrets from the
 /// environment or files; validated.
-fn client_config(o: &Opts) -> Result<client::ClientConfig, UsageError> {
+fn client_config(o: &Connection) -> Result<client::ClientConfig, UsageError> {
     let bad = |m: String| UsageError(m);
     let mut c = match &o.config {
         Some(path) => {
@@ -558,7 +773,7 @@ fn client_config(o: &Opts) -> Result<client::ClientConfig, UsageError> {
 /// SASL credentials from the flags, the environment and secret files, filling in from
 /// `from_file` (the --config file's) what the flags leave out.
 fn sasl_from_flags(
-    o: &Opts,
+    o: &Connection,
     mechanism: client::SaslMechanism,
     from_file: Option<client::Sasl>,
 ) -> Result<client::Sasl, UsageError> {

@@ -9,15 +9,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 
 use kpipe::client::{self, Cluster, NewTopic};
-use kpipe::consumer::{self, ConsumerConfig, ConsumerPool, OffsetReset, OnHandlerError};
-use kpipe::producer::{self, OnDelivery, Producer, ProducerConfig, ProducerRecord, SendError};
+use kpipe::consumer::{
+    self, ConsumerConfig, ConsumerPool, ConsumerStats, OffsetReset, OnHandlerError,
+};
+use kpipe::metrics::Prometheus;
+use kpipe::producer::{
+    self, OnDelivery, Producer, ProducerConfig, ProducerRecord, ProducerStats, SendError,
+};
 use kpipe::shutdown::Shutdown;
 
 use super::event::{self, Event};
 use super::ledger::{Check, Ledger};
+use super::metrics::Endpoint;
 use super::report::{self, Latency, Output, Report, Snapshot};
 use super::txn::{Book, Committer, Devices, Gate, Transactions};
-use super::{AssignorArg, GroupProtocolArg, IsolationArg, Mode, OnOff, Opts, ResetArg, UsageError};
+use super::{
+    AssignorArg, Connection, ConsumeArgs, Control, Creation, Generating, Group, GroupProtocolArg,
+    IsolationArg, Mode, OnOff, ProduceArgs, Producing, Reading, ResetArg, RunArgs, Topic,
+    Transactional, UsageError,
+};
 
 // The command's memory budget. With every generator sending as fast as it can, the
 // producer's queues are always full and the consumers' fetches always answered in full, so
@@ -47,70 +57,214 @@ pub(super) fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// Distinct devices a consume run's ledger is sized for (consume sends nothing, and takes no
+/// --devices: the default of run and produce).
+const CONSUME_DEVICES: u32 = 1000;
+
+/// What run, produce and consume are given: the groups of flags each takes.
+pub struct Job {
+    pub connection: Connection,
+    pub topic: Topic,
+    /// How a missing topic is created; `None` for consume, which never creates it.
+    pub creation: Option<Creation>,
+    /// The producer side: run and produce.
+    pub sending: Option<Sending>,
+    /// The consumer side: run and consume.
+    pub receiving: Option<Receiving>,
+    /// --warmup.
+    pub warmup: Duration,
+    pub control: Control,
+}
+
+/// The producer side of a run: the generators, the producer and its transactions.
+pub struct Sending {
+    pub generating: Generating,
+    pub producing: Producing,
+    pub transactions: Transactional,
+}
+
+/// The consumer side of a run: the group and what is done with what is read.
+pub struct Receiving {
+    pub group: Group,
+    pub reading: Reading,
+}
+
+impl Job {
+    pub fn run(a: RunArgs) -> Job {
+        Job {
+            connection: a.connection,
+            topic: a.topic,
+            creation: Some(a.creation),
+            sending: Some(Sending {
+                generating: a.generating,
+                producing: a.producing,
+                transactions: a.transactions,
+            }),
+            receiving: Some(Receiving {
+                group: a.group,
+                reading: a.reading,
+            }),
+            warmup: a.warmup.warmup,
+            control: a.control,
+        }
+    }
+
+    pub fn produce(a: ProduceArgs) -> Job {
+        Job {
+            connection: a.connection,
+            topic: a.topic,
+            creation: Some(a.creation),
+            sending: Some(Sending {
+                generating: a.generating,
+                producing: a.producing,
+                transactions: a.transactions,
+            }),
+            receiving: None,
+            warmup: a.warmup.warmup,
+            control: a.control,
+        }
+    }
+
+    pub fn consume(a: ConsumeArgs) -> Job {
+        Job {
+            connection: a.connection,
+            topic: a.topic,
+            creation: None,
+            sending: None,
+            receiving: Some(Receiving {
+                group: a.group,
+                reading: a.reading,
+            }),
+            warmup: a.warmup.warmup,
+            control: a.control,
+        }
+    }
+
+    /// Refuse flags out of range, naming the flag and what it takes.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if let Some(r) = &self.receiving {
+            r.group.validate()?;
+            r.reading.validate(&r.group)?;
+        }
+        if let Some(c) = &self.creation {
+            c.validate()?;
+        }
+        if let Some(s) = &self.sending {
+            s.generating.validate()?;
+            s.producing.validate()?;
+            s.transactions.validate(&s.producing)?;
+        }
+        self.control.validate()
+    }
+
+    /// --share-group, on the consumer side.
+    fn share_group(&self) -> Option<&str> {
+        self.receiving.as_ref()?.reading.share_group.as_deref()
+    }
+}
+
 /// Run `mode` (run, produce or consume: copy has a module of its own) with the
-/// (validated) flags `o`.
-pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
+/// (validated) flags of `job`.
+pub fn run(mode: Mode, job: &Job) -> Result<Report, UsageError> {
+    let o = &job.control;
     // Set-up: configs, the signal handler, the topic.
-    let client = super::client_config(o)?;
+    let client = super::client_config(&job.connection)?;
+    // --metrics-addr: listening before anything runs, so that a taken port is bad input.
+    let metrics = o.metrics_addr.as_deref().map(Endpoint::start).transpose()?;
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.install_signal_handler() {
         log::warn!("cannot catch Ctrl-C/SIGTERM: {e}");
     }
-    let partitions = prepare_topic(mode, o, &client)?;
+    let partitions = prepare_topic(&job.topic.topic, job.creation.as_ref(), &client)?;
     let client_for_lag = client.clone();
     let run_id = now_us();
     let check = match mode {
         Mode::Run => Check::Both,
         Mode::Produce => Check::Acked,
-        Mode::Consume | Mode::Copy | Mode::Describe => Check::Seen,
+        Mode::Consume => Check::Seen,
     };
+    let devices = job
+        .sending
+        .as_ref()
+        .map_or(CONSUME_DEVICES, |s| s.generating.devices);
     let ledger = Arc::new(Ledger::new(
         run_id,
-        o.devices,
+        devices,
         check,
-        run_id + o.warmup.as_micros() as u64,
+        run_id + job.warmup.as_micros() as u64,
     ));
     let started = Instant::now();
 
     // Consumers first, so that they are in place before the first event.
-    let pool = match mode {
-        Mode::Run | Mode::Consume => Some(start_consumers(mode, o, &client, &ledger)?),
-        Mode::Produce | Mode::Copy | Mode::Describe => None,
+    let pool = match &job.receiving {
+        Some(r) => Some(start_consumers(mode, job, r, &client, &ledger)?),
+        None => None,
     };
     if let (Mode::Run, Some(pool)) = (mode, &pool) {
-        await_assignment(pool, partitions, &shutdown, o, &client_for_lag);
+        await_assignment(
+            pool,
+            partitions,
+            &shutdown,
+            &job.topic.topic,
+            job.share_group(),
+            &client_for_lag,
+        );
     }
-    let producer = match mode {
-        Mode::Run | Mode::Produce => Some(start_producer(o, client, &ledger)?),
-        Mode::Consume | Mode::Copy | Mode::Describe => None,
+    let producer = match &job.sending {
+        Some(s) => Some(start_producer(s, job, client, &ledger)?),
+        None => None,
     };
     // Each producer thread's devices (device d belongs to thread d % threads).
-    let devices: Vec<Arc<Devices>> = (0..o.threads)
-        .map(|t| {
-            Arc::new(Devices::new(
-                (t as u32..o.devices).step_by(o.threads).collect(),
-            ))
-        })
-        .collect();
+    let devices: Vec<Arc<Devices>> = match &job.sending {
+        Some(s) => {
+            let g = &s.generating;
+            (0..g.threads)
+                .map(|t| {
+                    Arc::new(Devices::new(
+                        (t as u32..g.devices).step_by(g.threads).collect(),
+                    ))
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
     // With --transactional-id: the first transaction begins before the first event.
-    let txn = match (&producer, &o.transactional_id) {
-        (Some(p), Some(_)) => Some(Transactions::start(
+    let transactional_id = job
+        .sending
+        .as_ref()
+        .and_then(|s| s.transactions.transactional_id.clone());
+    let txn = match (&producer, &job.sending) {
+        (Some(p), Some(s)) if transactional_id.is_some() => Some(Transactions::start(
             p,
             &devices,
             &ledger,
-            o.transaction_interval,
+            s.transactions.transaction_interval,
             o.drain_timeout,
             &shutdown,
         )?),
         _ => None,
     };
-    let generators = producer
-        .as_ref()
-        .map(|p| {
+    if let Some(m) = &metrics {
+        m.publish(exposition(
+            producer.as_ref().map(Producer::stats).as_ref(),
+            pool.as_ref().map(ConsumerPool::stats).as_ref(),
+        ));
+    }
+    let generators = match (&producer, &job.sending) {
+        (Some(p), Some(s)) => {
             let gate = txn.as_ref().map(|t| t.gate.clone());
-            Generators::start(o, p, &devices, gate, ledger.run(), &shutdown)
-        })
-        .unwrap_or_default();
+            Generators::start(
+                &s.generating,
+                o.count,
+                p,
+                &devices,
+                gate,
+                ledger.run(),
+                &shutdown,
+            )
+        }
+        _ => Generators::default(),
+    };
 
     let stopped_by = watch(
         mode,
@@ -122,7 +276,8 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
         txn.as_ref().map(|t| &*t.book),
         pool.as_ref(),
         &generators,
-        ShareLag::new(o, &client_for_lag),
+        ShareLag::new(job.share_group(), &client_for_lag),
+        metrics.as_ref(),
     );
     shutdown.trigger();
     generators.join();
@@ -136,8 +291,19 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
         stopped_by,
         ..Default::default()
     };
+    // For the last metrics: the producer's stats after its close.
+    let last_producer = producer.clone();
+    let mut last_pool = None;
     if let Some(p) = producer {
-        drain_producer(p, committer, book.as_deref(), o, &shutdown, &mut report);
+        drain_producer(
+            p,
+            committer,
+            book.as_deref(),
+            o.drain_timeout,
+            transactional_id,
+            &shutdown,
+            &mut report,
+        );
     }
     if let Some(pool) = pool {
         if mode == Mode::Run {
@@ -147,53 +313,77 @@ pub fn run(mode: Mode, o: &Opts) -> Result<Report, UsageError> {
                 thread::sleep(Duration::from_millis(20));
             }
         }
-        let summary_lag = pool.stats().lag();
+        let last = pool.stats();
+        let summary_lag = last.lag();
+        last_pool = Some(last);
         let summary = pool.close(o.drain_timeout).unwrap_or_else(|e| {
             // Only a member thread that died outside its handler: the ledger still counts
             // what was consumed, and any event missing fails the run.
             log::error!("closing the consumers: {e}");
             Default::default()
         });
-        report.lag = match ShareLag::new(o, &client_for_lag) {
+        report.lag = match ShareLag::new(job.share_group(), &client_for_lag) {
             Some(mut share) => share.get(),
             None => summary_lag,
         };
-        report.share_group = o.share_group.clone();
+        report.share_group = job.share_group().map(str::to_owned);
         report.acknowledged = summary.acknowledged;
         report.released = summary.released;
         report.rejected = summary.rejected;
         report.redelivered = summary.redelivered;
     }
+    if let Some(m) = &metrics {
+        let last = last_producer.as_ref().map(Producer::stats);
+        m.publish(exposition(last.as_ref(), last_pool.as_ref()));
+    }
     finish(&mut report, mode, &ledger, started);
     Ok(report)
 }
 
-/// Make sure the topic exists (creating it unless told not to, or in `consume` mode);
-/// returns its partition count.
-fn prepare_topic(mode: Mode, o: &Opts, client: &client::ClientConfig) -> Result<usize, UsageError> {
+/// The metrics text of the producer and the pool, those the run has.
+pub(super) fn exposition(producer: Option<&ProducerStats>, pool: Option<&ConsumerStats>) -> String {
+    let mut p = Prometheus::new();
+    if let Some(s) = producer {
+        p = p.producer(s);
+    }
+    if let Some(s) = pool {
+        p = p.consumer(s);
+    }
+    p.render()
+}
+
+/// Make sure the topic exists (creating it as `creation` says, unless told not to; consume
+/// has none and never creates it); returns its partition count.
+fn prepare_topic(
+    topic: &str,
+    creation: Option<&Creation>,
+    client: &client::ClientConfig,
+) -> Result<usize, UsageError> {
     let mut cluster = Cluster::connect(client.clone())?;
-    let create = (!o.no_create_topic && mode != Mode::Consume)
-        .then(|| NewTopic::new(&o.topic, o.partitions, o.replication));
-    match cluster.ensure_topic(&o.topic, create.as_ref()) {
+    let create = creation
+        .filter(|c| !c.no_create_topic)
+        .map(|c| NewTopic::new(topic, c.partitions, c.replication));
+    match cluster.ensure_topic(topic, create.as_ref()) {
         Ok(()) => {}
         Err(client::Error::UnknownTopic { .. }) => {
             return Err(UsageError(format!(
-                "topic {:?} does not exist; create it (drop --no-create-topic, or run `kpipe produce` first)",
-                o.topic
+                "topic {topic:?} does not exist; create it (drop --no-create-topic, or run `kpipe produce` first)"
             )))
         }
-        Err(e) => return Err(UsageError(format!("topic {:?}: {e}", o.topic))),
+        Err(e) => return Err(UsageError(format!("topic {topic:?}: {e}"))),
     }
-    Ok(cluster.topic(&o.topic)?.partitions.len())
+    Ok(cluster.topic(topic)?.partitions.len())
 }
 
 fn start_consumers(
     mode: Mode,
-    o: &Opts,
+    job: &Job,
+    r: &Receiving,
     client: &client::ClientConfig,
     ledger: &Arc<Ledger>,
 ) -> Result<ConsumerPool, UsageError> {
-    let mut c = consumer_config(o, client, &o.topic)?;
+    let o = &r.reading;
+    let mut c = consumer_config(&job.connection, &r.group, client, &job.topic.topic)?;
     c.offset_reset = if mode == Mode::Consume {
         OffsetReset::Earliest
     } else {
@@ -237,13 +427,14 @@ pub(super) fn pool_error(e: consumer::Error) -> UsageError {
 
 /// The consumer settings of the flags (and of --config's consumer keys), reading `topic`.
 pub(super) fn consumer_config(
-    o: &Opts,
+    connection: &Connection,
+    o: &Group,
     client: &client::ClientConfig,
     topic: &str,
 ) -> Result<ConsumerConfig, UsageError> {
-    let group = o.group_name();
+    let group = o.name();
     let mut c = ConsumerConfig::new("localhost:9092", group, &[topic]);
-    if let Some(path) = &o.config {
+    if let Some(path) = &connection.config {
         // The consumer keys of --config (isolation.level); the flags below override.
         let text = std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("--config: cannot read {}: {e}", path.display())))?;
@@ -285,21 +476,19 @@ fn await_assignment(
     pool: &ConsumerPool,
     partitions: usize,
     shutdown: &Shutdown,
-    o: &Opts,
+    topic: &str,
+    share_group: Option<&str>,
     client: &client::ClientConfig,
 ) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut share = o
-        .share_group
-        .as_ref()
-        .map(|g| (g.clone(), Cluster::connect(client.clone()).ok()));
+    let mut share = share_group.map(|g| (g.to_owned(), Cluster::connect(client.clone()).ok()));
     let mut ready = || match &mut share {
         None => pool.stats().partitions.len() >= partitions,
         Some((group, Some(cluster))) => cluster
             .share_group_offsets(group, Duration::from_secs(2))
             .is_ok_and(|rows| {
                 rows.iter()
-                    .filter(|r| r.topic == o.topic && r.start_offset.is_some())
+                    .filter(|r| r.topic == topic && r.start_offset.is_some())
                     .count()
                     >= partitions
             }),
@@ -325,8 +514,8 @@ pub(super) struct ShareLag {
 
 impl ShareLag {
     /// For --share-group, else `None`.
-    fn new(o: &Opts, client: &client::ClientConfig) -> Option<ShareLag> {
-        let group = o.share_group.clone()?;
+    fn new(share_group: Option<&str>, client: &client::ClientConfig) -> Option<ShareLag> {
+        let group = share_group?.to_owned();
         Some(ShareLag {
             cluster: None,
             client: client.clone(),
@@ -369,12 +558,19 @@ const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 pub const MAX_DEVICES: u32 = 1 << (64 - SEQ_BITS);
 
 fn start_producer(
-    o: &Opts,
+    s: &Sending,
+    job: &Job,
     client: client::ClientConfig,
     ledger: &Arc<Ledger>,
 ) -> Result<Producer, UsageError> {
-    let mut c = producer_config(o, client, &o.topic);
-    if o.transactional_id.is_some() {
+    let mut c = producer_config(
+        &s.producing,
+        &s.transactions,
+        job.control.drain_timeout,
+        client,
+        &job.topic.topic,
+    );
+    if s.transactions.transactional_id.is_some() {
         // A transaction's events are accounted when it ends (txn.rs): no handler.
         return new_producer(c);
     }
@@ -392,9 +588,11 @@ fn start_producer(
 }
 
 /// The producer settings of the flags, writing to `topic` (with --transactional-id, under
-/// that id).
+/// that id), closing within `drain_timeout`.
 pub(super) fn producer_config(
-    o: &Opts,
+    o: &Producing,
+    t: &Transactional,
+    drain_timeout: Duration,
     client: client::ClientConfig,
     topic: &str,
 ) -> ProducerConfig {
@@ -406,11 +604,11 @@ pub(super) fn producer_config(
     c.linger = o.linger;
     c.batch_bytes = o.batch_bytes;
     c.balancer = o.balancer.parse().expect("validated");
-    c.close_timeout = o.drain_timeout;
+    c.close_timeout = drain_timeout;
     c.queue_capacity = QUEUE_RECORDS;
     c.buffer_bytes = BUFFER_BYTES;
-    c.transactional_id = o.transactional_id.clone();
-    c.transaction_timeout = o.transaction_timeout;
+    c.transactional_id = t.transactional_id.clone();
+    c.transaction_timeout = t.transaction_timeout;
     c
 }
 
@@ -432,7 +630,8 @@ struct Generators {
 impl Generators {
     /// One thread per `devices` entry, sending through `gate` if the run is transactional.
     fn start(
-        o: &Opts,
+        o: &Generating,
+        count: Option<u64>,
         p: &Producer,
         devices: &[Arc<Devices>],
         gate: Option<Arc<Gate>>,
@@ -440,7 +639,7 @@ impl Generators {
         shutdown: &Shutdown,
     ) -> Self {
         let keys: Arc<[Bytes]> = event::device_keys(o.devices).into();
-        let budget = Arc::new(AtomicU64::new(o.count.unwrap_or(u64::MAX)));
+        let budget = Arc::new(AtomicU64::new(count.unwrap_or(u64::MAX)));
         let finished = Arc::new(AtomicUsize::new(0));
         let threads = devices
             .iter()
@@ -622,7 +821,7 @@ impl Generator {
 #[allow(clippy::too_many_arguments)]
 fn watch(
     mode: Mode,
-    o: &Opts,
+    o: &Control,
     shutdown: &Shutdown,
     started: Instant,
     ledger: &Ledger,
@@ -631,6 +830,7 @@ fn watch(
     pool: Option<&ConsumerPool>,
     generators: &Generators,
     mut share_lag: Option<ShareLag>,
+    metrics: Option<&Endpoint>,
 ) -> String {
     let mut out = Output::new(o.stats_json.as_deref());
     let mut last = (Instant::now(), 0u64, 0u64);
@@ -664,8 +864,12 @@ fn watch(
         }
         if Instant::now() >= next_tick {
             next_tick += Duration::from_secs(1);
-            let ps = producer.map(Producer::stats).unwrap_or_default();
-            let cs = pool.map(ConsumerPool::stats).unwrap_or_default();
+            let ps = producer.map(Producer::stats);
+            let cs = pool.map(ConsumerPool::stats);
+            if let Some(m) = metrics {
+                m.publish(exposition(ps.as_ref(), cs.as_ref()));
+            }
+            let (ps, cs) = (ps.unwrap_or_default(), cs.unwrap_or_default());
             let consumed = ledger.tally().consumed;
             let (t0, acked0, consumed0) = last;
             let dt = t0.elapsed().as_secs_f64().max(1e-3);
@@ -715,7 +919,8 @@ fn drain_producer(
     p: Producer,
     committer: Option<Committer>,
     book: Option<&Book>,
-    o: &Opts,
+    drain_timeout: Duration,
+    transactional_id: Option<String>,
     shutdown: &Shutdown,
     report: &mut Report,
 ) {
@@ -735,7 +940,7 @@ fn drain_producer(
                 }
             })
     };
-    let deadline = Instant::now() + o.drain_timeout;
+    let deadline = Instant::now() + drain_timeout;
     let last = committer.map(|c| c.finish(deadline));
     let closed = p.close(deadline.saturating_duration_since(Instant::now()));
     drained.store(true, Ordering::SeqCst);
@@ -760,7 +965,7 @@ fn drain_producer(
         report.transactions_aborted = t.aborted_txns;
         report.abort_reasons = book.abort_reasons();
         report.transaction_error = book.stopped();
-        report.transactional_id = o.transactional_id.clone();
+        report.transactional_id = transactional_id;
     }
     match closed {
         Ok(s) => {

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 
 use crate::client::{self, Cluster, NewTopic};
-use crate::stats::{Counter, Histogram, Percentiles};
+use crate::stats::{Counter, Histogram, HistogramSnapshot, Percentiles};
 
 pub use balancer::{java_partition, murmur2, Balance, Balancer};
 pub use config::{ProducerConfig, TopicDefaults};
@@ -212,6 +212,8 @@ pub struct ProducerStats {
     pub queue_depth: usize,
     /// Time from `send` to acknowledgement.
     pub latency: Percentiles,
+    /// The same times, as counts by bucket (for [`crate::metrics::Prometheus`]).
+    pub latency_histogram: HistogramSnapshot,
 }
 
 /// State shared by the handles and the writer.
@@ -866,6 +868,7 @@ impl Producer {
             errors: s.errors.locked().clone(),
             queue_depth: self.inner.tx.len(),
             latency: s.latency.percentiles(),
+            latency_histogram: s.latency.snapshot(),
         }
     }
 
