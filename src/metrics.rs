@@ -36,7 +36,8 @@
 //!
 //! | metric | type | what |
 //! |---|---|---|
-//! | `kpipe_consumer_records_handled_total` | counter | records the handler finished (pool), or `poll` handed out (consumer) |
+//! | `kpipe_consumer_records_handled_total` | counter | records finished: the handler returned `Ok` (pool), or a later `poll`, `commit` or `close` came (consumer) |
+//! | `kpipe_consumer_records_handed_out_total` | counter | records handed out by `poll` or to a handler |
 //! | `kpipe_consumer_records_skipped_total` | counter | records skipped after a handler error |
 //! | `kpipe_consumer_handler_errors_total` | counter | handler errors, panics included |
 //! | `kpipe_consumer_handler_panics_total` | counter | handler panics |
@@ -289,8 +290,9 @@ impl<'a> Prometheus<'a> {
         if cs.is_empty() {
             return;
         }
-        let counters: [Metric<ConsumerStats>; 18] = [
-            ("kpipe_consumer_records_handled_total", "Records the handler finished (a pool), or handed out by poll (a consumer).", |s| s.handled),
+        let counters: [Metric<ConsumerStats>; 19] = [
+            ("kpipe_consumer_records_handled_total", "Records finished: the handler returned Ok (a pool), or a later poll, commit or close came (a consumer).", |s| s.handled),
+            ("kpipe_consumer_records_handed_out_total", "Records handed out by poll or to a handler.", |s| s.handed_out),
             ("kpipe_consumer_records_skipped_total", "Records the handler failed on that were skipped.", |s| s.skipped),
             ("kpipe_consumer_handler_errors_total", "Handler errors (retried ones included), panics included.", |s| s.handler_errors),
             ("kpipe_consumer_handler_panics_total", "Handler panics.", |s| s.handler_panics),
@@ -471,6 +473,7 @@ mod tests {
         };
         ConsumerStats {
             handled: 42,
+            handed_out: 43,
             acknowledged: 3,
             partitions: BTreeMap::from([
                 (("events".to_owned(), 0), progress(100, 95, 90)),
@@ -544,6 +547,10 @@ mod tests {
             2.0
         );
         assert_eq!(value(&text, "kpipe_consumer_records_handled_total"), 42.0);
+        assert_eq!(
+            value(&text, "kpipe_consumer_records_handed_out_total"),
+            43.0
+        );
         assert_eq!(
             value(&text, "kpipe_consumer_share_records_acknowledged_total"),
             3.0
