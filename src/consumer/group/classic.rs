@@ -30,7 +30,8 @@ use crate::client::{
 };
 
 use super::super::config::ConsumerConfig;
-use super::super::{Error, Shared};
+use super::super::error::Error;
+use super::super::shared::Shared;
 use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership};
 
 /// Where a classic member stands.

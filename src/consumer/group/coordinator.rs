@@ -25,7 +25,7 @@ use crate::client::{
     KafkaCode, ShareHeartbeat, ShareHeartbeatAnswer, TopicPartition,
 };
 
-use super::super::Error;
+use super::super::error::Error;
 use super::Beacon;
 
 /// Responses that carry the broker's throttle time (KIP-219).

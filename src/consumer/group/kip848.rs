@@ -26,7 +26,8 @@ use uuid::Uuid;
 use crate::client::{self, Backoff, ConsumerHeartbeat, GroupMember, KafkaCode, TopicPartition};
 
 use super::super::config::ConsumerConfig;
-use super::super::{Error, Shared};
+use super::super::error::Error;
+use super::super::shared::Shared;
 use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership, TopicIds};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,7 +38,8 @@ use crate::client::{
 use crate::sync::Locked;
 
 use super::config::{ConsumerConfig, GroupProtocol};
-use super::{Error, Shared};
+use super::error::Error;
+use super::shared::Shared;
 
 pub(crate) use coordinator::Coordinator;
 use coordinator::GroupIo;

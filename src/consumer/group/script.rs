@@ -13,7 +13,7 @@ use crate::client::{
     TopicPartition,
 };
 
-use super::super::Error;
+use super::super::error::Error;
 use super::{Event, GroupIo, Ownership};
 
 #[derive(Default)]

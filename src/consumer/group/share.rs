@@ -23,7 +23,8 @@ use uuid::Uuid;
 use crate::client::{self, Backoff, GroupMember, KafkaCode, ShareHeartbeat, TopicPartition};
 
 use super::super::config::ConsumerConfig;
-use super::super::{Error, Shared};
+use super::super::error::Error;
+use super::super::shared::Shared;
 use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership, TopicIds};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,8 +29,11 @@ use crate::client::{
 };
 use crate::sync::Locked;
 
+use super::super::config::{ConsumerConfig, ShareAcquireMode};
+use super::super::error::Error;
 use super::super::group::{Event, GroupHandle};
-use super::super::{ConsumedRecord, ConsumerConfig, Error, ShareAcquireMode, Shared};
+use super::super::record::ConsumedRecord;
+use super::super::shared::Shared;
 use super::books::{Books, Refusal, Taken};
 use super::AckOutcome;
 

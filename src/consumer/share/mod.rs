@@ -24,8 +24,12 @@ use std::time::{Duration, Instant};
 
 use crate::client::AckKind;
 
+use super::config::{ConsumerConfig, GroupProtocol};
+use super::error::Error;
 use super::pool::{summary, ConsumerSummary};
-use super::{ConsumedRecord, ConsumerConfig, ConsumerStats, Error, GroupProtocol, Shared};
+use super::record::ConsumedRecord;
+use super::shared::Shared;
+use super::stats::ConsumerStats;
 pub(crate) use engine::ShareEngine;
 
 /// How a share consumer acknowledges a record.
