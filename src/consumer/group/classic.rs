@@ -32,7 +32,9 @@ use crate::client::{
 use super::super::config::ConsumerConfig;
 use super::super::error::Error;
 use super::super::shared::Shared;
-use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership};
+use super::coordinator::GroupIo;
+use super::membership::{names, MemberState, MemberStatus, Membership};
+use super::ownership::Ownership;
 
 /// Where a classic member stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use crate::client::{
 };
 
 use super::super::error::Error;
-use super::Beacon;
+use super::beacon::Beacon;
 
 /// Responses that carry the broker's throttle time (KIP-219).
 pub(crate) trait Throttled {

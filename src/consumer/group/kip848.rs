@@ -28,7 +28,9 @@ use crate::client::{self, Backoff, ConsumerHeartbeat, GroupMember, KafkaCode, To
 use super::super::config::ConsumerConfig;
 use super::super::error::Error;
 use super::super::shared::Shared;
-use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership, TopicIds};
+use super::coordinator::GroupIo;
+use super::membership::{names, MemberState, MemberStatus, Membership, TopicIds};
+use super::ownership::Ownership;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

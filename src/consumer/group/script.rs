@@ -14,7 +14,8 @@ use crate::client::{
 };
 
 use super::super::error::Error;
-use super::{Event, GroupIo, Ownership};
+use super::coordinator::GroupIo;
+use super::ownership::{Event, Ownership};
 
 #[derive(Default)]
 pub(super) struct Script {

@@ -25,7 +25,9 @@ use crate::client::{self, Backoff, GroupMember, KafkaCode, ShareHeartbeat, Topic
 use super::super::config::ConsumerConfig;
 use super::super::error::Error;
 use super::super::shared::Shared;
-use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership, TopicIds};
+use super::coordinator::GroupIo;
+use super::membership::{names, MemberState, MemberStatus, Membership, TopicIds};
+use super::ownership::Ownership;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
