@@ -22,7 +22,7 @@ use super::super::error::Error;
 use super::super::pool::{guarded, ConsumerPool};
 use super::super::record::ConsumedRecord;
 use super::super::shared::Shared;
-use super::ShareEngine;
+use super::engine::ShareEngine;
 
 /// Connect, check the topics, and set the group's starting point if asked.
 pub(crate) fn prepare(config: &ConsumerConfig) -> Result<Cluster, Error> {
