@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::client::{Assignor, ClientConfig, FetchParams, IsolationLevel};
 use crate::shutdown::Shutdown;
 
-use super::Error;
+use super::error::Error;
 
 /// Where to start reading a partition the group has no committed offset for (or whose
 /// committed offset is out of range).

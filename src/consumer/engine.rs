@@ -24,8 +24,11 @@ use crate::sync::Locked;
 
 use super::books::{Books, Held, Offsets, Since, Validated};
 use super::config::{ConsumerConfig, OffsetReset};
+use super::error::Error;
 use super::group::{names, Event, GroupHandle};
-use super::{ConsumedRecord, Error, PartitionProgress, Shared, Truncation};
+use super::record::ConsumedRecord;
+use super::shared::Shared;
+use super::stats::{PartitionProgress, Truncation};
 
 /// A change of the assignment, for the host to tell its listener of between
 /// [`Engine::next_change`] and [`Engine::complete`].

@@ -27,10 +27,12 @@ use crate::client::connect::Connector;
 use crate::client::TopicPartition;
 use crate::producer::{Producer, ProducerConfig, ProducerRecord, SendError, TransactionError};
 
+use super::config::{ConsumerConfig, GroupProtocol, OnHandlerError};
 use super::engine::Engine;
+use super::error::Error;
 use super::pool::{guarded, ConsumerPool, Member};
 use super::pull::{Consumer, RebalanceListener};
-use super::{ConsumedRecord, ConsumerConfig, Error, OnHandlerError};
+use super::record::ConsumedRecord;
 
 /// How a pool's members write exactly once: their producers and transactions.
 pub struct ExactlyOnce {
@@ -117,7 +119,7 @@ impl ConsumerPool {
         E: Display,
     {
         config.validate()?;
-        if config.group_protocol == super::GroupProtocol::Share {
+        if config.group_protocol == GroupProtocol::Share {
             return Err(Error::Config {
                 field: "group_protocol",
                 reason: "exactly once needs a consumer group (Classic or Consumer): a share group has no offsets to commit in a transaction".into(),

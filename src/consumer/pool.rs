@@ -18,8 +18,12 @@ use crate::client::connect::Connector;
 use crate::client::{Backoff, Cluster, TopicPartition};
 use crate::sync::Locked;
 
+use super::config::{ConsumerConfig, GroupProtocol, OnHandlerError};
 use super::engine::{self, connect_checked, Engine};
-use super::{ConsumedRecord, ConsumerConfig, ConsumerStats, Error, OnHandlerError, Shared};
+use super::error::Error;
+use super::record::ConsumedRecord;
+use super::shared::Shared;
+use super::stats::ConsumerStats;
 
 /// What a pool or a consumer did, from [`ConsumerPool::close`], [`Consumer::close`] and
 /// [`ShareConsumer::close`]: the same shape for all three, with the fields that do not
@@ -128,7 +132,7 @@ impl ConsumerPool {
         E: Display,
     {
         config.validate()?;
-        if config.group_protocol == super::GroupProtocol::Share {
+        if config.group_protocol == GroupProtocol::Share {
             return super::share::pool::launch(config, make_handler);
         }
         // A pool commits what its handler finished, always.

@@ -15,10 +15,14 @@ use crate::client::{CommittedOffset, GroupMetadata, TopicPartition};
 use crate::sync::Locked;
 
 use super::books::Since;
+use super::config::{ConsumerConfig, GroupProtocol};
 use super::engine::{self, connect_checked, Change, Engine, Host};
+use super::error::Error;
 use super::group::MemberStatus;
 use super::pool::{self, ConsumerSummary};
-use super::{ConsumedRecord, ConsumerConfig, ConsumerStats, Error, Shared, Truncation};
+use super::record::ConsumedRecord;
+use super::shared::Shared;
+use super::stats::{ConsumerStats, Truncation};
 
 /// Told of rebalances, on the caller's thread, from inside [`Consumer::poll`] (or a pool's
 /// loop). Each method gets the consumer, to look at positions, seek or commit.
@@ -146,7 +150,7 @@ impl Consumer {
         listener: Option<Box<dyn RebalanceListener>>,
     ) -> Result<Consumer, Error> {
         config.validate()?;
-        if config.group_protocol == super::GroupProtocol::Share {
+        if config.group_protocol == GroupProtocol::Share {
             return Err(Error::Config {
                 field: "group_protocol",
                 reason:

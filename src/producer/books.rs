@@ -402,7 +402,7 @@ mod tests {
 
     fn env(size: usize, enqueued: Instant) -> Envelope {
         Envelope {
-            record: super::super::ProducerRecord::new(vec![0u8; size]),
+            record: super::super::delivery::ProducerRecord::new(vec![0u8; size]),
             enqueued,
             report: super::super::delivery::Report::None,
             size,

@@ -7,8 +7,8 @@ use crate::shutdown::Shutdown;
 
 use super::balancer::Balancer;
 use super::delivery::OnDelivery;
+use super::error::Error;
 use super::lane::MAX_IDEMPOTENT_IN_FLIGHT;
-use super::Error;
 
 /// How to create topics the producer writes to but the cluster lacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

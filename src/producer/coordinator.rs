@@ -20,8 +20,8 @@ use crate::client::{
 };
 
 use super::lane::Identity;
+use super::msg::Msg;
 use super::txn::{Op, OpResult};
-use super::Msg;
 
 /// One request for the thread: the op, and who sends it.
 struct Ask {
@@ -248,7 +248,7 @@ impl Transactions {
     pub(crate) fn start(
         cluster: &mut Cluster,
         transactional_id: &str,
-        config: &super::ProducerConfig,
+        config: &super::config::ProducerConfig,
     ) -> client::Result<Transactions> {
         let version = cluster.transaction_version()?;
         let timeout = config.transaction_timeout;
@@ -315,7 +315,7 @@ impl Transactions {
         self,
         cluster: &Cluster,
         wake: Sender<Msg>,
-    ) -> Result<Transactional, super::Error> {
+    ) -> Result<Transactional, super::error::Error> {
         let own = Cluster::connect_with(cluster.config().clone(), cluster.connector().clone())?;
         let line = Coordinator::start(
             own,
@@ -324,7 +324,7 @@ impl Transactions {
             self.retry_for,
             wake,
         )
-        .map_err(|e| super::Error::Config {
+        .map_err(|e| super::error::Error::Config {
             field: "threads",
             reason: format!("cannot start the transaction thread: {e}"),
         })?;

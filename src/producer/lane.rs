@@ -45,7 +45,7 @@ pub(crate) const NO_SEQUENCE: i32 = -1;
 pub(crate) const MAX_IDEMPOTENT_IN_FLIGHT: usize = 5;
 
 /// The producer id and epoch that sequences belong to.
-pub(crate) use super::ProducerIdentity as Identity;
+pub(crate) use super::stats::ProducerIdentity as Identity;
 
 /// `seq + n`, wrapping from `i32::MAX` to 0 as the broker does.
 pub(crate) fn seq_add(seq: i32, n: i32) -> i32 {

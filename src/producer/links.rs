@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::client::connect::Connector;
-use crate::client::{self, BrokerInfo, Cluster, Connection, KafkaCode, TopicInfo};
+use crate::client::{self, BrokerInfo, Cluster, Connection, KafkaCode, NewTopic, TopicInfo};
 
 use super::config::TopicDefaults;
-use super::{ensure_topic, Msg};
+use super::msg::Msg;
 
 /// What the writer asks of the metadata thread.
 enum Ask {
@@ -472,4 +472,14 @@ fn serve_metadata(
         }
         let _ = wake.try_send(Msg::Wake);
     }
+}
+
+/// Make sure `topic` exists, creating it if `create` says how.
+pub(crate) fn ensure_topic(
+    cluster: &mut Cluster,
+    topic: &str,
+    create: Option<TopicDefaults>,
+) -> Result<(), client::Error> {
+    let new = create.map(|d| NewTopic::new(topic, d.partitions, d.replication_factor));
+    cluster.ensure_topic(topic, new.as_ref())
 }

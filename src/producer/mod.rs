@@ -23,9 +23,13 @@ mod books;
 mod config;
 mod coordinator;
 mod delivery;
+mod error;
 mod identity;
 mod lane;
 mod links;
+mod msg;
+mod shared;
+mod stats;
 mod txn;
 mod writer;
 
@@ -33,12 +37,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 
-use crate::client::{self, Cluster, NewTopic};
-use crate::stats::{Counter, Histogram, HistogramSnapshot, Percentiles};
+use crate::client::{self, Cluster};
+use crate::stats::{Counter, Histogram};
 
 pub use balancer::{java_partition, murmur2, Balance, Balancer};
 pub use config::{ProducerConfig, TopicDefaults};
@@ -46,350 +50,14 @@ pub use delivery::{
     Delivery, DeliveryError, DeliveryReceipt, DeliveryResult, OnDelivery, ProducerRecord,
     SendError, WaitError,
 };
+pub use error::{Error, SendAndWaitError, TransactionError};
+pub use stats::{ProducerIdentity, ProducerStats, Summary};
 
 use crate::sync::Locked;
 use delivery::{Envelope, Report};
-
-/// Errors building or closing a producer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The cluster could not be reached or refused a request.
-    #[error(transparent)]
-    Client(#[from] client::Error),
-    /// A configuration value is not usable.
-    #[error("invalid producer config `{field}`: {reason}")]
-    Config {
-        /// The field.
-        field: &'static str,
-        /// What is wrong and what would be valid.
-        reason: String,
-    },
-    /// `close` was called before; the first call's summary is returned by it only.
-    #[error("the producer was already closed")]
-    AlreadyClosed,
-    /// The writer thread panicked (a kpipe bug, or a custom [`Balance`] that panicked; a
-    /// delivery callback's panic is caught and does not stop it). The producer stopped
-    /// taking records at once ([`Producer::is_closed`] turned true) and reported what it
-    /// still held as at a close deadline: not attempted, or unacknowledged if it was sent.
-    /// Records the panic caught in the writer's hands were never reported (their receipts
-    /// end as [`WaitError::Lost`]); the summary counts them as failed, as
-    /// `"lost: the writer thread panicked"`.
-    #[error("the producer's writer thread panicked: {message}")]
-    WriterPanicked {
-        /// The panic's message.
-        message: String,
-        /// What became of the records it took; `None` if reporting them panicked too.
-        summary: Option<Box<Summary>>,
-    },
-}
-
-/// Why a transactional call did not succeed, and what to do about it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum TransactionError {
-    /// The call does not fit: no transaction is open, one is open already, one is being
-    /// ended, or the producer has no `transactional_id`. The message says what to call.
-    #[error("{0}")]
-    State(String),
-    /// This transaction cannot commit (a record or its offsets were refused, the group
-    /// moved on without this member, ...): call
-    /// [`abort_transaction`](Producer::abort_transaction), then go on with a new one.
-    #[error("the transaction cannot commit; abort it, then begin a new one: {0}")]
-    Abortable(Arc<client::Error>),
-    /// The producer cannot go on: a newer producer with the same transactional id fenced
-    /// it, or it is not authorised. Close it; a new producer with the id takes over.
-    #[error("the transactional producer cannot go on; close it (a new producer with the same transactional id takes over): {0}")]
-    Fatal(Arc<client::Error>),
-    /// No outcome within the call's timeout: it is still under way. Call the same again
-    /// to wait for its outcome (a commit asked again waits for the same commit).
-    #[error("{what} did not finish within {after:?}; call it again to learn its outcome")]
-    Timeout {
-        /// The call.
-        what: &'static str,
-        /// Its timeout.
-        after: Duration,
-    },
-    /// The producer is closed or closing.
-    #[error("the producer is closed")]
-    Closed,
-}
-
-impl TransactionError {
-    /// Whether the transaction must be aborted (and the producer may then go on).
-    pub fn is_abortable(&self) -> bool {
-        matches!(self, TransactionError::Abortable(_))
-    }
-
-    /// Whether the producer cannot go on.
-    pub fn is_fatal(&self) -> bool {
-        matches!(self, TransactionError::Fatal(_))
-    }
-}
-
-/// What became of every accepted record, from [`Producer::close`].
-/// `delivered + failed + not_attempted == accepted`, always.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Records the producer took from senders.
-    pub accepted: u64,
-    /// Records the brokers acknowledged (or sent, with acks=0).
-    pub delivered: u64,
-    /// Records that failed, with how many failed for each reason.
-    pub failed: u64,
-    /// Failure reasons and their counts.
-    pub failures: BTreeMap<String, u64>,
-    /// Records never sent because the close deadline came first.
-    pub not_attempted: u64,
-    /// The producer id and epoch its last batches carried; `None` without idempotence.
-    pub producer: Option<ProducerIdentity>,
-    /// Times a partition's sequences started again under a new epoch (the broker had lost
-    /// track of them, KIP-360).
-    pub epoch_bumps: u64,
-    /// Batches sent again after a retriable error (the same records, the same sequence).
-    pub resent_batches: u64,
-    /// Transactions committed (a transactional producer).
-    pub transactions_committed: u64,
-    /// Transactions aborted (a transactional producer).
-    pub transactions_aborted: u64,
-    /// Delivery reports that panicked: a [`send_with_callback`](Producer::send_with_callback)
-    /// callback, or the [`on_delivery`](ProducerConfig::on_delivery) handler. Each was
-    /// caught and logged; its record counts as delivered or failed all the same.
-    pub callback_panics: u64,
-}
-
-/// The producer id and epoch an idempotent producer stamps on its batches (KIP-98).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ProducerIdentity {
-    /// The id the cluster gave this producer.
-    pub id: i64,
-    /// Its epoch, raised when a partition's sequences start again.
-    pub epoch: i16,
-}
-
-impl std::fmt::Display for ProducerIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} epoch {}", self.id, self.epoch)
-    }
-}
-
-/// A snapshot of the producer's counters.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProducerStats {
-    /// Records accepted from senders: those the writer took plus those queued for it.
-    pub accepted: u64,
-    /// Records acknowledged.
-    pub delivered: u64,
-    /// Records failed.
-    pub failed: u64,
-    /// Record bytes (uncompressed, as encoded) acknowledged.
-    pub bytes_delivered: u64,
-    /// Produce batches sent.
-    pub batches: u64,
-    /// Mean records per batch.
-    pub avg_batch_records: f64,
-    /// Mean encoded (compressed) bytes per batch.
-    pub avg_batch_bytes: f64,
-    /// Produce requests awaiting a response.
-    pub requests_in_flight: u64,
-    /// Batches sent again after a retriable error (the same records, the same sequence).
-    pub retries: u64,
-    /// The producer id and epoch; `None` without idempotence.
-    pub producer: Option<ProducerIdentity>,
-    /// Times a partition's sequences started again under a new epoch.
-    pub epoch_bumps: u64,
-    /// Why the producer stopped by itself, if it did (it was fenced, say, or its writer
-    /// thread panicked).
-    pub fatal: Option<String>,
-    /// Delivery reports that panicked (caught and logged; see [`Summary::callback_panics`]).
-    pub callback_panics: u64,
-    /// Milliseconds the brokers asked this producer to hold off (their quotas, KIP-219),
-    /// added up over responses.
-    pub throttled_ms: u64,
-    /// Errors seen, by kind (retried ones included).
-    pub errors: BTreeMap<String, u64>,
-    /// Records waiting in the channel.
-    pub queue_depth: usize,
-    /// Time from `send` to acknowledgement.
-    pub latency: Percentiles,
-    /// The same times, as counts by bucket (for [`crate::metrics::Prometheus`]).
-    pub latency_histogram: HistogramSnapshot,
-}
-
-/// State shared by the handles and the writer.
-pub(crate) struct Shared {
-    /// What every send touches, apart from what the writer updates.
-    pub(crate) gate: Gate,
-    /// Senders waiting for room in a full channel.
-    pub(crate) room: Room,
-    pub(crate) clock: Clock,
-    /// Records the writer took from the channel (it alone counts them: a send pays for no
-    /// counter of its own).
-    pub(crate) accepted: AtomicU64,
-    pub(crate) close_deadline: Mutex<Option<Instant>>,
-    pub(crate) delivered: Counter,
-    pub(crate) failed: Counter,
-    pub(crate) bytes_delivered: Counter,
-    pub(crate) batches: Counter,
-    pub(crate) batch_records: Counter,
-    pub(crate) batch_bytes: Counter,
-    pub(crate) in_flight: Counter,
-    pub(crate) retries: Counter,
-    pub(crate) throttled_ms: Counter,
-    /// Producer id and epoch, -1 without idempotence.
-    pub(crate) producer_id: AtomicI64,
-    pub(crate) producer_epoch: AtomicI64,
-    pub(crate) epoch_bumps: Counter,
-    /// A transaction is open (records may be sent); only a transactional producer sets it.
-    pub(crate) txn_open: AtomicBool,
-    pub(crate) txn_committed: Counter,
-    pub(crate) txn_aborted: Counter,
-    pub(crate) fatal: Mutex<Option<Arc<client::Error>>>,
-    /// The message of the panic that stopped the writer thread, if one did.
-    pub(crate) panicked: Mutex<Option<String>>,
-    /// Delivery callbacks (and `on_delivery` calls) that panicked.
-    pub(crate) callback_panics: Counter,
-    pub(crate) errors: Mutex<BTreeMap<String, u64>>,
-    pub(crate) latency: Histogram,
-}
-
-/// The two atomics every send touches, on a cache line of their own: the writer updates
-/// its counters many times a batch, and sharing a line with them would make each send wait
-/// for that line.
-#[repr(align(128))]
-pub(crate) struct Gate {
-    /// Senders between their closing check and their enqueue (see `Producer::enqueue`).
-    pub(crate) sending: AtomicUsize,
-    pub(crate) closing: AtomicBool,
-}
-
-/// Where senders wait for room in a full channel. Waiting inside the channel would have the
-/// writer wake one sender per record it takes (a futex call each, and a context switch on
-/// two cores), while the channel stays full; here the writer wakes them all at once, when
-/// the channel is half empty, and a send that finds room pays one atomic load for it.
-#[derive(Default)]
-pub(crate) struct Room {
-    waiting: AtomicUsize,
-    lock: Mutex<()>,
-    freed: std::sync::Condvar,
-}
-
-impl Room {
-    /// Longest wait between two tries: bounds what a missed wake-up could cost.
-    const RETRY: Duration = Duration::from_millis(10);
-
-    /// Send `msg`, waiting until `deadline` (none: for as long as it takes) for room; hands
-    /// it back on timeout (`false`) or when the writer is gone (`true`). The message comes
-    /// back by value, as from the channel's own `try_send`: boxing it would cost an
-    /// allocation where none is needed.
-    #[allow(clippy::result_large_err)]
-    fn send(
-        &self,
-        tx: &Sender<Msg>,
-        mut msg: Msg,
-        deadline: Option<Instant>,
-    ) -> Result<(), (Msg, bool)> {
-        // Counted before the first try, and each try is made under the lock the writer
-        // takes to wake us: a writer that made room after a try finds us counted and
-        // waiting.
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let sent = loop {
-            let guard = self.lock.locked();
-            msg = match tx.try_send(msg) {
-                Ok(()) => break Ok(()),
-                Err(TrySendError::Disconnected(m)) => break Err((m, true)),
-                Err(TrySendError::Full(m)) => m,
-            };
-            let wait = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left.min(Self::RETRY),
-                    _ => break Err((msg, false)),
-                },
-                None => Self::RETRY,
-            };
-            drop(self.freed.wait_timeout(guard, wait));
-        };
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        sent
-    }
-
-    /// The writer took records: wake every waiting sender if the channel is at most half
-    /// full (`len`, `capacity`).
-    pub(crate) fn taken(&self, len: usize, capacity: usize) {
-        if len <= capacity / 2 {
-            self.wake_all();
-        }
-    }
-
-    /// Wake every waiting sender (also when the producer is closing).
-    pub(crate) fn wake_all(&self) {
-        if self.waiting.load(Ordering::SeqCst) > 0 {
-            let _guard = self.lock.locked();
-            self.freed.notify_all();
-        }
-    }
-}
-
-/// Wall-clock milliseconds from a monotonic clock read. A send needs both an `Instant`
-/// (linger, delivery timeout, latency) and a wall-clock timestamp; this derives the second
-/// from the first, saving a system clock read per record. The writer re-reads the wall
-/// clock once a second ([`Clock::resync`]), so a stepped system clock shows within a second.
-pub(crate) struct Clock {
-    origin: Instant,
-    /// Wall-clock milliseconds at `origin`, as of the last resync.
-    offset_ms: AtomicI64,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        let c = Clock {
-            origin: Instant::now(),
-            offset_ms: AtomicI64::new(0),
-        };
-        c.resync();
-        c
-    }
-
-    /// Milliseconds since the Unix epoch at `now`.
-    pub(crate) fn wall_ms(&self, now: Instant) -> i64 {
-        let since = now.saturating_duration_since(self.origin).as_millis() as i64;
-        self.offset_ms.load(Ordering::Relaxed) + since
-    }
-
-    /// Re-read the wall clock.
-    pub(crate) fn resync(&self) {
-        let since = self.origin.elapsed().as_millis() as i64;
-        self.offset_ms.store(now_ms() - since, Ordering::Relaxed);
-    }
-}
-
-impl Shared {
-    pub(crate) fn count_error(&self, kind: String) {
-        *self.errors.locked().entry(kind).or_default() += 1;
-    }
-
-    pub(crate) fn set_producer(&self, who: Option<ProducerIdentity>) {
-        let (id, epoch) = who.map_or((-1, -1), |w| (w.id, w.epoch as i64));
-        self.producer_id.store(id, Ordering::Relaxed);
-        self.producer_epoch.store(epoch, Ordering::Relaxed);
-    }
-
-    pub(crate) fn producer(&self) -> Option<ProducerIdentity> {
-        let id = self.producer_id.load(Ordering::Relaxed);
-        (id >= 0).then(|| ProducerIdentity {
-            id,
-            epoch: self.producer_epoch.load(Ordering::Relaxed) as i16,
-        })
-    }
-}
-
-pub(crate) enum Msg {
-    Record(Envelope),
-    /// A transactional call, in order with the records.
-    Txn(txn::TxnCall),
-    /// Wakes the writer (close was called).
-    Wake,
-}
+use links::ensure_topic;
+use msg::Msg;
+use shared::{Clock, Gate, Room, Shared};
 
 /// A thread-safe producer handle: clone it into every thread that sends.
 ///
@@ -450,12 +118,6 @@ impl std::fmt::Debug for Producer {
             .field("queue_depth", &self.inner.tx.len())
             .finish()
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Producer {
@@ -896,20 +558,6 @@ impl Producer {
     }
 }
 
-/// Why [`Producer::send_and_wait`] gave no delivery.
-#[derive(Debug, thiserror::Error)]
-pub enum SendAndWaitError {
-    /// The record was not accepted (it is inside).
-    #[error(transparent)]
-    Send(SendError),
-    /// It was accepted but not delivered.
-    #[error(transparent)]
-    Delivery(DeliveryError),
-    /// No outcome came in time.
-    #[error(transparent)]
-    Wait(WaitError),
-}
-
 impl Inner {
     fn close(&self, timeout: Duration) -> Result<Summary, Error> {
         let handle = self.writer.locked().take().ok_or(Error::AlreadyClosed)?;
@@ -949,49 +597,5 @@ impl Drop for Inner {
             ),
             Err(e) => log::error!("producer dropped: {e}"),
         }
-    }
-}
-
-/// Make sure `topic` exists, creating it if `create` says how.
-pub(crate) fn ensure_topic(
-    cluster: &mut Cluster,
-    topic: &str,
-    create: Option<TopicDefaults>,
-) -> Result<(), client::Error> {
-    let new = create.map(|d| NewTopic::new(topic, d.partitions, d.replication_factor));
-    cluster.ensure_topic(topic, new.as_ref())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_clock_derives_wall_time_from_instants() {
-        let clock = Clock::new();
-        let before = now_ms();
-        let derived = clock.wall_ms(Instant::now());
-        let after = now_ms();
-        // Two truncations to whole milliseconds: at most 1 ms off either way.
-        assert!(
-            before - 1 <= derived && derived <= after + 1,
-            "{before} {derived} {after}"
-        );
-        // Later instants give later (never earlier) times, at the instants' own spacing.
-        let t = Instant::now();
-        let (a, b) = (
-            clock.wall_ms(t),
-            clock.wall_ms(t + Duration::from_millis(1500)),
-        );
-        assert!((1499..=1501).contains(&(b - a)), "{a} {b}");
-        // An instant before the clock's origin is not a panic.
-        let early = clock.origin.checked_sub(Duration::from_secs(1));
-        if let Some(early) = early {
-            assert!(clock.wall_ms(early) <= a);
-        }
-        // A resync keeps the reading within the same bounds.
-        clock.resync();
-        let derived = clock.wall_ms(Instant::now());
-        assert!((derived - now_ms()).abs() <= 1, "{derived}");
     }
 }

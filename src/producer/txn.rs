@@ -29,8 +29,8 @@ use crossbeam_channel::Sender;
 
 use crate::client::{self, GroupMetadata, TopicPartition, TransactionVersion};
 
+use super::error::TransactionError;
 use super::lane::Identity;
-use super::TransactionError;
 
 /// Where the caller of a transactional call hears the outcome.
 pub(crate) type TxnReply = Sender<Result<(), TransactionError>>;

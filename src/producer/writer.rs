@@ -30,11 +30,14 @@ use super::books::{new_part, Body, Part, Topic, TopicState, Topics, BATCH_ROOM};
 use super::config::{ProducerConfig, TopicDefaults};
 use super::coordinator::Transactional;
 use super::delivery::{panic_message, Delivery, DeliveryError, Envelope, OnDelivery, Report};
+use super::error::{Error, TransactionError};
 use super::identity::{Answered, ProducerId, Renewal};
 use super::lane::{verdict, Identity, Lane, Next, Outcome, Reply, Verdict};
 use super::links::Links;
+use super::msg::Msg;
+use super::shared::Shared;
+use super::stats::{ProducerIdentity, Summary};
 use super::txn::{Effect, TxnCall};
-use super::{Error, Msg, ProducerIdentity, Shared, Summary};
 use crate::sync::Locked;
 
 /// The failure reason of records a panic of the writer took with it: they were never
@@ -1374,7 +1377,7 @@ impl Writer {
         };
         let effect = match call {
             TxnCall::Begin(reply) if self.shared.gate.closing.load(Ordering::SeqCst) => {
-                let _ = reply.send(Err(super::TransactionError::Closed));
+                let _ = reply.send(Err(TransactionError::Closed));
                 Effect::None
             }
             TxnCall::Begin(reply) => {

@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::{Assignment, Subscription};
+use super::metadata::{Assignment, Subscription};
 
 /// A partition on the board: (topic index, partition number).
 type Tp = (usize, i32);

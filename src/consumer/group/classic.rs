@@ -30,8 +30,11 @@ use crate::client::{
 };
 
 use super::super::config::ConsumerConfig;
-use super::super::{Error, Shared};
-use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership};
+use super::super::error::Error;
+use super::super::shared::Shared;
+use super::coordinator::GroupIo;
+use super::membership::{names, MemberState, MemberStatus, Membership};
+use super::ownership::Ownership;
 
 /// Where a classic member stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,8 +25,8 @@ use crate::client::{
     KafkaCode, ShareHeartbeat, ShareHeartbeatAnswer, TopicPartition,
 };
 
-use super::super::Error;
-use super::Beacon;
+use super::super::error::Error;
+use super::beacon::Beacon;
 
 /// Responses that carry the broker's throttle time (KIP-219).
 pub(crate) trait Throttled {

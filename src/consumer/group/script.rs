@@ -13,8 +13,9 @@ use crate::client::{
     TopicPartition,
 };
 
-use super::super::Error;
-use super::{Event, GroupIo, Ownership};
+use super::super::error::Error;
+use super::coordinator::GroupIo;
+use super::ownership::{Event, Ownership};
 
 #[derive(Default)]
 pub(super) struct Script {

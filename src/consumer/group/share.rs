@@ -23,8 +23,11 @@ use uuid::Uuid;
 use crate::client::{self, Backoff, GroupMember, KafkaCode, ShareHeartbeat, TopicPartition};
 
 use super::super::config::ConsumerConfig;
-use super::super::{Error, Shared};
-use super::{names, GroupIo, MemberState, MemberStatus, Membership, Ownership, TopicIds};
+use super::super::error::Error;
+use super::super::shared::Shared;
+use super::coordinator::GroupIo;
+use super::membership::{names, MemberState, MemberStatus, Membership, TopicIds};
+use super::ownership::Ownership;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

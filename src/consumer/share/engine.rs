@@ -29,10 +29,13 @@ use crate::client::{
 };
 use crate::sync::Locked;
 
+use super::super::config::{ConsumerConfig, ShareAcquireMode};
+use super::super::error::Error;
 use super::super::group::{Event, GroupHandle};
-use super::super::{ConsumedRecord, ConsumerConfig, Error, ShareAcquireMode, Shared};
+use super::super::record::ConsumedRecord;
+use super::super::shared::Shared;
+use super::ack::{AckOutcome, Acknowledge};
 use super::books::{Books, Refusal, Taken};
-use super::AckOutcome;
 
 /// A partition, by topic name (shared) and index.
 type Part = (Arc<str>, i32);
@@ -870,7 +873,7 @@ impl ShareEngine {
                 acknowledged: list
                     .into_iter()
                     .filter(|(_, k)| *k != AckKind::Gap)
-                    .filter_map(|(o, k)| Some((o, super::Acknowledge::from_kind(k)?)))
+                    .filter_map(|(o, k)| Some((o, Acknowledge::from_kind(k)?)))
                     .collect(),
                 error: result.err().map(|e| e.outcome()),
             });

@@ -16,10 +16,13 @@ use crate::client::connect::Connector;
 use crate::client::{AckKind, Cluster};
 use crate::sync::Locked;
 
+use super::super::config::{ConsumerConfig, OffsetReset, OnShareError};
 use super::super::engine::connect_checked;
+use super::super::error::Error;
 use super::super::pool::{guarded, ConsumerPool};
-use super::super::{ConsumedRecord, ConsumerConfig, Error, OffsetReset, OnShareError, Shared};
-use super::ShareEngine;
+use super::super::record::ConsumedRecord;
+use super::super::shared::Shared;
+use super::engine::ShareEngine;
 
 /// Connect, check the topics, and set the group's starting point if asked.
 pub(crate) fn prepare(config: &ConsumerConfig) -> Result<Cluster, Error> {
