@@ -69,8 +69,13 @@ fn poll_hands_out_records_and_commit_makes_the_next_member_start_after_them() {
         .map(|&p| consumer.committed(&topic, p).unwrap())
         .sum();
     assert_eq!(ends, 1_000, "committed up to what was handed out");
-    assert_eq!(consumer.stats().handled, 1_000);
-    consumer.close(Duration::from_secs(30)).unwrap();
+    // commit says what was handed out is processed: all of it is finished.
+    let stats = consumer.stats();
+    assert_eq!((stats.handled, stats.handed_out), (1_000, 1_000));
+    let summary = consumer.close(Duration::from_secs(30)).unwrap();
+    assert_eq!(summary.handled, 1_000);
+    let committed: i64 = summary.committed.values().sum();
+    assert_eq!(committed, 1_000, "the summary reports the offsets committed");
 
     common::produce(&topic, "b", 10);
     let mut next = Consumer::new(c).unwrap();
