@@ -37,10 +37,10 @@ use kpipe::metrics::Prometheus;
 use kpipe::producer::{OnDelivery, Producer, ProducerRecord, SendError};
 use kpipe::shutdown::Shutdown;
 
+use super::args::{client_config, CopyArgs, UsageError};
 use super::metrics::Endpoint;
 use super::report;
 use super::run::{consumer_config, new_producer, pool_error, producer_config};
-use super::{CopyArgs, UsageError};
 
 /// How often an at-least-once member commits (after its copies were delivered).
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -269,7 +269,7 @@ impl Pace {
 
 /// Run the copy with the (validated) flags.
 fn run(o: &CopyArgs) -> Result<CopyReport, UsageError> {
-    let client = super::client_config(&o.connection)?;
+    let client = client_config(&o.connection)?;
     // --metrics-addr: listening before anything runs, so that a taken port is bad input.
     let metrics = o
         .control

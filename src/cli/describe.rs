@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use kpipe::client::{self, Cluster, ShareGroupOffset};
 
+use super::args::{client_config, DescribeArgs, UsageError};
 use super::report;
-use super::{DescribeArgs, UsageError};
 
 /// What `kpipe describe` found (also written by --summary-json).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -107,7 +107,7 @@ impl From<UsageError> for Failed {
 fn run(o: &DescribeArgs) -> Result<DescribeReport, Failed> {
     let started = Instant::now();
     let group = o.share_group.clone().unwrap_or_default();
-    let config = super::client_config(&o.connection)?;
+    let config = client_config(&o.connection)?;
     let timeout = config.connection.request_timeout;
     let mut cluster = Cluster::connect(config).map_err(UsageError::from)?;
     let offsets = cluster

@@ -205,9 +205,32 @@ pub fn device_keys(n: u32) -> Vec<Bytes> {
         .collect()
 }
 
+/// An event's tag, for the delivery handler: its device and sequence number in one u64.
+pub(super) fn tag(device: u32, seq: u64) -> u64 {
+    (u64::from(device) << SEQ_BITS) | (seq & SEQ_MASK)
+}
+
+pub(super) fn untag(tag: u64) -> (u32, u64) {
+    ((tag >> SEQ_BITS) as u32, tag & SEQ_MASK)
+}
+
+/// Bits of an event tag that hold the sequence number (2^40: eleven days of a million
+/// events a second to one device); the rest hold the device (so at most 2^24 devices).
+const SEQ_BITS: u32 = 40;
+pub(super) const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+/// The most devices an event tag can name.
+pub(super) const MAX_DEVICES: u32 = 1 << (64 - SEQ_BITS);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_holds_the_device_and_the_sequence() {
+        for (device, seq) in [(0, 0), (7, 12_345), (MAX_DEVICES - 1, SEQ_MASK)] {
+            assert_eq!(untag(tag(device, seq)), (device, seq));
+        }
+    }
 
     fn event() -> Event {
         Event {

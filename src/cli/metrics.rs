@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tiny_http::{Header, Response, Server};
 
-use super::UsageError;
+use super::args::UsageError;
 
 /// How long the server thread waits for a request before it looks at the stop flag.
 const POLL: Duration = Duration::from_millis(100);

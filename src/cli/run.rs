@@ -18,16 +18,16 @@ use kpipe::producer::{
 };
 use kpipe::shutdown::Shutdown;
 
-use super::event::{self, Event};
+use super::args::{
+    client_config, AssignorArg, Connection, ConsumeArgs, Control, Creation, Generating, Group,
+    GroupProtocolArg, IsolationArg, Mode, OnOff, ProduceArgs, Producing, Reading, ResetArg,
+    RunArgs, Topic, Transactional, UsageError,
+};
+use super::event::{self, tag, untag, Event};
 use super::ledger::{Check, Ledger};
 use super::metrics::Endpoint;
 use super::report::{self, Latency, Output, Report, Snapshot};
 use super::txn::{Book, Committer, Devices, Gate, Transactions};
-use super::{
-    AssignorArg, Connection, ConsumeArgs, Control, Creation, Generating, Group, GroupProtocolArg,
-    IsolationArg, Mode, OnOff, ProduceArgs, Producing, Reading, ResetArg, RunArgs, Topic,
-    Transactional, UsageError,
-};
 
 // The command's memory budget. With every generator sending as fast as it can, the
 // producer's queues are always full and the consumers' fetches always answered in full, so
@@ -168,7 +168,7 @@ impl Job {
 pub fn run(mode: Mode, job: &Job) -> Result<Report, UsageError> {
     let o = &job.control;
     // Set-up: configs, the signal handler, the topic.
-    let client = super::client_config(&job.connection)?;
+    let client = client_config(&job.connection)?;
     // --metrics-addr: listening before anything runs, so that a taken port is bad input.
     let metrics = o.metrics_addr.as_deref().map(Endpoint::start).transpose()?;
     let shutdown = Shutdown::new();
@@ -540,22 +540,6 @@ impl ShareLag {
         self.last
     }
 }
-
-/// An event's tag, for the delivery handler: its device and sequence number in one u64.
-fn tag(device: u32, seq: u64) -> u64 {
-    (u64::from(device) << SEQ_BITS) | (seq & SEQ_MASK)
-}
-
-fn untag(tag: u64) -> (u32, u64) {
-    ((tag >> SEQ_BITS) as u32, tag & SEQ_MASK)
-}
-
-/// Bits of an event tag that hold the sequence number (2^40: eleven days of a million
-/// events a second to one device); the rest hold the device (so at most 2^24 devices).
-const SEQ_BITS: u32 = 40;
-const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
-/// The most devices an event tag can name.
-pub const MAX_DEVICES: u32 = 1 << (64 - SEQ_BITS);
 
 fn start_producer(
     s: &Sending,
@@ -1011,16 +995,4 @@ fn finish(report: &mut Report, mode: Mode, ledger: &Ledger, started: Instant) {
         0.0
     };
     (report.rss_mib, report.peak_rss_mib) = report::rss_mib();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_tag_holds_the_device_and_the_sequence() {
-        for (device, seq) in [(0, 0), (7, 12_345), (MAX_DEVICES - 1, SEQ_MASK)] {
-            assert_eq!(untag(tag(device, seq)), (device, seq));
-        }
-    }
 }

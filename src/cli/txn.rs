@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use kpipe::producer::{Producer, Summary, TransactionError};
 use kpipe::shutdown::Shutdown;
 
+use super::args::UsageError;
 use super::ledger::Ledger;
-use super::UsageError;
 
 /// One generator thread's devices and the next number of each. The generator writes them
 /// while it holds the gate; the committer reads them, and winds them back after an abort,
