@@ -75,7 +75,10 @@ fn poll_hands_out_records_and_commit_makes_the_next_member_start_after_them() {
     let summary = consumer.close(Duration::from_secs(30)).unwrap();
     assert_eq!(summary.handled, 1_000);
     let committed: i64 = summary.committed.values().sum();
-    assert_eq!(committed, 1_000, "the summary reports the offsets committed");
+    assert_eq!(
+        committed, 1_000,
+        "the summary reports the offsets committed"
+    );
 
     common::produce(&topic, "b", 10);
     let mut next = Consumer::new(c).unwrap();

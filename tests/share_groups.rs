@@ -48,7 +48,11 @@ fn a_share_consumer_reads_what_is_produced_after_it_joined_once_each() {
     // here, at close.
     let stats = consumer.stats();
     assert_eq!(stats.handed_out, 200);
-    assert!(stats.handled < 200, "{} finished before close", stats.handled);
+    assert!(
+        stats.handled < 200,
+        "{} finished before close",
+        stats.handled
+    );
     let summary = consumer.close(Duration::from_secs(10)).unwrap();
     assert_eq!((summary.handled, summary.handed_out), (200, 200));
 }
