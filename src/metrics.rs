@@ -227,17 +227,7 @@ impl<'a> Prometheus<'a> {
                 |s| s.requests_in_flight,
             ),
         ];
-        for (name, help, value) in counters {
-            let kind = if name.ends_with("_total") {
-                "counter"
-            } else {
-                "gauge"
-            };
-            out.family(name, kind, help);
-            for (s, labels) in ps {
-                out.sample(name, labels, &[], value(s));
-            }
-        }
+        out.families(&counters, ps);
         let name = "kpipe_producer_errors_total";
         out.family(
             name,
@@ -311,17 +301,7 @@ impl<'a> Prometheus<'a> {
             ("kpipe_consumer_share_acknowledge_failures_total", "Share groups: acknowledgements not known to be taken by the broker.", |s| s.acknowledge_failures),
             ("kpipe_consumer_assigned_partitions", "Partitions assigned now.", |s| s.partitions.len() as u64),
         ];
-        for (name, help, value) in counters {
-            let kind = if name.ends_with("_total") {
-                "counter"
-            } else {
-                "gauge"
-            };
-            out.family(name, kind, help);
-            for (s, labels) in cs {
-                out.sample(name, labels, &[], value(s));
-            }
-        }
+        out.families(&counters, cs);
         type Of = fn(&crate::consumer::PartitionProgress) -> Option<i64>;
         let partition: [(&str, &str, Of); 4] = [
             ("kpipe_consumer_partition_lag", "Records not yet handed out: end offset - position.", |p| Some(p.lag())),
@@ -347,6 +327,22 @@ impl<'a> Prometheus<'a> {
 struct Text(String);
 
 impl Text {
+    /// A family per metric of `metrics` (a counter when its name ends in `_total`, else a
+    /// gauge), with a sample of each source in it.
+    fn families<S>(&mut self, metrics: &[Metric<S>], sources: &[(&S, String)]) {
+        for (name, help, value) in metrics {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            self.family(name, kind, help);
+            for (s, labels) in sources {
+                self.sample(name, labels, &[], value(s));
+            }
+        }
+    }
+
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
